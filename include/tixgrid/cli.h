@@ -1,0 +1,40 @@
+/*
+ * cli.h — what every tixgrid command line shares.
+ *
+ * Commands follow the usual Unix contract: --help prints usage on stdout and
+ * exits 0; --version prints "<program> <version>" and exits 0; a usage error
+ * prints one line on stderr saying what to do and exits TG_EXIT_USAGE.
+ * Options come from long flags or TIXGRID_* environment variables.
+ */
+#ifndef TIXGRID_CLI_H
+#define TIXGRID_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tixgrid/err.h"
+
+/* Exit codes (sysexits.h where one fits). */
+enum {
+    TG_EXIT_OK = 0,
+    TG_EXIT_FAILURE = 1,     /* the command ran and failed */
+    TG_EXIT_USAGE = 64,      /* bad flags or arguments (EX_USAGE) */
+    TG_EXIT_UNAVAILABLE = 69 /* a service it needs is down (EX_UNAVAILABLE) */
+};
+
+/* Handles --help and --version in argv; returns true (and sets *exit_code)
+ * when the caller should exit now.  usage is printed for --help. */
+bool tg_cli_standard(int argc, char **argv, const char *program, const char *usage,
+                     int *exit_code);
+
+/* Prints "program: message\n" on stderr and returns TG_EXIT_USAGE. */
+int tg_cli_usage_error(const char *program, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Parses a whole decimal number in [min, max]; TG_EINVAL otherwise. */
+tg_err tg_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
+
+/* The value of a TIXGRID_* variable, or fallback when unset or empty. */
+const char *tg_env(const char *name, const char *fallback);
+
+#endif

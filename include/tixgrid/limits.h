@@ -1,0 +1,68 @@
+/*
+ * limits.h — every bound of tixgrid, with its unit.
+ *
+ * Tables, rings, queues, retry loops and message fields are all bounded; the
+ * bound lives here so that a reader can see the system's envelope in one
+ * place and so that tests can assert against the same numbers.
+ */
+#ifndef TIXGRID_LIMITS_H
+#define TIXGRID_LIMITS_H
+
+/* Partition ids are 21 bits so that booking ids (partition << 32 | seq) stay
+ * below 2^53 and survive a JavaScript number. */
+#define TG_PARTITION_ID_BITS 21
+#define TG_PARTITION_ID_MAX ((1u << TG_PARTITION_ID_BITS) - 1)
+
+/* Seats in one partition.  Seat ids are dense 0..seat_count-1. */
+#define TG_PARTITION_SEATS_MAX (1u << 20)
+/* Sections in one partition. */
+#define TG_SECTIONS_MAX 64u
+/* Rows in one partition (across its sections). */
+#define TG_ROWS_MAX 8192u
+/* Seats in one row. */
+#define TG_ROW_SEATS_MAX 2048u
+/* Bytes of a section or row name, including the terminating NUL. */
+#define TG_NAME_BYTES 32u
+/* Bytes of an ISO 4217 currency code, including the terminating NUL. */
+#define TG_CURRENCY_BYTES 4u
+
+/* Seats one booking may hold at once (the per-booking limit). */
+#define TG_BOOKING_SEATS_MAX 16u
+/* Booking table slots in one partition (fixed when the segment is made). */
+#define TG_BOOKINGS_MAX (1u << 22)
+#define TG_BOOKINGS_MIN 16u
+/* Slots a booking allocation probes for a reusable slot before giving up. */
+#define TG_BOOKING_PROBES_MAX 64u
+/* Spins before a booking-lock attempt yields, and yields before TG_EBUSY. */
+#define TG_BOOKING_LOCK_SPINS 128u
+#define TG_BOOKING_LOCK_YIELDS 10000u
+
+/* Change-log records in one partition's ring; a power of two. */
+#define TG_LOG_RECORDS_MIN 64u
+#define TG_LOG_RECORDS_MAX (1u << 24)
+/* Default ring size in records (32 bytes each: 32 MiB). */
+#define TG_LOG_RECORDS_DEFAULT (1u << 20)
+/* New holds are refused once the unpersisted part of the ring passes this
+ * fraction (in 1/1024ths) of its size; releases, payments and expiries may
+ * still use the rest, so a backlog never traps seats. */
+#define TG_LOG_HIGH_WATER_PER_1024 896u
+
+/* Best-available: CAS attempts on candidate windows before TG_ENO_SEATS
+ * (other buyers can take a window between the scan and the CAS). */
+#define TG_BEST_ATTEMPTS_MAX 8u
+
+/* Hold expiry defaults (both configurable). */
+#define TG_HOLD_TTL_MS_DEFAULT 300000u
+#define TG_PAYMENT_WINDOW_MS_DEFAULT 900000u
+/* Bookings one sweep call examines at most. */
+#define TG_SWEEP_SCAN_MAX 4096u
+
+/* Bytes of a shared-memory object name, including the NUL. */
+#define TG_SHM_NAME_BYTES 96u
+/* Bytes of a processing unit's name, including the NUL. */
+#define TG_PU_NAME_BYTES 48u
+
+/* Bytes of one log record, including the JSON framing. */
+#define TG_LOG_LINE_BYTES 2048u
+
+#endif

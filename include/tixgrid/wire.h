@@ -1,0 +1,365 @@
+/*
+ * wire.h — the msgpack messages that processes of tixgrid exchange.
+ *
+ * schemas/wire.md is the contract: every message is one msgpack array
+ * [type, version, ...fields], one table per message.  This header is its C
+ * form.  A message in memory is a tg_msg: its type and a union of one struct
+ * per message, with fixed-size arrays bounded by limits.h and the TG_WIRE_
+ * bounds below, so that encoding and decoding allocate nothing per message.
+ *
+ * Four replies and one event carry arrays too large to embed in every tg_msg
+ * (availability rows, layout rows, seat lists, log records, seat changes):
+ * those fields are a count and a pointer.  To encode, point them at the data.
+ * To decode, hand tg_wire_decode a tg_wire_space naming arrays the caller
+ * owns, with their capacities; the decoder writes there, never allocates, and
+ * rejects a message that needs more room than was given (TG_EPROTO).  A
+ * caller that only decodes requests passes NULL.
+ *
+ * Errors.  tg_wire_decode returns TG_EPROTO for anything that does not follow
+ * the schema and sets *why to a static sentence that names the message and
+ * the field ("seats_hold.seats: too many items"); it never crashes, reads out
+ * of bounds or allocates, whatever the bytes.  tg_wire_encode checks the
+ * same bounds on the way out and returns TG_EINVAL (a caller bug) with the
+ * same sentences, or TG_ENOMEM if the buffer cannot grow.
+ *
+ * Thread safety: every function is pure over its arguments; any thread may
+ * call them at once on different arguments.  Reuse one msgpack_sbuffer per
+ * thread or per nng context: after the first few messages it stops growing.
+ */
+#ifndef TIXGRID_WIRE_H
+#define TIXGRID_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "tixgrid/err.h"
+#include "tixgrid/limits.h"
+#include "tixgrid/seat.h"
+
+/* ---- Bounds (schemas/wire.md, "Bounds") -------------------------------- */
+
+/* The schema version every message carries in its second element. */
+#define TG_WIRE_VERSION 1u
+/* Bytes of one whole message, topic included; larger input is refused. */
+#define TG_WIRE_MESSAGE_BYTES_MAX (1u << 20)
+/* Bytes of the one free-text string (an error reply's message), without NUL. */
+#define TG_WIRE_STRING_BYTES_MAX 256u
+/* Ids, sequence numbers and epochs stay below 2^53: exact in JavaScript. */
+#define TG_WIRE_ID_MAX ((UINT64_C(1) << 53) - 1)
+/* Seats in one seats_list reply (and the largest count a request may ask). */
+#define TG_WIRE_SEATS_LIST_MAX 1000u
+/* Log records in one log_read reply (and the largest max a request may ask). */
+#define TG_WIRE_LOG_RECORDS_MAX 4096u
+/* Seat changes in one seat_changes event. */
+#define TG_WIRE_CHANGES_MAX 4096u
+/* Bytes of the topic in front of a published event: big-endian partition id. */
+#define TG_WIRE_TOPIC_BYTES 4u
+
+/* ---- Message types ------------------------------------------------------ */
+
+/* Numbers are part of the protocol: never renumber, append.
+ *   1..63     requests to a processing unit (nng REQ/REP)
+ *   64        the error reply to any request
+ *   65..127   ok replies: request type + TG_WIRE_REPLY_OFFSET
+ *   128..159  events published by a processing unit (nng PUB/SUB)
+ *   160..255  reserved: manager and membership, replication */
+typedef enum {
+    TG_WIRE_NONE = 0, /* not a message: what a failed decode leaves in out->type */
+
+    TG_WIRE_BOOKING_CREATE = 1,
+    TG_WIRE_BOOKING_GET = 2,
+    TG_WIRE_SEATS_HOLD = 3,
+    TG_WIRE_SEATS_HOLD_BEST = 4,
+    TG_WIRE_SEATS_RELEASE = 5,
+    TG_WIRE_BOOKING_CANCEL = 6,
+    TG_WIRE_PAYMENT_BEGIN = 7,
+    TG_WIRE_PAYMENT_CONFIRM = 8,
+    TG_WIRE_PAYMENT_FAIL = 9,
+    TG_WIRE_SEATS_BLOCK = 10,
+    TG_WIRE_SEATS_UNBLOCK = 11,
+    TG_WIRE_SEAT_GET = 12,
+    TG_WIRE_SEATS_LIST = 13,
+    TG_WIRE_AVAILABILITY = 14,
+    TG_WIRE_PARTITION_INFO = 15,
+    TG_WIRE_LAYOUT = 16,
+    TG_WIRE_STATS = 17,
+    TG_WIRE_LOG_READ = 18,
+    TG_WIRE_LOG_ACK = 19,
+    TG_WIRE_REQUEST_LAST = 19,
+
+    TG_WIRE_ERROR = 64,
+    TG_WIRE_REPLY_OFFSET = 64,
+
+    TG_WIRE_BOOKING_CREATE_OK = 65,
+    TG_WIRE_BOOKING_GET_OK = 66,
+    TG_WIRE_SEATS_HOLD_OK = 67,
+    TG_WIRE_SEATS_HOLD_BEST_OK = 68,
+    TG_WIRE_SEATS_RELEASE_OK = 69,
+    TG_WIRE_BOOKING_CANCEL_OK = 70,
+    TG_WIRE_PAYMENT_BEGIN_OK = 71,
+    TG_WIRE_PAYMENT_CONFIRM_OK = 72,
+    TG_WIRE_PAYMENT_FAIL_OK = 73,
+    TG_WIRE_SEATS_BLOCK_OK = 74,
+    TG_WIRE_SEATS_UNBLOCK_OK = 75,
+    TG_WIRE_SEAT_GET_OK = 76,
+    TG_WIRE_SEATS_LIST_OK = 77,
+    TG_WIRE_AVAILABILITY_OK = 78,
+    TG_WIRE_PARTITION_INFO_OK = 79,
+    TG_WIRE_LAYOUT_OK = 80,
+    TG_WIRE_STATS_OK = 81,
+    TG_WIRE_LOG_READ_OK = 82,
+    TG_WIRE_LOG_ACK_OK = 83,
+
+    TG_WIRE_SEAT_CHANGES = 128,
+
+    TG_WIRE_TYPE_LIMIT = 256 /* every type is below this; not a message */
+} tg_wire_type;
+
+/* Counters in a stats reply: one per (request type, outcome code). */
+#define TG_WIRE_REQUEST_COUNT ((unsigned)TG_WIRE_REQUEST_LAST)
+#define TG_WIRE_STATS_OPS_MAX (TG_WIRE_REQUEST_COUNT * (unsigned)TG_ERR_COUNT_)
+
+/* ---- Pieces shared by several messages --------------------------------- */
+
+/* Up to TG_BOOKING_SEATS_MAX seat ids; each < TG_PARTITION_SEATS_MAX. */
+typedef struct {
+    uint32_t count;
+    uint32_t ids[TG_BOOKING_SEATS_MAX];
+} tg_wire_seat_ids;
+
+/* Seats by state, indexed by tg_seat_state. */
+typedef struct {
+    uint32_t by_state[TG_SEAT_STATE_COUNT];
+} tg_wire_counts;
+
+/* One seat as seat_get and seats_list report it.  Its state and booking are
+ * in word (tixgrid/seat.h); the booking id is
+ * tg_booking_id_make(partition_id, tg_seat_word_booking(word)). */
+typedef struct {
+    uint32_t seat_id;
+    uint64_t word;    /* its state bits name a tg_seat_state */
+    uint32_t section; /* < TG_SECTIONS_MAX */
+    uint32_t row;     /* < TG_ROWS_MAX */
+    uint32_t number;  /* 1..TG_ROW_SEATS_MAX, position in its row */
+    int64_t price_minor;
+} tg_wire_seat;
+
+/* A booking as booking_create and booking_get report it. */
+typedef struct {
+    tg_booking_id booking_id;
+    uint64_t user_id;
+    uint32_t status;  /* tg_booking_status, never TG_BOOKING_EMPTY */
+    uint32_t version; /* +1 on every status change */
+    int64_t created_ms;
+    int64_t deadline_ms; /* hold deadline, or payment deadline once pending */
+    tg_wire_seat_ids seats; /* ascending */
+} tg_wire_booking;
+
+typedef struct {
+    char name[TG_NAME_BYTES];
+    int64_t price_minor;
+    char currency[TG_CURRENCY_BYTES];
+    uint32_t row_first, row_count;
+    uint32_t seat_first, seat_count;
+} tg_wire_section;
+
+typedef struct {
+    char name[TG_NAME_BYTES];
+    uint32_t section;
+    uint32_t seat_first, seat_count;
+} tg_wire_row;
+
+/* One change-log record (the fields of the PU's log record that mean
+ * something; its reserved padding does not travel). */
+typedef struct {
+    uint64_t seq;     /* 1..TG_WIRE_ID_MAX */
+    uint32_t kind;    /* 0 no-op, 1 seat, 2 booking */
+    uint32_t ident;   /* seat id, or booking seq */
+    uint32_t status;  /* booking records: tg_booking_status */
+    uint32_t version; /* seat or booking version */
+    uint64_t word;    /* seat records: the new word; booking records: user id */
+    int64_t deadline_ms;
+    int64_t created_ms;
+} tg_wire_log_record;
+
+/* One (request type, outcome) counter of a stats reply. */
+typedef struct {
+    uint32_t type; /* a request type */
+    uint32_t code; /* tg_err: TG_OK counts successes */
+    uint64_t count;
+} tg_wire_op_count;
+
+/* One seat's new word in a seat_changes event. */
+typedef struct {
+    uint32_t seat_id;
+    uint64_t word;
+} tg_wire_change;
+
+/* ---- The message -------------------------------------------------------- */
+
+typedef struct {
+    tg_wire_type type;
+    union {
+        /* Requests.  user_id is the caller's (0: system, skips ownership). */
+        struct { uint32_t partition_id; uint64_t user_id; } booking_create;
+        struct { tg_booking_id booking_id; uint64_t user_id; } booking_get;
+        struct { tg_booking_id booking_id; uint64_t user_id; tg_wire_seat_ids seats; } seats_hold;
+        struct {
+            tg_booking_id booking_id;
+            uint64_t user_id;
+            uint32_t quantity;  /* <= TG_BOOKING_SEATS_MAX */
+            int32_t section;    /* a section, or -1 for any */
+            bool adjacent_only; /* fail rather than split the group */
+        } seats_hold_best;
+        struct { tg_booking_id booking_id; uint64_t user_id; tg_wire_seat_ids seats; } seats_release;
+        struct { tg_booking_id booking_id; uint64_t user_id; } booking_cancel;
+        struct { tg_booking_id booking_id; uint64_t user_id; } payment_begin;
+        struct { tg_booking_id booking_id; } payment_confirm;
+        struct { tg_booking_id booking_id; } payment_fail;
+        struct { uint32_t partition_id; tg_wire_seat_ids seats; } seats_block;
+        struct { uint32_t partition_id; tg_wire_seat_ids seats; } seats_unblock;
+        struct { uint32_t partition_id; uint32_t seat_id; } seat_get;
+        struct {
+            uint32_t partition_id;
+            uint32_t first_seat; /* scan from here */
+            uint32_t count;      /* return at most this many, <= TG_WIRE_SEATS_LIST_MAX */
+            int32_t state;       /* only this tg_seat_state, or -1 */
+            int32_t row;         /* only this row, or -1 */
+            int32_t section;     /* only this section, or -1 */
+        } seats_list;
+        struct { uint32_t partition_id; } availability;
+        struct { uint32_t partition_id; } partition_info;
+        struct { uint32_t partition_id; } layout;
+        struct { uint32_t partition_id; uint64_t from_seq; uint32_t max; } log_read;
+        struct { uint32_t partition_id; uint64_t seq; } log_ack;
+
+        /* Replies.  Types without fields (release, cancel, confirm, fail,
+         * block, unblock, log_ack and the stats request) have no member. */
+        struct {
+            uint32_t code; /* a tg_err other than TG_OK */
+            char message[TG_WIRE_STRING_BYTES_MAX + 1];
+            tg_wire_seat_ids seats; /* TG_ESEAT_TAKEN: the requested seats not free */
+        } error;
+        tg_wire_booking booking_create_ok;
+        tg_wire_booking booking_get_ok;
+        struct { tg_wire_seat_ids seats; int64_t deadline_ms; } seats_hold_ok;
+        struct { tg_wire_seat_ids seats; int64_t deadline_ms; } seats_hold_best_ok;
+        struct { int64_t deadline_ms; } payment_begin_ok;
+        struct { tg_wire_seat seat; } seat_get_ok;
+        struct {
+            uint32_t next_seat; /* first_seat for the next page; the seat count at the end */
+            uint32_t seat_count;
+            tg_wire_seat *seats; /* space: seats */
+        } seats_list_ok;
+        struct {
+            uint64_t log_head; /* the partition's last reserved log sequence: its version */
+            tg_wire_counts totals;
+            uint32_t section_count;
+            tg_wire_counts sections[TG_SECTIONS_MAX];
+            uint32_t row_count;
+            tg_wire_counts *rows; /* space: counts */
+        } availability_ok;
+        struct {
+            uint32_t partition_id;
+            uint64_t event_id;
+            uint32_t seat_count;
+            uint32_t section_count;
+            uint32_t row_count;
+            uint32_t booking_capacity;
+            uint32_t log_records;
+            uint32_t hold_ttl_ms;
+            uint32_t payment_window_ms;
+            uint64_t segment_bytes;
+            uint64_t map_epoch;
+            uint64_t bookings_created;
+            uint64_t log_head;
+            uint64_t log_persisted;
+        } partition_info_ok;
+        struct {
+            uint32_t section_count;
+            tg_wire_section sections[TG_SECTIONS_MAX];
+            uint32_t row_count;
+            tg_wire_row *rows; /* space: rows */
+        } layout_ok;
+        struct {
+            uint32_t partitions;                /* partitions this PU serves */
+            uint64_t log_depth;                 /* unpersisted log records, all partitions */
+            uint64_t oldest_unpersisted_age_ms; /* 0 when everything is persisted */
+            uint32_t op_count;
+            tg_wire_op_count ops[TG_WIRE_STATS_OPS_MAX];
+        } stats_ok;
+        struct {
+            uint64_t map_epoch;
+            uint64_t log_head;
+            uint32_t record_count;
+            tg_wire_log_record *records; /* space: records; consecutive seqs */
+        } log_read_ok;
+
+        /* Events. */
+        struct {
+            uint32_t partition_id;
+            uint64_t from_seq; /* the log sequences this event covers, inclusive */
+            uint64_t to_seq;
+            uint32_t change_count;
+            tg_wire_change *changes; /* space: changes */
+        } seat_changes;
+    };
+} tg_msg;
+
+/* Where the decoder may write the large arrays (see the top of this file).
+ * A NULL pointer or zero capacity accepts only empty arrays of that kind. */
+typedef struct {
+    tg_wire_seat *seats; /* seats_list_ok */
+    uint32_t seats_capacity;
+    tg_wire_counts *counts; /* availability_ok rows */
+    uint32_t counts_capacity;
+    tg_wire_row *rows; /* layout_ok rows */
+    uint32_t rows_capacity;
+    tg_wire_log_record *records; /* log_read_ok */
+    uint32_t records_capacity;
+    tg_wire_change *changes; /* seat_changes */
+    uint32_t changes_capacity;
+} tg_wire_space;
+
+/* ---- Functions ---------------------------------------------------------- */
+
+/* Replaces the contents of out with msg as one msgpack message.  TG_EINVAL
+ * (with *why) when msg breaks the schema; TG_ENOMEM when out cannot grow.
+ * On error out is left empty.  why may be NULL. */
+tg_err tg_wire_encode(const tg_msg *msg, msgpack_sbuffer *out, const char **why);
+
+/* Decodes one whole message of exactly len bytes into *out.  TG_EPROTO with
+ * *why (static storage) for anything that does not follow the schema; then
+ * out->type is TG_WIRE_NONE and the rest of *out is unspecified.  space may
+ * be NULL; why may be NULL.  Pointers in *out point into space. */
+tg_err tg_wire_decode(const void *buf, size_t len, const tg_wire_space *space, tg_msg *out,
+                      const char **why);
+
+/* Events on a PUB socket: the TG_WIRE_TOPIC_BYTES topic (the partition id,
+ * big-endian; subscribe to it, or to "" for all) and then the message. */
+void tg_wire_topic(uint32_t partition_id, uint8_t topic[TG_WIRE_TOPIC_BYTES]);
+tg_err tg_wire_encode_event(const tg_msg *msg, msgpack_sbuffer *out, const char **why);
+/* As tg_wire_decode, and the message must be an event whose partition id
+ * equals the topic. */
+tg_err tg_wire_decode_event(const void *buf, size_t len, const tg_wire_space *space,
+                            tg_msg *out, const char **why);
+
+/* True when a and b hold the same message: same type, and equal fields
+ * (arrays compared up to their counts, strings up to their NUL). */
+bool tg_wire_equal(const tg_msg *a, const tg_msg *b);
+
+/* Makes *out an error reply: code, message (truncated to
+ * TG_WIRE_STRING_BYTES_MAX bytes on a character boundary; NULL: the code's
+ * tg_strerror sentence) and no seats. */
+void tg_wire_error(tg_msg *out, tg_err code, const char *message);
+
+/* The ok reply's type for a request type; TG_WIRE_NONE if not a request. */
+tg_wire_type tg_wire_reply_type(tg_wire_type request);
+
+/* "seats_hold", "seats_hold_ok", "error", ...; NULL for unknown types. */
+const char *tg_wire_type_name(tg_wire_type type);
+
+#endif

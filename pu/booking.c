@@ -1,0 +1,355 @@
+/*
+ * booking.c — the booking table and booking status changes.
+ *
+ * A booking lives in slot (seq - 1) % capacity of a fixed table.  Sequence
+ * numbers only rise; a slot is reused by a later seq only once its booking
+ * has ended without a sale (cancelled, expired, failed) and every record
+ * about it is persisted, so PostgreSQL holds its history.  Paid bookings keep
+ * their slot for the life of the segment.  An old id whose slot was reused
+ * answers TG_ENOT_FOUND, because the slot's seq no longer matches.
+ *
+ * Each slot has a lock word.  Every operation on a booking takes it, so two
+ * requests about one booking (one shopper) are serialised, while operations
+ * on different bookings never wait for each other.  Under the lock nobody
+ * else can change the booking's seats: other buyers only CAS FREE seats.
+ * The lock spins briefly, then yields, and gives up with TG_EBUSY after a
+ * bounded wait rather than hang on a lock whose holder died (the owner's
+ * recovery clears such locks).
+ *
+ * Status first.  A status change writes and logs the booking's new status,
+ * then moves its seats.  The status is the intent: if the process dies in
+ * between, recovery moves the remaining seats to the state the status
+ * implies (created → SELECTED, pending_payment → RESERVED, paid → SOLD,
+ * ended → FREE).
+ */
+#include "segment.h"
+
+#include "tixgrid/assert.h"
+
+#include <sched.h>
+#include <string.h>
+
+static tg_err lock_raw(pu_booking_rec *b)
+{
+    for (uint32_t i = 0; i < TG_BOOKING_LOCK_SPINS + TG_BOOKING_LOCK_YIELDS; i++) {
+        uint32_t unlocked = 0;
+        if (__atomic_compare_exchange_n(&b->lock, &unlocked, 1, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED)) {
+            return TG_OK;
+        }
+        if (i >= TG_BOOKING_LOCK_SPINS) {
+            sched_yield();
+        }
+    }
+    return TG_EBUSY;
+}
+
+void pu_booking_unlock(pu_booking_rec *b)
+{
+    TG_ASSERT(__atomic_load_n(&b->lock, __ATOMIC_RELAXED) == 1);
+    __atomic_store_n(&b->lock, 0, __ATOMIC_RELEASE);
+}
+
+tg_err pu_booking_lock(pu_partition *p, tg_booking_id id, uint64_t user_id, pu_booking_rec **out)
+{
+    if (tg_booking_id_partition(id) != p->hdr->partition_id) {
+        return TG_EWRONG_PARTITION;
+    }
+    uint32_t seq = tg_booking_id_seq(id);
+    if (seq == 0) {
+        return TG_ENOT_FOUND;
+    }
+    pu_booking_rec *b = pu_booking_slot(p, seq);
+    tg_err err = lock_raw(b);
+    if (err != TG_OK) {
+        return err;
+    }
+    if (b->seq != seq || pu_booking_status(b) == TG_BOOKING_EMPTY ||
+        (user_id != PU_USER_SYSTEM && b->user_id != user_id)) {
+        pu_booking_unlock(b);
+        return TG_ENOT_FOUND;
+    }
+    *out = b;
+    return TG_OK;
+}
+
+static bool status_live(tg_booking_status s)
+{
+    return s == TG_BOOKING_CREATED || s == TG_BOOKING_PENDING_PAYMENT;
+}
+
+/* Moves locked b to status `to` and its seats to the state `to` implies.
+ * Reserves every record first, so a full ring changes nothing. */
+static tg_err transition(pu_partition *p, pu_booking_rec *b, tg_booking_status to,
+                         int64_t deadline_ms)
+{
+    uint32_t n = b->seat_count;
+    tg_seat_state from_state = pu_status_seat_state(pu_booking_status(b));
+    tg_seat_state to_state = pu_status_seat_state(to);
+    uint64_t seq;
+    tg_err err = pu_log_reserve(p, 1 + n, 1024, &seq);
+    if (err != TG_OK) {
+        return err;
+    }
+    __atomic_store_n(&b->status, (uint8_t)to, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->deadline_ms, deadline_ms, __ATOMIC_RELAXED);
+    b->version++;
+    pu_log_booking(p, seq, b);
+    uint32_t owner = to_state == TG_SEAT_FREE ? 0 : b->seq;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t seat = b->seats[i];
+        tg_seat_word w = pu_seat_load(p, seat);
+        TG_ASSERT(tg_seat_word_state(w) == from_state && tg_seat_word_booking(w) == b->seq);
+        tg_seat_word next = tg_seat_word_next(w, to_state, owner);
+        bool swapped = pu_seat_cas(p, seat, w, next);
+        TG_ASSERT(swapped); /* the booking lock keeps everyone else off these seats */
+        pu_count_move(p, seat, from_state, to_state);
+        pu_log_seat(p, seq + 1 + i, seat, next);
+    }
+    if (to_state == TG_SEAT_FREE) {
+        b->seat_count = 0;
+    }
+    b->log_seq = seq + n;
+    return TG_OK;
+}
+
+tg_err pu_booking_expire_if_due(pu_partition *p, pu_booking_rec *b, int64_t now_ms)
+{
+    int64_t deadline = __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED);
+    if (!status_live(pu_booking_status(b)) || now_ms < deadline) {
+        return TG_OK;
+    }
+    tg_err err = transition(p, b, TG_BOOKING_EXPIRED, deadline);
+    return err != TG_OK ? err : TG_EEXPIRED;
+}
+
+static void info_fill(const pu_partition *p, const pu_booking_rec *b, pu_booking_info *out)
+{
+    *out = (pu_booking_info){
+        .id = tg_booking_id_make(p->hdr->partition_id, b->seq),
+        .user_id = b->user_id,
+        .status = pu_booking_status(b),
+        .version = b->version,
+        .created_ms = b->created_ms,
+        .deadline_ms = __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED),
+        .seat_count = b->seat_count,
+    };
+    memcpy(out->seats, b->seats, sizeof(uint32_t) * b->seat_count);
+}
+
+/* Hands out the next booking seq; 0 once all 2^32 - 1 are used. */
+static uint32_t next_seq(pu_header *h)
+{
+    uint32_t cur = __atomic_load_n(&h->booking_next_seq, __ATOMIC_RELAXED);
+    while (cur != UINT32_MAX) {
+        if (__atomic_compare_exchange_n(&h->booking_next_seq, &cur, cur + 1, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            return cur + 1;
+        }
+    }
+    return 0;
+}
+
+static bool slot_reusable(const pu_partition *p, const pu_booking_rec *b)
+{
+    tg_booking_status s = pu_booking_status(b);
+    if (b->seq == 0 || s == TG_BOOKING_EMPTY) {
+        return true;
+    }
+    bool ended = s == TG_BOOKING_CANCELLED || s == TG_BOOKING_EXPIRED || s == TG_BOOKING_FAILED;
+    return ended && b->log_seq <= __atomic_load_n(&p->hdr->log_persisted, __ATOMIC_ACQUIRE);
+}
+
+/* Fills a locked, reusable slot with a new booking and logs it. */
+static tg_err slot_init(pu_partition *p, pu_booking_rec *b, uint32_t seq, uint64_t user_id,
+                        int64_t now_ms)
+{
+    uint64_t log_seq;
+    tg_err err = pu_log_reserve(p, 1, TG_LOG_HIGH_WATER_PER_1024, &log_seq);
+    if (err != TG_OK) {
+        return err;
+    }
+    b->seq = seq;
+    b->seat_count = 0;
+    b->version = 1;
+    b->user_id = user_id;
+    b->created_ms = now_ms;
+    __atomic_store_n(&b->deadline_ms, now_ms + p->hdr->hold_ttl_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->status, (uint8_t)TG_BOOKING_CREATED, __ATOMIC_RELAXED);
+    b->log_seq = log_seq;
+    pu_log_booking(p, log_seq, b);
+    __atomic_fetch_add(&p->hdr->bookings_created, 1, __ATOMIC_RELAXED);
+    return TG_OK;
+}
+
+tg_err pu_booking_create(pu_partition *p, uint64_t user_id, int64_t now_ms, pu_booking_info *out)
+{
+    if (user_id == PU_USER_SYSTEM) {
+        return TG_EINVAL;
+    }
+    for (uint32_t probe = 0; probe < TG_BOOKING_PROBES_MAX; probe++) {
+        uint32_t seq = next_seq(p->hdr);
+        if (seq == 0) {
+            return TG_EBOOKINGS_FULL;
+        }
+        pu_booking_rec *b = pu_booking_slot(p, seq);
+        if (lock_raw(b) != TG_OK) {
+            continue;
+        }
+        if (!slot_reusable(p, b)) {
+            pu_booking_unlock(b);
+            continue;
+        }
+        tg_err err = slot_init(p, b, seq, user_id, now_ms);
+        if (err == TG_OK) {
+            info_fill(p, b, out);
+        }
+        pu_booking_unlock(b);
+        return err;
+    }
+    return TG_EBOOKINGS_FULL;
+}
+
+tg_err pu_booking_get(pu_partition *p, tg_booking_id id, uint64_t user_id, pu_booking_info *out)
+{
+    pu_booking_rec *b;
+    tg_err err = pu_booking_lock(p, id, user_id, &b);
+    if (err != TG_OK) {
+        return err;
+    }
+    info_fill(p, b, out);
+    pu_booking_unlock(b);
+    return TG_OK;
+}
+
+tg_err pu_booking_cancel(pu_partition *p, tg_booking_id id, uint64_t user_id, int64_t now_ms)
+{
+    pu_booking_rec *b;
+    tg_err err = pu_booking_lock(p, id, user_id, &b);
+    if (err != TG_OK) {
+        return err;
+    }
+    (void)now_ms; /* cancelling needs no clock: a due booking is cancelled all the same */
+    if (status_live(pu_booking_status(b))) {
+        err = transition(p, b, TG_BOOKING_CANCELLED, __atomic_load_n(&b->deadline_ms,
+                                                                     __ATOMIC_RELAXED));
+    } else {
+        err = TG_EBOOKING_STATE;
+    }
+    pu_booking_unlock(b);
+    return err;
+}
+
+tg_err pu_booking_begin_payment(pu_partition *p, tg_booking_id id, uint64_t user_id,
+                                int64_t now_ms, int64_t *deadline_ms)
+{
+    pu_booking_rec *b;
+    tg_err err = pu_booking_lock(p, id, user_id, &b);
+    if (err != TG_OK) {
+        return err;
+    }
+    err = pu_booking_expire_if_due(p, b, now_ms);
+    if (err == TG_OK && (pu_booking_status(b) != TG_BOOKING_CREATED || b->seat_count == 0)) {
+        err = TG_EBOOKING_STATE;
+    }
+    if (err == TG_OK) {
+        int64_t deadline = now_ms + p->hdr->payment_window_ms;
+        err = transition(p, b, TG_BOOKING_PENDING_PAYMENT, deadline);
+        if (err == TG_OK && deadline_ms != NULL) {
+            *deadline_ms = deadline;
+        }
+    }
+    pu_booking_unlock(b);
+    return err;
+}
+
+static tg_err confirm_locked(pu_partition *p, pu_booking_rec *b, int64_t now_ms)
+{
+    switch (pu_booking_status(b)) {
+    case TG_BOOKING_PAID:
+        return TG_OK;
+    case TG_BOOKING_EXPIRED:
+        return TG_EEXPIRED;
+    case TG_BOOKING_PENDING_PAYMENT: {
+        tg_err err = pu_booking_expire_if_due(p, b, now_ms);
+        if (err != TG_OK) {
+            return err;
+        }
+        return transition(p, b, TG_BOOKING_PAID,
+                          __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED));
+    }
+    default:
+        return TG_EBOOKING_STATE;
+    }
+}
+
+tg_err pu_booking_confirm(pu_partition *p, tg_booking_id id, int64_t now_ms)
+{
+    pu_booking_rec *b;
+    tg_err err = pu_booking_lock(p, id, PU_USER_SYSTEM, &b);
+    if (err != TG_OK) {
+        return err;
+    }
+    err = confirm_locked(p, b, now_ms);
+    pu_booking_unlock(b);
+    return err;
+}
+
+tg_err pu_booking_fail(pu_partition *p, tg_booking_id id, int64_t now_ms)
+{
+    pu_booking_rec *b;
+    tg_err err = pu_booking_lock(p, id, PU_USER_SYSTEM, &b);
+    if (err != TG_OK) {
+        return err;
+    }
+    (void)now_ms;
+    tg_booking_status s = pu_booking_status(b);
+    if (s == TG_BOOKING_FAILED) {
+        err = TG_OK;
+    } else if (status_live(s)) {
+        err = transition(p, b, TG_BOOKING_FAILED,
+                         __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED));
+    } else {
+        err = TG_EBOOKING_STATE;
+    }
+    pu_booking_unlock(b);
+    return err;
+}
+
+/* Expires the booking in slot if it is due; true if it did. */
+static bool sweep_slot(pu_partition *p, pu_booking_rec *b, int64_t now_ms)
+{
+    /* Unlocked peek: cheap for the many slots that are not due. */
+    if (!status_live(pu_booking_status(b)) ||
+        now_ms < __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED)) {
+        return false;
+    }
+    uint32_t unlocked = 0;
+    if (!__atomic_compare_exchange_n(&b->lock, &unlocked, 1, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED)) {
+        return false; /* busy: its holder is acting on it; next pass */
+    }
+    bool expired = pu_booking_expire_if_due(p, b, now_ms) == TG_EEXPIRED;
+    pu_booking_unlock(b);
+    return expired;
+}
+
+uint32_t pu_sweep(pu_partition *p, int64_t now_ms, uint32_t scan_max)
+{
+    pu_header *h = p->hdr;
+    uint32_t issued = __atomic_load_n(&h->booking_next_seq, __ATOMIC_RELAXED);
+    uint32_t used = issued < h->booking_capacity ? issued : h->booking_capacity;
+    if (used == 0) {
+        return 0;
+    }
+    uint32_t cursor = __atomic_load_n(&h->sweep_cursor, __ATOMIC_RELAXED);
+    uint32_t scan = scan_max < used ? scan_max : used;
+    uint32_t expired = 0;
+    for (uint32_t i = 0; i < scan; i++) {
+        uint32_t slot = cursor % used;
+        cursor = slot + 1;
+        expired += sweep_slot(p, &p->bookings[slot], now_ms) ? 1 : 0;
+    }
+    __atomic_store_n(&h->sweep_cursor, cursor % used, __ATOMIC_RELAXED);
+    return expired;
+}

@@ -1,0 +1,176 @@
+/*
+ * changelog.c — the change log: a ring of records that replication and the
+ * persister read.
+ *
+ * Writers reserve sequence numbers with one CAS on log_head, checking that
+ * the ring has room: the records not yet persisted (head - persisted) may
+ * never exceed the ring, so a writer can never overwrite a record nobody has
+ * persisted.  A writer fills its record and publishes it by storing the
+ * record's seq last, with release order; a reader that sees the expected seq
+ * (acquire) sees the whole record.  Records are therefore readable in order
+ * up to the first slot still being written.
+ *
+ * Order per seat.  Two records about one seat must appear in the order the
+ * seat word changed, or a replica applying them in sequence order would end
+ * in the wrong state.  The engine guarantees it with one rule: an operation
+ * that gives a seat up (to FREE) reserves its sequence number before its
+ * CAS, and an operation that takes a FREE seat reserves after its CAS.  Any
+ * taker of a seat therefore reserves after the giver did.  Changes between a
+ * booking's own states happen under that booking's lock, where nobody else
+ * can touch its seats.
+ *
+ * High-water mark.  Takers (new holds, new bookings) reserve only below
+ * TG_LOG_HIGH_WATER_PER_1024 of the ring; givers and payments may use all of
+ * it.  So when PostgreSQL is down and the ring fills, new holds are refused
+ * (TG_EBACKLOG) while releases, expiries and payments still proceed: a
+ * backlog never traps seats.
+ */
+#include "segment.h"
+
+#include "tixgrid/assert.h"
+
+tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint64_t *first)
+{
+    TG_ASSERT(n > 0 && limit_per_1024 > 0 && limit_per_1024 <= 1024);
+    pu_header *h = p->hdr;
+    uint64_t limit = (uint64_t)h->log_records * limit_per_1024 / 1024;
+    uint64_t head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);
+    for (;;) {
+        uint64_t persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE);
+        TG_ASSERT(persisted <= head);
+        if (head - persisted + n > limit) {
+            return limit_per_1024 < 1024 ? TG_EBACKLOG : TG_ELOG_FULL;
+        }
+        if (__atomic_compare_exchange_n(&h->log_head, &head, head + n, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            *first = head + 1;
+            return TG_OK;
+        }
+    }
+}
+
+static pu_log_record *slot_of(const pu_partition *p, uint64_t seq)
+{
+    return &p->log[(seq - 1) & (p->hdr->log_records - 1)];
+}
+
+void pu_log_publish(pu_partition *p, const pu_log_record *rec)
+{
+    TG_ASSERT(rec->seq != 0);
+    pu_log_record *slot = slot_of(p, rec->seq);
+    __atomic_store_n(&slot->ident, rec->ident, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->kind, rec->kind, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->status, rec->status, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->reserved, (uint16_t)0, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->word, rec->word, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->deadline_ms, rec->deadline_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->created_ms, rec->created_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->version, rec->version, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->reserved2, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->seq, rec->seq, __ATOMIC_RELEASE);
+}
+
+void pu_log_seat(pu_partition *p, uint64_t seq, uint32_t seat_id, tg_seat_word word)
+{
+    pu_log_record rec = {
+        .seq = seq,
+        .ident = seat_id,
+        .kind = PU_REC_SEAT,
+        .word = word,
+        .version = tg_seat_word_version(word),
+    };
+    pu_log_publish(p, &rec);
+    /* After the record: recovery re-logs any seat whose word is newer. */
+    __atomic_store_n(&p->logged[seat_id], tg_seat_word_version(word), __ATOMIC_RELAXED);
+}
+
+void pu_log_booking(pu_partition *p, uint64_t seq, const pu_booking_rec *b)
+{
+    pu_log_record rec = {
+        .seq = seq,
+        .ident = b->seq,
+        .kind = PU_REC_BOOKING,
+        .status = __atomic_load_n(&b->status, __ATOMIC_RELAXED),
+        .word = b->user_id,
+        .deadline_ms = __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED),
+        .created_ms = b->created_ms,
+        .version = b->version,
+    };
+    pu_log_publish(p, &rec);
+}
+
+/* Copies one published record; false if it is not (or no longer) seq. */
+static bool record_copy(const pu_partition *p, uint64_t seq, pu_log_record *out)
+{
+    const pu_log_record *slot = slot_of(p, seq);
+    if (__atomic_load_n(&slot->seq, __ATOMIC_ACQUIRE) != seq) {
+        return false;
+    }
+    out->seq = seq;
+    out->ident = __atomic_load_n(&slot->ident, __ATOMIC_RELAXED);
+    out->kind = __atomic_load_n(&slot->kind, __ATOMIC_RELAXED);
+    out->status = __atomic_load_n(&slot->status, __ATOMIC_RELAXED);
+    out->reserved = 0;
+    out->word = __atomic_load_n(&slot->word, __ATOMIC_RELAXED);
+    out->deadline_ms = __atomic_load_n(&slot->deadline_ms, __ATOMIC_RELAXED);
+    out->created_ms = __atomic_load_n(&slot->created_ms, __ATOMIC_RELAXED);
+    out->version = __atomic_load_n(&slot->version, __ATOMIC_RELAXED);
+    out->reserved2 = 0;
+    /* A slot below the persisted mark may be rewritten under a slow reader. */
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return __atomic_load_n(&slot->seq, __ATOMIC_RELAXED) == seq;
+}
+
+uint32_t pu_log_read(const pu_partition *p, uint64_t from_seq, pu_log_record *out, uint32_t max)
+{
+    if (from_seq == 0) {
+        return 0;
+    }
+    uint64_t head = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE);
+    uint32_t n = 0;
+    while (n < max && from_seq + n <= head && record_copy(p, from_seq + n, &out[n])) {
+        n++;
+    }
+    return n;
+}
+
+tg_err pu_log_ack(pu_partition *p, uint64_t seq)
+{
+    pu_header *h = p->hdr;
+    uint64_t head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);
+    if (seq > head) {
+        return TG_EINVAL;
+    }
+    uint64_t cur = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE);
+    if (seq <= cur) {
+        return TG_OK;
+    }
+    if (__atomic_load_n(&slot_of(p, seq)->seq, __ATOMIC_ACQUIRE) != seq) {
+        return TG_EINVAL; /* not written yet: nobody can have persisted it */
+    }
+    while (cur < seq && !__atomic_compare_exchange_n(&h->log_persisted, &cur, seq, 0,
+                                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+    return TG_OK;
+}
+
+void pu_count_move(pu_partition *p, uint32_t seat_id, tg_seat_state from, tg_seat_state to)
+{
+    pu_row_rec *row = &p->rows[p->seat_rows[seat_id]];
+    __atomic_fetch_sub(&row->counts[from], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&row->counts[to], 1, __ATOMIC_RELAXED);
+}
+
+tg_seat_state pu_status_seat_state(tg_booking_status status)
+{
+    switch (status) {
+    case TG_BOOKING_CREATED:
+        return TG_SEAT_SELECTED;
+    case TG_BOOKING_PENDING_PAYMENT:
+        return TG_SEAT_RESERVED;
+    case TG_BOOKING_PAID:
+        return TG_SEAT_SOLD;
+    default:
+        return TG_SEAT_FREE;
+    }
+}
