@@ -8,6 +8,8 @@
 #ifndef TIXGRID_LIMITS_H
 #define TIXGRID_LIMITS_H
 
+#include <stdint.h>
+
 /* Partition ids are 21 bits so that booking ids (partition << 32 | seq) stay
  * below 2^53 and survive a JavaScript number. */
 #define TG_PARTITION_ID_BITS 21
@@ -40,7 +42,7 @@
 /* Change-log records in one partition's ring; a power of two. */
 #define TG_LOG_RECORDS_MIN 64u
 #define TG_LOG_RECORDS_MAX (1u << 24)
-/* Default ring size in records (32 bytes each: 32 MiB). */
+/* Default ring size in records (48 bytes each: 48 MiB). */
 #define TG_LOG_RECORDS_DEFAULT (1u << 20)
 /* New holds are refused once the unpersisted part of the ring passes this
  * fraction (in 1/1024ths) of its size; releases, payments and expiries may
@@ -62,7 +64,26 @@
 /* Bytes of a processing unit's name, including the NUL. */
 #define TG_PU_NAME_BYTES 48u
 
-/* Bytes of one log record, including the JSON framing. */
+/* Bytes of one JSON log line (log.h), including its framing. */
 #define TG_LOG_LINE_BYTES 2048u
+
+/* Wire messages (schemas/wire.md, "Bounds"). */
+
+/* The schema version every message carries in its second element. */
+#define TG_WIRE_VERSION 1u
+/* Bytes of one whole message, topic included; larger input is refused. */
+#define TG_WIRE_MESSAGE_BYTES_MAX (1u << 20)
+/* Bytes of the one free-text string (an error reply's message), without NUL. */
+#define TG_WIRE_STRING_BYTES_MAX 256u
+/* Ids, sequence numbers and epochs stay below 2^53: exact in JavaScript. */
+#define TG_WIRE_ID_MAX ((UINT64_C(1) << 53) - 1)
+/* Seats in one seats_list reply (and the largest count a request may ask). */
+#define TG_WIRE_SEATS_LIST_MAX 1000u
+/* Log records in one log_read reply (and the largest max a request may ask). */
+#define TG_WIRE_LOG_RECORDS_MAX 4096u
+/* Seat changes in one seat_changes event. */
+#define TG_WIRE_CHANGES_MAX 4096u
+/* Bytes of the topic in front of a published event: big-endian partition id. */
+#define TG_WIRE_TOPIC_BYTES 4u
 
 #endif

@@ -39,24 +39,7 @@
 #include "tixgrid/limits.h"
 #include "tixgrid/seat.h"
 
-/* ---- Bounds (schemas/wire.md, "Bounds") -------------------------------- */
-
-/* The schema version every message carries in its second element. */
-#define TG_WIRE_VERSION 1u
-/* Bytes of one whole message, topic included; larger input is refused. */
-#define TG_WIRE_MESSAGE_BYTES_MAX (1u << 20)
-/* Bytes of the one free-text string (an error reply's message), without NUL. */
-#define TG_WIRE_STRING_BYTES_MAX 256u
-/* Ids, sequence numbers and epochs stay below 2^53: exact in JavaScript. */
-#define TG_WIRE_ID_MAX ((UINT64_C(1) << 53) - 1)
-/* Seats in one seats_list reply (and the largest count a request may ask). */
-#define TG_WIRE_SEATS_LIST_MAX 1000u
-/* Log records in one log_read reply (and the largest max a request may ask). */
-#define TG_WIRE_LOG_RECORDS_MAX 4096u
-/* Seat changes in one seat_changes event. */
-#define TG_WIRE_CHANGES_MAX 4096u
-/* Bytes of the topic in front of a published event: big-endian partition id. */
-#define TG_WIRE_TOPIC_BYTES 4u
+/* Bounds of every message are in tixgrid/limits.h (TG_WIRE_*). */
 
 /* ---- Message types ------------------------------------------------------ */
 
@@ -154,7 +137,7 @@ typedef struct {
     uint32_t status;  /* tg_booking_status, never TG_BOOKING_EMPTY */
     uint32_t version; /* +1 on every status change */
     int64_t created_ms;
-    int64_t deadline_ms; /* hold deadline, or payment deadline once pending */
+    int64_t deadline_ms;    /* hold deadline, or payment deadline once pending */
     tg_wire_seat_ids seats; /* ascending */
 } tg_wire_booking;
 
@@ -204,9 +187,19 @@ typedef struct {
     tg_wire_type type;
     union {
         /* Requests.  user_id is the caller's (0: system, skips ownership). */
-        struct { uint32_t partition_id; uint64_t user_id; } booking_create;
-        struct { tg_booking_id booking_id; uint64_t user_id; } booking_get;
-        struct { tg_booking_id booking_id; uint64_t user_id; tg_wire_seat_ids seats; } seats_hold;
+        struct {
+            uint32_t partition_id;
+            uint64_t user_id;
+        } booking_create;
+        struct {
+            tg_booking_id booking_id;
+            uint64_t user_id;
+        } booking_get;
+        struct {
+            tg_booking_id booking_id;
+            uint64_t user_id;
+            tg_wire_seat_ids seats;
+        } seats_hold;
         struct {
             tg_booking_id booking_id;
             uint64_t user_id;
@@ -214,14 +207,37 @@ typedef struct {
             int32_t section;    /* a section, or -1 for any */
             bool adjacent_only; /* fail rather than split the group */
         } seats_hold_best;
-        struct { tg_booking_id booking_id; uint64_t user_id; tg_wire_seat_ids seats; } seats_release;
-        struct { tg_booking_id booking_id; uint64_t user_id; } booking_cancel;
-        struct { tg_booking_id booking_id; uint64_t user_id; } payment_begin;
-        struct { tg_booking_id booking_id; } payment_confirm;
-        struct { tg_booking_id booking_id; } payment_fail;
-        struct { uint32_t partition_id; tg_wire_seat_ids seats; } seats_block;
-        struct { uint32_t partition_id; tg_wire_seat_ids seats; } seats_unblock;
-        struct { uint32_t partition_id; uint32_t seat_id; } seat_get;
+        struct {
+            tg_booking_id booking_id;
+            uint64_t user_id;
+            tg_wire_seat_ids seats;
+        } seats_release;
+        struct {
+            tg_booking_id booking_id;
+            uint64_t user_id;
+        } booking_cancel;
+        struct {
+            tg_booking_id booking_id;
+            uint64_t user_id;
+        } payment_begin;
+        struct {
+            tg_booking_id booking_id;
+        } payment_confirm;
+        struct {
+            tg_booking_id booking_id;
+        } payment_fail;
+        struct {
+            uint32_t partition_id;
+            tg_wire_seat_ids seats;
+        } seats_block;
+        struct {
+            uint32_t partition_id;
+            tg_wire_seat_ids seats;
+        } seats_unblock;
+        struct {
+            uint32_t partition_id;
+            uint32_t seat_id;
+        } seat_get;
         struct {
             uint32_t partition_id;
             uint32_t first_seat; /* scan from here */
@@ -230,11 +246,24 @@ typedef struct {
             int32_t row;         /* only this row, or -1 */
             int32_t section;     /* only this section, or -1 */
         } seats_list;
-        struct { uint32_t partition_id; } availability;
-        struct { uint32_t partition_id; } partition_info;
-        struct { uint32_t partition_id; } layout;
-        struct { uint32_t partition_id; uint64_t from_seq; uint32_t max; } log_read;
-        struct { uint32_t partition_id; uint64_t seq; } log_ack;
+        struct {
+            uint32_t partition_id;
+        } availability;
+        struct {
+            uint32_t partition_id;
+        } partition_info;
+        struct {
+            uint32_t partition_id;
+        } layout;
+        struct {
+            uint32_t partition_id;
+            uint64_t from_seq;
+            uint32_t max;
+        } log_read;
+        struct {
+            uint32_t partition_id;
+            uint64_t seq;
+        } log_ack;
 
         /* Replies.  Types without fields (release, cancel, confirm, fail,
          * block, unblock, log_ack and the stats request) have no member. */
@@ -245,10 +274,20 @@ typedef struct {
         } error;
         tg_wire_booking booking_create_ok;
         tg_wire_booking booking_get_ok;
-        struct { tg_wire_seat_ids seats; int64_t deadline_ms; } seats_hold_ok;
-        struct { tg_wire_seat_ids seats; int64_t deadline_ms; } seats_hold_best_ok;
-        struct { int64_t deadline_ms; } payment_begin_ok;
-        struct { tg_wire_seat seat; } seat_get_ok;
+        struct {
+            tg_wire_seat_ids seats;
+            int64_t deadline_ms;
+        } seats_hold_ok;
+        struct {
+            tg_wire_seat_ids seats;
+            int64_t deadline_ms;
+        } seats_hold_best_ok;
+        struct {
+            int64_t deadline_ms;
+        } payment_begin_ok;
+        struct {
+            tg_wire_seat seat;
+        } seat_get_ok;
         struct {
             uint32_t next_seat; /* first_seat for the next page; the seat count at the end */
             uint32_t seat_count;
@@ -333,8 +372,9 @@ tg_err tg_wire_encode(const tg_msg *msg, msgpack_sbuffer *out, const char **why)
 
 /* Decodes one whole message of exactly len bytes into *out.  TG_EPROTO with
  * *why (static storage) for anything that does not follow the schema; then
- * out->type is TG_WIRE_NONE and the rest of *out is unspecified.  space may
- * be NULL; why may be NULL.  Pointers in *out point into space. */
+ * out->type is TG_WIRE_NONE and the rest of *out is unspecified.  On success
+ * *why is NULL.  space may be NULL; why may be NULL.  Pointers in *out point
+ * into space.  Allocates nothing; reads only buf[0..len). */
 tg_err tg_wire_decode(const void *buf, size_t len, const tg_wire_space *space, tg_msg *out,
                       const char **why);
 
@@ -344,8 +384,8 @@ void tg_wire_topic(uint32_t partition_id, uint8_t topic[TG_WIRE_TOPIC_BYTES]);
 tg_err tg_wire_encode_event(const tg_msg *msg, msgpack_sbuffer *out, const char **why);
 /* As tg_wire_decode, and the message must be an event whose partition id
  * equals the topic. */
-tg_err tg_wire_decode_event(const void *buf, size_t len, const tg_wire_space *space,
-                            tg_msg *out, const char **why);
+tg_err tg_wire_decode_event(const void *buf, size_t len, const tg_wire_space *space, tg_msg *out,
+                            const char **why);
 
 /* True when a and b hold the same message: same type, and equal fields
  * (arrays compared up to their counts, strings up to their NUL). */

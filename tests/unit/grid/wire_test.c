@@ -1,0 +1,1305 @@
+/*
+ * wire_test.c — the msgpack codec (tixgrid/wire.h, schemas/wire.md).
+ *
+ * Three kinds of tests:
+ *   - round trips: every message type at the low and the high end of every
+ *     bound, and many random ones, encode, decode to an equal message,
+ *     re-encode to the same bytes, and parse with msgpack-c's own unpacker;
+ *   - rejections: hand-written msgpack bytes (hex) for every class of
+ *     malformed input, each asserting TG_EPROTO and the exact sentence;
+ *   - robustness: seeded random bytes, every truncation and random bit flips
+ *     of valid messages either decode to a message that round-trips or fail
+ *     with TG_EPROTO — never a crash (run under ASan/UBSan in CI).
+ *
+ * The bounds in the generators below are written from wire.md, not taken
+ * from wire.c, so that the two are checked against each other.
+ */
+#include <criterion/criterion.h>
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tixgrid/err.h"
+#include "tixgrid/limits.h"
+#include "tixgrid/seat.h"
+#include "tixgrid/wire.h"
+
+/* ---- Seeded randomness -------------------------------------------------- */
+
+static uint64_t rng = 0x2545f4914f6cdd1dULL;
+
+static void rnd_seed(uint64_t seed)
+{
+    rng = seed != 0 ? seed : 1;
+}
+
+static uint64_t rnd(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545f4914f6cdd1dULL;
+}
+
+enum { V_MIN, V_MAX, V_RANDOM };
+
+static uint64_t pick(int v, uint64_t lo, uint64_t hi)
+{
+    if (v == V_MIN) {
+        return lo;
+    }
+    if (v == V_MAX) {
+        return hi;
+    }
+    uint64_t span = hi - lo + 1;
+    return span == 0 ? rnd() : lo + rnd() % span;
+}
+
+static int64_t pick_i(int v, int64_t lo, int64_t hi)
+{
+    uint64_t u = pick(v, 0, (uint64_t)hi - (uint64_t)lo) + (uint64_t)lo;
+    int64_t s;
+    memcpy(&s, &u, sizeof(s));
+    return s;
+}
+
+/* A list length: empty, full, or short and random. */
+static uint32_t pick_count(int v, uint32_t max)
+{
+    return (uint32_t)(v == V_RANDOM ? rnd() % (max < 8 ? max + 1 : 9) : pick(v, 0, max));
+}
+
+/* ---- Generators of valid messages -------------------------------------- */
+
+#define SEAT_ID_MAX (TG_PARTITION_SEATS_MAX - 1)
+
+static tg_wire_seat src_seats[TG_WIRE_SEATS_LIST_MAX];
+static tg_wire_counts src_counts[TG_ROWS_MAX];
+static tg_wire_row src_rows[TG_ROWS_MAX];
+static tg_wire_log_record src_records[TG_WIRE_LOG_RECORDS_MAX];
+static tg_wire_change src_changes[TG_WIRE_CHANGES_MAX];
+
+static tg_wire_seat dst_seats[TG_WIRE_SEATS_LIST_MAX];
+static tg_wire_counts dst_counts[TG_ROWS_MAX];
+static tg_wire_row dst_rows[TG_ROWS_MAX];
+static tg_wire_log_record dst_records[TG_WIRE_LOG_RECORDS_MAX];
+static tg_wire_change dst_changes[TG_WIRE_CHANGES_MAX];
+
+static const tg_wire_space full_space = {
+    dst_seats,   TG_WIRE_SEATS_LIST_MAX,  dst_counts,  TG_ROWS_MAX,         dst_rows, TG_ROWS_MAX,
+    dst_records, TG_WIRE_LOG_RECORDS_MAX, dst_changes, TG_WIRE_CHANGES_MAX,
+};
+
+/* A second space, so that a re-decoded message never shares arrays with
+ * the message it is compared to. */
+static tg_wire_seat dst2_seats[TG_WIRE_SEATS_LIST_MAX];
+static tg_wire_counts dst2_counts[TG_ROWS_MAX];
+static tg_wire_row dst2_rows[TG_ROWS_MAX];
+static tg_wire_log_record dst2_records[TG_WIRE_LOG_RECORDS_MAX];
+static tg_wire_change dst2_changes[TG_WIRE_CHANGES_MAX];
+
+static const tg_wire_space full_space2 = {
+    dst2_seats,   TG_WIRE_SEATS_LIST_MAX,
+    dst2_counts,  TG_ROWS_MAX,
+    dst2_rows,    TG_ROWS_MAX,
+    dst2_records, TG_WIRE_LOG_RECORDS_MAX,
+    dst2_changes, TG_WIRE_CHANGES_MAX,
+};
+
+static const tg_wire_type all_types[] = {
+    TG_WIRE_BOOKING_CREATE,
+    TG_WIRE_BOOKING_GET,
+    TG_WIRE_SEATS_HOLD,
+    TG_WIRE_SEATS_HOLD_BEST,
+    TG_WIRE_SEATS_RELEASE,
+    TG_WIRE_BOOKING_CANCEL,
+    TG_WIRE_PAYMENT_BEGIN,
+    TG_WIRE_PAYMENT_CONFIRM,
+    TG_WIRE_PAYMENT_FAIL,
+    TG_WIRE_SEATS_BLOCK,
+    TG_WIRE_SEATS_UNBLOCK,
+    TG_WIRE_SEAT_GET,
+    TG_WIRE_SEATS_LIST,
+    TG_WIRE_AVAILABILITY,
+    TG_WIRE_PARTITION_INFO,
+    TG_WIRE_LAYOUT,
+    TG_WIRE_STATS,
+    TG_WIRE_LOG_READ,
+    TG_WIRE_LOG_ACK,
+    TG_WIRE_ERROR,
+    TG_WIRE_BOOKING_CREATE_OK,
+    TG_WIRE_BOOKING_GET_OK,
+    TG_WIRE_SEATS_HOLD_OK,
+    TG_WIRE_SEATS_HOLD_BEST_OK,
+    TG_WIRE_SEATS_RELEASE_OK,
+    TG_WIRE_BOOKING_CANCEL_OK,
+    TG_WIRE_PAYMENT_BEGIN_OK,
+    TG_WIRE_PAYMENT_CONFIRM_OK,
+    TG_WIRE_PAYMENT_FAIL_OK,
+    TG_WIRE_SEATS_BLOCK_OK,
+    TG_WIRE_SEATS_UNBLOCK_OK,
+    TG_WIRE_SEAT_GET_OK,
+    TG_WIRE_SEATS_LIST_OK,
+    TG_WIRE_AVAILABILITY_OK,
+    TG_WIRE_PARTITION_INFO_OK,
+    TG_WIRE_LAYOUT_OK,
+    TG_WIRE_STATS_OK,
+    TG_WIRE_LOG_READ_OK,
+    TG_WIRE_LOG_ACK_OK,
+    TG_WIRE_SEAT_CHANGES,
+};
+#define TYPE_COUNT (sizeof(all_types) / sizeof(all_types[0]))
+
+static tg_booking_id gen_booking_id(int v)
+{
+    return tg_booking_id_make((uint32_t)pick(v, 0, TG_PARTITION_ID_MAX),
+                              (uint32_t)pick(v, 1, UINT32_MAX));
+}
+
+static uint64_t gen_word(int v)
+{
+    return tg_seat_word_make((tg_seat_state)pick(v, 0, TG_SEAT_STATE_COUNT - 1),
+                             (uint32_t)pick(v, 0, TG_SEAT_VERSION_MASK),
+                             (uint32_t)pick(v, 0, UINT32_MAX));
+}
+
+static void gen_seat_ids(int v, tg_wire_seat_ids *ids)
+{
+    ids->count = pick_count(v, TG_BOOKING_SEATS_MAX);
+    for (uint32_t i = 0; i < ids->count; i++) {
+        ids->ids[i] = (uint32_t)pick(v, 0, SEAT_ID_MAX);
+    }
+}
+
+/* Text of at most cap - 1 bytes; the longest mixes two-byte characters. */
+static void gen_text(int v, char *dst, size_t cap)
+{
+    static const char *const pieces[] = {
+        "a", "Z", " ", "\xc3\xbc", "\xe2\x82\xac", "\xf0\x9f\x8e\xab"};
+    size_t want = v == V_MIN ? 0 : v == V_MAX ? cap - 1 : rnd() % cap;
+    size_t at = 0;
+    while (at < want) {
+        const char *p = v == V_MAX ? (want - at >= 2 ? "\xc3\xa9" : "a") : pieces[rnd() % 6];
+        size_t n = strlen(p);
+        if (at + n > want) {
+            p = "b";
+            n = 1;
+        }
+        memcpy(dst + at, p, n);
+        at += n;
+    }
+    dst[at] = '\0';
+}
+
+static void gen_seat(int v, tg_wire_seat *s)
+{
+    s->seat_id = (uint32_t)pick(v, 0, SEAT_ID_MAX);
+    s->word = gen_word(v);
+    s->section = (uint32_t)pick(v, 0, TG_SECTIONS_MAX - 1);
+    s->row = (uint32_t)pick(v, 0, TG_ROWS_MAX - 1);
+    s->number = (uint32_t)pick(v, 1, TG_ROW_SEATS_MAX);
+    s->price_minor = pick_i(v, 0, INT64_MAX);
+}
+
+static void gen_counts(int v, tg_wire_counts *c)
+{
+    for (int i = 0; i < TG_SEAT_STATE_COUNT; i++) {
+        c->by_state[i] = (uint32_t)pick(v, 0, TG_PARTITION_SEATS_MAX);
+    }
+}
+
+static void gen_booking(int v, tg_wire_booking *b)
+{
+    b->booking_id = gen_booking_id(v);
+    b->user_id = pick(v, 0, TG_WIRE_ID_MAX);
+    b->status = (uint32_t)pick(v, TG_BOOKING_CREATED, TG_BOOKING_FAILED);
+    b->version = (uint32_t)pick(v, 0, UINT32_MAX);
+    b->created_ms = pick_i(v, INT64_MIN, INT64_MAX);
+    b->deadline_ms = pick_i(v, INT64_MIN, INT64_MAX);
+    gen_seat_ids(v, &b->seats);
+}
+
+static void gen_requests(int v, tg_msg *m)
+{
+    switch (m->type) {
+    case TG_WIRE_BOOKING_CREATE:
+        m->booking_create.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        m->booking_create.user_id = pick(v, 0, TG_WIRE_ID_MAX);
+        break;
+    case TG_WIRE_BOOKING_GET: /* same layout: booking_cancel, payment_begin */
+    case TG_WIRE_BOOKING_CANCEL:
+    case TG_WIRE_PAYMENT_BEGIN:
+        m->booking_get.booking_id = gen_booking_id(v);
+        m->booking_get.user_id = pick(v, 0, TG_WIRE_ID_MAX);
+        break;
+    case TG_WIRE_SEATS_HOLD: /* same layout: seats_release */
+    case TG_WIRE_SEATS_RELEASE:
+        m->seats_hold.booking_id = gen_booking_id(v);
+        m->seats_hold.user_id = pick(v, 0, TG_WIRE_ID_MAX);
+        gen_seat_ids(v, &m->seats_hold.seats);
+        break;
+    case TG_WIRE_SEATS_HOLD_BEST:
+        m->seats_hold_best.booking_id = gen_booking_id(v);
+        m->seats_hold_best.user_id = pick(v, 0, TG_WIRE_ID_MAX);
+        m->seats_hold_best.quantity = (uint32_t)pick(v, 0, TG_BOOKING_SEATS_MAX);
+        m->seats_hold_best.section = (int32_t)pick_i(v, -1, TG_SECTIONS_MAX - 1);
+        m->seats_hold_best.adjacent_only = v == V_MAX || (v == V_RANDOM && rnd() % 2);
+        break;
+    case TG_WIRE_PAYMENT_CONFIRM: /* same layout: payment_fail */
+    case TG_WIRE_PAYMENT_FAIL:
+        m->payment_confirm.booking_id = gen_booking_id(v);
+        break;
+    case TG_WIRE_SEATS_BLOCK: /* same layout: seats_unblock */
+    case TG_WIRE_SEATS_UNBLOCK:
+        m->seats_block.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        gen_seat_ids(v, &m->seats_block.seats);
+        break;
+    case TG_WIRE_SEAT_GET:
+        m->seat_get.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        m->seat_get.seat_id = (uint32_t)pick(v, 0, SEAT_ID_MAX);
+        break;
+    case TG_WIRE_SEATS_LIST:
+        m->seats_list.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        m->seats_list.first_seat = (uint32_t)pick(v, 0, TG_PARTITION_SEATS_MAX);
+        m->seats_list.count = (uint32_t)pick(v, 0, TG_WIRE_SEATS_LIST_MAX);
+        m->seats_list.state = (int32_t)pick_i(v, -1, TG_SEAT_STATE_COUNT - 1);
+        m->seats_list.row = (int32_t)pick_i(v, -1, TG_ROWS_MAX - 1);
+        m->seats_list.section = (int32_t)pick_i(v, -1, TG_SECTIONS_MAX - 1);
+        break;
+    case TG_WIRE_AVAILABILITY: /* same layout: partition_info, layout */
+    case TG_WIRE_PARTITION_INFO:
+    case TG_WIRE_LAYOUT:
+        m->availability.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        break;
+    case TG_WIRE_LOG_READ:
+        m->log_read.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        m->log_read.from_seq = pick(v, 1, TG_WIRE_ID_MAX);
+        m->log_read.max = (uint32_t)pick(v, 0, TG_WIRE_LOG_RECORDS_MAX);
+        break;
+    case TG_WIRE_LOG_ACK:
+        m->log_ack.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        m->log_ack.seq = pick(v, 0, TG_WIRE_ID_MAX);
+        break;
+    default:
+        break;
+    }
+}
+
+static void gen_availability_ok(int v, tg_msg *m)
+{
+    m->availability_ok.log_head = pick(v, 0, TG_WIRE_ID_MAX);
+    gen_counts(v, &m->availability_ok.totals);
+    m->availability_ok.section_count = pick_count(v, TG_SECTIONS_MAX);
+    for (uint32_t i = 0; i < m->availability_ok.section_count; i++) {
+        gen_counts(v, &m->availability_ok.sections[i]);
+    }
+    m->availability_ok.row_count = pick_count(v, TG_ROWS_MAX);
+    m->availability_ok.rows = src_counts;
+    for (uint32_t i = 0; i < m->availability_ok.row_count; i++) {
+        gen_counts(v, &src_counts[i]);
+    }
+}
+
+static void gen_partition_info_ok(int v, tg_msg *m)
+{
+    m->partition_info_ok.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+    m->partition_info_ok.event_id = pick(v, 0, TG_WIRE_ID_MAX);
+    m->partition_info_ok.seat_count = (uint32_t)pick(v, 0, TG_PARTITION_SEATS_MAX);
+    m->partition_info_ok.section_count = (uint32_t)pick(v, 0, TG_SECTIONS_MAX);
+    m->partition_info_ok.row_count = (uint32_t)pick(v, 0, TG_ROWS_MAX);
+    m->partition_info_ok.booking_capacity = (uint32_t)pick(v, 0, TG_BOOKINGS_MAX);
+    m->partition_info_ok.log_records = (uint32_t)pick(v, 0, TG_LOG_RECORDS_MAX);
+    m->partition_info_ok.hold_ttl_ms = (uint32_t)pick(v, 0, UINT32_MAX);
+    m->partition_info_ok.payment_window_ms = (uint32_t)pick(v, 0, UINT32_MAX);
+    m->partition_info_ok.segment_bytes = pick(v, 0, UINT64_MAX);
+    m->partition_info_ok.map_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+    m->partition_info_ok.bookings_created = pick(v, 0, UINT64_MAX);
+    m->partition_info_ok.log_head = pick(v, 0, TG_WIRE_ID_MAX);
+    m->partition_info_ok.log_persisted = pick(v, 0, m->partition_info_ok.log_head);
+}
+
+static void gen_layout_ok(int v, tg_msg *m)
+{
+    m->layout_ok.section_count = pick_count(v, TG_SECTIONS_MAX);
+    for (uint32_t i = 0; i < m->layout_ok.section_count; i++) {
+        tg_wire_section *s = &m->layout_ok.sections[i];
+        gen_text(v, s->name, sizeof(s->name));
+        s->price_minor = pick_i(v, 0, INT64_MAX);
+        gen_text(v, s->currency, sizeof(s->currency));
+        s->row_first = (uint32_t)pick(v, 0, TG_ROWS_MAX);
+        s->row_count = (uint32_t)pick(v, 0, TG_ROWS_MAX);
+        s->seat_first = (uint32_t)pick(v, 0, TG_PARTITION_SEATS_MAX);
+        s->seat_count = (uint32_t)pick(v, 0, TG_PARTITION_SEATS_MAX);
+    }
+    m->layout_ok.row_count = pick_count(v, TG_ROWS_MAX);
+    m->layout_ok.rows = src_rows;
+    for (uint32_t i = 0; i < m->layout_ok.row_count; i++) {
+        gen_text(v, src_rows[i].name, sizeof(src_rows[i].name));
+        src_rows[i].section = (uint32_t)pick(v, 0, TG_SECTIONS_MAX - 1);
+        src_rows[i].seat_first = (uint32_t)pick(v, 0, TG_PARTITION_SEATS_MAX);
+        src_rows[i].seat_count = (uint32_t)pick(v, 0, TG_ROW_SEATS_MAX);
+    }
+}
+
+static void gen_stats_ok(int v, tg_msg *m)
+{
+    uint32_t pairs = TG_WIRE_REQUEST_COUNT * TG_ERR_COUNT_;
+    uint32_t start = (uint32_t)(v == V_RANDOM ? rnd() % pairs : 0);
+    m->stats_ok.partitions = (uint32_t)pick(v, 0, UINT32_MAX);
+    m->stats_ok.log_depth = pick(v, 0, UINT64_MAX);
+    m->stats_ok.oldest_unpersisted_age_ms = pick(v, 0, UINT64_MAX);
+    m->stats_ok.op_count = pick_count(v, TG_WIRE_STATS_OPS_MAX);
+    for (uint32_t i = 0; i < m->stats_ok.op_count; i++) {
+        uint32_t pair = (start + i * 31u) % pairs; /* 31 is prime to 19 * 29: all distinct */
+        m->stats_ok.ops[i].type = 1 + pair / TG_ERR_COUNT_;
+        m->stats_ok.ops[i].code = pair % TG_ERR_COUNT_;
+        m->stats_ok.ops[i].count = pick(v, 0, UINT64_MAX);
+    }
+}
+
+static void gen_log_read_ok(int v, tg_msg *m)
+{
+    uint32_t n = pick_count(v, TG_WIRE_LOG_RECORDS_MAX);
+    uint64_t first = v == V_MAX ? TG_WIRE_ID_MAX - n + 1 : pick(v, 1, 1u << 30);
+    m->log_read_ok.map_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+    m->log_read_ok.record_count = n;
+    m->log_read_ok.records = src_records;
+    m->log_read_ok.log_head = n == 0 ? pick(v, 0, TG_WIRE_ID_MAX) : first + n - 1;
+    for (uint32_t i = 0; i < n; i++) {
+        tg_wire_log_record *r = &src_records[i];
+        r->seq = first + i;
+        r->kind = (uint32_t)pick(v, 0, 2);
+        r->ident = (uint32_t)pick(v, 0, UINT32_MAX);
+        r->status = (uint32_t)pick(v, 0, TG_BOOKING_STATUS_COUNT - 1);
+        r->word = r->kind == 1 ? gen_word(v) : pick(v, 0, UINT64_MAX);
+        r->deadline_ms = pick_i(v, INT64_MIN, INT64_MAX);
+        r->created_ms = pick_i(v, INT64_MIN, INT64_MAX);
+        r->version = (uint32_t)pick(v, 0, UINT32_MAX);
+    }
+}
+
+static void gen_replies(int v, tg_msg *m)
+{
+    switch (m->type) {
+    case TG_WIRE_ERROR:
+        m->error.code = (uint32_t)pick(v, 1, TG_ERR_COUNT_ - 1);
+        gen_text(v, m->error.message, sizeof(m->error.message));
+        gen_seat_ids(v, &m->error.seats);
+        break;
+    case TG_WIRE_BOOKING_CREATE_OK:
+    case TG_WIRE_BOOKING_GET_OK:
+        gen_booking(v, &m->booking_create_ok);
+        break;
+    case TG_WIRE_SEATS_HOLD_OK: /* same layout: seats_hold_best_ok */
+    case TG_WIRE_SEATS_HOLD_BEST_OK:
+        gen_seat_ids(v, &m->seats_hold_ok.seats);
+        m->seats_hold_ok.deadline_ms = pick_i(v, INT64_MIN, INT64_MAX);
+        break;
+    case TG_WIRE_PAYMENT_BEGIN_OK:
+        m->payment_begin_ok.deadline_ms = pick_i(v, INT64_MIN, INT64_MAX);
+        break;
+    case TG_WIRE_SEAT_GET_OK:
+        gen_seat(v, &m->seat_get_ok.seat);
+        break;
+    case TG_WIRE_SEATS_LIST_OK:
+        m->seats_list_ok.next_seat = (uint32_t)pick(v, 0, TG_PARTITION_SEATS_MAX);
+        m->seats_list_ok.seat_count = pick_count(v, TG_WIRE_SEATS_LIST_MAX);
+        m->seats_list_ok.seats = src_seats;
+        for (uint32_t i = 0; i < m->seats_list_ok.seat_count; i++) {
+            gen_seat(v, &src_seats[i]);
+        }
+        break;
+    case TG_WIRE_AVAILABILITY_OK:
+        gen_availability_ok(v, m);
+        break;
+    case TG_WIRE_PARTITION_INFO_OK:
+        gen_partition_info_ok(v, m);
+        break;
+    case TG_WIRE_LAYOUT_OK:
+        gen_layout_ok(v, m);
+        break;
+    case TG_WIRE_STATS_OK:
+        gen_stats_ok(v, m);
+        break;
+    case TG_WIRE_LOG_READ_OK:
+        gen_log_read_ok(v, m);
+        break;
+    default:
+        break;
+    }
+}
+
+static void gen_event(int v, tg_msg *m)
+{
+    m->seat_changes.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+    m->seat_changes.from_seq = pick(v, 1, TG_WIRE_ID_MAX);
+    m->seat_changes.to_seq = pick(v, m->seat_changes.from_seq,
+                                  v == V_RANDOM ? m->seat_changes.from_seq + 100 : TG_WIRE_ID_MAX);
+    m->seat_changes.change_count = pick_count(v, TG_WIRE_CHANGES_MAX);
+    m->seat_changes.changes = src_changes;
+    for (uint32_t i = 0; i < m->seat_changes.change_count; i++) {
+        src_changes[i].seat_id = (uint32_t)pick(v, 0, SEAT_ID_MAX);
+        src_changes[i].word = gen_word(v);
+    }
+}
+
+/* A valid message of type t; V_MIN/V_MAX put every field at its bound. */
+static void gen(tg_wire_type t, int v, tg_msg *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->type = t;
+    if (t <= TG_WIRE_REQUEST_LAST) {
+        gen_requests(v, m);
+    } else if (t == TG_WIRE_SEAT_CHANGES) {
+        gen_event(v, m);
+    } else {
+        gen_replies(v, m);
+    }
+}
+
+/* ---- Helpers ------------------------------------------------------------ */
+
+static tg_msg msg_a, msg_b, msg_c;
+static msgpack_sbuffer sb, sb2;
+
+static void buffers_init(void)
+{
+    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer_init(&sb2);
+}
+
+static void buffers_fini(void)
+{
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_sbuffer_destroy(&sb2);
+}
+
+TestSuite(wire, .init = buffers_init, .fini = buffers_fini);
+TestSuite(wire_reject, .init = buffers_init, .fini = buffers_fini);
+TestSuite(wire_robust, .init = buffers_init, .fini = buffers_fini);
+
+static void encode_ok(const tg_msg *m, msgpack_sbuffer *out)
+{
+    const char *why = NULL;
+    tg_err err = tg_wire_encode(m, out, &why);
+    cr_assert_eq(err, TG_OK, "encode %s: %s", tg_wire_type_name(m->type), why ? why : "?");
+    cr_assert_null(why);
+    cr_assert_leq(out->size, TG_WIRE_MESSAGE_BYTES_MAX);
+}
+
+/* msgpack-c itself reads the bytes as one array [type, version, ...]. */
+static void assert_msgpack_c_reads(const msgpack_sbuffer *buf, tg_wire_type type)
+{
+    msgpack_zone zone;
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_zone_init(&zone, 4096);
+    int rc = msgpack_unpack(buf->data, buf->size, &off, &zone, &obj);
+    cr_assert_eq(rc, MSGPACK_UNPACK_SUCCESS, "msgpack-c: %d", rc);
+    cr_assert_eq(off, buf->size);
+    cr_assert_eq(obj.type, MSGPACK_OBJECT_ARRAY);
+    cr_assert_geq(obj.via.array.size, 2);
+    cr_assert_eq(obj.via.array.ptr[0].type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    cr_assert_eq(obj.via.array.ptr[0].via.u64, (uint64_t)type);
+    cr_assert_eq(obj.via.array.ptr[1].via.u64, TG_WIRE_VERSION);
+    msgpack_zone_destroy(&zone);
+}
+
+/* encode → decode → equal → encode to the same bytes → msgpack-c reads it. */
+static void assert_round_trip(const tg_msg *m)
+{
+    const char *why = "unset";
+    encode_ok(m, &sb);
+    tg_err err = tg_wire_decode(sb.data, sb.size, &full_space, &msg_c, &why);
+    cr_assert_eq(err, TG_OK, "decode %s: %s", tg_wire_type_name(m->type), why ? why : "?");
+    cr_assert_null(why);
+    cr_assert(tg_wire_equal(m, &msg_c), "%s differs after a round trip",
+              tg_wire_type_name(m->type));
+    encode_ok(&msg_c, &sb2);
+    cr_assert_eq(sb.size, sb2.size);
+    cr_assert_eq(memcmp(sb.data, sb2.data, sb.size), 0, "re-encoding changed the bytes");
+    assert_msgpack_c_reads(&sb, m->type);
+}
+
+static size_t hex_to_bytes(const char *hex, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = hex; *p != '\0';) {
+        if (*p == ' ') {
+            p++;
+            continue;
+        }
+        unsigned byte = 0;
+        cr_assert_eq(sscanf(p, "%2x", &byte), 1, "bad hex in test: %s", hex);
+        cr_assert_lt(n, cap);
+        out[n++] = (uint8_t)byte;
+        p += 2;
+    }
+    return n;
+}
+
+static uint8_t raw[TG_WIRE_MESSAGE_BYTES_MAX + 64];
+
+static void expect_reject_bytes(const uint8_t *buf, size_t len, const tg_wire_space *space,
+                                const char *expected, const char *label)
+{
+    const char *why = NULL;
+    msg_c.type = TG_WIRE_STATS;
+    tg_err err = tg_wire_decode(buf, len, space, &msg_c, &why);
+    cr_assert_eq(err, TG_EPROTO, "%s: accepted", label);
+    cr_assert_eq(msg_c.type, TG_WIRE_NONE, "%s", label);
+    cr_assert_not_null(why, "%s", label);
+    cr_assert_str_eq(why, expected, "%s", label);
+}
+
+static void expect_reject(const char *hex, const char *expected)
+{
+    size_t n = hex_to_bytes(hex, raw, sizeof(raw));
+    expect_reject_bytes(raw, n, &full_space, expected, hex);
+}
+
+static void expect_accept(const char *hex, tg_msg *out)
+{
+    const char *why = NULL;
+    size_t n = hex_to_bytes(hex, raw, sizeof(raw));
+    tg_err err = tg_wire_decode(raw, n, &full_space, out, &why);
+    cr_assert_eq(err, TG_OK, "%s: %s", hex, why ? why : "?");
+}
+
+/* Packs [type, version, ...] headers and fields with msgpack-c. */
+static msgpack_packer pk;
+
+static void pack_start(uint32_t fields, uint32_t type)
+{
+    msgpack_sbuffer_clear(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2 + fields);
+    msgpack_pack_uint32(&pk, type);
+    msgpack_pack_uint32(&pk, TG_WIRE_VERSION);
+}
+
+static void expect_reject_sb(const char *expected)
+{
+    expect_reject_bytes((const uint8_t *)sb.data, sb.size, &full_space, expected, expected);
+}
+
+/* ---- Round trips -------------------------------------------------------- */
+
+Test(wire, every_message_type_round_trips_at_its_lower_bounds)
+{
+    for (size_t i = 0; i < TYPE_COUNT; i++) {
+        gen(all_types[i], V_MIN, &msg_a);
+        assert_round_trip(&msg_a);
+    }
+}
+
+Test(wire, every_message_type_round_trips_at_its_upper_bounds)
+{
+    for (size_t i = 0; i < TYPE_COUNT; i++) {
+        gen(all_types[i], V_MAX, &msg_a);
+        assert_round_trip(&msg_a);
+    }
+}
+
+Test(wire, random_messages_of_every_type_round_trip)
+{
+    rnd_seed(20260101);
+    for (int k = 0; k < 300; k++) {
+        for (size_t i = 0; i < TYPE_COUNT; i++) {
+            gen(all_types[i], V_RANDOM, &msg_a);
+            assert_round_trip(&msg_a);
+        }
+    }
+}
+
+Test(wire, the_largest_messages_fit_the_message_bound)
+{
+    static const tg_wire_type big[] = {TG_WIRE_AVAILABILITY_OK, TG_WIRE_LAYOUT_OK,
+                                       TG_WIRE_LOG_READ_OK,     TG_WIRE_SEATS_LIST_OK,
+                                       TG_WIRE_STATS_OK,        TG_WIRE_SEAT_CHANGES};
+    for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+        gen(big[i], V_MAX, &msg_a);
+        encode_ok(&msg_a, &sb);
+        cr_log_info("%s at its bounds: %zu bytes", tg_wire_type_name(big[i]), sb.size);
+        cr_assert_lt(sb.size, TG_WIRE_MESSAGE_BYTES_MAX / 2);
+    }
+}
+
+Test(wire, encoding_is_the_shortest_msgpack_form)
+{
+    msg_a.type = TG_WIRE_BOOKING_CREATE;
+    msg_a.booking_create.partition_id = 7;
+    msg_a.booking_create.user_id = 42;
+    encode_ok(&msg_a, &sb);
+    cr_assert_eq(sb.size, 5);
+    cr_assert_eq(memcmp(sb.data, "\x94\x01\x01\x07\x2a", 5), 0);
+
+    memset(&msg_a, 0, sizeof(msg_a));
+    msg_a.type = TG_WIRE_SEATS_HOLD_BEST;
+    msg_a.seats_hold_best.booking_id = tg_booking_id_make(1, 2);
+    msg_a.seats_hold_best.user_id = 300;
+    msg_a.seats_hold_best.quantity = 4;
+    msg_a.seats_hold_best.section = -1;
+    msg_a.seats_hold_best.adjacent_only = true;
+    encode_ok(&msg_a, &sb);
+    uint8_t want[32];
+    size_t n =
+        hex_to_bytes("97 04 01 cf 00 00 00 01 00 00 00 02 cd 01 2c 04 ff c3", want, sizeof(want));
+    cr_assert_eq(sb.size, n);
+    cr_assert_eq(memcmp(sb.data, want, n), 0);
+}
+
+Test(wire, longer_integer_string_and_array_forms_are_accepted)
+{
+    /* user_id 42 as uint8, uint64 and int8; partition 7 as int64. */
+    expect_accept("94 01 01 07 cc 2a", &msg_a);
+    cr_assert_eq(msg_a.booking_create.user_id, 42);
+    expect_accept("94 01 01 07 cf 00 00 00 00 00 00 00 2a", &msg_a);
+    cr_assert_eq(msg_a.booking_create.user_id, 42);
+    expect_accept("94 01 01 d3 00 00 00 00 00 00 00 07 d0 2a", &msg_a);
+    cr_assert_eq(msg_a.booking_create.partition_id, 7);
+    cr_assert_eq(msg_a.booking_create.user_id, 42);
+    /* The top-level array as array16 and array32; the type as uint16. */
+    expect_accept("dc 00 04 01 01 07 2a", &msg_a);
+    expect_accept("dd 00 00 00 04 cd 00 01 01 07 2a", &msg_a);
+    cr_assert_eq(msg_a.type, TG_WIRE_BOOKING_CREATE);
+    /* An error message as str8 and str16; negative section as int64. */
+    expect_accept("95 40 01 17 d9 02 68 69 90", &msg_a);
+    cr_assert_str_eq(msg_a.error.message, "hi");
+    expect_accept("95 40 01 17 da 00 02 68 69 90", &msg_a);
+    cr_assert_str_eq(msg_a.error.message, "hi");
+    expect_accept("97 04 01 01 01 02 d3 ff ff ff ff ff ff ff ff c2", &msg_a);
+    cr_assert_eq(msg_a.seats_hold_best.section, -1);
+}
+
+Test(wire, boundary_values_are_accepted)
+{
+    expect_accept("94 01 01 ce 00 1f ff ff cf 00 1f ff ff ff ff ff ff", &msg_a);
+    cr_assert_eq(msg_a.booking_create.partition_id, TG_PARTITION_ID_MAX);
+    cr_assert_eq(msg_a.booking_create.user_id, TG_WIRE_ID_MAX);
+    expect_accept("95 03 01 01 01 91 ce 00 0f ff ff", &msg_a);
+    cr_assert_eq(msg_a.seats_hold.seats.ids[0], TG_PARTITION_SEATS_MAX - 1);
+    expect_accept("97 04 01 01 01 10 3f c2", &msg_a);
+    cr_assert_eq(msg_a.seats_hold_best.quantity, TG_BOOKING_SEATS_MAX);
+    cr_assert_eq(msg_a.seats_hold_best.section, TG_SECTIONS_MAX - 1);
+    expect_accept("95 40 01 1c a0 90", &msg_a);
+    cr_assert_eq(msg_a.error.code, TG_ERR_COUNT_ - 1);
+}
+
+Test(wire, types_have_names_and_requests_map_to_their_replies)
+{
+    for (size_t i = 0; i < TYPE_COUNT; i++) {
+        cr_assert_not_null(tg_wire_type_name(all_types[i]));
+    }
+    cr_assert_str_eq(tg_wire_type_name(TG_WIRE_SEATS_HOLD), "seats_hold");
+    cr_assert_str_eq(tg_wire_type_name(TG_WIRE_SEATS_HOLD_OK), "seats_hold_ok");
+    cr_assert_str_eq(tg_wire_type_name(TG_WIRE_ERROR), "error");
+    cr_assert_str_eq(tg_wire_type_name(TG_WIRE_SEAT_CHANGES), "seat_changes");
+    cr_assert_null(tg_wire_type_name(TG_WIRE_NONE));
+    cr_assert_null(tg_wire_type_name((tg_wire_type)20));
+    cr_assert_null(tg_wire_type_name((tg_wire_type)300));
+    for (unsigned t = TG_WIRE_BOOKING_CREATE; t <= TG_WIRE_REQUEST_LAST; t++) {
+        tg_wire_type reply = tg_wire_reply_type((tg_wire_type)t);
+        cr_assert_eq(reply, t + 64);
+        const char *req = tg_wire_type_name((tg_wire_type)t);
+        char want[64];
+        snprintf(want, sizeof(want), "%s_ok", req);
+        cr_assert_str_eq(tg_wire_type_name(reply), want);
+    }
+    cr_assert_eq(tg_wire_reply_type(TG_WIRE_NONE), TG_WIRE_NONE);
+    cr_assert_eq(tg_wire_reply_type(TG_WIRE_ERROR), TG_WIRE_NONE);
+    cr_assert_eq(tg_wire_reply_type(TG_WIRE_SEATS_HOLD_OK), TG_WIRE_NONE);
+}
+
+Test(wire, events_carry_the_partition_as_a_big_endian_topic)
+{
+    uint8_t topic[TG_WIRE_TOPIC_BYTES];
+    tg_wire_topic(0x1abcde, topic);
+    cr_assert_eq(memcmp(topic, "\x00\x1a\xbc\xde", 4), 0);
+
+    rnd_seed(7);
+    for (int k = 0; k < 200; k++) {
+        gen(TG_WIRE_SEAT_CHANGES, k == 0 ? V_MAX : V_RANDOM, &msg_a);
+        const char *why = "unset";
+        cr_assert_eq(tg_wire_encode_event(&msg_a, &sb, &why), TG_OK);
+        tg_wire_topic(msg_a.seat_changes.partition_id, topic);
+        cr_assert_eq(memcmp(sb.data, topic, 4), 0);
+        cr_assert_eq(tg_wire_decode_event(sb.data, sb.size, &full_space, &msg_b, &why), TG_OK, "%s",
+                     why ? why : "?");
+        cr_assert(tg_wire_equal(&msg_a, &msg_b));
+        /* The body alone is an ordinary message. */
+        cr_assert_eq(tg_wire_decode(sb.data + 4, sb.size - 4, &full_space, &msg_b, &why), TG_OK);
+    }
+}
+
+Test(wire, error_replies_are_made_from_any_text)
+{
+    tg_wire_error(&msg_a, TG_ESEAT_TAKEN, NULL);
+    cr_assert_eq(msg_a.type, TG_WIRE_ERROR);
+    cr_assert_eq(msg_a.error.code, TG_ESEAT_TAKEN);
+    cr_assert_str_eq(msg_a.error.message, tg_strerror(TG_ESEAT_TAKEN));
+    cr_assert_eq(msg_a.error.seats.count, 0);
+    assert_round_trip(&msg_a);
+
+    char long_text[600];
+    memset(long_text, 'a', sizeof(long_text) - 1);
+    long_text[sizeof(long_text) - 1] = '\0';
+    tg_wire_error(&msg_a, TG_EPROTO, long_text);
+    cr_assert_eq(strlen(msg_a.error.message), TG_WIRE_STRING_BYTES_MAX);
+    assert_round_trip(&msg_a);
+
+    /* 255 ASCII bytes, then a two-byte character that would cross 256. */
+    memset(long_text, 'a', 255);
+    memcpy(long_text + 255, "\xc3\xa9zz", 5);
+    tg_wire_error(&msg_a, TG_EPROTO, long_text);
+    cr_assert_eq(strlen(msg_a.error.message), 255);
+    assert_round_trip(&msg_a);
+
+    tg_wire_error(&msg_a, TG_EINVAL, "bad \xff byte \xc3\x28 and \xed\xa0\x80 end");
+    cr_assert_str_eq(msg_a.error.message, "bad ? byte ?( and ??? end");
+    assert_round_trip(&msg_a);
+}
+
+Test(wire, taken_seats_travel_in_the_error_reply)
+{
+    tg_wire_error(&msg_a, TG_ESEAT_TAKEN, NULL);
+    msg_a.error.seats.count = 3;
+    msg_a.error.seats.ids[0] = 4;
+    msg_a.error.seats.ids[1] = 9;
+    msg_a.error.seats.ids[2] = TG_PARTITION_SEATS_MAX - 1;
+    assert_round_trip(&msg_a);
+    cr_assert_eq(msg_c.error.seats.count, 3);
+    cr_assert_eq(msg_c.error.seats.ids[2], TG_PARTITION_SEATS_MAX - 1);
+}
+
+Test(wire, equality_sees_every_field)
+{
+    rnd_seed(99);
+    for (size_t i = 0; i < TYPE_COUNT; i++) {
+        gen(all_types[i], V_MAX, &msg_a);
+        encode_ok(&msg_a, &sb);
+        cr_assert_eq(tg_wire_decode(sb.data, sb.size, &full_space, &msg_b, NULL), TG_OK);
+        cr_assert(tg_wire_equal(&msg_a, &msg_b));
+        /* Flip a byte inside the body's last field: a different message. */
+        uint8_t *last = (uint8_t *)sb.data + sb.size - 1;
+        if (sb.size <= 3) {
+            continue; /* no fields */
+        }
+        *last ^= 0x01;
+        if (tg_wire_decode(sb.data, sb.size, &full_space, &msg_b, NULL) == TG_OK) {
+            cr_assert_not(tg_wire_equal(&msg_a, &msg_b), "%s", tg_wire_type_name(all_types[i]));
+        }
+    }
+    msg_b = msg_a;
+    msg_b.type = TG_WIRE_STATS;
+    cr_assert_not(tg_wire_equal(&msg_a, &msg_b));
+}
+
+/* ---- Rejections: each class, with its exact sentence -------------------- */
+
+Test(wire_reject, input_that_is_not_a_message_array)
+{
+    expect_reject("", "message is empty");
+    expect_reject("01", "message is not an array");
+    expect_reject("80", "message is not an array");
+    expect_reject("c1", "message is not an array");
+    expect_reject("a3 61 62 63", "message is not an array");
+    expect_reject("90", "message has no type and version");
+    expect_reject("91 01", "message has no type and version");
+    expect_reject("92 a1 78 01", "message type is not an unsigned integer");
+    expect_reject("92 c0 01", "message type is not an unsigned integer");
+    expect_reject("92 91 01 01", "message type is not an unsigned integer");
+}
+
+Test(wire_reject, unknown_message_types)
+{
+    expect_reject("92 00 01", "unknown message type");
+    expect_reject("92 14 01", "unknown message type");    /* 20: after the last request */
+    expect_reject("92 54 01", "unknown message type");    /* 84: after the last reply */
+    expect_reject("92 cc 81 01", "unknown message type"); /* 129 */
+    expect_reject("92 cd 01 00 01", "unknown message type");
+    expect_reject("92 cf 00 00 01 00 00 00 00 11 01", "unknown message type");
+    expect_reject("92 ff 01", "unknown message type"); /* -1 */
+    expect_reject("92 d0 ef 01", "unknown message type");
+}
+
+Test(wire_reject, wrong_versions)
+{
+    expect_reject("92 11 00", "unsupported message version");
+    expect_reject("92 11 02", "unsupported message version");
+    expect_reject("92 11 ff", "unsupported message version");
+    expect_reject("92 11 cf ff ff ff ff ff ff ff ff", "unsupported message version");
+    expect_reject("92 11 a1 31", "message version is not an unsigned integer");
+    expect_reject("92 11 c3", "message version is not an unsigned integer");
+}
+
+Test(wire_reject, wrong_arity)
+{
+    expect_reject("93 11 01 00", "stats: wrong number of fields");
+    expect_reject("93 01 01 07", "booking_create: wrong number of fields");
+    expect_reject("95 01 01 07 2a 00", "booking_create: wrong number of fields");
+    expect_reject("dd ff ff ff ff 01 01", "booking_create: wrong number of fields");
+    expect_reject("93 45 01 00", "seats_release_ok: wrong number of fields");
+    /* Nested arrays of the wrong length. */
+    expect_reject("94 4d 01 00 91 90", "seats_list_ok.seats[]: wrong number of fields");
+    expect_reject("96 4e 01 00 94 00 00 00 00 90 90",
+                  "availability_ok.totals: wrong number of fields");
+}
+
+Test(wire_reject, wrong_field_types)
+{
+    expect_reject("94 01 01 07 a1 78", "booking_create.user_id: not an unsigned integer");
+    expect_reject("94 01 01 07 c0", "booking_create.user_id: not an unsigned integer");
+    expect_reject("94 01 01 07 c3", "booking_create.user_id: not an unsigned integer");
+    expect_reject("94 01 01 07 cb 40 45 00 00 00 00 00 00",
+                  "booking_create.user_id: not an unsigned integer");
+    expect_reject("94 01 01 07 c4 01 2a", "booking_create.user_id: not an unsigned integer");
+    expect_reject("94 01 01 07 d4 01 2a", "booking_create.user_id: not an unsigned integer");
+    expect_reject("94 01 01 07 80", "booking_create.user_id: not an unsigned integer");
+    expect_reject("93 02 01 a1 78", "booking_get: wrong number of fields");
+    expect_reject("94 02 01 a1 78 01", "booking_get.booking_id: not an unsigned integer");
+    expect_reject("97 04 01 01 01 02 ff 01", "seats_hold_best.adjacent_only: not a boolean");
+    expect_reject("97 04 01 01 01 02 c2 c2", "seats_hold_best.section: not an integer");
+    expect_reject("95 03 01 01 01 05", "seats_hold.seats: not an array of seat ids");
+    expect_reject("95 03 01 01 01 91 a1 78", "seats_hold.seats: not an array of seat ids");
+    expect_reject("95 40 01 17 c4 01 61 90", "error.message: not a string");
+    expect_reject("95 40 01 17 01 90", "error.message: not a string");
+    expect_reject("94 4d 01 00 91 05", "seats_list_ok.seats: not an array");
+    expect_reject("94 4d 01 00 91 96 a1 78 00 00 00 01 00",
+                  "seats_list_ok.seats[].seat_id: not an unsigned integer");
+    expect_reject("96 4e 01 00 00 90 90", "availability_ok.totals: not an array");
+}
+
+Test(wire_reject, nesting_deeper_than_the_schema)
+{
+    expect_reject("94 01 01 91 07 2a", "booking_create.partition_id: not an unsigned integer");
+    expect_reject("95 03 01 01 01 91 91 01", "seats_hold.seats: not an array of seat ids");
+    expect_reject("94 4d 01 00 91 96 91 00 00 00 00 01 00",
+                  "seats_list_ok.seats[].seat_id: not an unsigned integer");
+    /* A hundred thousand nested arrays where the user id belongs. */
+    size_t n = hex_to_bytes("94 01 01 07", raw, sizeof(raw));
+    memset(raw + n, 0x91, 100000);
+    raw[n + 100000] = 0x2a;
+    expect_reject_bytes(raw, n + 100001, &full_space,
+                        "booking_create.user_id: not an unsigned integer", "deep");
+    memset(raw, 0x91, 100000);
+    expect_reject_bytes(raw, 100000, &full_space, "message has no type and version", "deep2");
+}
+
+Test(wire_reject, integers_out_of_range)
+{
+    expect_reject("94 01 01 ce 00 20 00 00 2a", "booking_create.partition_id: out of range");
+    expect_reject("94 01 01 ff 2a", "booking_create.partition_id: out of range");
+    expect_reject("94 01 01 07 ff", "booking_create.user_id: out of range");
+    expect_reject("94 01 01 07 d3 80 00 00 00 00 00 00 00", "booking_create.user_id: out of range");
+    expect_reject("94 01 01 07 cf 00 20 00 00 00 00 00 00", "booking_create.user_id: out of range");
+    expect_reject("94 01 01 07 cf ff ff ff ff ff ff ff ff", "booking_create.user_id: out of range");
+    expect_reject("94 02 01 cf 00 20 00 00 00 00 00 01 01", "booking_get.booking_id: out of range");
+    expect_reject("94 02 01 ff 01", "booking_get.booking_id: out of range");
+    expect_reject("94 02 01 cf 00 00 00 01 00 00 00 00 01",
+                  "booking_get.booking_id: booking sequence is 0");
+    expect_reject("94 02 01 00 01", "booking_get.booking_id: booking sequence is 0");
+    expect_reject("97 04 01 01 01 11 ff c2", "seats_hold_best.quantity: out of range");
+    expect_reject("97 04 01 01 01 02 fe c2", "seats_hold_best.section: out of range");
+    expect_reject("97 04 01 01 01 02 40 c2", "seats_hold_best.section: out of range");
+    expect_reject("97 04 01 01 01 02 cf ff ff ff ff ff ff ff ff c2",
+                  "seats_hold_best.section: out of range");
+    expect_reject("97 04 01 01 01 02 d3 80 00 00 00 00 00 00 00 c2",
+                  "seats_hold_best.section: out of range");
+    expect_reject("95 03 01 01 01 91 ce 00 10 00 00", "seats_hold.seats: seat id out of range");
+    expect_reject("95 03 01 01 01 91 ff", "seats_hold.seats: seat id out of range");
+    expect_reject("94 0c 01 00 ce 00 10 00 00", "seat_get.seat_id: out of range");
+    expect_reject("98 0d 01 00 00 cd 03 e9 ff ff ff", "seats_list.count: out of range");
+    expect_reject("98 0d 01 00 00 01 05 ff ff", "seats_list.state: out of range");
+    expect_reject("98 0d 01 00 00 01 ff cd 20 00 ff", "seats_list.row: out of range");
+    expect_reject("98 0d 01 00 ce 00 10 00 01 01 ff ff ff", "seats_list.first_seat: out of range");
+    expect_reject("95 12 01 00 00 01", "log_read.from_seq: out of range");
+    expect_reject("95 12 01 00 01 cd 10 01", "log_read.max: out of range");
+    expect_reject("95 40 01 00 a0 90", "error.code: out of range");
+    expect_reject("95 40 01 1d a0 90", "error.code: out of range");
+    expect_reject("99 41 01 01 01 00 00 00 00 90", "booking_create_ok.status: out of range");
+    expect_reject("99 41 01 01 01 07 00 00 00 90", "booking_create_ok.status: out of range");
+    expect_reject("99 41 01 01 01 01 cf 00 00 00 01 00 00 00 00 00 00 90",
+                  "booking_create_ok.version: out of range");
+    expect_reject("98 4c 01 00 cf a0 00 00 00 00 00 00 00 00 00 01 00",
+                  "seat_get_ok.seat.word: seat word has no valid state");
+    expect_reject("98 4c 01 00 00 00 00 00 00", "seat_get_ok.seat.number: out of range");
+    expect_reject("98 4c 01 00 00 00 00 01 ff", "seat_get_ok.seat.price_minor: out of range");
+    expect_reject("98 4c 01 00 00 40 00 01 00", "seat_get_ok.seat.section: out of range");
+}
+
+Test(wire_reject, bad_strings)
+{
+    char hex[2048];
+    /* 256 bytes is the bound; 257 is one too many. */
+    int at = snprintf(hex, sizeof(hex), "95 40 01 17 d9 ff");
+    for (int i = 0; i < 255; i++) {
+        at += snprintf(hex + at, sizeof(hex) - (size_t)at, " 61");
+    }
+    snprintf(hex + at, sizeof(hex) - (size_t)at, " 90");
+    expect_accept(hex, &msg_a);
+    cr_assert_eq(strlen(msg_a.error.message), 255);
+    at = snprintf(hex, sizeof(hex), "95 40 01 17 da 01 00");
+    for (int i = 0; i < 256; i++) {
+        at += snprintf(hex + at, sizeof(hex) - (size_t)at, " 61");
+    }
+    snprintf(hex + at, sizeof(hex) - (size_t)at, " 90");
+    expect_accept(hex, &msg_a);
+    cr_assert_eq(strlen(msg_a.error.message), 256);
+    at = snprintf(hex, sizeof(hex), "95 40 01 17 da 01 01");
+    for (int i = 0; i < 257; i++) {
+        at += snprintf(hex + at, sizeof(hex) - (size_t)at, " 61");
+    }
+    snprintf(hex + at, sizeof(hex) - (size_t)at, " 90");
+    expect_reject(hex, "error.message: too long");
+    expect_reject("95 40 01 17 db ff ff ff ff", "error.message: too long");
+    expect_reject("95 40 01 17 a1 00 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a2 c3 28 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a2 c0 80 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a3 ed a0 80 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a4 f4 90 80 80 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a1 ff 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a4 f5 80 80 80 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a3 e0 80 80 90", "error.message: not UTF-8 text without NUL");
+    expect_reject("95 40 01 17 a2 80 80 90", "error.message: not UTF-8 text without NUL");
+    expect_accept("95 40 01 17 a4 f4 8f bf bf 90", &msg_a); /* U+10FFFF */
+    expect_accept("95 40 01 17 a3 ef bf bf 90", &msg_a);    /* U+FFFF */
+    expect_reject("95 40 01 17 a1 e2 90", "error.message: not UTF-8 text without NUL");
+    /* Layout names are char[32]: 31 bytes fit, 32 do not. */
+    pack_start(2, TG_WIRE_LAYOUT_OK);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 7);
+    msgpack_pack_str_with_body(&pk, "0123456789012345678901234567890x", 32);
+    for (int i = 0; i < 6; i++) {
+        msgpack_pack_uint32(&pk, 1);
+    }
+    msgpack_pack_array(&pk, 0);
+    expect_reject_sb("layout_ok.sections[].name: too long");
+    pack_start(2, TG_WIRE_LAYOUT_OK);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 7);
+    msgpack_pack_str_with_body(&pk, "A", 1);
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "EURO", 4);
+    expect_reject_sb("layout_ok.sections[].currency: too long");
+}
+
+Test(wire_reject, oversized_arrays)
+{
+    pack_start(3, TG_WIRE_SEATS_HOLD);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_array(&pk, TG_BOOKING_SEATS_MAX + 1);
+    for (unsigned i = 0; i <= TG_BOOKING_SEATS_MAX; i++) {
+        msgpack_pack_uint32(&pk, i);
+    }
+    expect_reject_sb("seats_hold.seats: too many seat ids");
+    expect_reject("95 03 01 01 01 dd ff ff ff ff", "seats_hold.seats: too many seat ids");
+    expect_reject("94 4d 01 00 dc 03 e9", "seats_list_ok.seats: too many items");
+    expect_reject("96 4e 01 00 95 00 00 00 00 00 90 dc 20 01",
+                  "availability_ok.rows: too many items");
+    expect_reject("96 4e 01 00 95 00 00 00 00 00 dc 00 41",
+                  "availability_ok.sections: too many items");
+    expect_reject("95 52 01 00 00 dc 10 01", "log_read_ok.records: too many items");
+    expect_reject("96 cc 80 01 00 01 01 dd 00 00 10 01", "seat_changes.changes: too many items");
+    expect_reject("96 51 01 00 00 00 dc 02 28", "stats_ok.ops: too many items");
+    expect_reject("94 50 01 90 dd 00 00 20 01", "layout_ok.rows: too many items");
+}
+
+Test(wire_reject, arrays_larger_than_the_receivers_space)
+{
+    /* availability_ok with 3 rows. */
+    const char *hex = "96 4e 01 00 95 00 00 00 00 00 90 93 95 01 01 01 01 01 95 02 02 02 02 02 "
+                      "95 03 03 03 03 03";
+    size_t n = hex_to_bytes(hex, raw, sizeof(raw));
+    tg_wire_counts rows[5];
+    memset(rows, 0xaa, sizeof(rows));
+    tg_wire_space small = {.counts = rows, .counts_capacity = 2};
+    expect_reject_bytes(raw, n, &small,
+                        "availability_ok.rows: more items than the receiver has room for", "cap 2");
+    expect_reject_bytes(raw, n, NULL,
+                        "availability_ok.rows: more items than the receiver has room for",
+                        "no space");
+    for (size_t i = 0; i < sizeof(rows); i++) {
+        cr_assert_eq(((uint8_t *)rows)[i], 0xaa, "the decoder wrote before checking room");
+    }
+    small.counts_capacity = 3;
+    cr_assert_eq(tg_wire_decode(raw, n, &small, &msg_a, NULL), TG_OK);
+    cr_assert_eq(msg_a.availability_ok.row_count, 3);
+    cr_assert_eq(msg_a.availability_ok.rows, rows);
+    cr_assert_eq(rows[2].by_state[4], 3);
+    cr_assert_eq(rows[3].by_state[0], 0xaaaaaaaau, "wrote past the rows it read");
+    /* No space at all is fine for a message whose lists are empty. */
+    cr_assert_eq(
+        tg_wire_decode(raw, hex_to_bytes("96 4e 01 00 95 00 00 00 00 00 90 90", raw, sizeof(raw)),
+                       NULL, &msg_a, NULL),
+        TG_OK);
+    cr_assert_eq(msg_a.availability_ok.row_count, 0);
+}
+
+Test(wire_reject, trailing_bytes_and_truncation)
+{
+    expect_reject("92 11 01 00", "trailing bytes after the message");
+    expect_reject("94 01 01 07 2a 2a", "trailing bytes after the message");
+    expect_reject("92 11 01 92 11 01", "trailing bytes after the message");
+    expect_reject("dd 0f ff ff ff", "message is truncated");
+    expect_reject("dc 00", "message is truncated");
+    expect_reject("94 01 01 07", "message is truncated");
+    expect_reject("94 01 01 07 cf 00 00", "message is truncated");
+    expect_reject("95 40 01 17 a5 61 62", "message is truncated");
+    expect_reject("95 40 01 17 db 00 00 00", "message is truncated");
+    /* Larger than the bound, whatever it holds. */
+    memset(raw, 0, TG_WIRE_MESSAGE_BYTES_MAX + 1);
+    expect_reject_bytes(raw, TG_WIRE_MESSAGE_BYTES_MAX + 1, &full_space,
+                        "message is larger than TG_WIRE_MESSAGE_BYTES_MAX", "big");
+}
+
+Test(wire_reject, rules_across_fields)
+{
+    /* log_read_ok: epoch 0, head 10, records 3 and 5. */
+    expect_reject("95 52 01 00 0a 92 98 03 00 00 00 00 00 00 00 98 05 00 00 00 00 00 00 00",
+                  "log_read_ok.records: sequence numbers are not consecutive");
+    expect_reject("95 52 01 00 02 91 98 03 00 00 00 00 00 00 00",
+                  "log_read_ok.records: beyond log_head");
+    expect_reject("95 52 01 00 0a 91 98 03 03 00 00 00 00 00 00",
+                  "log_read_ok.records[].kind: out of range");
+    expect_reject("95 52 01 00 0a 91 98 03 01 00 00 cf e0 00 00 00 00 00 00 00 00 00 00",
+                  "log_read_ok.records[].word: seat word has no valid state");
+    /* A booking record's word is a user id, whatever its top bits. */
+    expect_accept("95 52 01 00 0a 91 98 03 02 00 01 cf e0 00 00 00 00 00 00 00 00 00 00", &msg_a);
+    expect_reject("96 51 01 00 00 00 92 93 01 00 05 93 01 00 06",
+                  "stats_ok.ops: a (type, code) pair appears twice");
+    expect_reject("96 51 01 00 00 00 91 93 00 00 05", "stats_ok.ops[].type: out of range");
+    expect_reject("96 51 01 00 00 00 91 93 14 00 05", "stats_ok.ops[].type: out of range");
+    expect_reject("96 51 01 00 00 00 91 93 01 1d 05", "stats_ok.ops[].code: out of range");
+    expect_reject("96 cc 80 01 00 05 04 90", "seat_changes.from_seq: after to_seq");
+    expect_reject("96 cc 80 01 00 00 04 90", "seat_changes.from_seq: out of range");
+    gen(TG_WIRE_PARTITION_INFO_OK, V_MIN, &msg_a);
+    msg_a.partition_info_ok.log_head = 5;
+    msg_a.partition_info_ok.log_persisted = 5;
+    encode_ok(&msg_a, &sb);
+    /* The last byte is log_persisted: make it 6. */
+    ((uint8_t *)sb.data)[sb.size - 1] = 6;
+    expect_reject_sb("partition_info_ok.log_persisted: beyond log_head");
+}
+
+Test(wire_reject, events_with_a_bad_topic)
+{
+    const char *why = NULL;
+    cr_assert_eq(tg_wire_decode_event("\x00\x00", 2, NULL, &msg_a, &why), TG_EPROTO);
+    cr_assert_str_eq(why, "event is shorter than its topic");
+    gen(TG_WIRE_SEAT_CHANGES, V_MIN, &msg_a);
+    msg_a.seat_changes.partition_id = 9;
+    cr_assert_eq(tg_wire_encode_event(&msg_a, &sb, &why), TG_OK);
+    ((uint8_t *)sb.data)[3] = 8;
+    cr_assert_eq(tg_wire_decode_event(sb.data, sb.size, NULL, &msg_b, &why), TG_EPROTO);
+    cr_assert_str_eq(why, "event topic differs from its partition_id");
+    cr_assert_eq(msg_b.type, TG_WIRE_NONE);
+    memcpy(raw, "\x00\x00\x00\x09\x92\x11\x01", 7);
+    cr_assert_eq(tg_wire_decode_event(raw, 7, NULL, &msg_b, &why), TG_EPROTO);
+    cr_assert_str_eq(why, "message is not an event");
+    memcpy(raw, "\x00\x00\x00\x09\x92\x11\x02", 7);
+    cr_assert_eq(tg_wire_decode_event(raw, 7, NULL, &msg_b, &why), TG_EPROTO);
+    cr_assert_str_eq(why, "unsupported message version");
+    gen(TG_WIRE_STATS, V_MIN, &msg_a);
+    cr_assert_eq(tg_wire_encode_event(&msg_a, &sb, &why), TG_EINVAL);
+    cr_assert_str_eq(why, "not an event");
+    cr_assert_eq(sb.size, 0);
+}
+
+/* ---- The encoder refuses what the decoder would refuse ------------------- */
+
+static void expect_encode_refuses(const tg_msg *m, const char *expected)
+{
+    const char *why = NULL;
+    msgpack_sbuffer_write(&sb, "junk", 4);
+    cr_assert_eq(tg_wire_encode(m, &sb, &why), TG_EINVAL, "%s", expected);
+    cr_assert_str_eq(why, expected);
+    cr_assert_eq(sb.size, 0, "a refused message leaves the buffer empty");
+}
+
+Test(wire, the_encoder_refuses_messages_that_break_the_schema)
+{
+    memset(&msg_a, 0, sizeof(msg_a));
+    expect_encode_refuses(&msg_a, "unknown message type");
+    msg_a.type = (tg_wire_type)200;
+    expect_encode_refuses(&msg_a, "unknown message type");
+
+    gen(TG_WIRE_SEATS_HOLD, V_MAX, &msg_a);
+    msg_a.seats_hold.seats.count = TG_BOOKING_SEATS_MAX + 1;
+    expect_encode_refuses(&msg_a, "seats_hold.seats: too many seat ids");
+    msg_a.seats_hold.seats.count = 1;
+    msg_a.seats_hold.seats.ids[0] = TG_PARTITION_SEATS_MAX;
+    expect_encode_refuses(&msg_a, "seats_hold.seats: seat id out of range");
+    msg_a.seats_hold.seats.ids[0] = 0;
+    msg_a.seats_hold.booking_id = tg_booking_id_make(3, 0);
+    expect_encode_refuses(&msg_a, "seats_hold.booking_id: booking sequence is 0");
+
+    gen(TG_WIRE_BOOKING_CREATE, V_MAX, &msg_a);
+    msg_a.booking_create.partition_id = TG_PARTITION_ID_MAX + 1;
+    expect_encode_refuses(&msg_a, "booking_create.partition_id: out of range");
+    gen(TG_WIRE_SEATS_HOLD_BEST, V_MAX, &msg_a);
+    msg_a.seats_hold_best.section = -2;
+    expect_encode_refuses(&msg_a, "seats_hold_best.section: out of range");
+
+    tg_wire_error(&msg_a, TG_EINVAL, "x");
+    memset(msg_a.error.message, 'a', sizeof(msg_a.error.message));
+    expect_encode_refuses(&msg_a, "error.message: too long");
+    strcpy(msg_a.error.message, "bad \xff");
+    expect_encode_refuses(&msg_a, "error.message: not UTF-8 text without NUL");
+    msg_a.error.code = TG_OK;
+    strcpy(msg_a.error.message, "ok");
+    expect_encode_refuses(&msg_a, "error.code: out of range");
+
+    gen(TG_WIRE_AVAILABILITY_OK, V_MIN, &msg_a);
+    msg_a.availability_ok.row_count = 2;
+    msg_a.availability_ok.rows = NULL;
+    expect_encode_refuses(&msg_a, "a list of items has a NULL pointer");
+    msg_a.availability_ok.rows = src_counts;
+    msg_a.availability_ok.row_count = TG_ROWS_MAX + 1;
+    expect_encode_refuses(&msg_a, "availability_ok.rows: too many items");
+
+    gen(TG_WIRE_STATS_OK, V_MIN, &msg_a);
+    msg_a.stats_ok.op_count = 2;
+    msg_a.stats_ok.ops[0] = (tg_wire_op_count){3, 4, 1};
+    msg_a.stats_ok.ops[1] = (tg_wire_op_count){3, 4, 2};
+    expect_encode_refuses(&msg_a, "stats_ok.ops: a (type, code) pair appears twice");
+    msg_a.stats_ok.ops[1] = (tg_wire_op_count){0, 4, 2};
+    expect_encode_refuses(&msg_a, "stats_ok.ops[].type: out of range");
+
+    gen(TG_WIRE_LOG_READ_OK, V_MAX, &msg_a);
+    src_records[7].seq++;
+    expect_encode_refuses(&msg_a, "log_read_ok.records: sequence numbers are not consecutive");
+
+    gen(TG_WIRE_SEAT_CHANGES, V_MIN, &msg_a);
+    msg_a.seat_changes.from_seq = 2;
+    expect_encode_refuses(&msg_a, "seat_changes.from_seq: after to_seq");
+}
+
+/* ---- Robustness: random input never crashes ------------------------------ */
+
+/* Decodes buf; if it is accepted, it must survive a round trip. */
+static int decode_any(const uint8_t *buf, size_t len)
+{
+    const char *why = NULL;
+    tg_err err = tg_wire_decode(buf, len, &full_space, &msg_b, &why);
+    if (err != TG_OK) {
+        cr_assert_eq(err, TG_EPROTO);
+        cr_assert_not_null(why);
+        cr_assert_eq(msg_b.type, TG_WIRE_NONE);
+        return 0;
+    }
+    cr_assert_null(why);
+    msg_a = msg_b;
+    encode_ok(&msg_a, &sb2);
+    cr_assert_eq(tg_wire_decode(sb2.data, sb2.size, &full_space2, &msg_c, &why), TG_OK, "%s",
+                 why ? why : "?");
+    cr_assert(tg_wire_equal(&msg_a, &msg_c));
+    return 1;
+}
+
+Test(wire_robust, random_bytes_decode_or_fail_cleanly)
+{
+    uint8_t buf[96];
+    int accepted = 0;
+    rnd_seed(0xfeedface);
+    for (int k = 0; k < 50000; k++) {
+        size_t len = rnd() % sizeof(buf);
+        for (size_t i = 0; i < len; i++) {
+            buf[i] = (uint8_t)rnd();
+        }
+        if (k % 2 == 1 && len >= 3) {
+            /* Give half of them a plausible head, to get past it. */
+            buf[0] = (uint8_t)(0x92 + rnd() % 8);
+            buf[1] = (uint8_t)all_types[rnd() % TYPE_COUNT];
+            buf[2] = 0x01;
+            if (buf[1] >= 0x80) {
+                memmove(buf + 2, buf + 1, len - 2);
+                buf[1] = 0xcc;
+            }
+        }
+        accepted += decode_any(buf, len);
+    }
+    cr_log_info("random bytes: %d of 50000 accepted", accepted);
+    cr_assert_gt(accepted, 0, "no random message was ever valid: the generator is broken");
+}
+
+Test(wire_robust, every_truncation_of_a_valid_message_is_rejected)
+{
+    rnd_seed(12345);
+    for (int k = 0; k < 20; k++) {
+        for (size_t i = 0; i < TYPE_COUNT; i++) {
+            gen(all_types[i], k == 0 ? V_MAX : V_RANDOM, &msg_a);
+            encode_ok(&msg_a, &sb);
+            size_t step = sb.size / 500 + 1; /* the huge ones: a sample of cuts */
+            for (size_t len = 0; len < sb.size; len += step) {
+                const char *why = NULL;
+                tg_err err = tg_wire_decode(sb.data, len, &full_space, &msg_b, &why);
+                cr_assert_eq(err, TG_EPROTO, "%s cut at %zu of %zu was accepted",
+                             tg_wire_type_name(all_types[i]), len, sb.size);
+                cr_assert_str_eq(why, len == 0 ? "message is empty" : "message is truncated");
+            }
+        }
+    }
+}
+
+Test(wire_robust, bit_flips_of_valid_messages_decode_or_fail_cleanly)
+{
+    int accepted = 0, rejected = 0;
+    static uint8_t copy[1 << 16];
+    rnd_seed(0xb17f11b5);
+    for (int k = 0; k < 150; k++) {
+        for (size_t i = 0; i < TYPE_COUNT; i++) {
+            gen(all_types[i], V_RANDOM, &msg_a);
+            encode_ok(&msg_a, &sb);
+            cr_assert_leq(sb.size, sizeof(copy));
+            memcpy(copy, sb.data, sb.size);
+            size_t len = sb.size;
+            int flips = 1 + (int)(rnd() % 4);
+            for (int f = 0; f < flips; f++) {
+                size_t at = rnd() % len;
+                copy[at] ^= (uint8_t)(1u << (rnd() % 8));
+            }
+            int ok = decode_any(copy, len);
+            accepted += ok;
+            rejected += !ok;
+        }
+    }
+    cr_log_info("bit flips: %d accepted, %d rejected", accepted, rejected);
+    cr_assert_gt(accepted, 0);
+    cr_assert_gt(rejected, 0);
+}
+
+Test(wire_robust, spliced_and_shifted_messages_decode_or_fail_cleanly)
+{
+    static uint8_t copy[1 << 16];
+    rnd_seed(0x5911ce);
+    for (int k = 0; k < 100; k++) {
+        for (size_t i = 0; i < TYPE_COUNT; i++) {
+            gen(all_types[i], V_RANDOM, &msg_a);
+            encode_ok(&msg_a, &sb);
+            size_t len = sb.size;
+            memcpy(copy, sb.data, len);
+            size_t at = rnd() % len;
+            switch (rnd() % 3) {
+            case 0: /* delete a byte */
+                memmove(copy + at, copy + at + 1, len - at - 1);
+                len--;
+                break;
+            case 1: /* insert a random byte */
+                memmove(copy + at + 1, copy + at, len - at);
+                copy[at] = (uint8_t)rnd();
+                len++;
+                break;
+            default: /* overwrite a byte with a msgpack tag */
+                copy[at] = (uint8_t)(0xc0 + rnd() % 0x20);
+                break;
+            }
+            decode_any(copy, len);
+        }
+    }
+}
