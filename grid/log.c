@@ -52,7 +52,8 @@ void tg_log_set_fd(int fd)
 
 void tg_log_init(const char *component)
 {
-    snprintf(log_component, sizeof(log_component), "%s", component);
+    /* Escaped once here, so every record can print it as it is. */
+    tg_json_escape(log_component, sizeof(log_component), component);
     const char *env = getenv("TIXGRID_LOG_LEVEL");
     tg_log_level level;
     if (env != NULL && env[0] != '\0') {
@@ -65,19 +66,51 @@ void tg_log_init(const char *component)
     }
 }
 
-/* Length of the UTF-8 sequence that starts with byte c (1 for stray bytes). */
-static unsigned utf8_len(unsigned char c)
+/* Length of the well-formed UTF-8 sequence at s (1 to 4), or 0 when s does
+ * not start one: a stray or truncated lead byte, or a lone continuation. */
+static unsigned utf8_len(const unsigned char *s)
 {
-    if (c >= 0xf0) {
-        return 4;
+    unsigned len = 0;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
     }
-    if (c >= 0xe0) {
-        return 3;
+    for (unsigned i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0; /* also stops at the NUL: it is not a continuation byte */
+        }
     }
-    if (c >= 0xc0) {
+    return len;
+}
+
+/* Escapes the character at s into tmp; returns its length and sets *used
+ * to the input bytes it consumed. */
+static unsigned escape_one(const unsigned char *s, char tmp[8], unsigned *used)
+{
+    *used = 1;
+    if (*s == '"' || *s == '\\') {
+        tmp[0] = '\\';
+        tmp[1] = (char)*s;
         return 2;
     }
-    return 1;
+    if (*s < 0x20 || *s == 0x7f) {
+        return (unsigned)snprintf(tmp, 8, "\\u%04x", *s);
+    }
+    if (*s < 0x80) {
+        tmp[0] = (char)*s;
+        return 1;
+    }
+    unsigned len = utf8_len(s);
+    if (len == 0) {
+        memcpy(tmp, "\xef\xbf\xbd", 3); /* U+FFFD: a byte that is not UTF-8 is never copied */
+        return 3;
+    }
+    memcpy(tmp, s, len);
+    *used = len;
+    return len;
 }
 
 unsigned long tg_json_escape(char *buf, unsigned long buf_size, const char *str)
@@ -86,32 +119,14 @@ unsigned long tg_json_escape(char *buf, unsigned long buf_size, const char *str)
     const unsigned char *s = (const unsigned char *)str;
     while (*s != '\0') {
         char tmp[8];
-        unsigned len;
-        if (*s == '"' || *s == '\\') {
-            tmp[0] = '\\';
-            tmp[1] = (char)*s;
-            len = 2;
-        } else if (*s < 0x20) {
-            len = (unsigned)snprintf(tmp, sizeof(tmp), "\\u%04x", *s);
-        } else {
-            len = utf8_len(*s);
-            for (unsigned i = 0; i < len; i++) {
-                if (s[i] == '\0') {
-                    len = i; /* truncated sequence at the end of the string */
-                    break;
-                }
-                tmp[i] = (char)s[i];
-            }
-            if (len == 0) {
-                break;
-            }
-        }
+        unsigned used;
+        unsigned len = escape_one(s, tmp, &used);
         if (n + len + 1 > buf_size) {
             break;
         }
         memcpy(buf + n, tmp, len);
         n += len;
-        s += (*s == '"' || *s == '\\' || *s < 0x20) ? 1 : len;
+        s += used;
     }
     if (buf_size > 0) {
         buf[n] = '\0';

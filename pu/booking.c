@@ -109,7 +109,7 @@ static tg_err transition(pu_partition *p, pu_booking_rec *b, tg_booking_status t
     if (to_state == TG_SEAT_FREE) {
         b->seat_count = 0;
     }
-    b->log_seq = seq + n;
+    __atomic_store_n(&b->log_seq, seq + n, __ATOMIC_RELAXED);
     return TG_OK;
 }
 
@@ -137,27 +137,17 @@ static void info_fill(const pu_partition *p, const pu_booking_rec *b, pu_booking
     memcpy(out->seats, b->seats, sizeof(uint32_t) * b->seat_count);
 }
 
-/* Hands out the next booking seq; 0 once all 2^32 - 1 are used. */
-static uint32_t next_seq(pu_header *h)
-{
-    uint32_t cur = __atomic_load_n(&h->booking_next_seq, __ATOMIC_RELAXED);
-    while (cur != UINT32_MAX) {
-        if (__atomic_compare_exchange_n(&h->booking_next_seq, &cur, cur + 1, 0, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED)) {
-            return cur + 1;
-        }
-    }
-    return 0;
-}
-
+/* May be called without the slot's lock (a peek), hence the atomic loads;
+ * the answer is checked again under the lock before the slot is used. */
 static bool slot_reusable(const pu_partition *p, const pu_booking_rec *b)
 {
     tg_booking_status s = pu_booking_status(b);
-    if (b->seq == 0 || s == TG_BOOKING_EMPTY) {
+    if (__atomic_load_n(&b->seq, __ATOMIC_RELAXED) == 0 || s == TG_BOOKING_EMPTY) {
         return true;
     }
     bool ended = s == TG_BOOKING_CANCELLED || s == TG_BOOKING_EXPIRED || s == TG_BOOKING_FAILED;
-    return ended && b->log_seq <= __atomic_load_n(&p->hdr->log_persisted, __ATOMIC_ACQUIRE);
+    return ended && __atomic_load_n(&b->log_seq, __ATOMIC_RELAXED) <=
+                        __atomic_load_n(&p->hdr->log_persisted, __ATOMIC_ACQUIRE);
 }
 
 /* Fills a locked, reusable slot with a new booking and logs it. */
@@ -169,17 +159,42 @@ static tg_err slot_init(pu_partition *p, pu_booking_rec *b, uint32_t seq, uint64
     if (err != TG_OK) {
         return err;
     }
-    b->seq = seq;
+    __atomic_store_n(&b->seq, seq, __ATOMIC_RELAXED);
     b->seat_count = 0;
     b->version = 1;
     b->user_id = user_id;
     b->created_ms = now_ms;
     __atomic_store_n(&b->deadline_ms, now_ms + p->hdr->hold_ttl_ms, __ATOMIC_RELAXED);
     __atomic_store_n(&b->status, (uint8_t)TG_BOOKING_CREATED, __ATOMIC_RELAXED);
-    b->log_seq = log_seq;
+    __atomic_store_n(&b->log_seq, log_seq, __ATOMIC_RELAXED);
     pu_log_booking(p, log_seq, b);
     __atomic_fetch_add(&p->hdr->bookings_created, 1, __ATOMIC_RELAXED);
     return TG_OK;
+}
+
+/* Claims the next seq whose slot is reusable, peeking at most
+ * TG_BOOKING_PROBES_MAX slots ahead; 0 when none is.  Seqs are consumed only
+ * by a claim that finds a slot, so a full table burns no ids; the slots it
+ * skips over (paid bookings, live ones) cost one id each. */
+static uint32_t seq_claim(pu_partition *p)
+{
+    pu_header *h = p->hdr;
+    uint32_t cur = __atomic_load_n(&h->booking_next_seq, __ATOMIC_RELAXED);
+    for (uint32_t attempt = 0; attempt < TG_BOOKING_PROBES_MAX; attempt++) {
+        uint32_t k = 1;
+        while (k <= TG_BOOKING_PROBES_MAX && cur <= UINT32_MAX - k &&
+               !slot_reusable(p, pu_booking_slot(p, cur + k))) {
+            k++;
+        }
+        if (k > TG_BOOKING_PROBES_MAX || cur > UINT32_MAX - k) {
+            return 0;
+        }
+        if (__atomic_compare_exchange_n(&h->booking_next_seq, &cur, cur + k, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            return cur + k;
+        }
+    }
+    return 0;
 }
 
 tg_err pu_booking_create(pu_partition *p, uint64_t user_id, int64_t now_ms, pu_booking_info *out)
@@ -187,8 +202,8 @@ tg_err pu_booking_create(pu_partition *p, uint64_t user_id, int64_t now_ms, pu_b
     if (user_id == PU_USER_SYSTEM) {
         return TG_EINVAL;
     }
-    for (uint32_t probe = 0; probe < TG_BOOKING_PROBES_MAX; probe++) {
-        uint32_t seq = next_seq(p->hdr);
+    for (uint32_t attempt = 0; attempt < TG_BOOKING_PROBES_MAX; attempt++) {
+        uint32_t seq = seq_claim(p);
         if (seq == 0) {
             return TG_EBOOKINGS_FULL;
         }
@@ -196,7 +211,7 @@ tg_err pu_booking_create(pu_partition *p, uint64_t user_id, int64_t now_ms, pu_b
         if (lock_raw(b) != TG_OK) {
             continue;
         }
-        if (!slot_reusable(p, b)) {
+        if (!slot_reusable(p, b)) { /* the peek raced with another claim */
             pu_booking_unlock(b);
             continue;
         }

@@ -99,7 +99,10 @@ void pu_log_booking(pu_partition *p, uint64_t seq, const pu_booking_rec *b)
     pu_log_publish(p, &rec);
 }
 
-/* Copies one published record; false if it is not (or no longer) seq. */
+/* Copies one published record; false if it is not (or no longer) seq.
+ * The field loads are acquire loads so that none of them can move after the
+ * final re-read of seq (a seqlock read side; ThreadSanitizer does not model
+ * a standalone fence, and on x86 these are plain loads anyway). */
 static bool record_copy(const pu_partition *p, uint64_t seq, pu_log_record *out)
 {
     const pu_log_record *slot = slot_of(p, seq);
@@ -107,18 +110,17 @@ static bool record_copy(const pu_partition *p, uint64_t seq, pu_log_record *out)
         return false;
     }
     out->seq = seq;
-    out->ident = __atomic_load_n(&slot->ident, __ATOMIC_RELAXED);
-    out->kind = __atomic_load_n(&slot->kind, __ATOMIC_RELAXED);
-    out->status = __atomic_load_n(&slot->status, __ATOMIC_RELAXED);
+    out->ident = __atomic_load_n(&slot->ident, __ATOMIC_ACQUIRE);
+    out->kind = __atomic_load_n(&slot->kind, __ATOMIC_ACQUIRE);
+    out->status = __atomic_load_n(&slot->status, __ATOMIC_ACQUIRE);
     out->reserved = 0;
-    out->word = __atomic_load_n(&slot->word, __ATOMIC_RELAXED);
-    out->deadline_ms = __atomic_load_n(&slot->deadline_ms, __ATOMIC_RELAXED);
-    out->created_ms = __atomic_load_n(&slot->created_ms, __ATOMIC_RELAXED);
-    out->version = __atomic_load_n(&slot->version, __ATOMIC_RELAXED);
+    out->word = __atomic_load_n(&slot->word, __ATOMIC_ACQUIRE);
+    out->deadline_ms = __atomic_load_n(&slot->deadline_ms, __ATOMIC_ACQUIRE);
+    out->created_ms = __atomic_load_n(&slot->created_ms, __ATOMIC_ACQUIRE);
+    out->version = __atomic_load_n(&slot->version, __ATOMIC_ACQUIRE);
     out->reserved2 = 0;
     /* A slot below the persisted mark may be rewritten under a slow reader. */
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return __atomic_load_n(&slot->seq, __ATOMIC_RELAXED) == seq;
+    return __atomic_load_n(&slot->seq, __ATOMIC_ACQUIRE) == seq;
 }
 
 uint32_t pu_log_read(const pu_partition *p, uint64_t from_seq, pu_log_record *out, uint32_t max)

@@ -27,7 +27,12 @@
  * the booking belongs to another user, exactly as when it does not exist.
  * PU_USER_SYSTEM skips the check (payments, organizers, sweeper).
  *
- * Errors are returned, never raised: a failed call changes nothing.
+ * Errors are returned, never raised: a failed call changes nothing.  Besides
+ * the errors each function lists, every call that takes a booking may return
+ * TG_EBUSY (its lock stayed taken past a bounded wait: retry), every call
+ * that changes seats may return TG_ELOG_FULL (the ring is full), and calls
+ * that take seats or make bookings return TG_EBACKLOG at the ring's
+ * high-water mark (TG_LOG_HIGH_WATER_PER_1024).
  */
 #ifndef PU_PARTITION_H
 #define PU_PARTITION_H
@@ -194,8 +199,10 @@ typedef struct {
 } pu_booking_info;
 
 /* A new booking in status created, expiring created + hold TTL (holding
- * seats does not extend it).  TG_EBOOKINGS_FULL when no slot is free;
- * user_id must not be PU_USER_SYSTEM (TG_EINVAL). */
+ * seats does not extend it).  TG_EBOOKINGS_FULL when no slot is free (a
+ * slot is free again once its booking ended unpaid and its records are
+ * persisted; paid bookings keep theirs); user_id must not be PU_USER_SYSTEM
+ * (TG_EINVAL). */
 tg_err pu_booking_create(pu_partition *p, uint64_t user_id, int64_t now_ms,
                          pu_booking_info *out);
 
@@ -228,12 +235,15 @@ typedef struct {
 /* Best available: quantity seats side by side in one row if any row has
  * them — rows in layout order (best first), centre first within a row —
  * otherwise (unless adjacent_only) split into as few groups as possible,
- * largest free runs first.  Same errors as pu_seats_hold, plus TG_ENO_SEATS. */
+ * largest free runs first.  Same errors as pu_seats_hold, plus TG_ENO_SEATS,
+ * and TG_EBUSY when other buyers took the chosen seats TG_BEST_ATTEMPTS_MAX
+ * times in a row. */
 tg_err pu_seats_hold_best(pu_partition *p, tg_booking_id id, uint64_t user_id,
                           const pu_best_request *req, int64_t now_ms, pu_hold_result *out);
 
 /* Releases seats the booking holds (status created), all or nothing:
- * TG_ESEAT_NOT_HELD if any is not held by it. */
+ * TG_ESEAT_NOT_HELD if any is not held by it; TG_EBOOKING_STATE if the
+ * booking is not created; TG_EEXPIRED if it is due (expired on the spot). */
 tg_err pu_seats_release(pu_partition *p, tg_booking_id id, uint64_t user_id,
                         const uint32_t *seat_ids, uint32_t n, int64_t now_ms);
 
@@ -242,7 +252,9 @@ tg_err pu_seats_release(pu_partition *p, tg_booking_id id, uint64_t user_id,
 tg_err pu_booking_cancel(pu_partition *p, tg_booking_id id, uint64_t user_id, int64_t now_ms);
 
 /* created with >= 1 seat → pending_payment; seats SELECTED → RESERVED; the
- * deadline becomes now + payment window (returned in *deadline_ms). */
+ * deadline becomes now + payment window (returned in *deadline_ms).
+ * TG_EBOOKING_STATE without seats or in another status; TG_EEXPIRED past
+ * the hold deadline (expired on the spot). */
 tg_err pu_booking_begin_payment(pu_partition *p, tg_booking_id id, uint64_t user_id,
                                 int64_t now_ms, int64_t *deadline_ms);
 
@@ -260,8 +272,10 @@ tg_err pu_booking_fail(pu_partition *p, tg_booking_id id, int64_t now_ms);
 uint32_t pu_sweep(pu_partition *p, int64_t now_ms, uint32_t scan_max);
 
 /* FREE → BLOCKED (all or nothing, TG_ESEAT_TAKEN naming the seats in
- * *out) and BLOCKED → FREE (TG_EINVAL if one is not blocked).  At most
- * TG_BOOKING_SEATS_MAX seats a call. */
+ * *out; TG_EBACKLOG at the high-water mark, like a hold) and BLOCKED → FREE
+ * (TG_EINVAL if one is not blocked; two unblocks racing for a seat both
+ * succeed, one of them as a no-op).  At most TG_BOOKING_SEATS_MAX seats a
+ * call. */
 tg_err pu_seats_block(pu_partition *p, const uint32_t *seat_ids, uint32_t n, pu_hold_result *out);
 tg_err pu_seats_unblock(pu_partition *p, const uint32_t *seat_ids, uint32_t n);
 

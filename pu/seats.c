@@ -136,7 +136,7 @@ tg_err pu_hold_locked(pu_partition *p, pu_booking_rec *b, const uint32_t *sorted
         pu_log_seat(p, seq + i, sorted[i], after[i]);
     }
     list_add(b, sorted, n);
-    b->log_seq = seq + n - 1;
+    __atomic_store_n(&b->log_seq, seq + n - 1, __ATOMIC_RELAXED);
     hold_result_fill(b, out);
     return TG_OK;
 }
@@ -226,7 +226,7 @@ static tg_err release_locked(pu_partition *p, pu_booking_rec *b, const uint32_t 
         pu_log_seat(p, seq + i, sorted[i], next);
     }
     list_remove(b, sorted, n);
-    b->log_seq = seq + n - 1;
+    __atomic_store_n(&b->log_seq, seq + n - 1, __ATOMIC_RELAXED);
     return TG_OK;
 }
 
@@ -262,7 +262,9 @@ tg_err pu_seats_block(pu_partition *p, const uint32_t *seat_ids, uint32_t n, pu_
         return TG_ESEAT_TAKEN;
     }
     uint64_t seq;
-    err = pu_log_reserve(p, n, 1024, &seq);
+    /* Blocking is a taker like a hold: stop at the high-water mark too, so
+     * a backlog leaves room for the releases and expiries that free seats. */
+    err = pu_log_reserve(p, n, TG_LOG_HIGH_WATER_PER_1024, &seq);
     if (err != TG_OK) {
         rollback(p, sorted, before, after, n, false);
         return err;
