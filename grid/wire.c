@@ -226,6 +226,7 @@ enum {
     SPACE_ROWS,
     SPACE_RECORDS,
     SPACE_CHANGES,
+    SPACE_BOOKINGS,
 };
 
 typedef struct wire_tuple wire_tuple;
@@ -402,6 +403,31 @@ ELEMENT(log_read_ok_record, "log_read_ok.records[]", tg_wire_log_record,
 ELEMENT(seat_changes_change, "seat_changes.changes[]", tg_wire_change,
         F_UINT(CP, tg_wire_change, seat_id, 0, SEAT_MAX), F_WORD(CP, tg_wire_change, word));
 
+#define PCS "partition_create.sections[]."
+ELEMENT(partition_create_section, "partition_create.sections[]", tg_wire_section,
+        F_STR(PCS, tg_wire_section, name),
+        F_INT(PCS, tg_wire_section, price_minor, 0, INT64_MAX),
+        F_STR(PCS, tg_wire_section, currency),
+        F_UINT(PCS, tg_wire_section, row_count, 1, TG_ROWS_MAX));
+
+#define PCR "partition_create.rows[]."
+ELEMENT(partition_create_row, "partition_create.rows[]", tg_wire_row,
+        F_STR(PCR, tg_wire_row, name), F_UINT(PCR, tg_wire_row, seat_count, 1, TG_ROW_SEATS_MAX));
+
+#define PRB "partition_restore.bookings[]."
+ELEMENT(partition_restore_booking, "partition_restore.bookings[]", tg_wire_booking_state,
+        F_BOOKING(PRB, tg_wire_booking_state, booking_id),
+        F_UINT(PRB, tg_wire_booking_state, user_id, 1, TG_WIRE_ID_MAX),
+        F_UINT(PRB, tg_wire_booking_state, status, TG_BOOKING_CREATED,
+               TG_BOOKING_STATUS_COUNT - 1),
+        F_UINT(PRB, tg_wire_booking_state, version, 0, UINT32_MAX),
+        F_INT(PRB, tg_wire_booking_state, created_ms, INT64_MIN, INT64_MAX),
+        F_INT(PRB, tg_wire_booking_state, deadline_ms, INT64_MIN, INT64_MAX));
+
+#define PRS "partition_restore.seats[]."
+ELEMENT(partition_restore_seat, "partition_restore.seats[]", tg_wire_change,
+        F_UINT(PRS, tg_wire_change, seat_id, 0, SEAT_MAX), F_WORD(PRS, tg_wire_change, word));
+
 /* Requests. */
 BODY(booking_create, PARTITION(booking_create.partition_id), ID(booking_create.user_id));
 BODY(booking_get, BOOKING(booking_get.booking_id), ID(booking_get.user_id));
@@ -431,6 +457,22 @@ EMPTY_BODY(stats);
 BODY(log_read, PARTITION(log_read.partition_id), U(log_read.from_seq, 1, TG_WIRE_ID_MAX),
      U(log_read.max, 0, TG_WIRE_LOG_RECORDS_MAX));
 BODY(log_ack, PARTITION(log_ack.partition_id), ID(log_ack.seq));
+BODY(partition_create, PARTITION(partition_create.partition_id), ID(partition_create.event_id),
+     U(partition_create.hold_ttl_ms, 0, UINT32_MAX),
+     U(partition_create.payment_window_ms, 0, UINT32_MAX),
+     U(partition_create.booking_capacity, 0, TG_BOOKINGS_MAX),
+     U(partition_create.log_records, 0, TG_LOG_RECORDS_MAX),
+     LIST(partition_create.section_count, partition_create.sections, TG_SECTIONS_MAX,
+          partition_create_section),
+     LIST_SPACE(partition_create.row_count, partition_create.rows, TG_ROWS_MAX,
+                partition_create_row, SPACE_ROWS));
+BODY(partition_restore, PARTITION(partition_restore.partition_id),
+     U(partition_restore.phase, TG_WIRE_RESTORE_BEGIN, TG_WIRE_RESTORE_END),
+     ID(partition_restore.epoch), ID(partition_restore.log_base),
+     LIST_SPACE(partition_restore.booking_count, partition_restore.bookings,
+                TG_WIRE_RESTORE_BOOKINGS_MAX, partition_restore_booking, SPACE_BOOKINGS),
+     LIST_SPACE(partition_restore.seat_count, partition_restore.seats, TG_WIRE_CHANGES_MAX,
+                partition_restore_seat, SPACE_CHANGES));
 
 /* Replies. */
 BODY(error, U(error.code, 1, TG_ERR_COUNT_ - 1), F_STR("", tg_msg, error.message),
@@ -484,6 +526,8 @@ BODY(log_read_ok, ID(log_read_ok.map_epoch), ID(log_read_ok.log_head),
      LIST_SPACE(log_read_ok.record_count, log_read_ok.records, TG_WIRE_LOG_RECORDS_MAX,
                 log_read_ok_record, SPACE_RECORDS));
 EMPTY_BODY(log_ack_ok);
+EMPTY_BODY(partition_create_ok);
+EMPTY_BODY(partition_restore_ok);
 
 /* Events. */
 BODY(seat_changes, PARTITION(seat_changes.partition_id),
@@ -574,6 +618,8 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_STATS, stats, NULL),
     MESSAGE(TG_WIRE_LOG_READ, log_read, NULL),
     MESSAGE(TG_WIRE_LOG_ACK, log_ack, NULL),
+    MESSAGE(TG_WIRE_PARTITION_CREATE, partition_create, NULL),
+    MESSAGE(TG_WIRE_PARTITION_RESTORE, partition_restore, NULL),
     MESSAGE(TG_WIRE_ERROR, error, NULL),
     MESSAGE(TG_WIRE_BOOKING_CREATE_OK, booking_create_ok, NULL),
     MESSAGE(TG_WIRE_BOOKING_GET_OK, booking_get_ok, NULL),
@@ -594,6 +640,8 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_STATS_OK, stats_ok, check_stats_ok),
     MESSAGE(TG_WIRE_LOG_READ_OK, log_read_ok, check_log_read_ok),
     MESSAGE(TG_WIRE_LOG_ACK_OK, log_ack_ok, NULL),
+    MESSAGE(TG_WIRE_PARTITION_CREATE_OK, partition_create_ok, NULL),
+    MESSAGE(TG_WIRE_PARTITION_RESTORE_OK, partition_restore_ok, NULL),
     MESSAGE(TG_WIRE_SEAT_CHANGES, seat_changes, check_seat_changes),
 };
 
@@ -756,6 +804,10 @@ static void space_slot(const tg_wire_space *space, unsigned slot, void **items, 
     case SPACE_CHANGES:
         *items = space->changes;
         *cap = space->changes_capacity;
+        break;
+    case SPACE_BOOKINGS:
+        *items = space->bookings;
+        *cap = space->bookings_capacity;
         break;
     default:
         TG_UNREACHABLE();

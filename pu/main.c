@@ -1,25 +1,220 @@
 /*
- * main.c — tixgrid-pu, the processing unit.
+ * main.c — tixgrid-pu, the processing unit: flags, start-up, signals.
  *
- * The partition store (partition.h) is built; serving it over nng is not yet
- * part of this build, so the command answers --help and --version only.
+ * Start-up order matters: SIGTERM and SIGINT are blocked before nng starts
+ * its threads (so they are delivered only to sigwait here), segments left by
+ * an earlier run of the same unit are re-attached and recovered before any
+ * layout file is looked at, and requests are accepted only once every
+ * partition is in place.
  */
-#include "tixgrid/cli.h"
+#include "server.h"
 
+#include "tixgrid/cli.h"
+#include "tixgrid/log.h"
+
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROGRAM "tixgrid-pu"
+#define LAYOUTS_MAX 64
 
 static const char usage[] =
-    "usage: tixgrid-pu [--help] [--version]\n"
+    "usage: tixgrid-pu --name NAME --listen URL [options]\n"
     "\n"
-    "tixgrid-pu is a processing unit: it holds seat partitions in shared memory\n"
-    "and sells seats with compare-and-swap.\n";
+    "A processing unit: holds seat partitions in shared memory (/dev/shm) and\n"
+    "serves them over nng (schemas/wire.md).  Restarted with the same name, it\n"
+    "re-attaches and recovers the partitions it had.\n"
+    "\n"
+    "  --name NAME             unit name, [A-Za-z0-9._-]      (TIXGRID_PU_NAME)\n"
+    "  --listen URL            nng REP address, e.g. ipc:///tmp/pu1.rep or\n"
+    "                          tcp://127.0.0.1:7101          (TIXGRID_PU_LISTEN)\n"
+    "  --pub URL               nng PUB address for seat changes (TIXGRID_PU_PUB)\n"
+    "  --partition FILE        create (or check, if already attached) the\n"
+    "                          partition described by a JSON layout; repeatable\n"
+    "  --contexts N            requests in flight, 1..1024 (default 64)\n"
+    "                                                        (TIXGRID_PU_CONTEXTS)\n"
+    "  --sweep-interval-ms N   how often due holds expire (default 100)\n"
+    "  --unpersisted           no persister: trim the change log once published\n"
+    "                          (changes then live only in memory)\n"
+    "  --log-level LEVEL       debug, info, warn or error (TIXGRID_LOG_LEVEL)\n"
+    "  --help, --version\n"
+    "\n"
+    "Exit status: 0 after SIGTERM or SIGINT, 64 on bad flags, 1 on failure.\n";
+
+typedef struct {
+    pu_server_config server;
+    const char *layouts[LAYOUTS_MAX];
+    uint32_t layout_count;
+} options;
+
+static int parse_number(const char *flag, const char *text, uint64_t max, uint32_t *out)
+{
+    uint64_t v;
+    if (tg_parse_u64(text, 1, max, &v) != TG_OK) {
+        return tg_cli_usage_error(PROGRAM, "%s must be a whole number from 1 to %llu", flag,
+                                  (unsigned long long)max);
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int parse_option(int c, options *o)
+{
+    tg_log_level level;
+    switch (c) {
+    case 'n': o->server.name = optarg; return 0;
+    case 'l': o->server.listen_url = optarg; return 0;
+    case 'p': o->server.pub_url = optarg; return 0;
+    case 'c': return parse_number("--contexts", optarg, PU_CONTEXTS_MAX, &o->server.contexts);
+    case 's':
+        return parse_number("--sweep-interval-ms", optarg, 3600000, &o->server.sweep_interval_ms);
+    case 'u': o->server.unpersisted = true; return 0;
+    case 'L':
+        if (tg_log_level_parse(optarg, &level) != TG_OK) {
+            return tg_cli_usage_error(PROGRAM, "--log-level must be debug, info, warn or error");
+        }
+        tg_log_set_level(level);
+        return 0;
+    case 'P':
+        if (o->layout_count == LAYOUTS_MAX) {
+            return tg_cli_usage_error(PROGRAM, "at most %d --partition files", LAYOUTS_MAX);
+        }
+        o->layouts[o->layout_count++] = optarg;
+        return 0;
+    default:
+        return tg_cli_usage_error(PROGRAM, "unknown option or missing value");
+    }
+}
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    static const struct option longs[] = {
+        {"name", required_argument, NULL, 'n'},
+        {"listen", required_argument, NULL, 'l'},
+        {"pub", required_argument, NULL, 'p'},
+        {"partition", required_argument, NULL, 'P'},
+        {"contexts", required_argument, NULL, 'c'},
+        {"sweep-interval-ms", required_argument, NULL, 's'},
+        {"unpersisted", no_argument, NULL, 'u'},
+        {"log-level", required_argument, NULL, 'L'},
+        {NULL, 0, NULL, 0},
+    };
+    o->server.name = tg_env("TIXGRID_PU_NAME", NULL);
+    o->server.listen_url = tg_env("TIXGRID_PU_LISTEN", NULL);
+    o->server.pub_url = tg_env("TIXGRID_PU_PUB", NULL);
+    const char *ctx = tg_env("TIXGRID_PU_CONTEXTS", NULL);
+    if (ctx != NULL && parse_number("TIXGRID_PU_CONTEXTS", ctx, PU_CONTEXTS_MAX,
+                                    &o->server.contexts) != 0) {
+        return TG_EXIT_USAGE;
+    }
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        int rc = parse_option(c == '?' ? 0 : c, o);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (optind < argc) {
+        return tg_cli_usage_error(PROGRAM, "unexpected argument '%s'", argv[optind]);
+    }
+    if (o->server.name == NULL || o->server.listen_url == NULL) {
+        return tg_cli_usage_error(PROGRAM, "--name and --listen are required");
+    }
+    return 0;
+}
+
+/* A re-attached partition must still be the one the layout describes. */
+static tg_err layout_matches(const pu_partition *p, const pu_partition_config *cfg)
+{
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    size_t expected = pu_segment_size(cfg);
+    if (info.event_id != cfg->event_id || info.section_count != cfg->section_count ||
+        info.row_count != cfg->row_count || (cfg->log_records == 0 && cfg->booking_capacity == 0 &&
+                                             info.segment_bytes != expected)) {
+        tg_log_error("partition %u in shared memory differs from its layout file; remove "
+                     "/dev/shm/tixgrid-<name>-p%u to start it afresh",
+                     info.partition_id, info.partition_id);
+        return TG_EEXIST;
+    }
+    return TG_OK;
+}
+
+static tg_err load_layout(pu_server *s, const char *name, const char *path)
+{
+    pu_partition_config cfg;
+    tg_err err = pu_layout_load(path, &cfg);
+    if (err != TG_OK) {
+        return err;
+    }
+    pu_partition *existing = pu_server_find(s, cfg.partition_id);
+    if (existing != NULL) {
+        err = layout_matches(existing, &cfg);
+    } else {
+        char shm[TG_SHM_NAME_BYTES];
+        pu_partition *p = NULL;
+        err = pu_segment_name(shm, sizeof(shm), name, cfg.partition_id);
+        if (err == TG_OK) {
+            err = pu_partition_create(shm, &cfg, &p);
+        }
+        if (err == TG_OK && (err = pu_server_add_partition(s, p)) != TG_OK) {
+            pu_partition_detach(p);
+        }
+    }
+    if (err != TG_OK) {
+        tg_log_error("partition from %s: %s", path, tg_strerror(err));
+    }
+    pu_layout_free(&cfg);
+    return err;
+}
+
+static int serve(options *o, sigset_t *signals)
+{
+    pu_server *s;
+    if (pu_server_open(&o->server, &s) != TG_OK) {
+        return TG_EXIT_FAILURE;
+    }
+    uint32_t attached = 0;
+    tg_err err = pu_server_attach_existing(s, &attached);
+    for (uint32_t i = 0; err == TG_OK && i < o->layout_count; i++) {
+        err = load_layout(s, o->server.name, o->layouts[i]);
+    }
+    if (err == TG_OK) {
+        err = pu_server_start(s);
+    }
+    if (err != TG_OK) {
+        pu_server_close(s);
+        return TG_EXIT_FAILURE;
+    }
+    tg_log_info("pu %s: ready (%u partitions re-attached)", o->server.name, attached);
+    int sig = 0;
+    sigwait(signals, &sig);
+    tg_log_info("pu %s: %s received, stopping", o->server.name, strsignal(sig));
+    pu_server_close(s);
+    return TG_EXIT_OK;
+}
 
 int main(int argc, char **argv)
 {
     int code;
-    if (tg_cli_standard(argc, argv, "tixgrid-pu", usage, &code)) {
+    if (tg_cli_standard(argc, argv, PROGRAM, usage, &code)) {
         return code;
     }
-    fprintf(stderr, "tixgrid-pu: serving is not available in this build (see tixgrid-pu --help)\n");
-    return TG_EXIT_UNAVAILABLE;
+    tg_log_init("pu");
+    options o = {0};
+    code = parse_args(argc, argv, &o);
+    if (code != 0) {
+        return code;
+    }
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    return serve(&o, &signals);
 }

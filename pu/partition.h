@@ -279,6 +279,33 @@ uint32_t pu_sweep(pu_partition *p, int64_t now_ms, uint32_t scan_max);
 tg_err pu_seats_block(pu_partition *p, const uint32_t *seat_ids, uint32_t n, pu_hold_result *out);
 tg_err pu_seats_unblock(pu_partition *p, const uint32_t *seat_ids, uint32_t n);
 
+/* ---- Restore (replay from PostgreSQL) ------------------------------------ */
+
+/* A partition rebuilt from PostgreSQL goes through begin → seats and
+ * bookings in any order → end, while nobody else uses it (the processing
+ * unit refuses requests for a partition being restored).  Nothing restored
+ * is logged: it is already persisted.  The change log continues from
+ * log_base, the last sequence number persisted for this partition, so
+ * sequence numbers never go back; map_epoch becomes epoch. */
+
+/* TG_EBOOKING_STATE unless the partition is fresh (no booking, empty log,
+ * every seat FREE). */
+tg_err pu_restore_begin(pu_partition *p, uint64_t epoch, uint64_t log_base);
+
+/* Sets a seat's word as persisted (any state; TG_EINVAL for an invalid
+ * state, TG_ESEAT_RANGE). */
+tg_err pu_restore_seat(pu_partition *p, uint32_t seat_id, tg_seat_word word);
+
+/* Puts a booking in its slot as persisted (seats come from the seat words).
+ * TG_EWRONG_PARTITION, TG_EINVAL (status or seq), TG_EBOOKINGS_FULL when its
+ * slot holds another live or paid booking. */
+tg_err pu_restore_booking(pu_partition *p, const pu_booking_info *b);
+
+/* Rebuilds seat lists and counters, frees seats whose booking was not
+ * restored (logging them), continues booking seqs after the highest one,
+ * and checks every invariant (TG_ECORRUPT). */
+tg_err pu_restore_end(pu_partition *p);
+
 /* ---- Change log -------------------------------------------------------- */
 
 enum {

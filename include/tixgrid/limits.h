@@ -83,6 +83,8 @@
 #define TG_WIRE_LOG_RECORDS_MAX 4096u
 /* Seat changes in one seat_changes event. */
 #define TG_WIRE_CHANGES_MAX 4096u
+/* Bookings in one partition_restore message. */
+#define TG_WIRE_RESTORE_BOOKINGS_MAX 4096u
 /* Bytes of the topic in front of a published event: big-endian partition id. */
 #define TG_WIRE_TOPIC_BYTES 4u
 

@@ -71,7 +71,9 @@ typedef enum {
     TG_WIRE_STATS = 17,
     TG_WIRE_LOG_READ = 18,
     TG_WIRE_LOG_ACK = 19,
-    TG_WIRE_REQUEST_LAST = 19,
+    TG_WIRE_PARTITION_CREATE = 20,
+    TG_WIRE_PARTITION_RESTORE = 21,
+    TG_WIRE_REQUEST_LAST = 21,
 
     TG_WIRE_ERROR = 64,
     TG_WIRE_REPLY_OFFSET = 64,
@@ -95,6 +97,8 @@ typedef enum {
     TG_WIRE_STATS_OK = 81,
     TG_WIRE_LOG_READ_OK = 82,
     TG_WIRE_LOG_ACK_OK = 83,
+    TG_WIRE_PARTITION_CREATE_OK = 84,
+    TG_WIRE_PARTITION_RESTORE_OK = 85,
 
     TG_WIRE_SEAT_CHANGES = 128,
 
@@ -175,7 +179,26 @@ typedef struct {
     uint64_t count;
 } tg_wire_op_count;
 
-/* One seat's new word in a seat_changes event. */
+/* A booking as partition_restore carries it: its seats come from the seat
+ * words restored beside it. */
+typedef struct {
+    tg_booking_id booking_id;
+    uint64_t user_id;
+    uint32_t status;
+    uint32_t version;
+    int64_t created_ms;
+    int64_t deadline_ms;
+} tg_wire_booking_state;
+
+/* Phases of partition_restore. */
+enum {
+    TG_WIRE_RESTORE_BEGIN = 0, /* epoch and log_base apply; lists may carry data */
+    TG_WIRE_RESTORE_DATA = 1,
+    TG_WIRE_RESTORE_END = 2, /* lists may carry data; then the partition serves */
+};
+
+/* One seat's new word in a seat_changes event (and a seat partition_restore
+ * sets). */
 typedef struct {
     uint32_t seat_id;
     uint64_t word;
@@ -264,6 +287,28 @@ typedef struct {
             uint32_t partition_id;
             uint64_t seq;
         } log_ack;
+        struct {
+            uint32_t partition_id;
+            uint64_t event_id;
+            uint32_t hold_ttl_ms;       /* 0: default */
+            uint32_t payment_window_ms; /* 0: default */
+            uint32_t booking_capacity;  /* 0: default */
+            uint32_t log_records;       /* 0: default */
+            uint32_t section_count;
+            tg_wire_section sections[TG_SECTIONS_MAX]; /* name, price, currency, row_count */
+            uint32_t row_count;
+            tg_wire_row *rows; /* space: rows; name and seat_count */
+        } partition_create;
+        struct {
+            uint32_t partition_id;
+            uint32_t phase;    /* TG_WIRE_RESTORE_* */
+            uint64_t epoch;    /* BEGIN: the partition's map epoch */
+            uint64_t log_base; /* BEGIN: last sequence number persisted */
+            uint32_t booking_count;
+            tg_wire_booking_state *bookings; /* space: bookings */
+            uint32_t seat_count;
+            tg_wire_change *seats; /* space: changes */
+        } partition_restore;
 
         /* Replies.  Types without fields (release, cancel, confirm, fail,
          * block, unblock, log_ack and the stats request) have no member. */
@@ -359,8 +404,10 @@ typedef struct {
     uint32_t rows_capacity;
     tg_wire_log_record *records; /* log_read_ok */
     uint32_t records_capacity;
-    tg_wire_change *changes; /* seat_changes */
+    tg_wire_change *changes; /* seat_changes, partition_restore seats */
     uint32_t changes_capacity;
+    tg_wire_booking_state *bookings; /* partition_restore */
+    uint32_t bookings_capacity;
 } tg_wire_space;
 
 /* ---- Functions ---------------------------------------------------------- */

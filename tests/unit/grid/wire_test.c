@@ -82,16 +82,19 @@ static tg_wire_counts src_counts[TG_ROWS_MAX];
 static tg_wire_row src_rows[TG_ROWS_MAX];
 static tg_wire_log_record src_records[TG_WIRE_LOG_RECORDS_MAX];
 static tg_wire_change src_changes[TG_WIRE_CHANGES_MAX];
+static tg_wire_booking_state src_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
 
 static tg_wire_seat dst_seats[TG_WIRE_SEATS_LIST_MAX];
 static tg_wire_counts dst_counts[TG_ROWS_MAX];
 static tg_wire_row dst_rows[TG_ROWS_MAX];
 static tg_wire_log_record dst_records[TG_WIRE_LOG_RECORDS_MAX];
 static tg_wire_change dst_changes[TG_WIRE_CHANGES_MAX];
+static tg_wire_booking_state dst_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
 
 static const tg_wire_space full_space = {
-    dst_seats,   TG_WIRE_SEATS_LIST_MAX,  dst_counts,  TG_ROWS_MAX,         dst_rows, TG_ROWS_MAX,
-    dst_records, TG_WIRE_LOG_RECORDS_MAX, dst_changes, TG_WIRE_CHANGES_MAX,
+    dst_seats,    TG_WIRE_SEATS_LIST_MAX,      dst_counts,  TG_ROWS_MAX,
+    dst_rows,     TG_ROWS_MAX,                 dst_records, TG_WIRE_LOG_RECORDS_MAX,
+    dst_changes,  TG_WIRE_CHANGES_MAX,         dst_bookings, TG_WIRE_RESTORE_BOOKINGS_MAX,
 };
 
 /* A second space, so that a re-decoded message never shares arrays with
@@ -101,13 +104,15 @@ static tg_wire_counts dst2_counts[TG_ROWS_MAX];
 static tg_wire_row dst2_rows[TG_ROWS_MAX];
 static tg_wire_log_record dst2_records[TG_WIRE_LOG_RECORDS_MAX];
 static tg_wire_change dst2_changes[TG_WIRE_CHANGES_MAX];
+static tg_wire_booking_state dst2_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
 
 static const tg_wire_space full_space2 = {
-    dst2_seats,   TG_WIRE_SEATS_LIST_MAX,
-    dst2_counts,  TG_ROWS_MAX,
-    dst2_rows,    TG_ROWS_MAX,
-    dst2_records, TG_WIRE_LOG_RECORDS_MAX,
-    dst2_changes, TG_WIRE_CHANGES_MAX,
+    dst2_seats,    TG_WIRE_SEATS_LIST_MAX,
+    dst2_counts,   TG_ROWS_MAX,
+    dst2_rows,     TG_ROWS_MAX,
+    dst2_records,  TG_WIRE_LOG_RECORDS_MAX,
+    dst2_changes,  TG_WIRE_CHANGES_MAX,
+    dst2_bookings, TG_WIRE_RESTORE_BOOKINGS_MAX,
 };
 
 static const tg_wire_type all_types[] = {
@@ -130,6 +135,8 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_STATS,
     TG_WIRE_LOG_READ,
     TG_WIRE_LOG_ACK,
+    TG_WIRE_PARTITION_CREATE,
+    TG_WIRE_PARTITION_RESTORE,
     TG_WIRE_ERROR,
     TG_WIRE_BOOKING_CREATE_OK,
     TG_WIRE_BOOKING_GET_OK,
@@ -150,6 +157,8 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_STATS_OK,
     TG_WIRE_LOG_READ_OK,
     TG_WIRE_LOG_ACK_OK,
+    TG_WIRE_PARTITION_CREATE_OK,
+    TG_WIRE_PARTITION_RESTORE_OK,
     TG_WIRE_SEAT_CHANGES,
 };
 #define TYPE_COUNT (sizeof(all_types) / sizeof(all_types[0]))
@@ -223,6 +232,56 @@ static void gen_booking(int v, tg_wire_booking *b)
     gen_seat_ids(v, &b->seats);
 }
 
+static void gen_partition_create(int v, tg_msg *m)
+{
+    __typeof__(m->partition_create) *c = &m->partition_create;
+    c->partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+    c->event_id = pick(v, 0, TG_WIRE_ID_MAX);
+    c->hold_ttl_ms = (uint32_t)pick(v, 0, UINT32_MAX);
+    c->payment_window_ms = (uint32_t)pick(v, 0, UINT32_MAX);
+    c->booking_capacity = (uint32_t)pick(v, 0, TG_BOOKINGS_MAX);
+    c->log_records = (uint32_t)pick(v, 0, TG_LOG_RECORDS_MAX);
+    c->section_count = pick_count(v, TG_SECTIONS_MAX);
+    for (uint32_t i = 0; i < c->section_count; i++) {
+        gen_text(v, c->sections[i].name, sizeof(c->sections[i].name));
+        gen_text(v, c->sections[i].currency, sizeof(c->sections[i].currency));
+        c->sections[i].price_minor = pick_i(v, 0, INT64_MAX);
+        c->sections[i].row_count = (uint32_t)pick(v, 1, TG_ROWS_MAX);
+    }
+    c->row_count = pick_count(v, TG_ROWS_MAX);
+    c->rows = src_rows;
+    for (uint32_t i = 0; i < c->row_count; i++) {
+        gen_text(v, src_rows[i].name, sizeof(src_rows[i].name));
+        src_rows[i].seat_count = (uint32_t)pick(v, 1, TG_ROW_SEATS_MAX);
+    }
+}
+
+static void gen_partition_restore(int v, tg_msg *m)
+{
+    __typeof__(m->partition_restore) *r = &m->partition_restore;
+    r->partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+    r->phase = (uint32_t)pick(v, TG_WIRE_RESTORE_BEGIN, TG_WIRE_RESTORE_END);
+    r->epoch = pick(v, 0, TG_WIRE_ID_MAX);
+    r->log_base = pick(v, 0, TG_WIRE_ID_MAX);
+    r->booking_count = pick_count(v, TG_WIRE_RESTORE_BOOKINGS_MAX);
+    r->bookings = src_bookings;
+    for (uint32_t i = 0; i < r->booking_count; i++) {
+        tg_wire_booking_state *b = &src_bookings[i];
+        b->booking_id = gen_booking_id(v);
+        b->user_id = pick(v, 1, TG_WIRE_ID_MAX);
+        b->status = (uint32_t)pick(v, TG_BOOKING_CREATED, TG_BOOKING_FAILED);
+        b->version = (uint32_t)pick(v, 0, UINT32_MAX);
+        b->created_ms = pick_i(v, INT64_MIN, INT64_MAX);
+        b->deadline_ms = pick_i(v, INT64_MIN, INT64_MAX);
+    }
+    r->seat_count = pick_count(v, TG_WIRE_CHANGES_MAX);
+    r->seats = src_changes;
+    for (uint32_t i = 0; i < r->seat_count; i++) {
+        src_changes[i].seat_id = (uint32_t)pick(v, 0, SEAT_ID_MAX);
+        src_changes[i].word = gen_word(v);
+    }
+}
+
 static void gen_requests(int v, tg_msg *m)
 {
     switch (m->type) {
@@ -283,6 +342,12 @@ static void gen_requests(int v, tg_msg *m)
     case TG_WIRE_LOG_ACK:
         m->log_ack.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
         m->log_ack.seq = pick(v, 0, TG_WIRE_ID_MAX);
+        break;
+    case TG_WIRE_PARTITION_CREATE:
+        gen_partition_create(v, m);
+        break;
+    case TG_WIRE_PARTITION_RESTORE:
+        gen_partition_restore(v, m);
         break;
     default:
         break;
@@ -700,7 +765,7 @@ Test(wire, types_have_names_and_requests_map_to_their_replies)
     cr_assert_str_eq(tg_wire_type_name(TG_WIRE_ERROR), "error");
     cr_assert_str_eq(tg_wire_type_name(TG_WIRE_SEAT_CHANGES), "seat_changes");
     cr_assert_null(tg_wire_type_name(TG_WIRE_NONE));
-    cr_assert_null(tg_wire_type_name((tg_wire_type)20));
+    cr_assert_null(tg_wire_type_name((tg_wire_type)(TG_WIRE_REQUEST_LAST + 1)));
     cr_assert_null(tg_wire_type_name((tg_wire_type)300));
     for (unsigned t = TG_WIRE_BOOKING_CREATE; t <= TG_WIRE_REQUEST_LAST; t++) {
         tg_wire_type reply = tg_wire_reply_type((tg_wire_type)t);
@@ -818,8 +883,8 @@ Test(wire_reject, input_that_is_not_a_message_array)
 Test(wire_reject, unknown_message_types)
 {
     expect_reject("92 00 01", "unknown message type");
-    expect_reject("92 14 01", "unknown message type");    /* 20: after the last request */
-    expect_reject("92 54 01", "unknown message type");    /* 84: after the last reply */
+    expect_reject("92 16 01", "unknown message type");    /* 22: after the last request */
+    expect_reject("92 56 01", "unknown message type");    /* 86: after the last reply */
     expect_reject("92 cc 81 01", "unknown message type"); /* 129 */
     expect_reject("92 cd 01 00 01", "unknown message type");
     expect_reject("92 cf 00 00 01 00 00 00 00 11 01", "unknown message type");
@@ -1006,7 +1071,8 @@ Test(wire_reject, oversized_arrays)
                   "availability_ok.sections: too many items");
     expect_reject("95 52 01 00 00 dc 10 01", "log_read_ok.records: too many items");
     expect_reject("96 cc 80 01 00 01 01 dd 00 00 10 01", "seat_changes.changes: too many items");
-    expect_reject("96 51 01 00 00 00 dc 02 28", "stats_ok.ops: too many items");
+    /* 610 = 21 request types x 29 codes + 1 */
+    expect_reject("96 51 01 00 00 00 dc 02 62", "stats_ok.ops: too many items");
     expect_reject("94 50 01 90 dd 00 00 20 01", "layout_ok.rows: too many items");
 }
 
@@ -1074,7 +1140,7 @@ Test(wire_reject, rules_across_fields)
     expect_reject("96 51 01 00 00 00 92 93 01 00 05 93 01 00 06",
                   "stats_ok.ops: a (type, code) pair appears twice");
     expect_reject("96 51 01 00 00 00 91 93 00 00 05", "stats_ok.ops[].type: out of range");
-    expect_reject("96 51 01 00 00 00 91 93 14 00 05", "stats_ok.ops[].type: out of range");
+    expect_reject("96 51 01 00 00 00 91 93 16 00 05", "stats_ok.ops[].type: out of range");
     expect_reject("96 51 01 00 00 00 91 93 01 1d 05", "stats_ok.ops[].code: out of range");
     expect_reject("96 cc 80 01 00 05 04 90", "seat_changes.from_seq: after to_seq");
     expect_reject("96 cc 80 01 00 00 04 90", "seat_changes.from_seq: out of range");

@@ -1,0 +1,403 @@
+/*
+ * client.c — requests to processing units (see client.h).
+ *
+ * A request is a slot: an nng AIO, a context opened on the endpoint's REQ
+ * socket for this one exchange, the encoded request and room for the
+ * decoded reply.  Slots come from a free list made at open (bounded, no
+ * allocation per request beyond nng's own message and context).  The slot's
+ * AIO callback drives it: send done → receive with what is left of the
+ * timeout → decode → user callback → close context → slot back on the list.
+ *
+ * Locks: `lock` protects the free list, the endpoint table and the routes;
+ * it is never held while nng runs a callback or while a user callback runs.
+ * Endpoints are never removed before close, so a slot may keep a pointer to
+ * its endpoint's socket without the lock.
+ */
+#include "tixgrid/client.h"
+
+#include "tixgrid/assert.h"
+#include "tixgrid/clock.h"
+#include "tixgrid/log.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define URL_BYTES 256u
+
+typedef struct {
+    char url[URL_BYTES];
+    nng_socket sock;
+} client_endpoint;
+
+typedef struct {
+    uint32_t partition_id;
+    int32_t endpoint; /* index into endpoints, -1 when removed */
+} client_route;
+
+typedef struct client_slot {
+    struct tg_client *client;
+    struct client_slot *next_free;
+    nng_aio *aio;
+    nng_ctx ctx;
+    bool receiving;
+    int64_t deadline_ns;
+    tg_client_cb cb;
+    void *arg;
+    const tg_wire_space *space;
+    msgpack_sbuffer buf;
+    tg_msg reply;
+} client_slot;
+
+struct tg_client {
+    pthread_mutex_t lock;
+    client_slot *slots;
+    uint32_t slot_count;
+    client_slot *free_list;
+    uint32_t busy;
+    bool closing;
+    client_endpoint endpoints[TG_CLIENT_ENDPOINTS_MAX];
+    uint32_t endpoint_count;
+    client_route routes[TG_CLIENT_ROUTES_MAX];
+    uint32_t route_count;
+};
+
+static void slot_cb(void *arg);
+
+tg_err tg_client_open(const tg_client_config *cfg, tg_client **out)
+{
+    uint32_t n = cfg != NULL && cfg->inflight_max != 0 ? cfg->inflight_max
+                                                        : TG_CLIENT_INFLIGHT_DEFAULT;
+    if (n > TG_CLIENT_INFLIGHT_MAX) {
+        return TG_EINVAL;
+    }
+    tg_client *c = calloc(1, sizeof(*c));
+    client_slot *slots = calloc(n, sizeof(*slots));
+    if (c == NULL || slots == NULL) {
+        free(c);
+        free(slots);
+        return TG_ENOMEM;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    c->slots = slots;
+    c->slot_count = n;
+    for (uint32_t i = 0; i < n; i++) {
+        slots[i].client = c;
+        msgpack_sbuffer_init(&slots[i].buf);
+        if (nng_aio_alloc(&slots[i].aio, slot_cb, &slots[i]) != 0) {
+            c->slot_count = i;
+            tg_client_close(c);
+            return TG_ENOMEM;
+        }
+        slots[i].next_free = c->free_list;
+        c->free_list = &slots[i];
+    }
+    *out = c;
+    return TG_OK;
+}
+
+/* Finds or opens the endpoint for url; called with the lock held. */
+static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
+{
+    for (uint32_t i = 0; i < c->endpoint_count; i++) {
+        if (strcmp(c->endpoints[i].url, url) == 0) {
+            *index = (int32_t)i;
+            return TG_OK;
+        }
+    }
+    if (strlen(url) >= URL_BYTES || c->endpoint_count == TG_CLIENT_ENDPOINTS_MAX) {
+        return strlen(url) >= URL_BYTES ? TG_EINVAL : TG_ENOMEM;
+    }
+    client_endpoint *e = &c->endpoints[c->endpoint_count];
+    if (nng_req0_open(&e->sock) != 0) {
+        return TG_ENOMEM;
+    }
+    /* Never resend: a hold must not run twice (see client.h). */
+    nng_socket_set_ms(e->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMINT, 10);
+    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMAXT, 500);
+    int rv = nng_dial(e->sock, url, NULL, NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        nng_close(e->sock);
+        tg_log_warn("client: cannot dial %s: %s", url, nng_strerror(rv));
+        return TG_EINVAL;
+    }
+    memcpy(e->url, url, strlen(url) + 1);
+    *index = (int32_t)c->endpoint_count++;
+    return TG_OK;
+}
+
+tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url)
+{
+    pthread_mutex_lock(&c->lock);
+    int32_t ep = -1;
+    tg_err err = url != NULL ? endpoint_get(c, url, &ep) : TG_OK;
+    client_route *r = NULL;
+    for (uint32_t i = 0; err == TG_OK && i < c->route_count && r == NULL; i++) {
+        r = c->routes[i].partition_id == partition_id ? &c->routes[i] : NULL;
+    }
+    if (err == TG_OK && r == NULL) {
+        if (c->route_count == TG_CLIENT_ROUTES_MAX) {
+            err = TG_ENOMEM;
+        } else {
+            r = &c->routes[c->route_count++];
+            r->partition_id = partition_id;
+        }
+    }
+    if (err == TG_OK) {
+        r->endpoint = ep;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return err;
+}
+
+static tg_err from_nng(int rv)
+{
+    switch (rv) {
+    case NNG_ETIMEDOUT:
+        return TG_ETIMEDOUT;
+    case NNG_ECLOSED:
+    case NNG_ECANCELED:
+        return TG_ECLOSED;
+    case NNG_ENOMEM:
+        return TG_ENOMEM;
+    default:
+        return TG_EUNAVAILABLE;
+    }
+}
+
+static void slot_release(tg_client *c, client_slot *s)
+{
+    nng_ctx_close(s->ctx);
+    pthread_mutex_lock(&c->lock);
+    s->next_free = c->free_list;
+    c->free_list = s;
+    c->busy--;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Decodes the reply and runs the user's callback; err is the transport's. */
+static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
+{
+    const tg_msg *reply = NULL;
+    if (err == TG_OK) {
+        const char *why = NULL;
+        err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), s->space, &s->reply, &why);
+        if (err != TG_OK) {
+            tg_log_warn("client: malformed reply: %s", why != NULL ? why : "?");
+        } else {
+            reply = &s->reply;
+            err = s->reply.type == TG_WIRE_ERROR ? (tg_err)s->reply.error.code : TG_OK;
+        }
+    }
+    if (msg != NULL) {
+        nng_msg_free(msg);
+    }
+    tg_client_cb cb = s->cb;
+    void *arg = s->arg;
+    cb(arg, err, reply);
+    slot_release(s->client, s);
+}
+
+static void slot_cb(void *arg)
+{
+    client_slot *s = arg;
+    int rv = nng_aio_result(s->aio);
+    if (!s->receiving) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(s->aio));
+            slot_finish(s, from_nng(rv), NULL);
+            return;
+        }
+        s->receiving = true;
+        int64_t left_ms = (s->deadline_ns - tg_mono_ns()) / 1000000;
+        nng_aio_set_timeout(s->aio, left_ms > 0 ? (nng_duration)left_ms : 1);
+        nng_ctx_recv(s->ctx, s->aio);
+        return;
+    }
+    slot_finish(s, rv == 0 ? TG_OK : from_nng(rv), rv == 0 ? nng_aio_get_msg(s->aio) : NULL);
+}
+
+/* Takes a free slot and resolves the socket; NULL url means by partition. */
+static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nng_socket *sock,
+                        client_slot **out)
+{
+    pthread_mutex_lock(&c->lock);
+    int32_t ep = -1;
+    tg_err err = c->closing ? TG_ECLOSED : TG_OK;
+    if (err == TG_OK && url != NULL) {
+        err = endpoint_get(c, url, &ep);
+    }
+    for (uint32_t i = 0; err == TG_OK && url == NULL && i < c->route_count; i++) {
+        ep = c->routes[i].partition_id == partition_id ? c->routes[i].endpoint : ep;
+    }
+    if (err == TG_OK && ep < 0) {
+        err = TG_EUNAVAILABLE;
+    }
+    if (err == TG_OK && c->free_list == NULL) {
+        err = TG_EBUSY;
+    }
+    if (err == TG_OK) {
+        *out = c->free_list;
+        c->free_list = (*out)->next_free;
+        c->busy++;
+        *sock = c->endpoints[ep].sock;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return err;
+}
+
+static void slot_untake(tg_client *c, client_slot *s)
+{
+    pthread_mutex_lock(&c->lock);
+    s->next_free = c->free_list;
+    c->free_list = s;
+    c->busy--;
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Encodes req into a fresh message; TG_EINVAL if req breaks the schema. */
+static tg_err request_message(client_slot *s, const tg_msg *req, nng_msg **out)
+{
+    const char *why = NULL;
+    tg_err err = tg_wire_encode(req, &s->buf, &why);
+    if (err != TG_OK) {
+        tg_log_warn("client: request does not encode: %s", why != NULL ? why : "?");
+        return err;
+    }
+    if (nng_msg_alloc(out, 0) != 0) {
+        return TG_ENOMEM;
+    }
+    if (nng_msg_append(*out, s->buf.data, s->buf.size) != 0) {
+        nng_msg_free(*out);
+        return TG_ENOMEM;
+    }
+    return TG_OK;
+}
+
+static tg_err send_common(tg_client *c, const char *url, uint32_t partition_id, const tg_msg *req,
+                          uint32_t timeout_ms, const tg_wire_space *space, tg_client_cb cb,
+                          void *arg)
+{
+    TG_ASSERT(cb != NULL && req != NULL);
+    client_slot *s;
+    nng_socket sock;
+    tg_err err = slot_take(c, url, partition_id, &sock, &s);
+    if (err != TG_OK) {
+        return err;
+    }
+    nng_msg *msg = NULL;
+    err = request_message(s, req, &msg);
+    if (err == TG_OK && nng_ctx_open(&s->ctx, sock) != 0) {
+        nng_msg_free(msg);
+        err = TG_ENOMEM;
+    }
+    if (err != TG_OK) {
+        slot_untake(c, s);
+        return err;
+    }
+    uint32_t t = timeout_ms != 0 ? timeout_ms : TG_CLIENT_TIMEOUT_MS_DEFAULT;
+    s->cb = cb;
+    s->arg = arg;
+    s->space = space;
+    s->receiving = false;
+    s->deadline_ns = tg_mono_ns() + (int64_t)t * 1000000;
+    nng_aio_set_timeout(s->aio, (nng_duration)t);
+    nng_aio_set_msg(s->aio, msg);
+    nng_ctx_send(s->ctx, s->aio);
+    return TG_OK;
+}
+
+tg_err tg_client_send(tg_client *c, uint32_t partition_id, const tg_msg *req, uint32_t timeout_ms,
+                      const tg_wire_space *space, tg_client_cb cb, void *arg)
+{
+    return send_common(c, NULL, partition_id, req, timeout_ms, space, cb, arg);
+}
+
+tg_err tg_client_send_to(tg_client *c, const char *url, const tg_msg *req, uint32_t timeout_ms,
+                         const tg_wire_space *space, tg_client_cb cb, void *arg)
+{
+    return send_common(c, url, 0, req, timeout_ms, space, cb, arg);
+}
+
+/* ---- Blocking calls ---------------------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t done_cond;
+    bool done;
+    tg_err err;
+    tg_msg *reply;
+} call_wait;
+
+static void call_cb(void *arg, tg_err err, const tg_msg *reply)
+{
+    call_wait *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->err = err;
+    if (reply != NULL) {
+        *w->reply = *reply;
+    } else {
+        w->reply->type = TG_WIRE_NONE;
+    }
+    w->done = true;
+    pthread_cond_signal(&w->done_cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static tg_err call_common(tg_client *c, const char *url, uint32_t partition_id, const tg_msg *req,
+                          uint32_t timeout_ms, const tg_wire_space *space, tg_msg *reply)
+{
+    call_wait w = {.reply = reply};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.done_cond, NULL);
+    tg_err err = send_common(c, url, partition_id, req, timeout_ms, space, call_cb, &w);
+    if (err == TG_OK) {
+        pthread_mutex_lock(&w.lock);
+        while (!w.done) {
+            pthread_cond_wait(&w.done_cond, &w.lock);
+        }
+        err = w.err;
+        pthread_mutex_unlock(&w.lock);
+    }
+    pthread_cond_destroy(&w.done_cond);
+    pthread_mutex_destroy(&w.lock);
+    return err;
+}
+
+tg_err tg_client_call(tg_client *c, uint32_t partition_id, const tg_msg *req, uint32_t timeout_ms,
+                      const tg_wire_space *space, tg_msg *reply)
+{
+    return call_common(c, NULL, partition_id, req, timeout_ms, space, reply);
+}
+
+tg_err tg_client_call_to(tg_client *c, const char *url, const tg_msg *req, uint32_t timeout_ms,
+                         const tg_wire_space *space, tg_msg *reply)
+{
+    return call_common(c, url, 0, req, timeout_ms, space, reply);
+}
+
+void tg_client_close(tg_client *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    c->closing = true;
+    pthread_mutex_unlock(&c->lock);
+    for (uint32_t i = 0; i < c->slot_count; i++) {
+        nng_aio_cancel(c->slots[i].aio);
+    }
+    for (uint32_t i = 0; i < c->slot_count; i++) {
+        nng_aio_free(c->slots[i].aio); /* waits for its callback */
+        msgpack_sbuffer_destroy(&c->slots[i].buf);
+    }
+    for (uint32_t i = 0; i < c->endpoint_count; i++) {
+        nng_close(c->endpoints[i].sock);
+    }
+    pthread_mutex_destroy(&c->lock);
+    free(c->slots);
+    free(c);
+}

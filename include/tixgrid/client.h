@@ -1,0 +1,83 @@
+/*
+ * client.h — asynchronous requests to processing units, routed by partition.
+ *
+ * Used by the gateway, the persister, the admin tools and the tests.  A
+ * client keeps one nng REQ socket per distinct address (dialled in the
+ * background and redialled after a disconnect) and a routing table from
+ * partition id to address.  Each request takes one of a bounded pool of
+ * slots (an nng context and AIO); when none is free the request is refused
+ * at once with TG_EBUSY rather than queued without bound.
+ *
+ * Callbacks (nng style): if tg_client_send returns an error, the callback
+ * never runs; once it returned TG_OK, the callback runs exactly once, on one
+ * of nng's threads, with
+ *   - TG_OK and the decoded ok reply, or
+ *   - the tg_err of the PU's error reply and that reply (e.g. TG_ESEAT_TAKEN
+ *     with reply->error.seats naming the seats), or
+ *   - TG_ETIMEDOUT, TG_EUNAVAILABLE (no route, or the unit is unreachable),
+ *     TG_EPROTO (the reply broke the schema) or TG_ECLOSED, with reply NULL.
+ * The reply and any arrays it points to (in the caller's space) are valid
+ * only during the callback.  Callbacks must not block; a gateway hands the
+ * result to its event loop (uv_async_send) and returns.
+ *
+ * Requests are never resent by nng: a hold resent after a reconnect could
+ * run twice.  A caller that gets TG_ETIMEDOUT does not know whether the
+ * request ran; reading the booking tells.
+ *
+ * Every function may be called from any thread, including callbacks.
+ */
+#ifndef TIXGRID_CLIENT_H
+#define TIXGRID_CLIENT_H
+
+#include <stdint.h>
+
+#include "tixgrid/err.h"
+#include "tixgrid/wire.h"
+
+/* Distinct addresses one client talks to, and routes it keeps. */
+#define TG_CLIENT_ENDPOINTS_MAX 64u
+#define TG_CLIENT_ROUTES_MAX 4096u
+/* Requests in flight per client: bounds and default. */
+#define TG_CLIENT_INFLIGHT_MAX 65536u
+#define TG_CLIENT_INFLIGHT_DEFAULT 256u
+/* Timeout when a request gives 0. */
+#define TG_CLIENT_TIMEOUT_MS_DEFAULT 2000u
+
+typedef struct tg_client tg_client;
+
+typedef void (*tg_client_cb)(void *arg, tg_err err, const tg_msg *reply);
+
+typedef struct {
+    uint32_t inflight_max; /* 0 picks TG_CLIENT_INFLIGHT_DEFAULT */
+} tg_client_config;
+
+tg_err tg_client_open(const tg_client_config *cfg, tg_client **out);
+
+/* Cancels every request in flight (their callbacks run with TG_ECLOSED),
+ * waits for the callbacks to finish, and frees the client. */
+void tg_client_close(tg_client *c);
+
+/* Routes partition_id to url (replacing an earlier route), or removes the
+ * route when url is NULL.  TG_EINVAL for a bad address, TG_ENOMEM when the
+ * tables are full. */
+tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url);
+
+/* Sends req to the unit serving partition_id (TG_EUNAVAILABLE without a
+ * route).  timeout_ms covers send and reply (0: the default).  space is
+ * where a large reply's arrays are decoded (see wire.h); it may be NULL and
+ * must stay valid until the callback. */
+tg_err tg_client_send(tg_client *c, uint32_t partition_id, const tg_msg *req, uint32_t timeout_ms,
+                      const tg_wire_space *space, tg_client_cb cb, void *arg);
+
+/* The same to an address directly (requests about no partition: stats). */
+tg_err tg_client_send_to(tg_client *c, const char *url, const tg_msg *req, uint32_t timeout_ms,
+                         const tg_wire_space *space, tg_client_cb cb, void *arg);
+
+/* Blocking forms for tools and tests: wait for the reply and copy it into
+ * *reply (whose arrays point into space).  Returns what the callback got. */
+tg_err tg_client_call(tg_client *c, uint32_t partition_id, const tg_msg *req, uint32_t timeout_ms,
+                      const tg_wire_space *space, tg_msg *reply);
+tg_err tg_client_call_to(tg_client *c, const char *url, const tg_msg *req, uint32_t timeout_ms,
+                         const tg_wire_space *space, tg_msg *reply);
+
+#endif

@@ -1,0 +1,566 @@
+/*
+ * handlers.c — one request in, one reply out.
+ *
+ * pu_handle decodes strictly (grid/wire.c), refuses anything that is not a
+ * request, routes by partition (a booking id names its partition), runs the
+ * engine call and encodes the reply.  Every failure becomes an error reply
+ * with its tg_err code; a malformed message never reaches the engine, and no
+ * input can make this code fail to answer.  A partition this unit does not
+ * serve answers TG_EUNAVAILABLE, so a client that followed a stale map knows
+ * to look again.
+ *
+ * Handler table: handlers[type] fills c->rep and returns TG_OK, or returns
+ * the error; the caller turns errors into replies and counts outcomes.
+ */
+#include "server_internal.h"
+
+#include "tixgrid/clock.h"
+#include "tixgrid/log.h"
+
+#include <string.h>
+
+typedef tg_err (*pu_handler)(pu_ctx *c, pu_partition *p);
+
+static void seat_ids_from(tg_wire_seat_ids *out, const uint32_t *ids, uint32_t n)
+{
+    out->count = n;
+    memcpy(out->ids, ids, sizeof(uint32_t) * n);
+}
+
+static void booking_to_wire(const pu_booking_info *b, tg_wire_booking *w)
+{
+    *w = (tg_wire_booking){
+        .booking_id = b->id,
+        .user_id = b->user_id,
+        .status = (uint32_t)b->status,
+        .version = b->version,
+        .created_ms = b->created_ms,
+        .deadline_ms = b->deadline_ms,
+    };
+    seat_ids_from(&w->seats, b->seats, b->seat_count);
+}
+
+static tg_err on_booking_create(pu_ctx *c, pu_partition *p)
+{
+    pu_booking_info b;
+    tg_err err = pu_booking_create(p, c->req.booking_create.user_id, tg_now_ms(), &b);
+    if (err == TG_OK) {
+        booking_to_wire(&b, &c->rep.booking_create_ok);
+    }
+    return err;
+}
+
+static tg_err on_booking_get(pu_ctx *c, pu_partition *p)
+{
+    pu_booking_info b;
+    tg_err err = pu_booking_get(p, c->req.booking_get.booking_id, c->req.booking_get.user_id, &b);
+    if (err == TG_OK) {
+        booking_to_wire(&b, &c->rep.booking_get_ok);
+    }
+    return err;
+}
+
+/* Replies for holds; on TG_ESEAT_TAKEN the error reply names the seats. */
+static tg_err hold_reply(pu_ctx *c, tg_err err, const pu_hold_result *r)
+{
+    if (err == TG_OK) {
+        seat_ids_from(&c->rep.seats_hold_ok.seats, r->seats, r->seat_count);
+        c->rep.seats_hold_ok.deadline_ms = r->deadline_ms;
+    } else if (err == TG_ESEAT_TAKEN) {
+        tg_wire_error(&c->rep, err, NULL);
+        seat_ids_from(&c->rep.error.seats, r->taken, r->taken_count);
+    }
+    return err;
+}
+
+static tg_err on_seats_hold(pu_ctx *c, pu_partition *p)
+{
+    pu_hold_result r;
+    const tg_wire_seat_ids *ids = &c->req.seats_hold.seats;
+    tg_err err = pu_seats_hold(p, c->req.seats_hold.booking_id, c->req.seats_hold.user_id,
+                               ids->ids, ids->count, tg_now_ms(), &r);
+    return hold_reply(c, err, &r);
+}
+
+static tg_err on_seats_hold_best(pu_ctx *c, pu_partition *p)
+{
+    pu_hold_result r;
+    pu_best_request best = {
+        .quantity = c->req.seats_hold_best.quantity,
+        .section = c->req.seats_hold_best.section,
+        .adjacent_only = c->req.seats_hold_best.adjacent_only,
+    };
+    tg_err err = pu_seats_hold_best(p, c->req.seats_hold_best.booking_id,
+                                    c->req.seats_hold_best.user_id, &best, tg_now_ms(), &r);
+    /* seats_hold_best_ok has the same fields as seats_hold_ok. */
+    _Static_assert(sizeof(c->rep.seats_hold_ok) == sizeof(c->rep.seats_hold_best_ok), "reply");
+    return hold_reply(c, err, &r);
+}
+
+static tg_err on_seats_release(pu_ctx *c, pu_partition *p)
+{
+    const tg_wire_seat_ids *ids = &c->req.seats_release.seats;
+    return pu_seats_release(p, c->req.seats_release.booking_id, c->req.seats_release.user_id,
+                            ids->ids, ids->count, tg_now_ms());
+}
+
+static tg_err on_booking_cancel(pu_ctx *c, pu_partition *p)
+{
+    return pu_booking_cancel(p, c->req.booking_cancel.booking_id, c->req.booking_cancel.user_id,
+                             tg_now_ms());
+}
+
+static tg_err on_payment_begin(pu_ctx *c, pu_partition *p)
+{
+    return pu_booking_begin_payment(p, c->req.payment_begin.booking_id,
+                                    c->req.payment_begin.user_id, tg_now_ms(),
+                                    &c->rep.payment_begin_ok.deadline_ms);
+}
+
+static tg_err on_payment_confirm(pu_ctx *c, pu_partition *p)
+{
+    return pu_booking_confirm(p, c->req.payment_confirm.booking_id, tg_now_ms());
+}
+
+static tg_err on_payment_fail(pu_ctx *c, pu_partition *p)
+{
+    return pu_booking_fail(p, c->req.payment_fail.booking_id, tg_now_ms());
+}
+
+static tg_err on_seats_block(pu_ctx *c, pu_partition *p)
+{
+    pu_hold_result r;
+    const tg_wire_seat_ids *ids = &c->req.seats_block.seats;
+    tg_err err = pu_seats_block(p, ids->ids, ids->count, &r);
+    if (err == TG_ESEAT_TAKEN) {
+        tg_wire_error(&c->rep, err, NULL);
+        seat_ids_from(&c->rep.error.seats, r.taken, r.taken_count);
+    }
+    return err;
+}
+
+static tg_err on_seats_unblock(pu_ctx *c, pu_partition *p)
+{
+    const tg_wire_seat_ids *ids = &c->req.seats_unblock.seats;
+    return pu_seats_unblock(p, ids->ids, ids->count);
+}
+
+static void seat_to_wire(const pu_seat_info *in, tg_wire_seat *out)
+{
+    *out = (tg_wire_seat){.seat_id = in->seat_id,
+                          .word = in->word,
+                          .section = in->section,
+                          .row = in->row,
+                          .number = in->number,
+                          .price_minor = in->price_minor};
+}
+
+static tg_err on_seat_get(pu_ctx *c, pu_partition *p)
+{
+    pu_seat_info info;
+    tg_err err = pu_seat_get(p, c->req.seat_get.seat_id, &info);
+    if (err == TG_OK) {
+        seat_to_wire(&info, &c->rep.seat_get_ok.seat);
+    }
+    return err;
+}
+
+static bool seat_matches(const pu_seat_info *s, int32_t state, int32_t row, int32_t section)
+{
+    return (state < 0 || (int32_t)s->state == state) && (row < 0 || (int32_t)s->row == row) &&
+           (section < 0 || (int32_t)s->section == section);
+}
+
+static tg_err on_seats_list(pu_ctx *c, pu_partition *p)
+{
+    const __typeof__(c->req.seats_list) *q = &c->req.seats_list;
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    uint32_t n = 0, seat = q->first_seat;
+    for (; seat < info.seat_count && n < q->count; seat++) {
+        pu_seat_info s;
+        (void)pu_seat_get(p, seat, &s);
+        if (seat_matches(&s, q->state, q->row, q->section)) {
+            seat_to_wire(&s, &c->big->seats[n++]);
+        }
+    }
+    c->rep.seats_list_ok.next_seat = seat;
+    c->rep.seats_list_ok.seat_count = n;
+    c->rep.seats_list_ok.seats = c->big->seats;
+    return TG_OK;
+}
+
+static tg_err on_availability(pu_ctx *c, pu_partition *p)
+{
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    _Static_assert(sizeof(tg_wire_counts) == sizeof(uint32_t[TG_SEAT_STATE_COUNT]), "counts");
+    __typeof__(c->rep.availability_ok) *a = &c->rep.availability_ok;
+    a->log_head = info.log_head;
+    a->section_count = info.section_count;
+    a->row_count = info.row_count;
+    a->rows = c->big->counts;
+    pu_partition_counts(p, a->totals.by_state, (uint32_t(*)[TG_SEAT_STATE_COUNT])a->sections,
+                        (uint32_t(*)[TG_SEAT_STATE_COUNT])a->rows);
+    return TG_OK;
+}
+
+static tg_err on_partition_info(pu_ctx *c, pu_partition *p)
+{
+    pu_partition_info i;
+    pu_partition_describe(p, &i);
+    c->rep.partition_info_ok = (__typeof__(c->rep.partition_info_ok)){
+        .partition_id = i.partition_id,
+        .event_id = i.event_id,
+        .seat_count = i.seat_count,
+        .section_count = i.section_count,
+        .row_count = i.row_count,
+        .booking_capacity = i.booking_capacity,
+        .log_records = i.log_records,
+        .hold_ttl_ms = i.hold_ttl_ms,
+        .payment_window_ms = i.payment_window_ms,
+        .segment_bytes = i.segment_bytes,
+        .map_epoch = i.map_epoch,
+        .bookings_created = i.bookings_created,
+        .log_head = i.log_head,
+        .log_persisted = i.log_persisted,
+    };
+    return TG_OK;
+}
+
+static tg_err on_layout(pu_ctx *c, pu_partition *p)
+{
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    __typeof__(c->rep.layout_ok) *l = &c->rep.layout_ok;
+    l->section_count = info.section_count;
+    for (uint32_t i = 0; i < info.section_count; i++) {
+        pu_section_info s;
+        (void)pu_section_get(p, i, &s);
+        tg_wire_section *w = &l->sections[i];
+        memcpy(w->name, s.name, TG_NAME_BYTES);
+        memcpy(w->currency, s.currency, TG_CURRENCY_BYTES);
+        w->price_minor = s.price_minor;
+        w->row_first = s.row_first;
+        w->row_count = s.row_count;
+        w->seat_first = s.seat_first;
+        w->seat_count = s.seat_count;
+    }
+    l->row_count = info.row_count;
+    l->rows = c->big->rows;
+    for (uint32_t i = 0; i < info.row_count; i++) {
+        pu_row_info r;
+        (void)pu_row_get(p, i, &r);
+        tg_wire_row *w = &l->rows[i];
+        memcpy(w->name, r.name, TG_NAME_BYTES);
+        w->section = r.section;
+        w->seat_first = r.seat_first;
+        w->seat_count = r.seat_count;
+    }
+    return TG_OK;
+}
+
+static void record_to_wire(const pu_log_record *r, tg_wire_log_record *w)
+{
+    *w = (tg_wire_log_record){.seq = r->seq,
+                              .kind = r->kind,
+                              .ident = r->ident,
+                              .status = r->status,
+                              .version = r->version,
+                              .word = r->word,
+                              .deadline_ms = r->deadline_ms,
+                              .created_ms = r->created_ms};
+}
+
+static tg_err on_log_read(pu_ctx *c, pu_partition *p)
+{
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    __typeof__(c->rep.log_read_ok) *out = &c->rep.log_read_ok;
+    out->map_epoch = info.map_epoch;
+    out->log_head = info.log_head;
+    out->records = c->big->records;
+    uint32_t max = c->req.log_read.max, n = 0;
+    uint64_t from = c->req.log_read.from_seq;
+    while (n < max) {
+        pu_log_record chunk[128];
+        uint32_t want = max - n < 128 ? max - n : 128;
+        uint32_t got = pu_log_read(p, from + n, chunk, want);
+        for (uint32_t i = 0; i < got; i++) {
+            record_to_wire(&chunk[i], &out->records[n + i]);
+        }
+        n += got;
+        if (got < want) {
+            break;
+        }
+    }
+    out->record_count = n;
+    return TG_OK;
+}
+
+static tg_err on_log_ack(pu_ctx *c, pu_partition *p)
+{
+    return pu_log_ack(p, c->req.log_ack.seq);
+}
+
+static tg_err on_stats(pu_ctx *c, pu_partition *unused)
+{
+    (void)unused;
+    pu_server *s = c->srv;
+    __typeof__(c->rep.stats_ok) *st = &c->rep.stats_ok;
+    st->op_count = 0;
+    for (uint32_t t = 1; t <= TG_WIRE_REQUEST_LAST; t++) {
+        for (uint32_t e = 0; e < TG_ERR_COUNT_; e++) {
+            uint64_t n = __atomic_load_n(&s->ops[t][e], __ATOMIC_RELAXED);
+            if (n != 0) {
+                st->ops[st->op_count++] = (tg_wire_op_count){.type = t, .code = e, .count = n};
+            }
+        }
+    }
+    uint32_t parts = __atomic_load_n(&s->part_count, __ATOMIC_ACQUIRE);
+    int64_t now = tg_mono_ns() / 1000000;
+    st->partitions = parts;
+    st->log_depth = 0;
+    st->oldest_unpersisted_age_ms = 0;
+    for (uint32_t i = 0; i < parts; i++) {
+        pu_partition_info info;
+        pu_partition_describe(s->parts[i].p, &info);
+        st->log_depth += info.log_head - info.log_persisted;
+        uint64_t age = pu_unpersisted_age_ms(s, &s->parts[i], info.log_persisted, now);
+        st->oldest_unpersisted_age_ms = age > st->oldest_unpersisted_age_ms
+                                            ? age
+                                            : st->oldest_unpersisted_age_ms;
+    }
+    return TG_OK;
+}
+
+/* Fills cfg from a partition_create request; rows go into c->big. */
+static void create_config(pu_ctx *c, pu_partition_config *cfg, pu_section_spec *sections)
+{
+    const __typeof__(c->req.partition_create) *q = &c->req.partition_create;
+    for (uint32_t i = 0; i < q->section_count; i++) {
+        pu_section_spec *sec = &sections[i];
+        memcpy(sec->name, q->sections[i].name, TG_NAME_BYTES);
+        memcpy(sec->currency, q->sections[i].currency, TG_CURRENCY_BYTES);
+        sec->price_minor = q->sections[i].price_minor;
+        sec->row_count = q->sections[i].row_count;
+    }
+    pu_row_spec *rows = c->big->create.specs;
+    for (uint32_t i = 0; i < q->row_count; i++) {
+        memcpy(rows[i].name, q->rows[i].name, TG_NAME_BYTES);
+        rows[i].seat_count = q->rows[i].seat_count;
+    }
+    *cfg = (pu_partition_config){.partition_id = q->partition_id,
+                                 .event_id = q->event_id,
+                                 .section_count = q->section_count,
+                                 .sections = sections,
+                                 .row_count = q->row_count,
+                                 .rows = rows,
+                                 .booking_capacity = q->booking_capacity,
+                                 .log_records = q->log_records,
+                                 .hold_ttl_ms = q->hold_ttl_ms,
+                                 .payment_window_ms = q->payment_window_ms};
+}
+
+static tg_err on_partition_create(pu_ctx *c, pu_partition *unused)
+{
+    (void)unused;
+    pu_section_spec sections[TG_SECTIONS_MAX];
+    pu_partition_config cfg;
+    create_config(c, &cfg, sections);
+    if (pu_server_entry(c->srv, cfg.partition_id) != NULL) {
+        return TG_EEXIST;
+    }
+    char shm[TG_SHM_NAME_BYTES];
+    pu_partition *p = NULL;
+    tg_err err = pu_segment_name(shm, sizeof(shm), c->srv->name, cfg.partition_id);
+    if (err == TG_OK) {
+        err = pu_partition_create(shm, &cfg, &p);
+    }
+    if (err == TG_OK && (err = pu_server_add_restoring(c->srv, p)) != TG_OK) {
+        pu_partition_detach(p);
+        pu_partition_destroy(shm);
+    }
+    return err;
+}
+
+static tg_err restore_items(pu_partition *p, const __typeof__(((tg_msg *)0)->partition_restore) *q)
+{
+    tg_err err = TG_OK;
+    for (uint32_t i = 0; err == TG_OK && i < q->booking_count; i++) {
+        const tg_wire_booking_state *w = &q->bookings[i];
+        pu_booking_info b = {.id = w->booking_id,
+                             .user_id = w->user_id,
+                             .status = (tg_booking_status)w->status,
+                             .version = w->version,
+                             .created_ms = w->created_ms,
+                             .deadline_ms = w->deadline_ms};
+        err = pu_restore_booking(p, &b);
+    }
+    for (uint32_t i = 0; err == TG_OK && i < q->seat_count; i++) {
+        err = pu_restore_seat(p, q->seats[i].seat_id, q->seats[i].word);
+    }
+    return err;
+}
+
+/* Runs one restore message; called with the table lock held. */
+static tg_err restore_locked(pu_served *e, const __typeof__(((tg_msg *)0)->partition_restore) *q)
+{
+    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_RESTORING) {
+        return TG_EBOOKING_STATE; /* serving already: never overwrite live state */
+    }
+    tg_err err = TG_OK;
+    if (q->phase == TG_WIRE_RESTORE_BEGIN) {
+        err = e->restore_began ? TG_EBOOKING_STATE : pu_restore_begin(e->p, q->epoch, q->log_base);
+        e->restore_began = err == TG_OK;
+    } else if (!e->restore_began) {
+        err = TG_EBOOKING_STATE;
+    }
+    if (err == TG_OK) {
+        err = restore_items(e->p, q);
+    }
+    if (err == TG_OK && q->phase == TG_WIRE_RESTORE_END) {
+        err = pu_restore_end(e->p);
+        if (err == TG_OK) {
+            pu_partition_info info;
+            pu_partition_describe(e->p, &info);
+            e->pub_cursor = info.log_persisted + 1;
+            __atomic_store_n(&e->state, PU_PART_READY, __ATOMIC_RELEASE);
+        }
+    }
+    return err;
+}
+
+static tg_err on_partition_restore(pu_ctx *c, pu_partition *unused)
+{
+    (void)unused;
+    pu_served *e = pu_server_entry(c->srv, c->req.partition_restore.partition_id);
+    if (e == NULL) {
+        return TG_EUNAVAILABLE;
+    }
+    pthread_mutex_lock(&c->srv->table_lock);
+    tg_err err = restore_locked(e, &c->req.partition_restore);
+    pthread_mutex_unlock(&c->srv->table_lock);
+    return err;
+}
+
+static const pu_handler handlers[TG_WIRE_REQUEST_LAST + 1] = {
+    [TG_WIRE_BOOKING_CREATE] = on_booking_create,
+    [TG_WIRE_BOOKING_GET] = on_booking_get,
+    [TG_WIRE_SEATS_HOLD] = on_seats_hold,
+    [TG_WIRE_SEATS_HOLD_BEST] = on_seats_hold_best,
+    [TG_WIRE_SEATS_RELEASE] = on_seats_release,
+    [TG_WIRE_BOOKING_CANCEL] = on_booking_cancel,
+    [TG_WIRE_PAYMENT_BEGIN] = on_payment_begin,
+    [TG_WIRE_PAYMENT_CONFIRM] = on_payment_confirm,
+    [TG_WIRE_PAYMENT_FAIL] = on_payment_fail,
+    [TG_WIRE_SEATS_BLOCK] = on_seats_block,
+    [TG_WIRE_SEATS_UNBLOCK] = on_seats_unblock,
+    [TG_WIRE_SEAT_GET] = on_seat_get,
+    [TG_WIRE_SEATS_LIST] = on_seats_list,
+    [TG_WIRE_AVAILABILITY] = on_availability,
+    [TG_WIRE_PARTITION_INFO] = on_partition_info,
+    [TG_WIRE_LAYOUT] = on_layout,
+    [TG_WIRE_STATS] = on_stats,
+    [TG_WIRE_LOG_READ] = on_log_read,
+    [TG_WIRE_LOG_ACK] = on_log_ack,
+    [TG_WIRE_PARTITION_CREATE] = on_partition_create,
+    [TG_WIRE_PARTITION_RESTORE] = on_partition_restore,
+};
+
+/* The partition a request is about; false for requests about none (stats). */
+static bool request_partition(const tg_msg *m, uint32_t *id)
+{
+    switch (m->type) {
+    case TG_WIRE_BOOKING_CREATE: *id = m->booking_create.partition_id; return true;
+    case TG_WIRE_BOOKING_GET: *id = tg_booking_id_partition(m->booking_get.booking_id); return true;
+    case TG_WIRE_SEATS_HOLD: *id = tg_booking_id_partition(m->seats_hold.booking_id); return true;
+    case TG_WIRE_SEATS_HOLD_BEST:
+        *id = tg_booking_id_partition(m->seats_hold_best.booking_id);
+        return true;
+    case TG_WIRE_SEATS_RELEASE:
+        *id = tg_booking_id_partition(m->seats_release.booking_id);
+        return true;
+    case TG_WIRE_BOOKING_CANCEL:
+        *id = tg_booking_id_partition(m->booking_cancel.booking_id);
+        return true;
+    case TG_WIRE_PAYMENT_BEGIN:
+        *id = tg_booking_id_partition(m->payment_begin.booking_id);
+        return true;
+    case TG_WIRE_PAYMENT_CONFIRM:
+        *id = tg_booking_id_partition(m->payment_confirm.booking_id);
+        return true;
+    case TG_WIRE_PAYMENT_FAIL:
+        *id = tg_booking_id_partition(m->payment_fail.booking_id);
+        return true;
+    case TG_WIRE_SEATS_BLOCK: *id = m->seats_block.partition_id; return true;
+    case TG_WIRE_SEATS_UNBLOCK: *id = m->seats_unblock.partition_id; return true;
+    case TG_WIRE_SEAT_GET: *id = m->seat_get.partition_id; return true;
+    case TG_WIRE_SEATS_LIST: *id = m->seats_list.partition_id; return true;
+    case TG_WIRE_AVAILABILITY: *id = m->availability.partition_id; return true;
+    case TG_WIRE_PARTITION_INFO: *id = m->partition_info.partition_id; return true;
+    case TG_WIRE_LAYOUT: *id = m->layout.partition_id; return true;
+    case TG_WIRE_LOG_READ: *id = m->log_read.partition_id; return true;
+    case TG_WIRE_LOG_ACK: *id = m->log_ack.partition_id; return true;
+    default: return false;
+    }
+}
+
+/* Runs a decoded request; returns its outcome (c->rep filled on TG_OK). */
+static tg_err dispatch(pu_ctx *c, const char **why)
+{
+    tg_wire_type type = c->req.type;
+    if (type == TG_WIRE_NONE || type > TG_WIRE_REQUEST_LAST || handlers[type] == NULL) {
+        *why = "not a request type";
+        return TG_EPROTO;
+    }
+    if (__atomic_load_n(&c->srv->stopping, __ATOMIC_ACQUIRE)) {
+        *why = "processing unit is stopping";
+        return TG_EUNAVAILABLE;
+    }
+    uint32_t id = 0;
+    pu_partition *p = NULL;
+    if (request_partition(&c->req, &id) && (p = pu_server_find(c->srv, id)) == NULL) {
+        *why = "partition is not served by this processing unit";
+        return TG_EUNAVAILABLE;
+    }
+    c->rep.type = tg_wire_reply_type(type);
+    return handlers[type](c, p);
+}
+
+static void count_outcome(pu_server *s, tg_wire_type type, tg_err err)
+{
+    uint32_t t = (type > TG_WIRE_NONE && type <= TG_WIRE_REQUEST_LAST) ? (uint32_t)type : 0;
+    __atomic_fetch_add(&s->ops[t][err], 1, __ATOMIC_RELAXED);
+}
+
+void pu_handle(pu_ctx *c, const void *body, size_t len)
+{
+    const char *why = NULL;
+    c->rep.type = TG_WIRE_NONE;
+    /* Arrays of the two requests that carry them (see pu_reply_space). */
+    tg_wire_space space = {
+        .rows = c->big->create.rows,
+        .rows_capacity = TG_ROWS_MAX,
+        .bookings = c->big->restore.bookings,
+        .bookings_capacity = TG_WIRE_RESTORE_BOOKINGS_MAX,
+        .changes = c->big->restore.seats,
+        .changes_capacity = TG_WIRE_CHANGES_MAX,
+    };
+    tg_err err = tg_wire_decode(body, len, &space, &c->req, &why);
+    if (err == TG_OK) {
+        err = dispatch(c, &why);
+    }
+    count_outcome(c->srv, err == TG_EPROTO ? TG_WIRE_NONE : c->req.type, err);
+    if (err != TG_OK && !(c->rep.type == TG_WIRE_ERROR && c->rep.error.code == (uint32_t)err)) {
+        tg_wire_error(&c->rep, err, why);
+    }
+    const char *encode_why = NULL;
+    if (tg_wire_encode(&c->rep, &c->buf, &encode_why) != TG_OK) {
+        tg_log_error("pu: cannot encode a %s reply: %s", tg_wire_type_name(c->rep.type),
+                     encode_why != NULL ? encode_why : "?");
+        tg_wire_error(&c->rep, TG_EINVAL, "reply could not be encoded");
+        tg_err again = tg_wire_encode(&c->rep, &c->buf, NULL);
+        (void)again; /* an error reply with a short message always encodes */
+    }
+}

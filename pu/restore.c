@@ -1,0 +1,121 @@
+/*
+ * restore.c — rebuilding a partition from what PostgreSQL persisted.
+ *
+ * Used when the grid starts cold, when a partition lost every replica, and
+ * when an event is published.  The partition is fresh and not served while
+ * it is restored, so plain stores are enough here; the usual invariants are
+ * re-established at the end by the same repair pass recovery uses (seats to
+ * the state their booking implies, lists and counters rebuilt), followed by
+ * the full invariant check.
+ *
+ * Sequence numbers continue from the last persisted one (log_base): the
+ * persister's offset for the partition stays valid, and a record the new
+ * incarnation writes can never be mistaken for one it already persisted.
+ */
+#include "segment.h"
+
+#include "tixgrid/assert.h"
+#include "tixgrid/log.h"
+
+#include <string.h>
+
+static bool partition_fresh(const pu_partition *p)
+{
+    const pu_header *h = p->hdr;
+    if (h->log_head != 0 || h->booking_next_seq != 0) {
+        return false;
+    }
+    for (uint32_t seat = 0; seat < h->seat_count; seat++) {
+        if (p->seats[seat] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+tg_err pu_restore_begin(pu_partition *p, uint64_t epoch, uint64_t log_base)
+{
+    if (!partition_fresh(p)) {
+        return TG_EBOOKING_STATE;
+    }
+    __atomic_store_n(&p->hdr->map_epoch, epoch, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->hdr->log_head, log_base, __ATOMIC_RELEASE);
+    __atomic_store_n(&p->hdr->log_persisted, log_base, __ATOMIC_RELEASE);
+    return TG_OK;
+}
+
+tg_err pu_restore_seat(pu_partition *p, uint32_t seat_id, tg_seat_word word)
+{
+    if (seat_id >= p->hdr->seat_count) {
+        return TG_ESEAT_RANGE;
+    }
+    tg_seat_state st = tg_seat_word_state(word);
+    bool owned = st == TG_SEAT_SELECTED || st == TG_SEAT_RESERVED || st == TG_SEAT_SOLD;
+    if (st >= TG_SEAT_STATE_COUNT || owned != (tg_seat_word_booking(word) != 0)) {
+        return TG_EINVAL;
+    }
+    __atomic_store_n(&p->seats[seat_id], word, __ATOMIC_RELEASE);
+    p->logged[seat_id] = tg_seat_word_version(word);
+    return TG_OK;
+}
+
+/* Live and paid bookings own seats (and paid ones their slot, for ever). */
+static bool slot_holds_seats_status(tg_booking_status s)
+{
+    return s == TG_BOOKING_CREATED || s == TG_BOOKING_PENDING_PAYMENT || s == TG_BOOKING_PAID;
+}
+
+static bool slot_holds_seats(const pu_booking_rec *rec)
+{
+    return slot_holds_seats_status(pu_booking_status(rec));
+}
+
+tg_err pu_restore_booking(pu_partition *p, const pu_booking_info *b)
+{
+    if (tg_booking_id_partition(b->id) != p->hdr->partition_id) {
+        return TG_EWRONG_PARTITION;
+    }
+    uint32_t seq = tg_booking_id_seq(b->id);
+    if (seq == 0 || b->status == TG_BOOKING_EMPTY || b->status >= TG_BOOKING_STATUS_COUNT ||
+        b->user_id == PU_USER_SYSTEM) {
+        return TG_EINVAL;
+    }
+    pu_booking_rec *rec = pu_booking_slot(p, seq);
+    if (rec->seq != 0 && rec->seq != seq) {
+        bool slot_kept = slot_holds_seats(rec);
+        if (!slot_holds_seats_status(b->status)) {
+            return TG_OK; /* an ended booking is history: PostgreSQL keeps it */
+        }
+        if (slot_kept) {
+            return TG_EBOOKINGS_FULL; /* two live or paid bookings for one slot */
+        }
+    }
+    memset(rec, 0, sizeof(*rec));
+    rec->seq = seq;
+    rec->status = (uint8_t)b->status;
+    rec->version = b->version;
+    rec->user_id = b->user_id;
+    rec->created_ms = b->created_ms;
+    rec->deadline_ms = b->deadline_ms;
+    rec->log_seq = p->hdr->log_head;
+    if (seq > p->hdr->booking_next_seq) {
+        p->hdr->booking_next_seq = seq;
+    }
+    return TG_OK;
+}
+
+/* pu_partition_recover's passes are exactly what is needed: it moves seats
+ * whose booking is missing or ended to FREE (logging those), rebuilds lists
+ * and counters.  No lock or hole exists to clear in a fresh segment. */
+tg_err pu_restore_end(pu_partition *p)
+{
+    tg_err err = pu_partition_recover(p);
+    if (err == TG_OK) {
+        err = pu_partition_check(p);
+    }
+    if (err != TG_OK) {
+        tg_log_error("restore of partition %u failed: %s", p->hdr->partition_id,
+                     tg_strerror(err));
+    }
+    return err;
+}

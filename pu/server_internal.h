@@ -1,0 +1,121 @@
+/*
+ * server_internal.h — what the server's files share (pu-internal).
+ *
+ * server.c owns sockets, contexts and the partition table; handlers.c turns
+ * one decoded request into one reply; housekeeping.c publishes changes and
+ * sweeps.  Fields say which thread writes them and what protects them.
+ */
+#ifndef PU_SERVER_INTERNAL_H
+#define PU_SERVER_INTERNAL_H
+
+#include "server.h"
+
+#include "tixgrid/wire.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
+#include <pthread.h>
+
+/* Log-head samples kept per partition for the "oldest unpersisted" age. */
+#define PU_HEAD_SAMPLES 1024u
+/* Ticks between two head samples (PU_TICK_MS each). */
+#define PU_SAMPLE_EVERY_TICKS 5u
+
+typedef struct {
+    uint64_t head;
+    int64_t mono_ms;
+} pu_head_sample;
+
+/* States of a served partition. */
+enum {
+    PU_PART_READY = 0,     /* serving requests */
+    PU_PART_RESTORING = 1, /* created over the wire, being filled by partition_restore */
+};
+
+/* One served partition.  id and p are set before the entry is published and
+ * never change; state moves RESTORING → READY once (release store), under
+ * table_lock; restore_began is guarded by table_lock; the rest belongs to the
+ * housekeeping thread, except samples, which stats read under samples_lock. */
+typedef struct {
+    uint32_t id;
+    pu_partition *p;
+    uint32_t state;
+    bool restore_began;
+    uint64_t pub_cursor; /* next log seq to publish */
+    uint32_t sample_next;
+    uint32_t sample_count;
+    pu_head_sample samples[PU_HEAD_SAMPLES];
+} pu_served;
+
+/* The arrays a large request or reply needs.  A request that needs arrays
+ * (partition_create, partition_restore) has a reply without any, and the
+ * other way round, so one union serves both. */
+typedef union {
+    tg_wire_seat seats[TG_WIRE_SEATS_LIST_MAX];
+    tg_wire_counts counts[TG_ROWS_MAX];
+    tg_wire_row rows[TG_ROWS_MAX];
+    tg_wire_log_record records[TG_WIRE_LOG_RECORDS_MAX];
+    struct {
+        tg_wire_row rows[TG_ROWS_MAX];
+        pu_row_spec specs[TG_ROWS_MAX];
+    } create;
+    struct {
+        tg_wire_booking_state bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
+        tg_wire_change seats[TG_WIRE_CHANGES_MAX];
+    } restore;
+} pu_reply_space;
+
+typedef struct pu_ctx {
+    struct pu_server *srv;
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool opened;
+    bool sending; /* the AIO carries a reply; only this context's callback */
+    msgpack_sbuffer buf;
+    tg_msg req;
+    tg_msg rep;
+    pu_reply_space *big;
+} pu_ctx;
+
+struct pu_server {
+    pu_server_config cfg;
+    char name[TG_PU_NAME_BYTES];
+    uint32_t nctx;
+    uint32_t sweep_interval_ms;
+    nng_socket rep;
+    nng_socket pub;
+    bool rep_open, pub_open;
+    pu_ctx *ctxs;
+
+    pu_served parts[PU_PARTITIONS_MAX];
+    uint32_t part_count; /* release-published under table_lock */
+    pthread_mutex_t table_lock; /* adding entries, restoring */
+    pthread_mutex_t samples_lock;
+
+    /* Requests by (type, outcome); atomic adds from nng threads. */
+    uint64_t ops[TG_WIRE_REQUEST_LAST + 1][TG_ERR_COUNT_];
+
+    bool stopping;     /* atomic; set once by pu_server_stop */
+    uint32_t inflight; /* atomic; requests received and not yet answered */
+    pthread_t housekeeper;
+    bool housekeeping;
+};
+
+/* The entry for a partition in any state, or NULL. */
+pu_served *pu_server_entry(pu_server *s, uint32_t partition_id);
+
+/* Adds p in state RESTORING (partition_create). */
+tg_err pu_server_add_restoring(pu_server *s, pu_partition *p);
+
+/* Decodes the request in body, runs it, and leaves the encoded reply in
+ * c->buf.  Never fails: every problem becomes an error reply. */
+void pu_handle(pu_ctx *c, const void *body, size_t len);
+
+/* Oldest unpersisted age of a partition in ms (0 if all persisted). */
+uint64_t pu_unpersisted_age_ms(pu_server *s, pu_served *e, uint64_t persisted, int64_t now_ms);
+
+void *pu_housekeeping_main(void *arg);
+
+#endif
