@@ -16,8 +16,9 @@
  * The scan reads seat words without taking anything, so another buyer may
  * take a chosen seat before our CAS; the hold is then all-or-nothing rolled
  * back and the scan repeated, at most TG_BEST_ATTEMPTS_MAX times.  Rows whose
- * FREE counter is below what is needed are skipped without reading their
- * seats, which keeps a sold-out or nearly sold-out partition cheap.
+ * FREE counter is zero are skipped without reading their seats, which keeps
+ * a sold-out partition cheap (rows with a few free seats are still read:
+ * their runs may be needed for a split group).
  */
 #include "segment.h"
 

@@ -161,6 +161,7 @@ static tg_err slot_init(pu_partition *p, pu_booking_rec *b, uint32_t seq, uint64
     }
     __atomic_store_n(&b->seq, seq, __ATOMIC_RELAXED);
     b->seat_count = 0;
+    b->logged_version = 0; /* until its first record is out (recover.c) */
     b->version = 1;
     b->user_id = user_id;
     b->created_ms = now_ms;

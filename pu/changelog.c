@@ -37,7 +37,12 @@ tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint
     uint64_t head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);
     for (;;) {
         uint64_t persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE);
-        TG_ASSERT(persisted <= head);
+        if (persisted > head) {
+            /* Our head is stale: records were reserved, written and
+             * persisted since we read it. */
+            head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);
+            continue;
+        }
         if (head - persisted + n > limit) {
             return limit_per_1024 < 1024 ? TG_EBACKLOG : TG_ELOG_FULL;
         }
@@ -80,11 +85,21 @@ void pu_log_seat(pu_partition *p, uint64_t seq, uint32_t seat_id, tg_seat_word w
         .version = tg_seat_word_version(word),
     };
     pu_log_publish(p, &rec);
-    /* After the record: recovery re-logs any seat whose word is newer. */
-    __atomic_store_n(&p->logged[seat_id], tg_seat_word_version(word), __ATOMIC_RELAXED);
+    pu_logged_advance(&p->logged[seat_id], tg_seat_word_version(word));
 }
 
-void pu_log_booking(pu_partition *p, uint64_t seq, const pu_booking_rec *b)
+void pu_logged_advance(uint32_t *logged, uint32_t version)
+{
+    /* Only forward: a writer paused between its publish and this store must
+     * not move the mark back over a newer change someone else logged. */
+    uint32_t cur = __atomic_load_n(logged, __ATOMIC_ACQUIRE);
+    while (tg_seat_version_newer(version, cur) &&
+           !__atomic_compare_exchange_n(logged, &cur, version, 0, __ATOMIC_RELEASE,
+                                        __ATOMIC_ACQUIRE)) {
+    }
+}
+
+void pu_log_booking(pu_partition *p, uint64_t seq, pu_booking_rec *b)
 {
     pu_log_record rec = {
         .seq = seq,
@@ -97,6 +112,9 @@ void pu_log_booking(pu_partition *p, uint64_t seq, const pu_booking_rec *b)
         .version = b->version,
     };
     pu_log_publish(p, &rec);
+    /* Under the booking's lock: recovery re-logs a booking whose status
+     * changed but whose record never got written. */
+    __atomic_store_n(&b->logged_version, b->version, __ATOMIC_RELEASE);
 }
 
 /* Copies one published record; false if it is not (or no longer) seq.

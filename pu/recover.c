@@ -6,6 +6,7 @@
  *   - a booking lock held forever            → cleared;
  *   - a reserved log slot never published    → a no-op record, so readers
  *                                               are not stuck at a hole;
+ *   - a status changed, its record unwritten → the booking logged again;
  *   - a status changed but not all its seats → seats moved to the state the
  *                                               status implies (status first
  *                                               is the rule: booking.c);
@@ -71,7 +72,7 @@ static tg_err log_seat_now(pu_partition *p, uint32_t seat, tg_seat_word w, pu_bo
     }
     pu_log_seat(p, seq, seat, w);
     if (b != NULL) {
-        b->log_seq = seq;
+        __atomic_store_n(&b->log_seq, seq, __ATOMIC_RELAXED);
     }
     return TG_OK;
 }
@@ -125,6 +126,26 @@ static tg_err repair_seats(pu_partition *p)
     return TG_OK;
 }
 
+/* Logs every booking whose last status change never reached the log (the
+ * writer died between the status store and the record). */
+static tg_err relog_bookings(pu_partition *p)
+{
+    for (uint32_t i = 0; i < p->hdr->booking_capacity; i++) {
+        pu_booking_rec *b = &p->bookings[i];
+        if (b->seq == 0 || b->logged_version == b->version) {
+            continue;
+        }
+        uint64_t seq;
+        tg_err err = pu_log_reserve(p, 1, 1024, &seq);
+        if (err != TG_OK) {
+            return err;
+        }
+        pu_log_booking(p, seq, b);
+        b->log_seq = seq;
+    }
+    return TG_OK;
+}
+
 static void counters_rebuild(pu_partition *p)
 {
     uint32_t n = p->hdr->row_count;
@@ -143,7 +164,10 @@ tg_err pu_partition_recover(pu_partition *p)
 {
     clear_locks_and_lists(p);
     fill_log_holes(p);
-    tg_err err = repair_seats(p);
+    tg_err err = relog_bookings(p);
+    if (err == TG_OK) {
+        err = repair_seats(p);
+    }
     counters_rebuild(p);
     if (err != TG_OK) {
         tg_log_error("recovery of partition %u failed: %s", p->hdr->partition_id,

@@ -55,7 +55,7 @@ tg_err pu_restore_seat(pu_partition *p, uint32_t seat_id, tg_seat_word word)
         return TG_EINVAL;
     }
     __atomic_store_n(&p->seats[seat_id], word, __ATOMIC_RELEASE);
-    p->logged[seat_id] = tg_seat_word_version(word);
+    __atomic_store_n(&p->logged[seat_id], tg_seat_word_version(word), __ATOMIC_RELEASE);
     return TG_OK;
 }
 
@@ -94,6 +94,7 @@ tg_err pu_restore_booking(pu_partition *p, const pu_booking_info *b)
     rec->seq = seq;
     rec->status = (uint8_t)b->status;
     rec->version = b->version;
+    rec->logged_version = b->version; /* persisted already: nothing to log */
     rec->user_id = b->user_id;
     rec->created_ms = b->created_ms;
     rec->deadline_ms = b->deadline_ms;

@@ -11,8 +11,9 @@
  * records (the "take after CAS" rule of changelog.c); if the ring has no room
  * the seats are rolled back the same way and nothing changed.
  *
- * Giving seats up (release, unblock) reserves the records first and CASes
- * after, so whoever takes the seat next is logged after the release.
+ * Giving seats up (release) reserves the records first and CASes after, so
+ * whoever takes the seat next is logged after the release.  Blocking and
+ * unblocking have their own rule, below.
  */
 #include "segment.h"
 
@@ -46,11 +47,11 @@ tg_err pu_seats_prepare(const pu_partition *p, const uint32_t *seat_ids, uint32_
 
 /* Restores seats[0..n) to the words they had before this call took them. */
 static void rollback(pu_partition *p, const uint32_t *seats, const tg_seat_word *before,
-                     const tg_seat_word *after, uint32_t n, bool must_succeed)
+                     const tg_seat_word *after, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         bool swapped = pu_seat_cas(p, seats[i], after[i], before[i]);
-        TG_ASSERT(swapped || !must_succeed);
+        TG_ASSERT(swapped); /* the booking lock keeps everyone else off held seats */
     }
 }
 
@@ -67,12 +68,11 @@ static void taken_fill(const pu_partition *p, const uint32_t *sorted, uint32_t n
     }
 }
 
-/* CASes sorted[0..n) from FREE to `state` for booking seq; all or nothing.
+/* CASes sorted[0..n) from FREE to SELECTED for booking seq; all or nothing.
  * Returns the number taken: n on success, else the index that failed (and
  * everything before it is already rolled back). */
-static uint32_t take_free(pu_partition *p, const uint32_t *sorted, uint32_t n, tg_seat_state state,
-                          uint32_t seq, tg_seat_word *before, tg_seat_word *after,
-                          bool must_roll_back)
+static uint32_t take_free(pu_partition *p, const uint32_t *sorted, uint32_t n, uint32_t seq,
+                          tg_seat_word *before, tg_seat_word *after)
 {
     uint32_t i = 0;
     for (; i < n; i++) {
@@ -80,7 +80,7 @@ static uint32_t take_free(pu_partition *p, const uint32_t *sorted, uint32_t n, t
         if (tg_seat_word_state(w) != TG_SEAT_FREE) {
             break;
         }
-        tg_seat_word next = tg_seat_word_next(w, state, seq);
+        tg_seat_word next = tg_seat_word_next(w, TG_SEAT_SELECTED, seq);
         if (!pu_seat_cas(p, sorted[i], w, next)) {
             break;
         }
@@ -88,7 +88,7 @@ static uint32_t take_free(pu_partition *p, const uint32_t *sorted, uint32_t n, t
         after[i] = next;
     }
     if (i < n) {
-        rollback(p, sorted, before, after, i, must_roll_back);
+        rollback(p, sorted, before, after, i);
     }
     return i;
 }
@@ -120,7 +120,7 @@ tg_err pu_hold_locked(pu_partition *p, pu_booking_rec *b, const uint32_t *sorted
         return TG_ETOO_MANY_SEATS;
     }
     tg_seat_word before[TG_BOOKING_SEATS_MAX], after[TG_BOOKING_SEATS_MAX];
-    uint32_t got = take_free(p, sorted, n, TG_SEAT_SELECTED, b->seq, before, after, true);
+    uint32_t got = take_free(p, sorted, n, b->seq, before, after);
     if (got < n) {
         taken_fill(p, sorted, n, sorted[got], out);
         return TG_ESEAT_TAKEN;
@@ -128,7 +128,7 @@ tg_err pu_hold_locked(pu_partition *p, pu_booking_rec *b, const uint32_t *sorted
     uint64_t seq;
     tg_err err = pu_log_reserve(p, n, TG_LOG_HIGH_WATER_PER_1024, &seq);
     if (err != TG_OK) {
-        rollback(p, sorted, before, after, n, true);
+        rollback(p, sorted, before, after, n);
         return err;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -244,34 +244,88 @@ tg_err pu_seats_release(pu_partition *p, tg_booking_id id, uint64_t user_id,
     return err;
 }
 
+/*
+ * Blocking and unblocking hold no lock, so they order their log records by
+ * reading each seat's word first, then reserving sequence numbers, then
+ * CASing from the word read.  Whatever change produced that word reserved
+ * its own number before its CAS (a release or an unblock) or is a hold that
+ * was rolled back (never logged), so it is logged before ours; and whoever
+ * changes the seat after us reads our word after our reservation.  A CAS
+ * that fails (someone else got there first) leaves a no-op record.
+ */
+static void publish_nop(pu_partition *p, uint64_t seq)
+{
+    pu_log_publish(p, &(pu_log_record){.seq = seq, .kind = PU_REC_NOP});
+}
+
+/* Reads every seat's word; returns the index of the first not in state
+ * `want`, or n if all are. */
+static uint32_t words_read(const pu_partition *p, const uint32_t *sorted, uint32_t n,
+                           tg_seat_state want, tg_seat_word *before)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        before[i] = pu_seat_load(p, sorted[i]);
+        if (tg_seat_word_state(before[i]) != want) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Undoes the first `got` blocks of a failed call.  A block an unblock has
+ * already undone (our word is gone) did happen: it is logged, not undone. */
+static void block_undo(pu_partition *p, const uint32_t *sorted, const tg_seat_word *before,
+                       uint32_t got, uint64_t seq)
+{
+    for (uint32_t i = 0; i < got; i++) {
+        tg_seat_word blocked = tg_seat_word_next(before[i], TG_SEAT_BLOCKED, 0);
+        if (pu_seat_cas(p, sorted[i], blocked, before[i])) {
+            publish_nop(p, seq + i);
+        } else {
+            pu_count_move(p, sorted[i], TG_SEAT_FREE, TG_SEAT_BLOCKED);
+            pu_log_seat(p, seq + i, sorted[i], blocked);
+        }
+    }
+}
+
 tg_err pu_seats_block(pu_partition *p, const uint32_t *seat_ids, uint32_t n, pu_hold_result *out)
 {
     memset(out, 0, sizeof(*out));
     uint32_t sorted[TG_BOOKING_SEATS_MAX];
+    tg_seat_word before[TG_BOOKING_SEATS_MAX];
     tg_err err = pu_seats_prepare(p, seat_ids, n, sorted);
     if (err != TG_OK) {
         return err;
     }
-    /* No lock covers BLOCKED seats, so a concurrent unblock may already have
-     * freed a seat this call blocked: such a rollback CAS may fail, and the
-     * seat is then whatever the unblock made it (and logged). */
-    tg_seat_word before[TG_BOOKING_SEATS_MAX], after[TG_BOOKING_SEATS_MAX];
-    uint32_t got = take_free(p, sorted, n, TG_SEAT_BLOCKED, 0, before, after, false);
-    if (got < n) {
-        taken_fill(p, sorted, n, sorted[got], out);
+    uint32_t busy = words_read(p, sorted, n, TG_SEAT_FREE, before);
+    if (busy < n) {
+        taken_fill(p, sorted, n, sorted[busy], out);
         return TG_ESEAT_TAKEN;
     }
     uint64_t seq;
-    /* Blocking is a taker like a hold: stop at the high-water mark too, so
-     * a backlog leaves room for the releases and expiries that free seats. */
+    /* Blocking takes seats like a hold: it stops at the high-water mark so a
+     * backlog leaves room for the releases and expiries that free seats. */
     err = pu_log_reserve(p, n, TG_LOG_HIGH_WATER_PER_1024, &seq);
     if (err != TG_OK) {
-        rollback(p, sorted, before, after, n, false);
         return err;
+    }
+    uint32_t got = 0;
+    while (got < n &&
+           pu_seat_cas(p, sorted[got], before[got],
+                       tg_seat_word_next(before[got], TG_SEAT_BLOCKED, 0))) {
+        got++;
+    }
+    if (got < n) {
+        block_undo(p, sorted, before, got, seq);
+        for (uint32_t i = got; i < n; i++) {
+            publish_nop(p, seq + i);
+        }
+        taken_fill(p, sorted, n, sorted[got], out);
+        return TG_ESEAT_TAKEN;
     }
     for (uint32_t i = 0; i < n; i++) {
         pu_count_move(p, sorted[i], TG_SEAT_FREE, TG_SEAT_BLOCKED);
-        pu_log_seat(p, seq + i, sorted[i], after[i]);
+        pu_log_seat(p, seq + i, sorted[i], tg_seat_word_next(before[i], TG_SEAT_BLOCKED, 0));
     }
     return TG_OK;
 }
@@ -279,14 +333,13 @@ tg_err pu_seats_block(pu_partition *p, const uint32_t *seat_ids, uint32_t n, pu_
 tg_err pu_seats_unblock(pu_partition *p, const uint32_t *seat_ids, uint32_t n)
 {
     uint32_t sorted[TG_BOOKING_SEATS_MAX];
+    tg_seat_word before[TG_BOOKING_SEATS_MAX];
     tg_err err = pu_seats_prepare(p, seat_ids, n, sorted);
     if (err != TG_OK) {
         return err;
     }
-    for (uint32_t i = 0; i < n; i++) {
-        if (tg_seat_word_state(pu_seat_load(p, sorted[i])) != TG_SEAT_BLOCKED) {
-            return TG_EINVAL;
-        }
+    if (words_read(p, sorted, n, TG_SEAT_BLOCKED, before) < n) {
+        return TG_EINVAL;
     }
     uint64_t seq;
     err = pu_log_reserve(p, n, 1024, &seq);
@@ -294,14 +347,12 @@ tg_err pu_seats_unblock(pu_partition *p, const uint32_t *seat_ids, uint32_t n)
         return err;
     }
     for (uint32_t i = 0; i < n; i++) {
-        tg_seat_word w = pu_seat_load(p, sorted[i]);
-        tg_seat_word next = tg_seat_word_next(w, TG_SEAT_FREE, 0);
-        if (tg_seat_word_state(w) == TG_SEAT_BLOCKED && pu_seat_cas(p, sorted[i], w, next)) {
+        tg_seat_word next = tg_seat_word_next(before[i], TG_SEAT_FREE, 0);
+        if (pu_seat_cas(p, sorted[i], before[i], next)) {
             pu_count_move(p, sorted[i], TG_SEAT_BLOCKED, TG_SEAT_FREE);
             pu_log_seat(p, seq + i, sorted[i], next);
         } else {
-            /* A concurrent unblock freed it first: keep the log dense. */
-            pu_log_publish(p, &(pu_log_record){.seq = seq + i, .kind = PU_REC_NOP});
+            publish_nop(p, seq + i); /* a concurrent unblock freed it first */
         }
     }
     return TG_OK;

@@ -40,7 +40,7 @@
 #include "partition.h"
 
 #define PU_MAGIC UINT64_C(0x315452415047544e) /* "NTGPART1" read as little-endian bytes */
-#define PU_LAYOUT_VERSION 1u
+#define PU_LAYOUT_VERSION 2u
 #define PU_CACHE_LINE 64u
 
 typedef struct {
@@ -128,11 +128,13 @@ typedef struct {
     int64_t deadline_ms; /* relaxed atomic (sweeper peeks) */
     uint64_t log_seq;    /* seq of the last record about this booking or its seats */
     uint32_t seats[TG_BOOKING_SEATS_MAX]; /* ascending; seat_count valid */
-    uint8_t reserved1[16];
+    uint32_t logged_version; /* version of the last booking record published */
+    uint8_t reserved1[12];
 } pu_booking_rec;
 
 _Static_assert(sizeof(pu_booking_rec) == 128, "pu_booking_rec layout");
 _Static_assert(offsetof(pu_booking_rec, seats) == 48, "pu_booking_rec layout");
+_Static_assert(offsetof(pu_booking_rec, logged_version) == 112, "pu_booking_rec layout");
 _Static_assert(sizeof(pu_log_record) == 48, "pu_log_record layout");
 _Static_assert(offsetof(pu_log_record, word) == 16, "pu_log_record layout");
 
@@ -165,7 +167,10 @@ void pu_log_publish(pu_partition *p, const pu_log_record *rec);
 void pu_log_seat(pu_partition *p, uint64_t seq, uint32_t seat_id, tg_seat_word word);
 
 /* Publishes a booking record describing b's current status. */
-void pu_log_booking(pu_partition *p, uint64_t seq, const pu_booking_rec *b);
+void pu_log_booking(pu_partition *p, uint64_t seq, pu_booking_rec *b);
+
+/* Moves a logged-version mark forward to version (never back). */
+void pu_logged_advance(uint32_t *logged, uint32_t version);
 
 /* Moves a row's counter from one state to another (atomic). */
 void pu_count_move(pu_partition *p, uint32_t seat_id, tg_seat_state from, tg_seat_state to);
