@@ -48,7 +48,6 @@ typedef struct client_slot {
     void *arg;
     const tg_wire_space *space;
     msgpack_sbuffer buf;
-    tg_msg reply;
 } client_slot;
 
 struct tg_client {
@@ -178,18 +177,23 @@ static void slot_release(tg_client *c, client_slot *s)
     pthread_mutex_unlock(&c->lock);
 }
 
-/* Decodes the reply and runs the user's callback; err is the transport's. */
+/* Decodes the reply, gives the slot back, then runs the user's callback;
+ * err is the transport's.  The slot goes back first so that a caller who
+ * sends again from (or right after) its callback always finds it free; the
+ * reply therefore lives in this nng thread's own tg_msg, which only this
+ * thread's next callback reuses. */
 static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
 {
+    static _Thread_local tg_msg decoded;
     const tg_msg *reply = NULL;
     if (err == TG_OK) {
         const char *why = NULL;
-        err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), s->space, &s->reply, &why);
+        err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), s->space, &decoded, &why);
         if (err != TG_OK) {
             tg_log_warn("client: malformed reply: %s", why != NULL ? why : "?");
         } else {
-            reply = &s->reply;
-            err = s->reply.type == TG_WIRE_ERROR ? (tg_err)s->reply.error.code : TG_OK;
+            reply = &decoded;
+            err = decoded.type == TG_WIRE_ERROR ? (tg_err)decoded.error.code : TG_OK;
         }
     }
     if (msg != NULL) {
@@ -197,8 +201,8 @@ static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
     }
     tg_client_cb cb = s->cb;
     void *arg = s->arg;
-    cb(arg, err, reply);
     slot_release(s->client, s);
+    cb(arg, err, reply);
 }
 
 static void slot_cb(void *arg)

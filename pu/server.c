@@ -265,10 +265,16 @@ tg_err pu_server_attach_existing(pu_server *s, uint32_t *count)
     return err;
 }
 
+static void ctx_receive(pu_ctx *c)
+{
+    __atomic_store_n(&c->state, PU_CTX_RECEIVING, __ATOMIC_SEQ_CST);
+    nng_ctx_recv(c->ctx, c->aio);
+}
+
 tg_err pu_server_start(pu_server *s)
 {
     for (uint32_t i = 0; i < s->nctx; i++) {
-        nng_ctx_recv(s->ctxs[i].ctx, s->ctxs[i].aio);
+        ctx_receive(&s->ctxs[i]);
     }
     if (pthread_create(&s->housekeeper, NULL, pu_housekeeping_main, s) != 0) {
         return TG_ESYSTEM;
@@ -276,6 +282,22 @@ tg_err pu_server_start(pu_server *s)
     s->housekeeping = true;
     tg_log_info("pu %s: listening on %s with %u contexts", s->name, s->cfg.listen_url, s->nctx);
     return TG_OK;
+}
+
+/* A request arrived: handle it and send the reply from the same message. */
+static void ctx_reply(pu_ctx *c)
+{
+    nng_msg *msg = nng_aio_get_msg(c->aio);
+    pu_handle(c, nng_msg_body(msg), nng_msg_len(msg));
+    nng_msg_clear(msg);
+    if (nng_msg_append(msg, c->buf.data, c->buf.size) != 0) {
+        nng_msg_free(msg);
+        ctx_receive(c); /* out of memory: the requester times out */
+        return;
+    }
+    c->sending = true;
+    nng_aio_set_msg(c->aio, msg);
+    nng_ctx_send(c->ctx, c->aio);
 }
 
 /* The context's AIO completed: a request arrived, or a reply went out. */
@@ -289,36 +311,49 @@ static void ctx_cb(void *arg)
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(c->aio));
         }
-        __atomic_fetch_sub(&s->inflight, 1, __ATOMIC_ACQ_REL);
     } else if (rv == 0) {
-        __atomic_fetch_add(&s->inflight, 1, __ATOMIC_ACQ_REL);
-        nng_msg *msg = nng_aio_get_msg(c->aio);
-        pu_handle(c, nng_msg_body(msg), nng_msg_len(msg));
-        nng_msg_clear(msg);
-        if (nng_msg_append(msg, c->buf.data, c->buf.size) != 0) {
-            nng_msg_free(msg);
-            __atomic_fetch_sub(&s->inflight, 1, __ATOMIC_ACQ_REL);
-            nng_ctx_recv(c->ctx, c->aio);
-            return;
-        }
-        c->sending = true;
-        nng_aio_set_msg(c->aio, msg);
-        nng_ctx_send(c->ctx, c->aio);
+        __atomic_store_n(&c->state, PU_CTX_BUSY, __ATOMIC_SEQ_CST);
+        ctx_reply(c);
         return;
     }
-    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-        return; /* closing: the context stays idle */
+    bool stopping = __atomic_load_n(&s->stopping, __ATOMIC_SEQ_CST);
+    if (stopping || rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+        __atomic_store_n(&c->state, PU_CTX_IDLE, __ATOMIC_SEQ_CST);
+        return;
     }
-    nng_ctx_recv(c->ctx, c->aio);
+    ctx_receive(c);
 }
 
+static bool contexts_idle(pu_server *s)
+{
+    for (uint32_t i = 0; i < s->nctx; i++) {
+        if (__atomic_load_n(&s->ctxs[i].state, __ATOMIC_SEQ_CST) != PU_CTX_IDLE) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Stopping: set the flag first, then cancel only receives that are still
+ * pending.  A context whose request already arrived is BUSY and finishes
+ * (its callback sees the flag after its reply and goes idle); one that
+ * receives between our read of its state and the cancel sees the flag in
+ * pu_handle and answers TG_EUNAVAILABLE without running anything, so a
+ * reply the cancel might lose was never an acknowledged change.
+ */
 void pu_server_stop(pu_server *s)
 {
-    if (__atomic_exchange_n(&s->stopping, true, __ATOMIC_ACQ_REL)) {
+    if (__atomic_exchange_n(&s->stopping, true, __ATOMIC_SEQ_CST)) {
         return;
     }
     int64_t deadline = tg_mono_ns() + (int64_t)PU_STOP_DRAIN_MS * 1000000;
-    while (__atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) > 0 && tg_mono_ns() < deadline) {
+    while (s->ctxs != NULL && !contexts_idle(s) && tg_mono_ns() < deadline) {
+        for (uint32_t i = 0; i < s->nctx; i++) {
+            if (__atomic_load_n(&s->ctxs[i].state, __ATOMIC_SEQ_CST) == PU_CTX_RECEIVING) {
+                nng_aio_cancel(s->ctxs[i].aio);
+            }
+        }
         nng_msleep(1);
     }
     if (s->rep_open) {

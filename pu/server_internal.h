@@ -67,12 +67,21 @@ typedef union {
     } restore;
 } pu_reply_space;
 
+/* Where a context is, for stopping: only a pending receive may be
+ * cancelled; a request being handled always gets its reply. */
+enum {
+    PU_CTX_IDLE = 0,
+    PU_CTX_RECEIVING = 1,
+    PU_CTX_BUSY = 2,
+};
+
 typedef struct pu_ctx {
     struct pu_server *srv;
     nng_ctx ctx;
     nng_aio *aio;
     bool opened;
-    bool sending; /* the AIO carries a reply; only this context's callback */
+    bool sending;   /* the AIO carries a reply; only this context's callback */
+    uint32_t state; /* PU_CTX_*; atomic: read by pu_server_stop */
     msgpack_sbuffer buf;
     tg_msg req;
     tg_msg rep;
@@ -97,8 +106,7 @@ struct pu_server {
     /* Requests by (type, outcome); atomic adds from nng threads. */
     uint64_t ops[TG_WIRE_REQUEST_LAST + 1][TG_ERR_COUNT_];
 
-    bool stopping;     /* atomic; set once by pu_server_stop */
-    uint32_t inflight; /* atomic; requests received and not yet answered */
+    bool stopping; /* atomic; set once by pu_server_stop */
     pthread_t housekeeper;
     bool housekeeping;
 };
