@@ -1,0 +1,3 @@
+#include <criterion/criterion.h>
+#include "harness.h"
+Test(stub_cli, stub) {}
