@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define URL_BYTES 256u
 
@@ -43,6 +44,7 @@ typedef struct client_slot {
     nng_aio *aio;
     nng_ctx ctx;
     bool receiving;
+    tg_wire_type expect; /* the ok reply's type for this request */
     int64_t deadline_ns;
     tg_client_cb cb;
     void *arg;
@@ -52,6 +54,7 @@ typedef struct client_slot {
 
 struct tg_client {
     pthread_mutex_t lock;
+    pthread_cond_t idle_cond; /* signalled when busy drops to 0 */
     client_slot *slots;
     uint32_t slot_count;
     client_slot *free_list;
@@ -80,6 +83,7 @@ tg_err tg_client_open(const tg_client_config *cfg, tg_client **out)
         return TG_ENOMEM;
     }
     pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->idle_cond, NULL);
     c->slots = slots;
     c->slot_count = n;
     for (uint32_t i = 0; i < n; i++) {
@@ -167,14 +171,21 @@ static tg_err from_nng(int rv)
     }
 }
 
-static void slot_release(tg_client *c, client_slot *s)
+static void slot_untake(tg_client *c, client_slot *s)
 {
-    nng_ctx_close(s->ctx);
     pthread_mutex_lock(&c->lock);
     s->next_free = c->free_list;
     c->free_list = s;
-    c->busy--;
+    if (--c->busy == 0) {
+        pthread_cond_broadcast(&c->idle_cond);
+    }
     pthread_mutex_unlock(&c->lock);
+}
+
+static void slot_release(tg_client *c, client_slot *s)
+{
+    nng_ctx_close(s->ctx);
+    slot_untake(c, s);
 }
 
 /* Decodes the reply, gives the slot back, then runs the user's callback;
@@ -189,6 +200,10 @@ static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
     if (err == TG_OK) {
         const char *why = NULL;
         err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), s->space, &decoded, &why);
+        if (err == TG_OK && decoded.type != s->expect && decoded.type != TG_WIRE_ERROR) {
+            why = "reply type does not match the request";
+            err = TG_EPROTO;
+        }
         if (err != TG_OK) {
             tg_log_warn("client: malformed reply: %s", why != NULL ? why : "?");
         } else {
@@ -213,6 +228,15 @@ static void slot_cb(void *arg)
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(s->aio));
             slot_finish(s, from_nng(rv), NULL);
+            return;
+        }
+        pthread_mutex_lock(&s->client->lock);
+        bool closing = s->client->closing;
+        pthread_mutex_unlock(&s->client->lock);
+        if (closing) {
+            /* Close may already have stopped this AIO: a receive armed now
+             * would never call back, and the user's callback must run. */
+            slot_finish(s, TG_ECLOSED, NULL);
             return;
         }
         s->receiving = true;
@@ -251,15 +275,6 @@ static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nn
     }
     pthread_mutex_unlock(&c->lock);
     return err;
-}
-
-static void slot_untake(tg_client *c, client_slot *s)
-{
-    pthread_mutex_lock(&c->lock);
-    s->next_free = c->free_list;
-    c->free_list = s;
-    c->busy--;
-    pthread_mutex_unlock(&c->lock);
 }
 
 /* Encodes req into a fresh message; TG_EINVAL if req breaks the schema. */
@@ -305,6 +320,7 @@ static tg_err send_common(tg_client *c, const char *url, uint32_t partition_id, 
     uint32_t t = timeout_ms != 0 ? timeout_ms : TG_CLIENT_TIMEOUT_MS_DEFAULT;
     s->cb = cb;
     s->arg = arg;
+    s->expect = tg_wire_reply_type(req->type);
     s->space = space;
     s->receiving = false;
     s->deadline_ns = tg_mono_ns() + (int64_t)t * 1000000;
@@ -388,12 +404,28 @@ void tg_client_close(tg_client *c)
     if (c == NULL) {
         return;
     }
+    /* Cancel until every request has called back (a callback between its
+     * send and its receive re-checks closing and finishes itself), and only
+     * then free the AIOs: freeing one stops it, and a stopped AIO never
+     * calls back. */
     pthread_mutex_lock(&c->lock);
     c->closing = true;
-    pthread_mutex_unlock(&c->lock);
-    for (uint32_t i = 0; i < c->slot_count; i++) {
-        nng_aio_cancel(c->slots[i].aio);
+    while (c->busy > 0) {
+        pthread_mutex_unlock(&c->lock);
+        for (uint32_t i = 0; i < c->slot_count; i++) {
+            nng_aio_cancel(c->slots[i].aio);
+        }
+        pthread_mutex_lock(&c->lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 10 * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&c->idle_cond, &c->lock, &until);
     }
+    pthread_mutex_unlock(&c->lock);
     for (uint32_t i = 0; i < c->slot_count; i++) {
         nng_aio_free(c->slots[i].aio); /* waits for its callback */
         msgpack_sbuffer_destroy(&c->slots[i].buf);
@@ -401,6 +433,7 @@ void tg_client_close(tg_client *c)
     for (uint32_t i = 0; i < c->endpoint_count; i++) {
         nng_close(c->endpoints[i].sock);
     }
+    pthread_cond_destroy(&c->idle_cond);
     pthread_mutex_destroy(&c->lock);
     free(c->slots);
     free(c);

@@ -38,6 +38,7 @@ static const char *const err_names[] = {
     [TG_EUNAVAILABLE] = "unavailable",
     [TG_EBUSY] = "busy",
     [TG_ESTALE_EPOCH] = "stale_epoch",
+    [TG_EPARTITION_STATE] = "partition_state",
 };
 
 static const char *const err_texts[] = {
@@ -70,6 +71,7 @@ static const char *const err_texts[] = {
     [TG_EUNAVAILABLE] = "partition is not served here right now",
     [TG_EBUSY] = "busy; retry",
     [TG_ESTALE_EPOCH] = "message carries an older partition-map epoch",
+    [TG_EPARTITION_STATE] = "partition is not in a state that allows this",
 };
 
 _Static_assert(sizeof(err_names) / sizeof(err_names[0]) == TG_ERR_COUNT_, "err_names");

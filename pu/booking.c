@@ -87,7 +87,7 @@ static tg_err transition(pu_partition *p, pu_booking_rec *b, tg_booking_status t
     tg_seat_state from_state = pu_status_seat_state(pu_booking_status(b));
     tg_seat_state to_state = pu_status_seat_state(to);
     uint64_t seq;
-    tg_err err = pu_log_reserve(p, 1 + n, 1024, &seq);
+    tg_err err = pu_log_reserve(p, 1 + n, TG_LOG_GIVER_PER_1024, &seq);
     if (err != TG_OK) {
         return err;
     }
@@ -159,6 +159,9 @@ static tg_err slot_init(pu_partition *p, pu_booking_rec *b, uint32_t seq, uint64
     if (err != TG_OK) {
         return err;
     }
+    /* EMPTY first: a writer killed while the slot holds half the old
+     * booking and half the new one leaves a slot recovery ignores. */
+    __atomic_store_n(&b->status, (uint8_t)TG_BOOKING_EMPTY, __ATOMIC_RELAXED);
     __atomic_store_n(&b->seq, seq, __ATOMIC_RELAXED);
     b->seat_count = 0;
     b->logged_version = 0; /* until its first record is out (recover.c) */

@@ -19,11 +19,18 @@
  * booking's own states happen under that booking's lock, where nobody else
  * can touch its seats.
  *
- * High-water mark.  Takers (new holds, new bookings) reserve only below
- * TG_LOG_HIGH_WATER_PER_1024 of the ring; givers and payments may use all of
- * it.  So when PostgreSQL is down and the ring fills, new holds are refused
- * (TG_EBACKLOG) while releases, expiries and payments still proceed: a
- * backlog never traps seats.
+ * High-water mark.  Takers (new holds, new bookings, blocks) reserve only
+ * below TG_LOG_HIGH_WATER_PER_1024 of the ring; givers and payments up to
+ * TG_LOG_GIVER_PER_1024; recovery may use all of it.  So when PostgreSQL is
+ * down and the ring fills, new holds are refused (TG_EBACKLOG) while
+ * releases, expiries and payments still proceed — a backlog never traps
+ * seats — and a unit that crashes with a full ring can still recover.
+ *
+ * Torn reads.  A reader may copy a slot (below the persisted mark) while a
+ * writer reuses it.  The writer first zeroes the slot's seq, then writes the
+ * fields with release stores, then the new seq; a reader loads seq, the
+ * fields and seq again, all with acquire: if it saw any new field, the
+ * second load sees 0 or the new seq, and the copy is refused (a seqlock).
  */
 #include "segment.h"
 
@@ -35,7 +42,7 @@ tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint
     pu_header *h = p->hdr;
     uint64_t limit = (uint64_t)h->log_records * limit_per_1024 / 1024;
     uint64_t head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);
-    for (;;) {
+    for (uint32_t attempt = 0; attempt < TG_CAS_RETRIES_MAX; attempt++) {
         uint64_t persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE);
         if (persisted > head) {
             /* Our head is stale: records were reserved, written and
@@ -44,7 +51,7 @@ tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint
             continue;
         }
         if (head - persisted + n > limit) {
-            return limit_per_1024 < 1024 ? TG_EBACKLOG : TG_ELOG_FULL;
+            return limit_per_1024 <= TG_LOG_HIGH_WATER_PER_1024 ? TG_EBACKLOG : TG_ELOG_FULL;
         }
         if (__atomic_compare_exchange_n(&h->log_head, &head, head + n, 0, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
@@ -52,6 +59,7 @@ tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint
             return TG_OK;
         }
     }
+    return TG_EBUSY;
 }
 
 static pu_log_record *slot_of(const pu_partition *p, uint64_t seq)
@@ -63,15 +71,16 @@ void pu_log_publish(pu_partition *p, const pu_log_record *rec)
 {
     TG_ASSERT(rec->seq != 0);
     pu_log_record *slot = slot_of(p, rec->seq);
-    __atomic_store_n(&slot->ident, rec->ident, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->kind, rec->kind, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->status, rec->status, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->reserved, (uint16_t)0, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->word, rec->word, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->deadline_ms, rec->deadline_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->created_ms, rec->created_ms, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->version, rec->version, __ATOMIC_RELAXED);
-    __atomic_store_n(&slot->reserved2, 0u, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot->seq, 0, __ATOMIC_RELAXED); /* invalidate first: see the top */
+    __atomic_store_n(&slot->ident, rec->ident, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->kind, rec->kind, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->status, rec->status, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->reserved, (uint16_t)0, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->word, rec->word, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->deadline_ms, rec->deadline_ms, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->created_ms, rec->created_ms, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->version, rec->version, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->reserved2, 0u, __ATOMIC_RELEASE);
     __atomic_store_n(&slot->seq, rec->seq, __ATOMIC_RELEASE);
 }
 
@@ -93,9 +102,11 @@ void pu_logged_advance(uint32_t *logged, uint32_t version)
     /* Only forward: a writer paused between its publish and this store must
      * not move the mark back over a newer change someone else logged. */
     uint32_t cur = __atomic_load_n(logged, __ATOMIC_ACQUIRE);
-    while (tg_seat_version_newer(version, cur) &&
-           !__atomic_compare_exchange_n(logged, &cur, version, 0, __ATOMIC_RELEASE,
+    for (uint32_t i = 0; i < TG_CAS_RETRIES_MAX && tg_seat_version_newer(version, cur); i++) {
+        if (__atomic_compare_exchange_n(logged, &cur, version, 0, __ATOMIC_RELEASE,
                                         __ATOMIC_ACQUIRE)) {
+            break;
+        }
     }
 }
 
@@ -165,11 +176,16 @@ tg_err pu_log_ack(pu_partition *p, uint64_t seq)
     if (seq <= cur) {
         return TG_OK;
     }
-    if (__atomic_load_n(&slot_of(p, seq)->seq, __ATOMIC_ACQUIRE) != seq) {
-        return TG_EINVAL; /* not written yet: nobody can have persisted it */
+    for (uint64_t s = cur + 1; s <= seq; s++) {
+        if (__atomic_load_n(&slot_of(p, s)->seq, __ATOMIC_ACQUIRE) != s) {
+            return TG_EINVAL; /* not written yet: nobody can have persisted it */
+        }
     }
-    while (cur < seq && !__atomic_compare_exchange_n(&h->log_persisted, &cur, seq, 0,
-                                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    for (uint32_t i = 0; i < TG_CAS_RETRIES_MAX && cur < seq; i++) {
+        if (__atomic_compare_exchange_n(&h->log_persisted, &cur, seq, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            break;
+        }
     }
     return TG_OK;
 }

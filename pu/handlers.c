@@ -278,7 +278,6 @@ static tg_err on_log_read(pu_ctx *c, pu_partition *p)
     pu_partition_describe(p, &info);
     __typeof__(c->rep.log_read_ok) *out = &c->rep.log_read_ok;
     out->map_epoch = info.map_epoch;
-    out->log_head = info.log_head;
     out->records = c->big->records;
     uint32_t max = c->req.log_read.max, n = 0;
     uint64_t from = c->req.log_read.from_seq;
@@ -295,6 +294,9 @@ static tg_err on_log_read(pu_ctx *c, pu_partition *p)
         }
     }
     out->record_count = n;
+    /* Read after the records: the head only rises, so it covers them all. */
+    pu_partition_describe(p, &info);
+    out->log_head = info.log_head;
     return TG_OK;
 }
 
@@ -359,7 +361,22 @@ static void create_config(pu_ctx *c, pu_partition_config *cfg, pu_section_spec *
                                  .booking_capacity = q->booking_capacity,
                                  .log_records = q->log_records,
                                  .hold_ttl_ms = q->hold_ttl_ms,
-                                 .payment_window_ms = q->payment_window_ms};
+                                 .payment_window_ms = q->payment_window_ms,
+                                 .restoring = true};
+}
+
+/* A second partition_create for a partition still being restored (a replay
+ * that failed and is tried again) reuses it: begin wipes it. */
+static tg_err create_again(pu_served *e, const pu_partition_config *cfg)
+{
+    pu_partition_info info;
+    pu_partition_describe(e->p, &info);
+    bool same = info.event_id == cfg->event_id && info.section_count == cfg->section_count &&
+                info.row_count == cfg->row_count;
+    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == PU_PART_RESTORING && same) {
+        return TG_OK;
+    }
+    return TG_EEXIST;
 }
 
 static tg_err on_partition_create(pu_ctx *c, pu_partition *unused)
@@ -368,8 +385,9 @@ static tg_err on_partition_create(pu_ctx *c, pu_partition *unused)
     pu_section_spec sections[TG_SECTIONS_MAX];
     pu_partition_config cfg;
     create_config(c, &cfg, sections);
-    if (pu_server_entry(c->srv, cfg.partition_id) != NULL) {
-        return TG_EEXIST;
+    pu_served *existing = pu_server_entry(c->srv, cfg.partition_id);
+    if (existing != NULL) {
+        return create_again(existing, &cfg);
     }
     char shm[TG_SHM_NAME_BYTES];
     pu_partition *p = NULL;
@@ -407,14 +425,14 @@ static tg_err restore_items(pu_partition *p, const __typeof__(((tg_msg *)0)->par
 static tg_err restore_locked(pu_served *e, const __typeof__(((tg_msg *)0)->partition_restore) *q)
 {
     if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_RESTORING) {
-        return TG_EBOOKING_STATE; /* serving already: never overwrite live state */
+        return TG_EPARTITION_STATE; /* serving already: never overwrite live state */
     }
     tg_err err = TG_OK;
     if (q->phase == TG_WIRE_RESTORE_BEGIN) {
-        err = e->restore_began ? TG_EBOOKING_STATE : pu_restore_begin(e->p, q->epoch, q->log_base);
+        err = pu_restore_begin(e->p, q->epoch, q->log_base); /* starts over if need be */
         e->restore_began = err == TG_OK;
     } else if (!e->restore_began) {
-        err = TG_EBOOKING_STATE;
+        err = TG_EPARTITION_STATE;
     }
     if (err == TG_OK) {
         err = restore_items(e->p, q);
@@ -425,6 +443,7 @@ static tg_err restore_locked(pu_served *e, const __typeof__(((tg_msg *)0)->parti
             pu_partition_info info;
             pu_partition_describe(e->p, &info);
             e->pub_cursor = info.log_persisted + 1;
+            e->pub_from = e->pub_cursor;
             __atomic_store_n(&e->state, PU_PART_READY, __ATOMIC_RELEASE);
         }
     }

@@ -21,30 +21,20 @@ typedef struct {
     pu_log_record chunk[256];
 } hk_scratch;
 
-/* Reads the partition's next records; returns how many, and jumps the
- * cursor past records the ring has already overwritten. */
-static uint32_t next_records(pu_served *e, hk_scratch *hk)
+/* True when the records at the cursor were persisted and overwritten while
+ * the publisher was behind: it must skip ahead. */
+static bool cursor_overwritten(const pu_served *e)
 {
-    uint32_t n = pu_log_read(e->p, e->pub_cursor, hk->chunk, 256);
-    if (n > 0) {
-        return n;
-    }
     pu_partition_info info;
     pu_partition_describe(e->p, &info);
-    if (e->pub_cursor <= info.log_persisted && info.log_head >= e->pub_cursor) {
-        /* Persisted and reused while we were behind: resume at the oldest
-         * record that can still be read; subscribers see the gap. */
-        e->pub_cursor = info.log_persisted + 1;
-        return pu_log_read(e->p, e->pub_cursor, hk->chunk, 256);
-    }
-    return 0;
+    return e->pub_cursor <= info.log_persisted && info.log_head >= e->pub_cursor;
 }
 
-static void publish_event(pu_server *s, pu_served *e, hk_scratch *hk, uint64_t from, uint32_t n)
+static void publish_event(pu_server *s, pu_served *e, hk_scratch *hk, uint32_t n)
 {
     tg_msg ev = {.type = TG_WIRE_SEAT_CHANGES};
     ev.seat_changes.partition_id = e->id;
-    ev.seat_changes.from_seq = from;
+    ev.seat_changes.from_seq = e->pub_from;
     ev.seat_changes.to_seq = e->pub_cursor - 1;
     ev.seat_changes.change_count = n;
     ev.seat_changes.changes = hk->changes;
@@ -60,18 +50,19 @@ static void publish_event(pu_server *s, pu_served *e, hk_scratch *hk, uint64_t f
 }
 
 /* Gathers up to TG_WIRE_CHANGES_MAX seat changes from the cursor on and
- * publishes them as one event; in unpersisted mode trims what it read. */
+ * publishes them as one event covering [pub_from, cursor - 1].  A tick with
+ * only booking records publishes nothing and the next event covers them, so
+ * consecutive events are contiguous unless records were really missed: then
+ * the next event starts past the last one's end, and subscribers reread. */
 static void publish_partition(pu_server *s, pu_served *e, hk_scratch *hk)
 {
-    uint64_t from = e->pub_cursor;
     uint32_t changes = 0;
+    bool jumped = false;
     while (changes + 256 <= TG_WIRE_CHANGES_MAX) {
-        uint32_t n = next_records(e, hk);
+        uint32_t n = pu_log_read(e->p, e->pub_cursor, hk->chunk, 256);
         if (n == 0) {
+            jumped = cursor_overwritten(e);
             break;
-        }
-        if (from < hk->chunk[0].seq && changes == 0) {
-            from = hk->chunk[0].seq;
         }
         for (uint32_t i = 0; i < n; i++) {
             if (hk->chunk[i].kind == PU_REC_SEAT) {
@@ -81,14 +72,20 @@ static void publish_partition(pu_server *s, pu_served *e, hk_scratch *hk)
         }
         e->pub_cursor = hk->chunk[n - 1].seq + 1;
     }
-    if (e->pub_cursor == from) {
-        return;
+    if (changes > 0 && s->pub_open) {
+        publish_event(s, e, hk, changes);
     }
-    if (s->pub_open && changes > 0) {
-        publish_event(s, e, hk, from, changes);
+    if (changes > 0) {
+        e->pub_from = e->pub_cursor;
     }
-    if (s->cfg.unpersisted) {
+    if (s->cfg.unpersisted && e->pub_cursor > 1) {
         (void)pu_log_ack(e->p, e->pub_cursor - 1);
+    }
+    if (jumped) {
+        pu_partition_info info;
+        pu_partition_describe(e->p, &info);
+        e->pub_cursor = info.log_persisted + 1;
+        e->pub_from = e->pub_cursor;
     }
 }
 
@@ -145,9 +142,7 @@ void *pu_housekeeping_main(void *arg)
                 sample_head(s, e, mono_ms);
             }
             if (sweep) {
-                pu_partition_info info;
-                pu_partition_describe(e->p, &info);
-                (void)pu_sweep(e->p, tg_now_ms(), info.booking_capacity);
+                (void)pu_sweep(e->p, tg_now_ms(), TG_SWEEP_SCAN_MAX);
             }
         }
         last_sweep_ms = sweep ? mono_ms : last_sweep_ms;

@@ -166,7 +166,8 @@ static tg_err load_layout(pu_server *s, const char *name, const char *path)
             pu_partition_detach(p);
         }
     }
-    if (err != TG_OK) {
+    if (err != TG_OK && existing == NULL) {
+        /* layout_matches and pu_layout_load say what is wrong themselves */
         tg_log_error("partition from %s: %s", path, tg_strerror(err));
     }
     pu_layout_free(&cfg);

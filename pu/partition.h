@@ -77,6 +77,10 @@ typedef struct {
     uint32_t log_records;
     uint32_t hold_ttl_ms;       /* 0 picks TG_HOLD_TTL_MS_DEFAULT */
     uint32_t payment_window_ms; /* 0 picks TG_PAYMENT_WINDOW_MS_DEFAULT */
+    /* Made to be filled by pu_restore_*: marked so in the segment until
+     * pu_restore_end, so that a unit restarted mid-restore never serves
+     * a half-filled partition (see pu_partition_info.restoring). */
+    bool restoring;
 } pu_partition_config;
 
 /* Checks a configuration: TG_OK or TG_EINVAL (and logs which field). */
@@ -132,6 +136,7 @@ typedef struct {
     uint64_t bookings_created; /* since the segment was made */
     uint64_t log_head;         /* last sequence number reserved (0: none yet) */
     uint64_t log_persisted;    /* last sequence number acknowledged as persisted */
+    bool restoring;            /* made for a restore that has not ended */
 } pu_partition_info;
 
 void pu_partition_describe(const pu_partition *p, pu_partition_info *out);
@@ -288,8 +293,9 @@ tg_err pu_seats_unblock(pu_partition *p, const uint32_t *seat_ids, uint32_t n);
  * log_base, the last sequence number persisted for this partition, so
  * sequence numbers never go back; map_epoch becomes epoch. */
 
-/* TG_EBOOKING_STATE unless the partition is fresh (no booking, empty log,
- * every seat FREE). */
+/* Starts (or starts over: a restore that failed half-way is wiped first) the
+ * restore of a partition created with cfg.restoring.  TG_EPARTITION_STATE
+ * for a partition that is not being restored. */
 tg_err pu_restore_begin(pu_partition *p, uint64_t epoch, uint64_t log_base);
 
 /* Sets a seat's word as persisted (any state; TG_EINVAL for an invalid
@@ -303,7 +309,8 @@ tg_err pu_restore_booking(pu_partition *p, const pu_booking_info *b);
 
 /* Rebuilds seat lists and counters, frees seats whose booking was not
  * restored (logging them), continues booking seqs after the highest one,
- * and checks every invariant (TG_ECORRUPT). */
+ * checks every invariant (TG_ECORRUPT), and only then clears the
+ * segment's restoring mark. */
 tg_err pu_restore_end(pu_partition *p);
 
 /* ---- Change log -------------------------------------------------------- */

@@ -132,7 +132,8 @@ static tg_err relog_bookings(pu_partition *p)
 {
     for (uint32_t i = 0; i < p->hdr->booking_capacity; i++) {
         pu_booking_rec *b = &p->bookings[i];
-        if (b->seq == 0 || b->logged_version == b->version) {
+        if (b->seq == 0 || pu_booking_status(b) == TG_BOOKING_EMPTY ||
+            b->logged_version == b->version) {
             continue;
         }
         uint64_t seq;

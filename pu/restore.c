@@ -2,8 +2,10 @@
  * restore.c — rebuilding a partition from what PostgreSQL persisted.
  *
  * Used when the grid starts cold, when a partition lost every replica, and
- * when an event is published.  The partition is fresh and not served while
- * it is restored, so plain stores are enough here; the usual invariants are
+ * when an event is published.  The partition was created for it (marked
+ * restoring in its header until the end, so that a unit restarted half-way
+ * drops it instead of serving it) and is not served meanwhile, so plain
+ * stores are enough here; a restore may start over (begin wipes); the usual invariants are
  * re-established at the end by the same repair pass recovery uses (seats to
  * the state their booking implies, lists and counters rebuilt), followed by
  * the full invariant check.
@@ -19,25 +21,31 @@
 
 #include <string.h>
 
-static bool partition_fresh(const pu_partition *p)
+/* Puts every mutable region back as pu_partition_create left it, so a
+ * restore that failed half-way can start over.  Stale log slots must go too:
+ * the new incarnation reuses their sequence numbers. */
+static void partition_wipe(pu_partition *p)
 {
-    const pu_header *h = p->hdr;
-    if (h->log_head != 0 || h->booking_next_seq != 0) {
-        return false;
+    pu_header *h = p->hdr;
+    memset(p->seats, 0, sizeof(tg_seat_word) * h->seat_count);
+    memset(p->logged, 0, sizeof(uint32_t) * h->seat_count);
+    memset(p->bookings, 0, sizeof(pu_booking_rec) * h->booking_capacity);
+    memset(p->log, 0, sizeof(pu_log_record) * h->log_records);
+    for (uint32_t r = 0; r < h->row_count; r++) {
+        memset(p->rows[r].counts, 0, sizeof(p->rows[r].counts));
+        p->rows[r].counts[TG_SEAT_FREE] = p->rows[r].seat_count;
     }
-    for (uint32_t seat = 0; seat < h->seat_count; seat++) {
-        if (p->seats[seat] != 0) {
-            return false;
-        }
-    }
-    return true;
+    h->booking_next_seq = 0;
+    h->sweep_cursor = 0;
+    h->bookings_created = 0;
 }
 
 tg_err pu_restore_begin(pu_partition *p, uint64_t epoch, uint64_t log_base)
 {
-    if (!partition_fresh(p)) {
-        return TG_EBOOKING_STATE;
+    if (__atomic_load_n(&p->hdr->restoring, __ATOMIC_ACQUIRE) == 0) {
+        return TG_EPARTITION_STATE;
     }
+    partition_wipe(p);
     __atomic_store_n(&p->hdr->map_epoch, epoch, __ATOMIC_RELEASE);
     __atomic_store_n(&p->hdr->log_head, log_base, __ATOMIC_RELEASE);
     __atomic_store_n(&p->hdr->log_persisted, log_base, __ATOMIC_RELEASE);
@@ -80,6 +88,10 @@ tg_err pu_restore_booking(pu_partition *p, const pu_booking_info *b)
         b->user_id == PU_USER_SYSTEM) {
         return TG_EINVAL;
     }
+    /* Whatever happens to the slot, later bookings must get later seqs. */
+    if (seq > p->hdr->booking_next_seq) {
+        p->hdr->booking_next_seq = seq;
+    }
     pu_booking_rec *rec = pu_booking_slot(p, seq);
     if (rec->seq != 0 && rec->seq != seq) {
         bool slot_kept = slot_holds_seats(rec);
@@ -99,9 +111,6 @@ tg_err pu_restore_booking(pu_partition *p, const pu_booking_info *b)
     rec->created_ms = b->created_ms;
     rec->deadline_ms = b->deadline_ms;
     rec->log_seq = p->hdr->log_head;
-    if (seq > p->hdr->booking_next_seq) {
-        p->hdr->booking_next_seq = seq;
-    }
     return TG_OK;
 }
 
@@ -114,7 +123,9 @@ tg_err pu_restore_end(pu_partition *p)
     if (err == TG_OK) {
         err = pu_partition_check(p);
     }
-    if (err != TG_OK) {
+    if (err == TG_OK) {
+        __atomic_store_n(&p->hdr->restoring, 0, __ATOMIC_RELEASE);
+    } else {
         tg_log_error("restore of partition %u failed: %s", p->hdr->partition_id,
                      tg_strerror(err));
     }

@@ -212,7 +212,7 @@ static tg_err release_locked(pu_partition *p, pu_booking_rec *b, const uint32_t 
         }
     }
     uint64_t seq;
-    tg_err err = pu_log_reserve(p, n, 1024, &seq);
+    tg_err err = pu_log_reserve(p, n, TG_LOG_GIVER_PER_1024, &seq);
     if (err != TG_OK) {
         return err;
     }
@@ -342,7 +342,7 @@ tg_err pu_seats_unblock(pu_partition *p, const uint32_t *seat_ids, uint32_t n)
         return TG_EINVAL;
     }
     uint64_t seq;
-    err = pu_log_reserve(p, n, 1024, &seq);
+    err = pu_log_reserve(p, n, TG_LOG_GIVER_PER_1024, &seq);
     if (err != TG_OK) {
         return err;
     }

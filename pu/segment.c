@@ -337,12 +337,17 @@ static tg_err create_file(const char *shm_name, uint64_t bytes, int *fd_out)
         tg_log_error("shm_open %s failed: %s", shm_name, strerror(errno));
         return errno == EINVAL || errno == ENAMETOOLONG ? TG_EINVAL : TG_ESYSTEM;
     }
-    if (take_owner_lock(fd) != TG_OK || ftruncate(fd, (off_t)bytes) != 0) {
+    /* posix_fallocate, not just ftruncate: tmpfs allocates lazily, and a
+     * full /dev/shm would otherwise surface later as SIGBUS on first touch. */
+    int rc = take_owner_lock(fd) != TG_OK ? EWOULDBLOCK
+             : ftruncate(fd, (off_t)bytes) != 0 ? errno
+                                                : posix_fallocate(fd, 0, (off_t)bytes);
+    if (rc != 0) {
         tg_log_error("sizing %s to %llu bytes failed: %s", shm_name, (unsigned long long)bytes,
-                     strerror(errno));
+                     strerror(rc));
         close(fd);
         shm_unlink(shm_name);
-        return TG_ESYSTEM;
+        return rc == ENOSPC || rc == ENOMEM ? TG_ENOMEM : TG_ESYSTEM;
     }
     *fd_out = fd;
     return TG_OK;
@@ -375,6 +380,7 @@ tg_err pu_partition_create(const char *shm_name, const pu_partition_config *cfg,
     header_fill(base, cfg, &g);
     handle_bind(p, base, g.total);
     layout_fill(p, cfg);
+    p->hdr->restoring = cfg->restoring ? 1 : 0;
     p->owner_fd = fd;
     __atomic_store_n(&p->hdr->magic, PU_MAGIC, __ATOMIC_RELEASE);
     *out = p;
@@ -513,6 +519,7 @@ void pu_partition_describe(const pu_partition *p, pu_partition_info *out)
         .bookings_created = __atomic_load_n(&h->bookings_created, __ATOMIC_RELAXED),
         .log_head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE),
         .log_persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE),
+        .restoring = __atomic_load_n(&h->restoring, __ATOMIC_ACQUIRE) != 0,
     };
 }
 

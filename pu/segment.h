@@ -40,7 +40,7 @@
 #include "partition.h"
 
 #define PU_MAGIC UINT64_C(0x315452415047544e) /* "NTGPART1" read as little-endian bytes */
-#define PU_LAYOUT_VERSION 2u
+#define PU_LAYOUT_VERSION 3u
 #define PU_CACHE_LINE 64u
 
 typedef struct {
@@ -72,7 +72,8 @@ typedef struct {
     alignas(PU_CACHE_LINE) uint64_t map_epoch;
     uint64_t last_applied_seq; /* backups: last replicated record applied */
     uint64_t bookings_created; /* atomic counter */
-    uint8_t reserved1[40];
+    uint32_t restoring;        /* 1 from a restore's creation until pu_restore_end */
+    uint8_t reserved1[36];
 
     /* Log cursors, each on its own line: writers and the persister would
      * otherwise bounce one line between cores on every operation. */

@@ -182,13 +182,14 @@ static tg_err add_entry(pu_server *s, pu_partition *p, uint32_t state)
     pthread_mutex_lock(&s->table_lock);
     uint32_t n = s->part_count;
     tg_err err = pu_server_entry(s, info.partition_id) != NULL ? TG_EEXIST
-                 : n >= PU_PARTITIONS_MAX                     ? TG_EINVAL
+                 : n >= PU_PARTITIONS_MAX                     ? TG_ENOMEM
                                                               : TG_OK;
     if (err == TG_OK) {
         s->parts[n] = (pu_served){.id = info.partition_id,
                                   .p = p,
                                   .state = state,
-                                  .pub_cursor = info.log_persisted + 1};
+                                  .pub_cursor = info.log_persisted + 1,
+                                  .pub_from = info.log_persisted + 1};
         __atomic_store_n(&s->part_count, n + 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&s->table_lock);
@@ -227,6 +228,35 @@ static bool segment_is_ours(const char *entry, const char *prefix, size_t prefix
     return true;
 }
 
+/* Attaches one of this unit's segments found in /dev/shm.  A segment that
+ * cannot have been served — one a crash left without its magic number
+ * (creation stores it last), or one a restore had not finished — is removed:
+ * PostgreSQL still has its data, and replay brings it back.  Any other
+ * failure skips the segment (logged) so the unit's other partitions serve. */
+static bool attach_one(pu_server *s, const char *shm)
+{
+    pu_partition *p = NULL;
+    tg_err err = pu_partition_attach(shm, PU_ATTACH_OWNER, &p);
+    pu_partition_info info = {0};
+    if (err == TG_OK) {
+        pu_partition_describe(p, &info);
+    }
+    if (err == TG_EBAD_MAGIC || (err == TG_OK && info.restoring)) {
+        tg_log_warn("pu %s: removing %s: %s; replay the partition to bring it back", s->name,
+                    shm, err == TG_OK ? "its restore never finished" : "it was never completed");
+        pu_partition_detach(p);
+        pu_partition_destroy(shm);
+        return false;
+    }
+    if (err == TG_OK && (err = pu_server_add_partition(s, p)) != TG_OK) {
+        pu_partition_detach(p);
+    }
+    if (err != TG_OK) {
+        tg_log_error("pu %s: cannot re-attach %s (skipped): %s", s->name, shm, tg_strerror(err));
+    }
+    return err == TG_OK;
+}
+
 tg_err pu_server_attach_existing(pu_server *s, uint32_t *count)
 {
     char prefix[TG_SHM_NAME_BYTES];
@@ -237,32 +267,20 @@ tg_err pu_server_attach_existing(pu_server *s, uint32_t *count)
     if (dir == NULL) {
         return TG_ESYSTEM;
     }
-    tg_err err = TG_OK;
     struct dirent *de;
-    while (err == TG_OK && (de = readdir(dir)) != NULL) {
-        if (!segment_is_ours(de->d_name, prefix, prefix_len)) {
+    for (uint32_t seen = 0; seen < PU_PARTITIONS_MAX * 4 && (de = readdir(dir)) != NULL;) {
+        size_t len = strlen(de->d_name);
+        char shm[TG_SHM_NAME_BYTES];
+        if (!segment_is_ours(de->d_name, prefix, prefix_len) || len + 2 > sizeof(shm)) {
             continue;
         }
-        char shm[TG_SHM_NAME_BYTES];
-        size_t len = strlen(de->d_name);
-        if (len + 2 > sizeof(shm)) {
-            continue; /* longer than any name this unit can have made */
-        }
+        seen++;
         shm[0] = '/';
         memcpy(shm + 1, de->d_name, len + 1);
-        pu_partition *p;
-        err = pu_partition_attach(shm, PU_ATTACH_OWNER, &p);
-        if (err == TG_OK && (err = pu_server_add_partition(s, p)) != TG_OK) {
-            pu_partition_detach(p);
-        }
-        if (err != TG_OK) {
-            tg_log_error("pu %s: cannot re-attach %s: %s", s->name, shm, tg_strerror(err));
-        } else {
-            (*count)++;
-        }
+        *count += attach_one(s, shm) ? 1 : 0;
     }
     closedir(dir);
-    return err;
+    return TG_OK;
 }
 
 static void ctx_receive(pu_ctx *c)
@@ -363,8 +381,8 @@ void pu_server_stop(pu_server *s)
     if (s->housekeeping) {
         pthread_join(s->housekeeper, NULL);
         s->housekeeping = false;
+        tg_log_info("pu %s: stopped", s->name); /* only a unit that started */
     }
-    tg_log_info("pu %s: stopped", s->name);
 }
 
 void pu_server_close(pu_server *s)

@@ -54,8 +54,8 @@ typedef struct pu_server pu_server;
 tg_err pu_server_open(const pu_server_config *cfg, pu_server **out);
 
 /* Serves p from now on; the server owns p and detaches it on close.
- * TG_EEXIST if its partition id is served already; TG_EBOOKINGS_FULL is not
- * used here: TG_EINVAL when PU_PARTITIONS_MAX are served. */
+ * TG_EEXIST if its partition id is served already; TG_ENOMEM when
+ * PU_PARTITIONS_MAX are served. */
 tg_err pu_server_add_partition(pu_server *s, pu_partition *p);
 
 /* The served partition with this id, or NULL.  Any thread. */
@@ -63,7 +63,9 @@ pu_partition *pu_server_find(pu_server *s, uint32_t partition_id);
 
 /* Attaches (as owner, with recovery) every segment of this unit's name found
  * in /dev/shm, so a restarted unit serves what it had.  *count receives how
- * many were attached. */
+ * many were attached; a segment that fails is skipped (logged), and one that
+ * was never complete (no magic, or a restore that did not finish) is removed.
+ * TG_ESYSTEM only if /dev/shm cannot be read. */
 tg_err pu_server_attach_existing(pu_server *s, uint32_t *count);
 
 /* Starts receiving and housekeeping. */

@@ -43,7 +43,8 @@ typedef struct {
     pu_partition *p;
     uint32_t state;
     bool restore_began;
-    uint64_t pub_cursor; /* next log seq to publish */
+    uint64_t pub_cursor; /* next log seq to read for publishing */
+    uint64_t pub_from;   /* first seq the next event covers */
     uint32_t sample_next;
     uint32_t sample_count;
     pu_head_sample samples[PU_HEAD_SAMPLES];

@@ -15,7 +15,8 @@
  *   - the tg_err of the PU's error reply and that reply (e.g. TG_ESEAT_TAKEN
  *     with reply->error.seats naming the seats), or
  *   - TG_ETIMEDOUT, TG_EUNAVAILABLE (no route, or the unit is unreachable),
- *     TG_EPROTO (the reply broke the schema) or TG_ECLOSED, with reply NULL.
+ *     TG_EPROTO (the reply broke the schema, or is not the reply to this
+ *     request's type) or TG_ECLOSED, with reply NULL.
  * The reply and any arrays it points to (in the caller's space) are valid
  * only during the callback.  Callbacks must not block; a gateway hands the
  * result to its event loop (uv_async_send) and returns.
@@ -24,7 +25,9 @@
  * run twice.  A caller that gets TG_ETIMEDOUT does not know whether the
  * request ran; reading the booking tells.
  *
- * Every function may be called from any thread, including callbacks.
+ * Every function may be called from any thread; from a callback, all but
+ * the blocking tg_client_call* and tg_client_close (they would block one of
+ * nng's callback threads, or wait for the callback itself).
  */
 #ifndef TIXGRID_CLIENT_H
 #define TIXGRID_CLIENT_H

@@ -43,7 +43,8 @@ typedef enum {
     TG_EUNAVAILABLE = 26,    /* the partition is not served here (failover, moved, stopping) */
     TG_EBUSY = 27,           /* a bounded wait for a short lock ran out; retry */
     TG_ESTALE_EPOCH = 28,    /* a message carries an older partition-map epoch */
-    TG_ERR_COUNT_ = 29       /* number of codes; not an error */
+    TG_EPARTITION_STATE = 29, /* the partition is not in a state that allows this (restoring) */
+    TG_ERR_COUNT_ = 30        /* number of codes; not an error */
 } tg_err;
 
 /* A sentence for people: "seat is held, sold or blocked by someone else". */

@@ -48,6 +48,17 @@
  * fraction (in 1/1024ths) of its size; releases, payments and expiries may
  * still use the rest, so a backlog never traps seats. */
 #define TG_LOG_HIGH_WATER_PER_1024 896u
+/* Releases, expiries and payments stop here; the last 1/32 of the ring is
+ * kept for crash recovery, which must log what a dead writer left unlogged
+ * (at most a few records per request in flight), or a unit that crashed
+ * with a full ring could never start again. */
+#define TG_LOG_GIVER_PER_1024 992u
+/* Bookings one sweep pass examines at most (one pass per sweep interval). */
+#define TG_SWEEP_SCAN_MAX 65536u
+/* Attempts of a lock-free CAS retry loop before it reports TG_EBUSY; each
+ * failure means another thread made progress, so this is never reached in
+ * practice but bounds the loop. */
+#define TG_CAS_RETRIES_MAX 1000000u
 
 /* Best-available: CAS attempts on candidate windows before TG_ENO_SEATS
  * (other buyers can take a window between the scan and the CAS). */
@@ -56,8 +67,6 @@
 /* Hold expiry defaults (both configurable). */
 #define TG_HOLD_TTL_MS_DEFAULT 300000u
 #define TG_PAYMENT_WINDOW_MS_DEFAULT 900000u
-/* Bookings one sweep call examines at most. */
-#define TG_SWEEP_SCAN_MAX 4096u
 
 /* Bytes of a shared-memory object name, including the NUL. */
 #define TG_SHM_NAME_BYTES 96u

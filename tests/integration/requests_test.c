@@ -683,9 +683,10 @@ Test(requests, every_request_about_a_partition_not_served_is_unavailable)
     reqs[TG_WIRE_LAYOUT].layout.partition_id = UNSERVED;
     reqs[TG_WIRE_LOG_READ].log_read = (__typeof__(reqs[0].log_read)){UNSERVED, 1, 10};
     reqs[TG_WIRE_LOG_ACK].log_ack.partition_id = UNSERVED;
+    reqs[TG_WIRE_PARTITION_RESTORE].partition_restore.partition_id = UNSERVED;
     for (uint32_t t = 1; t <= TG_WIRE_REQUEST_LAST; t++) {
-        if (t == TG_WIRE_STATS) {
-            continue; /* about no partition */
+        if (t == TG_WIRE_STATS || t == TG_WIRE_PARTITION_CREATE) {
+            continue; /* about no partition, or making one */
         }
         assert_error(hx_call(client, UNSERVED, &reqs[t], &rep), TG_EUNAVAILABLE,
                      tg_wire_type_name((tg_wire_type)t));

@@ -751,7 +751,7 @@ Test(wire, boundary_values_are_accepted)
     expect_accept("97 04 01 01 01 10 3f c2", &msg_a);
     cr_assert_eq(msg_a.seats_hold_best.quantity, TG_BOOKING_SEATS_MAX);
     cr_assert_eq(msg_a.seats_hold_best.section, TG_SECTIONS_MAX - 1);
-    expect_accept("95 40 01 1c a0 90", &msg_a);
+    expect_accept("95 40 01 1d a0 90", &msg_a); /* 29: the last code */
     cr_assert_eq(msg_a.error.code, TG_ERR_COUNT_ - 1);
 }
 
@@ -985,7 +985,7 @@ Test(wire_reject, integers_out_of_range)
     expect_reject("95 12 01 00 00 01", "log_read.from_seq: out of range");
     expect_reject("95 12 01 00 01 cd 10 01", "log_read.max: out of range");
     expect_reject("95 40 01 00 a0 90", "error.code: out of range");
-    expect_reject("95 40 01 1d a0 90", "error.code: out of range");
+    expect_reject("95 40 01 1e a0 90", "error.code: out of range");
     expect_reject("99 41 01 01 01 00 00 00 00 90", "booking_create_ok.status: out of range");
     expect_reject("99 41 01 01 01 07 00 00 00 90", "booking_create_ok.status: out of range");
     expect_reject("99 41 01 01 01 01 cf 00 00 00 01 00 00 00 00 00 00 90",
@@ -1071,8 +1071,11 @@ Test(wire_reject, oversized_arrays)
                   "availability_ok.sections: too many items");
     expect_reject("95 52 01 00 00 dc 10 01", "log_read_ok.records: too many items");
     expect_reject("96 cc 80 01 00 01 01 dd 00 00 10 01", "seat_changes.changes: too many items");
-    /* 610 = 21 request types x 29 codes + 1 */
-    expect_reject("96 51 01 00 00 00 dc 02 62", "stats_ok.ops: too many items");
+    /* one more than 21 request types x 30 codes */
+    char too_many[64];
+    snprintf(too_many, sizeof(too_many), "96 51 01 00 00 00 dc %02x %02x",
+             (TG_WIRE_STATS_OPS_MAX + 1) >> 8, (TG_WIRE_STATS_OPS_MAX + 1) & 0xff);
+    expect_reject(too_many, "stats_ok.ops: too many items");
     expect_reject("94 50 01 90 dd 00 00 20 01", "layout_ok.rows: too many items");
 }
 
@@ -1141,7 +1144,7 @@ Test(wire_reject, rules_across_fields)
                   "stats_ok.ops: a (type, code) pair appears twice");
     expect_reject("96 51 01 00 00 00 91 93 00 00 05", "stats_ok.ops[].type: out of range");
     expect_reject("96 51 01 00 00 00 91 93 16 00 05", "stats_ok.ops[].type: out of range");
-    expect_reject("96 51 01 00 00 00 91 93 01 1d 05", "stats_ok.ops[].code: out of range");
+    expect_reject("96 51 01 00 00 00 91 93 01 1e 05", "stats_ok.ops[].code: out of range");
     expect_reject("96 cc 80 01 00 05 04 90", "seat_changes.from_seq: after to_seq");
     expect_reject("96 cc 80 01 00 00 04 90", "seat_changes.from_seq: out of range");
     gen(TG_WIRE_PARTITION_INFO_OK, V_MIN, &msg_a);

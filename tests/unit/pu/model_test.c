@@ -280,7 +280,7 @@ static tg_err m_reserve(model *m, uint32_t n, uint32_t per_1024, uint64_t *first
 {
     uint64_t limit = (uint64_t)M_LOG_RECORDS * per_1024 / 1024;
     if (m->head - m->persisted + n > limit) {
-        return per_1024 < 1024 ? TG_EBACKLOG : TG_ELOG_FULL;
+        return per_1024 <= TG_LOG_HIGH_WATER_PER_1024 ? TG_EBACKLOG : TG_ELOG_FULL;
     }
     *first = m->head + 1;
     m->head += n;
@@ -344,7 +344,7 @@ static tg_err m_transition(model *m, m_booking *b, tg_booking_status to, int64_t
 {
     uint32_t n = b->seat_count;
     uint64_t first;
-    tg_err err = m_reserve(m, 1 + n, 1024, &first);
+    tg_err err = m_reserve(m, 1 + n, TG_LOG_GIVER_PER_1024, &first);
     if (err != TG_OK) {
         return err;
     }
@@ -529,7 +529,7 @@ static tg_err m_release(model *m, tg_booking_id id, uint64_t user, const uint32_
         err = listed(b->seats, b->seat_count, sorted[i]) ? TG_OK : TG_ESEAT_NOT_HELD;
     }
     uint64_t first;
-    if (err != TG_OK || (err = m_reserve(m, n, 1024, &first)) != TG_OK) {
+    if (err != TG_OK || (err = m_reserve(m, n, TG_LOG_GIVER_PER_1024, &first)) != TG_OK) {
         return err;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -578,7 +578,7 @@ static tg_err m_unblock(model *m, const uint32_t *seats, uint32_t n)
         err = m_state(m, sorted[i]) == TG_SEAT_BLOCKED ? TG_OK : TG_EINVAL;
     }
     uint64_t first;
-    if (err != TG_OK || (err = m_reserve(m, n, 1024, &first)) != TG_OK) {
+    if (err != TG_OK || (err = m_reserve(m, n, TG_LOG_GIVER_PER_1024, &first)) != TG_OK) {
         return err;
     }
     for (uint32_t i = 0; i < n; i++) {
