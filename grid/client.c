@@ -119,8 +119,9 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
     }
     /* Never resend: a hold must not run twice (see client.h). */
     nng_socket_set_ms(e->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMINT, 10);
-    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMAXT, 500);
+    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMAXT, 1000);
+    nng_socket_set_size(e->sock, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
     int rv = nng_dial(e->sock, url, NULL, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         nng_close(e->sock);

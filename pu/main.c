@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define PROGRAM "tixgrid-pu"
 #define LAYOUTS_MAX 64
@@ -174,6 +176,33 @@ static tg_err load_layout(pu_server *s, const char *name, const char *path)
     return err;
 }
 
+/*
+ * nng 1.5.2 (Debian 12) can hang in nng_close when a peer disconnects at the
+ * same moment (fixed upstream in 1.9).  Stopping must not hang: by the time
+ * the sockets close, every request in flight has its reply and the segments
+ * are consistent in /dev/shm, so a stop that overruns its budget exits
+ * anyway, with status 0 as a completed stop would.
+ */
+#define STOP_WATCHDOG_MS (PU_STOP_DRAIN_MS + 2000u)
+
+static void *stop_watchdog_main(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {.tv_sec = STOP_WATCHDOG_MS / 1000,
+                          .tv_nsec = (long)(STOP_WATCHDOG_MS % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    tg_log_warn("pu: stopping took longer than %u ms (nng close); exiting", STOP_WATCHDOG_MS);
+    _exit(TG_EXIT_OK);
+}
+
+static void stop_watchdog_start(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, stop_watchdog_main, NULL) == 0) {
+        pthread_detach(t);
+    }
+}
+
 static int serve(options *o, sigset_t *signals)
 {
     pu_server *s;
@@ -196,6 +225,7 @@ static int serve(options *o, sigset_t *signals)
     int sig = 0;
     sigwait(signals, &sig);
     tg_log_info("pu %s: %s received, stopping", o->server.name, strsignal(sig));
+    stop_watchdog_start();
     pu_server_close(s);
     return TG_EXIT_OK;
 }

@@ -81,9 +81,16 @@ static tg_err nng_to_tg(int rv)
     }
 }
 
+/* nng 1.5 reads a message of any announced size whole; refuse large ones
+ * at the transport, before they cost memory. */
+#define PU_RECV_BYTES_MAX (TG_WIRE_MESSAGE_BYTES_MAX + 4096u)
+
 static tg_err sockets_open(pu_server *s)
 {
     int rv = nng_rep0_open(&s->rep);
+    if (rv == 0) {
+        rv = nng_socket_set_size(s->rep, NNG_OPT_RECVMAXSZ, PU_RECV_BYTES_MAX);
+    }
     if (rv == 0) {
         rv = nng_listen(s->rep, s->cfg.listen_url, NULL, 0);
     }

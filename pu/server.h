@@ -12,8 +12,10 @@
  * thread (main); pu_server_add_partition and pu_server_find by any thread.
  * Request handling runs on nng's threads.
  *
- * Stopping (SIGTERM): pu_server_stop stops accepting — a request that
- * arrives from then on gets TG_EUNAVAILABLE — lets every request already
+ * Stopping (SIGTERM): pu_server_stop stops accepting — pending receives
+ * are cancelled, so a request that arrives from then on is not read (its
+ * client times out; one whose receive completed just as the stop began is
+ * answered TG_EUNAVAILABLE without running) — lets every request already
  * being processed send its reply, then closes the sockets.
  */
 #ifndef PU_SERVER_H

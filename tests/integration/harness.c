@@ -30,8 +30,54 @@
 #include <time.h>
 #include <unistd.h>
 
-static hx_unit *units[HX_UNITS_MAX];
+/* What .fini needs to clean up, copied: a test may keep its hx_unit or
+ * hx_helper on its stack, gone by the time .fini runs.  The pointers are
+ * keys only and are never followed from hx_fini_all. */
+typedef struct {
+    const hx_unit *key;
+    char name[TG_PU_NAME_BYTES];
+    char dir[32];
+    char rep_url[64];
+    pid_t pid; /* the last process started for it */
+} unit_entry;
+static unit_entry units[HX_UNITS_MAX];
 static uint32_t unit_count;
+
+#define HELPERS_MAX 8u
+typedef struct {
+    const hx_helper *key;
+    pid_t pid;
+    int in_fd, out_fd; /* -1 once closed */
+} helper_entry;
+static helper_entry helpers[HELPERS_MAX];
+static uint32_t helper_count;
+
+static unit_entry *unit_entry_of(const hx_unit *u)
+{
+    for (uint32_t i = 0; i < unit_count; i++) {
+        if (units[i].key == u) {
+            return &units[i];
+        }
+    }
+    return NULL;
+}
+
+static helper_entry *helper_entry_of(const hx_helper *h)
+{
+    for (uint32_t i = 0; i < helper_count; i++) {
+        if (helpers[i].key == h) {
+            return &helpers[i];
+        }
+    }
+    return NULL;
+}
+
+/* True while pid is a child of this process that has not exited (reaps it
+ * if it has): .fini never signals a process that is not its own. */
+static bool child_running(pid_t pid)
+{
+    return pid > 0 && waitpid(pid, NULL, WNOHANG) == 0;
+}
 
 /* Clients and raw sockets the harness closes while their unit runs. */
 #define OWNED_MAX 64u
@@ -73,9 +119,10 @@ static bool disown(tg_client *c)
 
 static void close_closer(tg_client *c);
 
-/* Closes what the harness owns for u; abandons it when u is not running
- * (closing a socket whose peer is gone can hang: see hx_client_close). */
-static void close_owned(const hx_unit *u)
+/* Closes what the harness owns for unit u (at url); abandons it when the
+ * unit is not running (closing a socket whose peer is gone can hang: see
+ * hx_client_close).  u is a key only. */
+static void close_owned(const hx_unit *u, const char *url, bool running)
 {
     for (uint32_t i = 0; i < OWNED_MAX; i++) {
         pthread_mutex_lock(&owned_lock);
@@ -85,11 +132,11 @@ static void close_owned(const hx_unit *u)
             owned_items[i].unit = NULL;
         }
         pthread_mutex_unlock(&owned_lock);
-        if (!mine || u->pid <= 0) {
+        if (!mine || !running) {
             continue;
         }
         if (o.client != NULL) {
-            hx_client_settle(o.client, u->rep_url);
+            hx_client_settle(o.client, url);
             close_closer(o.client);
         } else {
             nng_close(o.raw);
@@ -158,7 +205,11 @@ void hx_unit_init(hx_unit *u, const char *tag)
     snprintf(u->rep_url, sizeof(u->rep_url), "ipc://%s/pu.rep", u->dir);
     snprintf(u->pub_url, sizeof(u->pub_url), "ipc://%s/pu.pub", u->dir);
     snprintf(u->log_path, sizeof(u->log_path), "%s/pu.log", u->dir);
-    units[unit_count++] = u;
+    unit_entry *e = &units[unit_count++];
+    *e = (unit_entry){.key = u};
+    memcpy(e->name, u->name, sizeof(e->name));
+    memcpy(e->dir, u->dir, sizeof(e->dir));
+    memcpy(e->rep_url, u->rep_url, sizeof(e->rep_url));
 }
 
 const char *hx_write_file(hx_unit *u, const char *file, const char *text)
@@ -261,6 +312,10 @@ pid_t hx_spawn(hx_unit *u)
     }
     close(log_fd);
     u->pid = pid;
+    unit_entry *e = unit_entry_of(u);
+    if (e != NULL) {
+        e->pid = pid;
+    }
     return pid;
 }
 
@@ -298,19 +353,52 @@ static bool stats_probe(nng_socket s)
     return ok;
 }
 
+/* False once the unit has exited (and reaps it). */
+static bool still_running(hx_unit *u)
+{
+    int status;
+    if (u->pid > 0 && waitpid(u->pid, &status, WNOHANG) == u->pid) {
+        u->pid = 0;
+        fprintf(stderr, "harness: %s exited during start-up (status %#x)\n", u->name, status);
+    }
+    return u->pid > 0;
+}
+
+/* A REQ socket connected to the unit, dialled only once its ipc socket
+ * exists and then synchronously, so that no background redial ever runs in
+ * this process (see hx_client_close); false if the unit never listened. */
+static bool dial_when_listening(hx_unit *u, int64_t deadline, nng_socket *out)
+{
+    const char *path = u->rep_url + strlen("ipc://");
+    struct stat st;
+    while (hx_now_ms() < deadline && still_running(u)) {
+        if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            break;
+        }
+        hx_sleep_ms(2);
+    }
+    cr_assert_eq(nng_req0_open(out), 0);
+    nng_socket_set_ms(*out, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_ms(*out, NNG_OPT_RECVTIMEO, 100);
+    nng_socket_set_ms(*out, NNG_OPT_SENDTIMEO, 100);
+    while (hx_now_ms() < deadline && still_running(u)) {
+        if (nng_dial(*out, u->rep_url, NULL, 0) == 0) {
+            return true;
+        }
+        hx_sleep_ms(5);
+    }
+    return false;
+}
+
 bool hx_wait_ready(hx_unit *u, int timeout_ms)
 {
     int64_t deadline = hx_now_ms() + timeout_ms;
-    nng_socket s = hx_raw_open(u->rep_url, 100);
+    nng_socket s;
     bool ready = false;
-    while (!ready && hx_now_ms() < deadline) {
-        int status;
-        if (u->pid != 0 && waitpid(u->pid, &status, WNOHANG) == u->pid) {
-            u->pid = 0;
-            fprintf(stderr, "harness: %s exited during start-up (status %#x)\n", u->name, status);
-            break;
+    if (dial_when_listening(u, deadline, &s)) {
+        while (!ready && hx_now_ms() < deadline && still_running(u)) {
+            ready = stats_probe(s);
         }
-        ready = stats_probe(s);
     }
     if (ready) {
         nng_close(s); /* only while the peer runs: see hx_client_close */
@@ -347,7 +435,7 @@ void hx_start(hx_unit *u)
 int hx_stop(hx_unit *u, int64_t *elapsed_ms)
 {
     cr_assert(u->pid > 0, "unit %s is not running", u->name);
-    close_owned(u);
+    close_owned(u, u->rep_url, true);
     int64_t t0 = hx_now_ms();
     int status = 0;
     kill(u->pid, SIGTERM);
@@ -377,6 +465,7 @@ void hx_stop_ok(hx_unit *u)
 void hx_kill(hx_unit *u)
 {
     cr_assert(u->pid > 0, "unit %s is not running", u->name);
+    close_owned(u, u->rep_url, true);
     kill(u->pid, SIGKILL);
     int status;
     cr_assert(hx_wait_exit(u->pid, HX_STOP_TIMEOUT_MS, &status), "SIGKILL did not end %s",
@@ -425,21 +514,33 @@ static void remove_dir(const char *path)
 void hx_fini_all(void)
 {
     const char *keep = getenv("TIXGRID_IT_KEEP");
-    for (uint32_t i = 0; i < unit_count; i++) {
-        close_owned(units[i]);
-    }
-    for (uint32_t i = 0; i < unit_count; i++) {
-        hx_unit *u = units[i];
-        if (u->pid > 0) {
-            kill(u->pid, SIGKILL);
-            waitpid(u->pid, NULL, 0);
-            u->pid = 0;
+    for (uint32_t i = 0; i < helper_count; i++) {
+        helper_entry *h = &helpers[i];
+        if (child_running(h->pid)) {
+            kill(h->pid, SIGKILL);
+            waitpid(h->pid, NULL, 0);
         }
-        remove_segments(u->name);
+        if (h->in_fd >= 0) {
+            close(h->in_fd);
+        }
+        if (h->out_fd >= 0) {
+            close(h->out_fd);
+        }
+    }
+    helper_count = 0;
+    for (uint32_t i = 0; i < unit_count; i++) {
+        unit_entry *e = &units[i];
+        bool running = child_running(e->pid);
+        close_owned(e->key, e->rep_url, running);
+        if (running) {
+            kill(e->pid, SIGKILL);
+            waitpid(e->pid, NULL, 0);
+        }
+        remove_segments(e->name);
         if (keep == NULL || keep[0] == '\0' || strcmp(keep, "0") == 0) {
-            remove_dir(u->dir);
+            remove_dir(e->dir);
         } else {
-            fprintf(stderr, "harness: kept %s\n", u->dir);
+            fprintf(stderr, "harness: kept %s\n", e->dir);
         }
     }
     unit_count = 0;
@@ -516,6 +617,104 @@ uint32_t hx_count_lines(const char *text)
     }
     size_t len = strlen(text);
     return n + (len > 0 && text[len - 1] != '\n');
+}
+
+/* ---- Helper processes ------------------------------------------------------ */
+
+const char *hx_load_bin(void)
+{
+    const char *bin = getenv("TIXGRID_IT_LOAD_BIN");
+    cr_assert(bin != NULL && bin[0] != '\0', "TIXGRID_IT_LOAD_BIN is not set");
+    return bin;
+}
+
+void hx_helper_start(hx_helper *h, char *const argv[])
+{
+    cr_assert(helper_count < HELPERS_MAX);
+    int in[2], out[2];
+    cr_assert(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) {
+            _exit(127);
+        }
+        if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0) {
+            _exit(127);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    h->pid = pid;
+    h->in_fd = in[1];
+    h->out_fd = out[0];
+    h->len = 0;
+    helpers[helper_count++] = (helper_entry){.key = h, .pid = pid, .in_fd = in[1],
+                                             .out_fd = out[0]};
+}
+
+bool hx_helper_line(hx_helper *h, char *line, size_t size, int timeout_ms)
+{
+    int64_t deadline = hx_now_ms() + timeout_ms;
+    for (;;) {
+        char *nl = memchr(h->buf, '\n', h->len);
+        if (nl != NULL) {
+            size_t n = (size_t)(nl - h->buf);
+            size_t take = n < size - 1 ? n : size - 1;
+            memcpy(line, h->buf, take);
+            line[take] = '\0';
+            h->len -= n + 1;
+            memmove(h->buf, nl + 1, h->len);
+            return true;
+        }
+        int64_t left = deadline - hx_now_ms();
+        if (left <= 0 || h->len == sizeof(h->buf)) {
+            return false;
+        }
+        struct pollfd p = {.fd = h->out_fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0) {
+            continue;
+        }
+        ssize_t n = read(h->out_fd, h->buf + h->len, sizeof(h->buf) - h->len);
+        if (n <= 0 && !(n < 0 && errno == EINTR)) {
+            return false; /* end of its output */
+        }
+        h->len += n > 0 ? (size_t)n : 0;
+    }
+}
+
+void hx_helper_stop(hx_helper *h)
+{
+    if (h->in_fd >= 0) {
+        close(h->in_fd);
+        h->in_fd = -1;
+        helper_entry *e = helper_entry_of(h);
+        if (e != NULL) {
+            e->in_fd = -1;
+        }
+    }
+}
+
+int hx_helper_wait(hx_helper *h, int timeout_ms)
+{
+    int status = 0;
+    if (h->pid <= 0) {
+        return -1;
+    }
+    if (!hx_wait_exit(h->pid, timeout_ms, &status)) {
+        fprintf(stderr, "harness: helper %d did not exit in %d ms; killed\n", (int)h->pid,
+                timeout_ms);
+        kill(h->pid, SIGKILL);
+        waitpid(h->pid, &status, 0);
+    }
+    h->pid = 0;
+    return status;
 }
 
 /* ---- Requests -------------------------------------------------------------- */

@@ -18,8 +18,18 @@
  * and its folder, so a failing assertion leaks nothing.  Set TIXGRID_IT_KEEP=1
  * to keep the folders (with pu.log) for a post-mortem.
  *
+ * nng 1.5.2 (Debian 12) can hang in nng_close for good once a socket has
+ * redialled a peer that went away (fixed upstream in nng 1.9.0), and then
+ * every later close in the process hangs too.  So no socket of a test process
+ * ever talks to a dead unit: the harness closes the clients and raw sockets
+ * it made for a unit (hx_client, hx_unit_raw) before it stops or kills it,
+ * makes new ones after a restart, dials a starting unit only once its socket
+ * exists, and clients that must outlive a unit run in a helper process
+ * (it_load, "Helper processes" below).
+ *
  * Helpers that assert (cr_assert) must be called from the test's main thread;
- * threads the tests start report their findings back instead.
+ * threads the tests start report their findings back instead.  hx_unit and
+ * hx_helper may live on a test's stack: .fini works from its own copies.
  */
 #ifndef TIXGRID_TEST_INTEGRATION_HARNESS_H
 #define TIXGRID_TEST_INTEGRATION_HARNESS_H
@@ -111,7 +121,8 @@ int hx_stop(hx_unit *u, int64_t *elapsed_ms);
 /* SIGTERM and asserts the exit status is 0. */
 void hx_stop_ok(hx_unit *u);
 
-/* SIGKILL and reaps it. */
+/* Closes the unit's clients and raw sockets (see hx_stop), sends SIGKILL
+ * and reaps it. */
 void hx_kill(hx_unit *u);
 
 /* Waits (bounded) for a process to exit; true and *status when it did. */
@@ -139,6 +150,34 @@ void hx_run(char *const argv[], int timeout_ms, hx_run_result *r);
 
 /* Lines in text (a final line without '\n' counts). */
 uint32_t hx_count_lines(const char *text);
+
+/* ---- Helper processes ------------------------------------------------------ */
+
+/* A client that must outlive its unit (load during SIGKILL or SIGTERM) runs
+ * in a helper process, tests/integration/load_main.c (TIXGRID_IT_LOAD_BIN):
+ * an nng socket redialling a dead peer can wedge nng 1.5.2's teardown for the
+ * whole process (see hx_client_close), and the helper ends with _exit
+ * without closing anything.  It reads nothing but the end of its stdin (the
+ * signal to stop) and reports in lines on stdout. */
+typedef struct {
+    pid_t pid;
+    int in_fd;  /* its stdin; -1 once closed */
+    int out_fd; /* its stdout */
+    size_t len; /* bytes in buf not yet returned */
+    char buf[1 << 16];
+} hx_helper;
+
+/* The helper binary (TIXGRID_IT_LOAD_BIN); asserts that it is set. */
+const char *hx_load_bin(void);
+/* Starts argv (argv[0] a path); killed by hx_fini_all if still running. */
+void hx_helper_start(hx_helper *h, char *const argv[]);
+/* The next line of its stdout without the newline; false at the end of its
+ * output or after timeout_ms. */
+bool hx_helper_line(hx_helper *h, char *line, size_t size, int timeout_ms);
+/* Closes its stdin: the helper stops and reports. */
+void hx_helper_stop(hx_helper *h);
+/* Waits for its exit (at most timeout_ms, then SIGKILL); the wait status. */
+int hx_helper_wait(hx_helper *h, int timeout_ms);
 
 /* ---- Requests ---------------------------------------------------------- */
 

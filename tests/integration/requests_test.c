@@ -693,6 +693,97 @@ Test(requests, every_request_about_a_partition_not_served_is_unavailable)
     }
 }
 
+/* ---- Creating and restoring a partition over the wire ------------------------ */
+
+#define NEW_P 30u
+
+static tg_err create_partition(uint32_t partition, uint64_t event, uint32_t sections)
+{
+    static tg_wire_row rows[2] = {{.name = "R0", .seat_count = 10},
+                                  {.name = "R1", .seat_count = 10}};
+    tg_msg req = {.type = TG_WIRE_PARTITION_CREATE};
+    req.partition_create.partition_id = partition;
+    req.partition_create.event_id = event;
+    req.partition_create.log_records = 1024;
+    req.partition_create.section_count = sections;
+    memcpy(req.partition_create.sections[0].name, "Floor", 6);
+    memcpy(req.partition_create.sections[0].currency, "EUR", 4);
+    req.partition_create.sections[0].price_minor = 4500;
+    req.partition_create.sections[0].row_count = 2;
+    req.partition_create.row_count = 2;
+    req.partition_create.rows = rows;
+    return tg_client_call_to(client, unit.rep_url, &req, HX_CALL_TIMEOUT_MS, NULL, &rep);
+}
+
+static tg_err restore(uint32_t partition, uint32_t phase, const tg_wire_booking_state *bookings,
+                      uint32_t booking_count, const tg_wire_change *seats, uint32_t seat_count)
+{
+    tg_msg req = {.type = TG_WIRE_PARTITION_RESTORE};
+    req.partition_restore = (__typeof__(req.partition_restore)){
+        .partition_id = partition,
+        .phase = phase,
+        .epoch = 3,
+        .log_base = 40,
+        .booking_count = booking_count,
+        .bookings = (tg_wire_booking_state *)bookings,
+        .seat_count = seat_count,
+        .seats = (tg_wire_change *)seats};
+    return tg_client_call_to(client, unit.rep_url, &req, HX_CALL_TIMEOUT_MS, NULL, &rep);
+}
+
+Test(requests, partition_create_and_restore_bring_a_partition_into_service)
+{
+    cr_assert_eq(tg_client_route(client, NEW_P, unit.rep_url), TG_OK);
+    cr_assert_eq(create_partition(NEW_P, 77, 1), TG_OK);
+    cr_assert_eq(rep.type, TG_WIRE_PARTITION_CREATE_OK);
+    tg_msg info = {.type = TG_WIRE_PARTITION_INFO};
+    info.partition_info.partition_id = NEW_P;
+    assert_error(hx_call(client, NEW_P, &info, &rep), TG_EUNAVAILABLE, "still restoring");
+
+    const int64_t far = INT64_C(4102444800000); /* 2100-01-01: never due in this test */
+    const tg_wire_booking_state bookings[2] = {
+        {.booking_id = tg_booking_id_make(NEW_P, 1), .user_id = ALICE,
+         .status = TG_BOOKING_CREATED, .version = 1, .created_ms = far - 1000,
+         .deadline_ms = far},
+        {.booking_id = tg_booking_id_make(NEW_P, 2), .user_id = BOB, .status = TG_BOOKING_PAID,
+         .version = 3, .created_ms = far - 2000, .deadline_ms = far},
+    };
+    const tg_wire_change seats[3] = {
+        {.seat_id = 2, .word = tg_seat_word_make(TG_SEAT_SELECTED, 5, 1)},
+        {.seat_id = 15, .word = tg_seat_word_make(TG_SEAT_SOLD, 7, 2)},
+        {.seat_id = 19, .word = tg_seat_word_make(TG_SEAT_BLOCKED, 1, 0)},
+    };
+    assert_error(restore(NEW_P, TG_WIRE_RESTORE_DATA, bookings, 2, seats, 3),
+                 TG_EPARTITION_STATE, "data before begin");
+    cr_assert_eq(restore(NEW_P, TG_WIRE_RESTORE_BEGIN, NULL, 0, NULL, 0), TG_OK);
+    cr_assert_eq(rep.type, TG_WIRE_PARTITION_RESTORE_OK);
+    cr_assert_eq(restore(NEW_P, TG_WIRE_RESTORE_DATA, bookings, 2, seats, 3), TG_OK);
+    cr_assert_eq(restore(NEW_P, TG_WIRE_RESTORE_END, NULL, 0, NULL, 0), TG_OK);
+
+    cr_assert_eq(hx_call(client, NEW_P, &info, &rep), TG_OK, "served once restored");
+    cr_assert_eq(rep.partition_info_ok.event_id, 77u);
+    cr_assert_eq(rep.partition_info_ok.seat_count, 20u);
+    cr_assert_eq(rep.partition_info_ok.map_epoch, 3u);
+    cr_assert_eq(rep.partition_info_ok.log_head, 40u, "the log continues from log_base");
+    cr_assert_eq(hx_booking_get(client, tg_booking_id_make(NEW_P, 1), ALICE, &rep), TG_OK);
+    cr_assert_eq(rep.booking_get_ok.status, TG_BOOKING_CREATED);
+    assert_seats(&rep.booking_get_ok.seats, (uint32_t[]){2}, 1);
+    cr_assert_eq(rep.booking_get_ok.deadline_ms, far);
+    cr_assert_eq(hx_seat_get(client, NEW_P, 15, &rep), TG_OK);
+    cr_assert_eq(rep.seat_get_ok.seat.word, seats[1].word, "the word is restored as it was");
+    tg_booking_id b = hx_booking_create(client, NEW_P, BOB);
+    cr_assert_eq(tg_booking_id_seq(b), 3u, "booking seqs continue after the restored ones");
+    assert_error(hold(b, BOB, (uint32_t[]){19, 2}, 2), TG_ESEAT_TAKEN, "restored seats");
+    assert_seats(&rep.error.seats, (uint32_t[]){2, 19}, 2);
+
+    assert_error(restore(NEW_P, TG_WIRE_RESTORE_BEGIN, NULL, 0, NULL, 0), TG_EPARTITION_STATE,
+                 "restore a partition that serves");
+    assert_error(restore(UNSERVED, TG_WIRE_RESTORE_BEGIN, NULL, 0, NULL, 0), TG_EUNAVAILABLE,
+                 "restore a partition never created");
+    assert_error(create_partition(P, EVENT, 1), TG_EEXIST, "create a partition that serves");
+    assert_error(create_partition(31, 78, 0), TG_EINVAL, "a partition without sections");
+}
+
 /* ---- Seat changes on the PUB socket ---------------------------------------- */
 
 static bool await_change(nng_socket sub, uint32_t seat, tg_seat_state state, int timeout_ms,

@@ -12,14 +12,16 @@
  *     partition is consistent (counts add up, every held or sold seat is in
  *     the seat list of a booking whose status implies that state, and the
  *     reverse) and every acknowledged operation survived.
+ * The burst runs in a helper process (it_load, see harness.h): its clients
+ * outlive the unit they talk to.
  */
 #include "harness.h"
 
 #include <criterion/criterion.h>
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #define P 5u
 #define ALICE UINT64_C(1001)
@@ -35,7 +37,7 @@ static void stop_all(void)
     client = NULL;
 }
 
-TestSuite(restart, .fini = stop_all, .timeout = 120);
+TestSuite(restart, .fini = stop_all, .timeout = 150);
 
 /* ---- Helpers ----------------------------------------------------------- */
 
@@ -82,10 +84,14 @@ static void partition_info(tg_msg *out)
     must(hx_call(client, P, &req, out), "partition_info");
 }
 
+/* SIGKILL and start again; the client is closed first (hx_kill) and made
+ * anew, so that no socket of this process redials a dead unit. */
 static void restart(void)
 {
     hx_kill(&unit);
+    client = NULL;
     hx_start(&unit);
+    client = hx_client(&unit, P, 8);
 }
 
 /* ---- At rest ------------------------------------------------------------- */
@@ -248,180 +254,20 @@ Test(restart, a_hold_still_expires_at_its_own_deadline_after_a_restart)
 /* ---- In the middle of a burst -------------------------------------------- */
 
 #define BURST_SEATS 2000u /* 1 section x 40 rows x 50 seats */
-#define BURST_THREADS 16
-#define BURST_BOOKINGS_MAX 4096u
+#define BURST_THREADS "16"
+#define BURST_BOOKINGS_MAX 65536u
 
-/* What a worker knows about one of its bookings from acknowledged replies. */
+/* What the helper knows about a booking from acknowledged replies. */
 typedef struct {
     tg_booking_id id;
     uint64_t user;
     uint32_t status;
-    tg_wire_seat_ids seats; /* ascending */
-    bool uncertain;         /* a request about it got no reply */
+    bool uncertain; /* a request about it got no reply */
+    tg_wire_seat_ids seats;
 } known_booking;
 
-typedef struct {
-    pthread_t thread;
-    uint32_t index;
-    const char *url;
-    tg_client *client; /* closed by the main thread once the unit runs again */
-    uint64_t rng;
-    volatile bool *stop;
-    known_booking *known;
-    uint32_t known_count;
-    uint32_t acked; /* successful operations */
-    tg_err unexpected; /* an engine answer the flow cannot explain */
-    const char *unexpected_what;
-} burst_worker;
-
-static uint64_t next_random(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-static bool transport_error(tg_err err, const tg_msg *r)
-{
-    return err == TG_ETIMEDOUT || err == TG_ECLOSED || err == TG_EPROTO ||
-           (err == TG_EUNAVAILABLE && r->type != TG_WIRE_ERROR);
-}
-
-static void seats_add(tg_wire_seat_ids *ids, const tg_wire_seat_ids *add)
-{
-    for (uint32_t i = 0; i < add->count; i++) {
-        uint32_t v = add->ids[i], j = ids->count++;
-        for (; j > 0 && ids->ids[j - 1] > v; j--) {
-            ids->ids[j] = ids->ids[j - 1];
-        }
-        ids->ids[j] = v;
-    }
-}
-
-/* One booking's life: create, hold, then maybe pay, cancel or release.
- * Returns false once the unit stops answering. */
-static bool burst_one(burst_worker *w, tg_client *c, tg_msg *r)
-{
-    if (w->known_count == BURST_BOOKINGS_MAX) {
-        return false;
-    }
-    known_booking *k = &w->known[w->known_count];
-    uint64_t user = 5000 + w->index;
-    tg_msg req = {.type = TG_WIRE_BOOKING_CREATE};
-    req.booking_create.partition_id = P;
-    req.booking_create.user_id = user;
-    tg_err err = tg_client_call(c, P, &req, HX_CALL_TIMEOUT_MS, NULL, r);
-    if (err != TG_OK) {
-        if (!transport_error(err, r) && err != TG_EBOOKINGS_FULL) {
-            w->unexpected = err;
-            w->unexpected_what = "booking_create";
-        }
-        return false;
-    }
-    *k = (known_booking){.id = r->booking_create_ok.booking_id, .user = user,
-                         .status = TG_BOOKING_CREATED};
-    w->known_count++;
-    w->acked++;
-    req = (tg_msg){.type = TG_WIRE_SEATS_HOLD};
-    req.seats_hold.booking_id = k->id;
-    req.seats_hold.user_id = user;
-    uint32_t n = 1 + (uint32_t)(next_random(&w->rng) % 4);
-    uint32_t base = (uint32_t)(next_random(&w->rng) % (BURST_SEATS - n));
-    req.seats_hold.seats.count = n;
-    for (uint32_t i = 0; i < n; i++) {
-        req.seats_hold.seats.ids[i] = base + i;
-    }
-    err = tg_client_call(c, P, &req, HX_CALL_TIMEOUT_MS, NULL, r);
-    if (transport_error(err, r)) {
-        k->uncertain = true;
-        return false;
-    }
-    if (err == TG_OK) {
-        seats_add(&k->seats, &req.seats_hold.seats);
-        w->acked++;
-    } else if (err != TG_ESEAT_TAKEN) {
-        w->unexpected = err;
-        w->unexpected_what = "seats_hold";
-        return false;
-    }
-    uint32_t dice = (uint32_t)(next_random(&w->rng) % 100);
-    tg_wire_type op = TG_WIRE_NONE;
-    uint32_t to = k->status;
-    if (k->seats.count > 0 && dice < 35) {
-        op = TG_WIRE_PAYMENT_BEGIN;
-        to = TG_BOOKING_PENDING_PAYMENT;
-    } else if (dice < 50) {
-        op = TG_WIRE_BOOKING_CANCEL;
-        to = TG_BOOKING_CANCELLED;
-    } else if (k->seats.count > 1 && dice < 60) {
-        op = TG_WIRE_SEATS_RELEASE;
-    }
-    if (op == TG_WIRE_NONE) {
-        return true;
-    }
-    err = op == TG_WIRE_SEATS_RELEASE ? release(c, k->id, user, k->seats.ids, 1, r)
-                                      : booking_op(op, k->id, user, c, r);
-    if (transport_error(err, r)) {
-        k->uncertain = true;
-        return false;
-    }
-    if (err != TG_OK) {
-        w->unexpected = err;
-        w->unexpected_what = tg_wire_type_name(op);
-        return false;
-    }
-    w->acked++;
-    if (op == TG_WIRE_SEATS_RELEASE) {
-        memmove(k->seats.ids, k->seats.ids + 1, sizeof(uint32_t) * (k->seats.count - 1));
-        k->seats.count--;
-    } else if (op == TG_WIRE_BOOKING_CANCEL) {
-        k->seats.count = 0;
-    }
-    k->status = to;
-    if (op == TG_WIRE_PAYMENT_BEGIN && dice < 20) {
-        err = booking_op(TG_WIRE_PAYMENT_CONFIRM, k->id, 0, c, r);
-        if (transport_error(err, r)) {
-            k->uncertain = true;
-            return false;
-        }
-        if (err != TG_OK) {
-            w->unexpected = err;
-            w->unexpected_what = "payment_confirm";
-            return false;
-        }
-        w->acked++;
-        k->status = TG_BOOKING_PAID;
-    }
-    return true;
-}
-
-static void *burst_main(void *arg)
-{
-    burst_worker *w = arg;
-    tg_client *c = NULL;
-    tg_client_config cfg = {.inflight_max = 4};
-    tg_msg *r = malloc(sizeof(*r));
-    if (r == NULL || tg_client_open(&cfg, &c) != TG_OK || tg_client_route(c, P, w->url) != TG_OK) {
-        w->unexpected = TG_ENOMEM;
-        w->unexpected_what = "client";
-    } else {
-        while (!*w->stop && burst_one(w, c, r)) {
-        }
-    }
-    w->client = c; /* its unit is dead now: close it once it runs again */
-    free(r);
-    return NULL;
-}
-
-static uint32_t acked_total(const burst_worker *workers)
-{
-    uint32_t n = 0;
-    for (int i = 0; i < BURST_THREADS; i++) {
-        n += __atomic_load_n(&workers[i].acked, __ATOMIC_RELAXED);
-    }
-    return n;
-}
+static known_booking known[BURST_BOOKINGS_MAX];
+static uint32_t known_count;
 
 static tg_seat_state implied_state(uint32_t status)
 {
@@ -497,68 +343,95 @@ static void assert_bookings_match_seats(void)
     }
 }
 
-/* Every acknowledged operation survived the kill. */
-static uint32_t assert_acknowledged_survived(const burst_worker *workers)
+/* Every acknowledged operation survived the kill; returns how many
+ * bookings were checked. */
+static uint32_t assert_acknowledged_survived(void)
 {
     uint32_t checked = 0;
-    for (int t = 0; t < BURST_THREADS; t++) {
-        for (uint32_t i = 0; i < workers[t].known_count; i++) {
-            const known_booking *k = &workers[t].known[i];
-            cr_assert_eq(hx_booking_get(client, k->id, k->user, &rep), TG_OK,
-                         "an acknowledged booking is gone");
-            if (k->uncertain) {
-                continue;
-            }
-            cr_assert_eq(rep.booking_get_ok.status, k->status, "booking %llu: %s, want %s",
-                         (unsigned long long)k->id,
-                         tg_booking_status_name(rep.booking_get_ok.status),
-                         tg_booking_status_name(k->status));
-            cr_assert_eq(rep.booking_get_ok.seats.count, k->seats.count,
-                         "booking %llu: %u seats, want %u", (unsigned long long)k->id,
-                         rep.booking_get_ok.seats.count, k->seats.count);
-            cr_assert(memcmp(rep.booking_get_ok.seats.ids, k->seats.ids,
-                             sizeof(uint32_t) * k->seats.count) == 0);
-            checked++;
+    for (uint32_t i = 0; i < known_count; i++) {
+        const known_booking *k = &known[i];
+        cr_assert_eq(hx_booking_get(client, k->id, k->user, &rep), TG_OK,
+                     "an acknowledged booking is gone");
+        if (k->uncertain) {
+            continue;
         }
+        cr_assert_eq(rep.booking_get_ok.status, k->status, "booking %llu: %s, want %s",
+                     (unsigned long long)k->id, tg_booking_status_name(rep.booking_get_ok.status),
+                     tg_booking_status_name(k->status));
+        cr_assert_eq(rep.booking_get_ok.seats.count, k->seats.count,
+                     "booking %llu: %u seats, want %u", (unsigned long long)k->id,
+                     rep.booking_get_ok.seats.count, k->seats.count);
+        cr_assert(memcmp(rep.booking_get_ok.seats.ids, k->seats.ids,
+                         sizeof(uint32_t) * k->seats.count) == 0);
+        checked++;
     }
     return checked;
 }
 
-static uint32_t uncertain_count(const burst_worker *workers)
+/* "booking ID USER STATUS UNCERTAIN COUNT SEAT..." */
+static void parse_booking(const char *line)
 {
-    uint32_t n = 0;
-    for (int t = 0; t < BURST_THREADS; t++) {
-        for (uint32_t i = 0; i < workers[t].known_count; i++) {
-            n += workers[t].known[i].uncertain;
-        }
+    cr_assert(known_count < BURST_BOOKINGS_MAX);
+    known_booking *k = &known[known_count++];
+    unsigned long long id, user;
+    unsigned status, count;
+    int uncertain, used = 0;
+    cr_assert_eq(sscanf(line, "booking %llu %llu %u %d %u%n", &id, &user, &status, &uncertain,
+                        &count, &used),
+                 5, "bad line from it_load: %s", line);
+    cr_assert(count <= TG_BOOKING_SEATS_MAX);
+    *k = (known_booking){.id = id, .user = user, .status = status, .uncertain = uncertain != 0,
+                         .seats = {.count = count}};
+    const char *p = line + used;
+    for (uint32_t i = 0; i < count; i++) {
+        int n = 0;
+        cr_assert_eq(sscanf(p, " %u%n", &k->seats.ids[i], &n), 1, "bad seats: %s", line);
+        p += n;
     }
-    return n;
 }
 
-/* Runs the workers until `kill_after` operations were acknowledged, then
- * kills the unit and joins them. */
-static uint32_t burst_then_kill(burst_worker *workers, known_booking (*known)[BURST_BOOKINGS_MAX],
-                                uint32_t cycle, uint32_t kill_after)
+/* Runs the helper's burst until `kill_after` operations were acknowledged,
+ * kills the unit, and collects what the helper was told.  Returns the
+ * operations acknowledged before the kill. */
+static uint32_t burst_then_kill(uint32_t cycle, uint32_t kill_after, uint32_t *uncertain)
 {
-    volatile bool stop = false;
-    for (int i = 0; i < BURST_THREADS; i++) {
-        workers[i] = (burst_worker){.index = (uint32_t)i, .url = unit.rep_url,
-                                    .rng = 0x2545f4914f6cdd1dULL * (uint64_t)(i + 1 + 100 * cycle),
-                                    .stop = &stop, .known = known[i]};
-        cr_assert_eq(pthread_create(&workers[i].thread, NULL, burst_main, &workers[i]), 0);
-    }
+    static hx_helper h;
+    static char line[4096];
+    char seed[32];
+    char partition[16];
+    char seats[16];
+    snprintf(seed, sizeof(seed), "%u", 1000003u * (cycle + 1));
+    snprintf(partition, sizeof(partition), "%u", P);
+    snprintf(seats, sizeof(seats), "%u", BURST_SEATS);
+    char *argv[] = {(char *)hx_load_bin(), "burst", unit.rep_url, partition, BURST_THREADS,
+                    seats, seed, NULL};
+    hx_helper_start(&h, argv);
+    cr_assert(hx_helper_line(&h, line, sizeof(line), 5000) && strcmp(line, "ready") == 0,
+              "it_load did not start");
+    uint32_t acked = 0;
     int64_t limit = hx_now_ms() + 20000; /* bounded, even if the burst stalls */
-    while (acked_total(workers) < kill_after && hx_now_ms() < limit) {
-        hx_sleep_ms(1);
+    while (acked < kill_after && hx_now_ms() < limit &&
+           hx_helper_line(&h, line, sizeof(line), 5000)) {
+        cr_assert(sscanf(line, "progress %u", &acked) == 1, "it_load: %s", line);
     }
-    uint32_t acked = acked_total(workers);
     hx_kill(&unit);
-    stop = true;
-    for (int i = 0; i < BURST_THREADS; i++) {
-        pthread_join(workers[i].thread, NULL);
-        cr_assert_eq(workers[i].unexpected, TG_OK, "worker %d: %s answered %s", i,
-                     workers[i].unexpected_what, tg_errname(workers[i].unexpected));
+    hx_helper_stop(&h);
+    known_count = 0;
+    *uncertain = 0;
+    bool ended = false;
+    while (!ended && hx_helper_line(&h, line, sizeof(line), 15000)) {
+        if (strncmp(line, "booking ", 8) == 0) {
+            parse_booking(line);
+            *uncertain += known[known_count - 1].uncertain;
+        } else if (strncmp(line, "unexpected ", 11) == 0) {
+            cr_assert_fail("it_load: %s", line);
+        } else {
+            ended = strncmp(line, "end ", 4) == 0;
+        }
     }
+    cr_assert(ended, "it_load did not report");
+    int status = hx_helper_wait(&h, 5000);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "it_load: status %#x", status);
     cr_assert(acked >= kill_after / 2, "the burst never got going (%u operations)", acked);
     return acked;
 }
@@ -571,23 +444,18 @@ Test(restart, a_kill_during_a_burst_of_holds_leaves_a_consistent_partition)
     hx_write_layout(&unit, &l);
     hx_start(&unit);
 
-    static burst_worker workers[BURST_THREADS];
-    static known_booking known[BURST_THREADS][BURST_BOOKINGS_MAX];
     const uint32_t kill_after[] = {200, 1500, 3000};
     for (uint32_t cycle = 0; cycle < 3; cycle++) {
-        uint32_t acked = burst_then_kill(workers, known, cycle, kill_after[cycle]);
+        uint32_t uncertain = 0;
+        uint32_t acked = burst_then_kill(cycle, kill_after[cycle], &uncertain);
         hx_start(&unit);
-        for (int i = 0; i < BURST_THREADS; i++) {
-            hx_client_settle(workers[i].client, unit.rep_url);
-            hx_client_close(workers[i].client);
-        }
         client = hx_client(&unit, P, 8);
         assert_consistent();
         assert_bookings_match_seats();
-        uint32_t checked = assert_acknowledged_survived(workers);
+        uint32_t checked = assert_acknowledged_survived();
         cr_log_info("cycle %u: killed after %u acknowledged operations, %u requests unanswered; "
                     "%u bookings checked",
-                    cycle, acked, uncertain_count(workers), checked);
+                    cycle, acked, uncertain, checked);
         hx_client_close(client);
         client = NULL;
     }

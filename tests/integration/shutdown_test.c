@@ -8,14 +8,15 @@
  * that got a reply must have got a proper one (the ok reply of its type, or
  * an error reply whose code the request can have), the unit must exit 0
  * promptly, and after a restart the seats held are the acknowledged holds
- * (plus at most the holds whose reply never arrived).
+ * (plus at most the holds whose reply never arrived).  The load runs in a
+ * helper process (it_load, see harness.h).
  */
 #include "harness.h"
 
 #include <criterion/criterion.h>
 
-#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -24,7 +25,6 @@
 #define SEATS 10000u /* 10 rows of 1000 */
 #define BOOKINGS 512u
 #define IN_FLIGHT 128u
-#define ALICE UINT64_C(1001)
 /* How long the exit may take after SIGTERM with requests in flight. */
 #define PROMPT_EXIT_MS 2000
 
@@ -49,193 +49,76 @@ static void stop_unit(void)
 
 TestSuite(shutdown, .init = start_unit, .fini = stop_unit, .timeout = 90);
 
-/* ---- The load ------------------------------------------------------------ */
-
-typedef struct load load;
+/* ---- Requests in flight ------------------------------------------------- */
 
 typedef struct {
-    load *owner;
-    uint64_t rng;
-    tg_msg req;
-} load_slot;
-
-struct load {
-    tg_client *c;
-    tg_booking_id bookings[BOOKINGS];
-    load_slot slots[IN_FLIGHT];
-    bool stop; /* atomic: no new requests */
-    /* Outcomes, atomic. */
-    uint32_t sent, replies, no_reply, held, improper;
-    uint32_t by_code[TG_ERR_COUNT_];
-    uint32_t in_flight;
-    uint32_t improper_type, improper_code; /* the first improper reply */
-};
-
-static uint64_t next_random(uint64_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
-static void load_send(load_slot *s);
-
-static bool code_allowed(tg_wire_type type, tg_err err)
-{
-    if (err == TG_EUNAVAILABLE || err == TG_EBUSY) {
-        return true; /* stopping; a booking lock held too long under load */
-    }
-    switch (type) {
-    case TG_WIRE_SEATS_HOLD: return err == TG_ESEAT_TAKEN || err == TG_ETOO_MANY_SEATS;
-    default: return false;
-    }
-}
-
-static void improper(load *l, tg_wire_type type, tg_err err)
-{
-    if (__atomic_fetch_add(&l->improper, 1, __ATOMIC_RELAXED) == 0) {
-        l->improper_type = type;
-        l->improper_code = err;
-    }
-}
-
-static void load_cb(void *arg, tg_err err, const tg_msg *reply)
-{
-    load_slot *s = arg;
-    load *l = s->owner;
-    tg_wire_type type = s->req.type;
-    if (reply == NULL) {
-        /* No reply: the unit went away before answering. */
-        if (err == TG_EPROTO) {
-            improper(l, type, err);
-        }
-        __atomic_fetch_add(&l->no_reply, 1, __ATOMIC_RELAXED);
-    } else {
-        __atomic_fetch_add(&l->replies, 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&l->by_code[err], 1, __ATOMIC_RELAXED);
-        bool ok = err == TG_OK ? reply->type == tg_wire_reply_type(type)
-                               : reply->type == TG_WIRE_ERROR &&
-                                     reply->error.code == (uint32_t)err &&
-                                     code_allowed(type, err);
-        if (!ok) {
-            improper(l, type, err);
-        }
-        if (ok && err == TG_OK && type == TG_WIRE_SEATS_HOLD) {
-            __atomic_fetch_add(&l->held, 1, __ATOMIC_RELAXED);
-        }
-    }
-    if (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE) && reply != NULL) {
-        load_send(s);
-        return;
-    }
-    __atomic_fetch_sub(&l->in_flight, 1, __ATOMIC_ACQ_REL);
-}
-
-/* A random request: mostly holds of one seat, some reads, some bookings. */
-static void load_send(load_slot *s)
-{
-    load *l = s->owner;
-    uint32_t dice = (uint32_t)(next_random(&s->rng) % 10);
-    tg_msg *r = &s->req;
-    memset(r, 0, sizeof(*r));
-    if (dice < 6) {
-        r->type = TG_WIRE_SEATS_HOLD;
-        r->seats_hold.booking_id = l->bookings[next_random(&s->rng) % BOOKINGS];
-        r->seats_hold.user_id = ALICE;
-        r->seats_hold.seats = (tg_wire_seat_ids){
-            .count = 1, .ids = {(uint32_t)(next_random(&s->rng) % SEATS)}};
-    } else if (dice < 8) {
-        r->type = TG_WIRE_SEAT_GET;
-        r->seat_get.partition_id = P;
-        r->seat_get.seat_id = (uint32_t)(next_random(&s->rng) % SEATS);
-    } else if (dice < 9) {
-        r->type = TG_WIRE_PARTITION_INFO;
-        r->partition_info.partition_id = P;
-    } else {
-        r->type = TG_WIRE_BOOKING_CREATE;
-        r->booking_create.partition_id = P;
-        r->booking_create.user_id = ALICE;
-    }
-    __atomic_fetch_add(&l->sent, 1, __ATOMIC_RELAXED);
-    if (tg_client_send(l->c, P, r, 3000, NULL, load_cb, s) != TG_OK) {
-        /* Refused at once (its callback never runs): this slot is done. */
-        __atomic_fetch_sub(&l->in_flight, 1, __ATOMIC_ACQ_REL);
-    }
-}
-
-static load the_load;
-
-static void load_start(load *l)
-{
-    tg_client_config cfg = {.inflight_max = 2 * IN_FLIGHT};
-    cr_assert_eq(tg_client_open(&cfg, &l->c), TG_OK);
-    cr_assert_eq(tg_client_route(l->c, P, unit.rep_url), TG_OK);
-    for (uint32_t i = 0; i < BOOKINGS; i++) {
-        l->bookings[i] = hx_booking_create(client, P, ALICE);
-    }
-    l->in_flight = IN_FLIGHT;
-    for (uint32_t i = 0; i < IN_FLIGHT; i++) {
-        l->slots[i] = (load_slot){.owner = l, .rng = 0x9e3779b97f4a7c15ULL * (i + 1)};
-        load_send(&l->slots[i]);
-    }
-}
-
-/* Stops sending and waits (bounded) for the requests in flight to end:
- * those without a reply end with the client's timeout. */
-static void load_stop(load *l)
-{
-    __atomic_store_n(&l->stop, true, __ATOMIC_RELEASE);
-    int64_t limit = hx_now_ms() + 10000;
-    while (__atomic_load_n(&l->in_flight, __ATOMIC_ACQUIRE) > 0 && hx_now_ms() < limit) {
-        hx_sleep_ms(1);
-    }
-}
+    uint32_t sent, replies, no_reply, held, improper, improper_type, improper_code, unavailable;
+} flood_result;
 
 Test(shutdown, sigterm_with_requests_in_flight_answers_properly_and_exits_0_promptly)
 {
-    load *l = &the_load;
-    memset(l, 0, sizeof(*l));
-    load_start(l);
+    /* The load runs in a helper process (it_load flood, see harness.h): its
+     * client outlives the unit. */
+    static hx_helper h;
+    static char line[512];
+    char partition[16], inflight[16], bookings[16], seats[16];
+    snprintf(partition, sizeof(partition), "%u", P);
+    snprintf(inflight, sizeof(inflight), "%u", IN_FLIGHT);
+    snprintf(bookings, sizeof(bookings), "%u", BOOKINGS);
+    snprintf(seats, sizeof(seats), "%u", SEATS);
+    char *argv[] = {(char *)hx_load_bin(), "flood",  unit.rep_url, partition, inflight,
+                    bookings,              seats,    "12345",      NULL};
+    hx_helper_start(&h, argv);
+    cr_assert(hx_helper_line(&h, line, sizeof(line), 10000) && strcmp(line, "ready") == 0,
+              "it_load did not start: %s", line);
+    uint32_t replies = 0, in_flight = 0;
     int64_t limit = hx_now_ms() + 20000;
-    while (__atomic_load_n(&l->replies, __ATOMIC_RELAXED) < 20000 && hx_now_ms() < limit) {
-        hx_sleep_ms(1);
+    while (replies < 20000 && hx_now_ms() < limit && hx_helper_line(&h, line, sizeof(line), 5000)) {
+        cr_assert_eq(sscanf(line, "progress %u %u", &replies, &in_flight), 2, "it_load: %s", line);
     }
-    uint32_t before = __atomic_load_n(&l->replies, __ATOMIC_RELAXED);
-    cr_assert(before >= 1000, "the load never got going (%u replies)", before);
-    cr_assert(__atomic_load_n(&l->in_flight, __ATOMIC_RELAXED) > IN_FLIGHT / 2);
+    cr_assert(replies >= 1000, "the load never got going (%u replies)", replies);
+    cr_assert(in_flight > IN_FLIGHT / 2, "only %u requests in flight", in_flight);
 
     int64_t elapsed;
     int status = hx_stop(&unit, &elapsed);
-    load_stop(l);
+    client = NULL; /* closed by hx_stop */
+    hx_helper_stop(&h);
+    flood_result r = {0};
+    bool reported = false;
+    while (!reported && hx_helper_line(&h, line, sizeof(line), 15000)) {
+        reported = sscanf(line, "result %u %u %u %u %u %u %u %u", &r.sent, &r.replies,
+                          &r.no_reply, &r.held, &r.improper, &r.improper_type, &r.improper_code,
+                          &r.unavailable) == 8;
+    }
+    cr_assert(reported, "it_load did not report");
+    int helper_status = hx_helper_wait(&h, 5000);
+    cr_assert(WIFEXITED(helper_status) && WEXITSTATUS(helper_status) == 0, "it_load: %#x",
+              helper_status);
     cr_log_info("SIGTERM after %u replies: exit after %lld ms; %u replies in all, %u without "
                 "reply, %u unavailable (stopping), %u holds acknowledged",
-                before, (long long)elapsed, l->replies, l->no_reply,
-                l->by_code[TG_EUNAVAILABLE], l->held);
-    cr_assert_eq(l->improper, 0u, "%u improper replies; first: %s answered %s", l->improper,
-                 tg_wire_type_name((tg_wire_type)l->improper_type),
-                 tg_errname((tg_err)l->improper_code));
+                replies, (long long)elapsed, r.replies, r.no_reply, r.unavailable, r.held);
+    cr_assert_eq(r.improper, 0u, "%u improper replies; first: %s answered %s", r.improper,
+                 tg_wire_type_name((tg_wire_type)r.improper_type),
+                 tg_errname((tg_err)r.improper_code));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        hx_dump_log(&unit);
+    }
     cr_assert(WIFEXITED(status), "the unit did not exit (status %#x)", status);
     cr_assert_eq(WEXITSTATUS(status), 0, "exit status %d", WEXITSTATUS(status));
     cr_assert(elapsed <= PROMPT_EXIT_MS, "the exit took %lld ms after SIGTERM",
               (long long)elapsed);
 
-    /* The acknowledged holds are all there; unanswered ones may be too.
-     * (The load's client is closed once the unit runs again: closing it
-     * while it redials a dead unit can hang in nng 1.5.2.) */
+    /* The acknowledged holds are all there; unanswered ones may be too. */
     hx_start(&unit);
-    hx_client_settle(l->c, unit.rep_url);
-    hx_client_close(l->c);
-    l->c = NULL;
     client = hx_client(&unit, P, 4);
     tg_msg av;
     static tg_wire_counts rows[10];
     hx_availability(client, P, &av, rows);
     uint32_t selected = av.availability_ok.totals.by_state[TG_SEAT_SELECTED];
     cr_assert_eq(hx_counts_sum(&av.availability_ok.totals), SEATS);
-    cr_assert(selected >= l->held && selected <= l->held + l->no_reply,
-              "%u seats held, %u holds acknowledged, %u requests unanswered", selected, l->held,
-              l->no_reply);
+    cr_assert(selected >= r.held && selected <= r.held + r.no_reply,
+              "%u seats held, %u holds acknowledged, %u requests unanswered", selected, r.held,
+              r.no_reply);
     hx_stop_ok(&unit);
 }
 
