@@ -31,6 +31,21 @@ static const pst_command commands[] = {
      pst_cmd_seed_users},
     {"layout-json", "layout-json EVENT_ID PARTITION_ID",
      "print a partition's layout from PostgreSQL for tixgrid-pu --partition", pst_cmd_layout_json},
+    {"pu-register", "pu-register NAME REP_URL [PUB_URL] [--zone ZONE]",
+     "add or update a processing unit's addresses (grid_members)", pst_cmd_pu_register},
+    {"place", "place PARTITION PU_NAME",
+     "make a registered unit the partition's primary and raise its epoch by 1", pst_cmd_place},
+    {"run", "run [--batch-max-changes N] [--batch-max-ms MS] [--routes-refresh-ms MS]\n"
+            "      [--retry-max-ms MS] [--poll-idle-ms MS]",
+     "drain placed partitions' change logs into PostgreSQL until SIGTERM\n"
+     "      (defaults: 8192 changes or 20 ms a batch, routes every 1000 ms, retries\n"
+     "      100..5000 ms apart, idle partitions polled every 5 ms)",
+     pst_cmd_run},
+    {"ingest", "ingest PARTITION FILE [--epoch N]",
+     "write change-log records (JSON lines; FILE - is stdin) as the drain would", pst_cmd_ingest},
+    {"replay", "replay PARTITION --pu URL [--epoch N]",
+     "load a partition from PostgreSQL into the unit at URL (layout, seats, live bookings)",
+     pst_cmd_replay},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))

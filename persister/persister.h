@@ -133,4 +133,23 @@ tg_err pst_layout_json(PGconn *db, int64_t event_id, uint32_t partition_id, FILE
 
 int pst_cmd_layout_json(pst_context *ctx, int argc, char **argv);
 
+/* ---- The drain and the address book (drain.c, drain.h) ------------------- */
+
+/* pu-register NAME REP_URL [PUB_URL] [--zone ZONE]: upsert a grid_members row. */
+int pst_cmd_pu_register(pst_context *ctx, int argc, char **argv);
+/* place PARTITION PU_NAME: the partition's primary, and epoch + 1. */
+int pst_cmd_place(pst_context *ctx, int argc, char **argv);
+/* run [flags]: the write-behind drain until SIGTERM or SIGINT (exit 0). */
+int pst_cmd_run(pst_context *ctx, int argc, char **argv);
+/* ingest PARTITION FILE [--epoch N]: records from JSON lines, as the drain
+ * would write them. */
+int pst_cmd_ingest(pst_context *ctx, int argc, char **argv);
+
+/* ---- Replay (replay.c) ----------------------------------------------------- */
+
+/* replay PARTITION --pu URL [--epoch N]: the partition's layout, seats and
+ * live bookings from one PostgreSQL snapshot into a processing unit
+ * (partition_create, then partition_restore; persister/README.md). */
+int pst_cmd_replay(pst_context *ctx, int argc, char **argv);
+
 #endif

@@ -296,6 +296,14 @@ tg_err pst_seed_demo(PGconn *db)
         pst_db_rollback(db);
         return err;
     }
+    if (events_made > 0) {
+        /* Fresh tables have no statistics: without them the planner sorts
+         * all 100,000 seats to read a layout back (layout-json, replay). */
+        err = pst_db_exec(db, "analyze the new seats", "ANALYZE seats, sections");
+        if (err != TG_OK) {
+            return err;
+        }
+    }
     tg_log_info("seed-demo: %u events and %u users created (%u and %u were there already)",
                 events_made, users_made, COUNT(demo_events) - events_made,
                 COUNT(demo_users) - users_made);
