@@ -26,10 +26,9 @@
 #include <string.h>
 #include <time.h>
 
-#define URL_BYTES 256u
 
 typedef struct {
-    char url[URL_BYTES];
+    char url[TG_URL_BYTES];
     nng_socket sock;
 } client_endpoint;
 
@@ -110,8 +109,8 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
             return TG_OK;
         }
     }
-    if (strlen(url) >= URL_BYTES || c->endpoint_count == TG_CLIENT_ENDPOINTS_MAX) {
-        return strlen(url) >= URL_BYTES ? TG_EINVAL : TG_ENOMEM;
+    if (strlen(url) >= TG_URL_BYTES || c->endpoint_count == TG_CLIENT_ENDPOINTS_MAX) {
+        return strlen(url) >= TG_URL_BYTES ? TG_EINVAL : TG_ENOMEM;
     }
     client_endpoint *e = &c->endpoints[c->endpoint_count];
     if (nng_req0_open(&e->sock) != 0) {

@@ -142,17 +142,6 @@ static uint32_t best_pick(const pu_partition *p, const pu_best_request *req, uin
     return taken == q ? q : 0;
 }
 
-static void sort_seats(uint32_t *seats, uint32_t n)
-{
-    for (uint32_t i = 1; i < n; i++) {
-        uint32_t v = seats[i], j = i;
-        for (; j > 0 && seats[j - 1] > v; j--) {
-            seats[j] = seats[j - 1];
-        }
-        seats[j] = v;
-    }
-}
-
 static tg_err best_locked(pu_partition *p, pu_booking_rec *b, const pu_best_request *req,
                           pu_hold_result *out)
 {
@@ -164,7 +153,7 @@ static tg_err best_locked(pu_partition *p, pu_booking_rec *b, const pu_best_requ
         if (best_pick(p, req, picked) == 0) {
             return TG_ENO_SEATS;
         }
-        sort_seats(picked, req->quantity);
+        pu_seats_sort(picked, req->quantity);
         tg_err err = pu_hold_locked(p, b, picked, req->quantity, out);
         if (err != TG_ESEAT_TAKEN) {
             return err;
@@ -183,17 +172,11 @@ tg_err pu_seats_hold_best(pu_partition *p, tg_booking_id id, uint64_t user_id,
         return TG_EINVAL;
     }
     pu_booking_rec *b;
-    tg_err err = pu_booking_lock(p, id, user_id, &b);
+    tg_err err = pu_booking_lock_created(p, id, user_id, now_ms, &b);
     if (err != TG_OK) {
         return err;
     }
-    err = pu_booking_expire_if_due(p, b, now_ms);
-    if (err == TG_OK && pu_booking_status(b) != TG_BOOKING_CREATED) {
-        err = TG_EBOOKING_STATE;
-    }
-    if (err == TG_OK) {
-        err = best_locked(p, b, req, out);
-    }
+    err = best_locked(p, b, req, out);
     pu_booking_unlock(b);
     return err;
 }

@@ -73,11 +73,6 @@ tg_err pu_booking_lock(pu_partition *p, tg_booking_id id, uint64_t user_id, pu_b
     return TG_OK;
 }
 
-static bool status_live(tg_booking_status s)
-{
-    return s == TG_BOOKING_CREATED || s == TG_BOOKING_PENDING_PAYMENT;
-}
-
 /* Moves locked b to status `to` and its seats to the state `to` implies.
  * Reserves every record first, so a full ring changes nothing. */
 static tg_err transition(pu_partition *p, pu_booking_rec *b, tg_booking_status to,
@@ -116,7 +111,7 @@ static tg_err transition(pu_partition *p, pu_booking_rec *b, tg_booking_status t
 tg_err pu_booking_expire_if_due(pu_partition *p, pu_booking_rec *b, int64_t now_ms)
 {
     int64_t deadline = __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED);
-    if (!status_live(pu_booking_status(b)) || now_ms < deadline) {
+    if (!pu_status_live(pu_booking_status(b)) || now_ms < deadline) {
         return TG_OK;
     }
     tg_err err = transition(p, b, TG_BOOKING_EXPIRED, deadline);
@@ -249,7 +244,7 @@ tg_err pu_booking_cancel(pu_partition *p, tg_booking_id id, uint64_t user_id, in
         return err;
     }
     (void)now_ms; /* cancelling needs no clock: a due booking is cancelled all the same */
-    if (status_live(pu_booking_status(b))) {
+    if (pu_status_live(pu_booking_status(b))) {
         err = transition(p, b, TG_BOOKING_CANCELLED, __atomic_load_n(&b->deadline_ms,
                                                                      __ATOMIC_RELAXED));
     } else {
@@ -325,7 +320,7 @@ tg_err pu_booking_fail(pu_partition *p, tg_booking_id id, int64_t now_ms)
     tg_booking_status s = pu_booking_status(b);
     if (s == TG_BOOKING_FAILED) {
         err = TG_OK;
-    } else if (status_live(s)) {
+    } else if (pu_status_live(s)) {
         err = transition(p, b, TG_BOOKING_FAILED,
                          __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED));
     } else {
@@ -339,7 +334,7 @@ tg_err pu_booking_fail(pu_partition *p, tg_booking_id id, int64_t now_ms)
 static bool sweep_slot(pu_partition *p, pu_booking_rec *b, int64_t now_ms)
 {
     /* Unlocked peek: cheap for the many slots that are not due. */
-    if (!status_live(pu_booking_status(b)) ||
+    if (!pu_status_live(pu_booking_status(b)) ||
         now_ms < __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED)) {
         return false;
     }

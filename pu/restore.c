@@ -70,7 +70,7 @@ tg_err pu_restore_seat(pu_partition *p, uint32_t seat_id, tg_seat_word word)
 /* Live and paid bookings own seats (and paid ones their slot, for ever). */
 static bool slot_holds_seats_status(tg_booking_status s)
 {
-    return s == TG_BOOKING_CREATED || s == TG_BOOKING_PENDING_PAYMENT || s == TG_BOOKING_PAID;
+    return pu_status_seat_state(s) != TG_SEAT_FREE;
 }
 
 static bool slot_holds_seats(const pu_booking_rec *rec)

@@ -21,6 +21,17 @@
 
 #include <string.h>
 
+void pu_seats_sort(uint32_t *seats, uint32_t n)
+{
+    for (uint32_t i = 1; i < n; i++) { /* n <= TG_BOOKING_SEATS_MAX: insertion sort */
+        uint32_t v = seats[i], j = i;
+        for (; j > 0 && seats[j - 1] > v; j--) {
+            seats[j] = seats[j - 1];
+        }
+        seats[j] = v;
+    }
+}
+
 tg_err pu_seats_prepare(const pu_partition *p, const uint32_t *seat_ids, uint32_t n,
                         uint32_t *sorted)
 {
@@ -31,12 +42,9 @@ tg_err pu_seats_prepare(const pu_partition *p, const uint32_t *seat_ids, uint32_
         if (seat_ids[i] >= p->hdr->seat_count) {
             return TG_ESEAT_RANGE;
         }
-        uint32_t v = seat_ids[i], j = i;
-        for (; j > 0 && sorted[j - 1] > v; j--) {
-            sorted[j] = sorted[j - 1];
-        }
-        sorted[j] = v;
+        sorted[i] = seat_ids[i];
     }
+    pu_seats_sort(sorted, n);
     for (uint32_t i = 1; i < n; i++) {
         if (sorted[i] == sorted[i - 1]) {
             return TG_EINVAL;
@@ -141,10 +149,8 @@ tg_err pu_hold_locked(pu_partition *p, pu_booking_rec *b, const uint32_t *sorted
     return TG_OK;
 }
 
-/* Locks the booking for a change of its seats: it must be created and not
- * due; a due booking is expired on the spot. */
-static tg_err lock_created(pu_partition *p, tg_booking_id id, uint64_t user_id, int64_t now_ms,
-                           pu_booking_rec **out)
+tg_err pu_booking_lock_created(pu_partition *p, tg_booking_id id, uint64_t user_id,
+                               int64_t now_ms, pu_booking_rec **out)
 {
     pu_booking_rec *b;
     tg_err err = pu_booking_lock(p, id, user_id, &b);
@@ -170,7 +176,7 @@ tg_err pu_seats_hold(pu_partition *p, tg_booking_id id, uint64_t user_id, const 
     uint32_t sorted[TG_BOOKING_SEATS_MAX];
     tg_err err = pu_seats_prepare(p, seat_ids, n, sorted);
     pu_booking_rec *b;
-    if (err != TG_OK || (err = lock_created(p, id, user_id, now_ms, &b)) != TG_OK) {
+    if (err != TG_OK || (err = pu_booking_lock_created(p, id, user_id, now_ms, &b)) != TG_OK) {
         return err;
     }
     err = pu_hold_locked(p, b, sorted, n, out);
@@ -236,7 +242,7 @@ tg_err pu_seats_release(pu_partition *p, tg_booking_id id, uint64_t user_id,
     uint32_t sorted[TG_BOOKING_SEATS_MAX];
     tg_err err = pu_seats_prepare(p, seat_ids, n, sorted);
     pu_booking_rec *b;
-    if (err != TG_OK || (err = lock_created(p, id, user_id, now_ms, &b)) != TG_OK) {
+    if (err != TG_OK || (err = pu_booking_lock_created(p, id, user_id, now_ms, &b)) != TG_OK) {
         return err;
     }
     err = release_locked(p, b, sorted, n);

@@ -176,8 +176,15 @@ void pu_logged_advance(uint32_t *logged, uint32_t version);
 /* Moves a row's counter from one state to another (atomic). */
 void pu_count_move(pu_partition *p, uint32_t seat_id, tg_seat_state from, tg_seat_state to);
 
-/* The seat state that a booking of this status holds its seats in. */
+/* The seat state that a booking of this status holds its seats in (FREE for
+ * bookings that hold none: ended ones). */
 tg_seat_state pu_status_seat_state(tg_booking_status status);
+
+/* True for bookings that may still change (created, pending_payment). */
+static inline _Bool pu_status_live(tg_booking_status s)
+{
+    return s == TG_BOOKING_CREATED || s == TG_BOOKING_PENDING_PAYMENT;
+}
 
 /* Locks the booking id names and checks it exists, belongs to this
  * partition and to user_id (unless PU_USER_SYSTEM). */
@@ -187,6 +194,14 @@ void pu_booking_unlock(pu_booking_rec *b);
 /* With b locked: expires b if it is live and its deadline has passed
  * (TG_EEXPIRED), else TG_OK. */
 tg_err pu_booking_expire_if_due(pu_partition *p, pu_booking_rec *b, int64_t now_ms);
+
+/* Locks the booking for a change of its seats: it must be created and not
+ * due (a due booking is expired on the spot: TG_EEXPIRED). */
+tg_err pu_booking_lock_created(pu_partition *p, tg_booking_id id, uint64_t user_id,
+                               int64_t now_ms, pu_booking_rec **out);
+
+/* Sorts at most TG_BOOKING_SEATS_MAX seat ids ascending. */
+void pu_seats_sort(uint32_t *seats, uint32_t n);
 
 /* Validates 1..TG_BOOKING_SEATS_MAX seat ids and copies them ascending. */
 tg_err pu_seats_prepare(const pu_partition *p, const uint32_t *seat_ids, uint32_t n,

@@ -27,11 +27,11 @@
 #include "partition.h"
 #include "tixgrid/err.h"
 
-/* Partitions one processing unit serves at most. */
-#define PU_PARTITIONS_MAX 256u
-/* REP contexts in flight at most (the default is PU_CONTEXTS_DEFAULT). */
-#define PU_CONTEXTS_MAX 1024u
-#define PU_CONTEXTS_DEFAULT 64u
+/* Bounds: TG_PU_PARTITIONS_MAX, TG_PU_CONTEXTS_MAX and _DEFAULT in
+ * tixgrid/limits.h. */
+#define PU_PARTITIONS_MAX TG_PU_PARTITIONS_MAX
+#define PU_CONTEXTS_MAX TG_PU_CONTEXTS_MAX
+#define PU_CONTEXTS_DEFAULT TG_PU_CONTEXTS_DEFAULT
 /* Housekeeping period, and the default sweep period. */
 #define PU_TICK_MS 20u
 #define PU_SWEEP_INTERVAL_MS_DEFAULT 100u

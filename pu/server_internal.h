@@ -18,8 +18,8 @@
 #include <nng/supplemental/util/platform.h>
 #include <pthread.h>
 
-/* Log-head samples kept per partition for the "oldest unpersisted" age. */
-#define PU_HEAD_SAMPLES 1024u
+/* Log-head samples kept per partition (tixgrid/limits.h). */
+#define PU_HEAD_SAMPLES TG_PU_HEAD_SAMPLES
 /* Ticks between two head samples (PU_TICK_MS each). */
 #define PU_SAMPLE_EVERY_TICKS 5u
 

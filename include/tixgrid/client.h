@@ -35,16 +35,11 @@
 #include <stdint.h>
 
 #include "tixgrid/err.h"
+#include "tixgrid/limits.h"
 #include "tixgrid/wire.h"
 
-/* Distinct addresses one client talks to, and routes it keeps. */
-#define TG_CLIENT_ENDPOINTS_MAX 64u
-#define TG_CLIENT_ROUTES_MAX 4096u
-/* Requests in flight per client: bounds and default. */
-#define TG_CLIENT_INFLIGHT_MAX 65536u
-#define TG_CLIENT_INFLIGHT_DEFAULT 256u
-/* Timeout when a request gives 0. */
-#define TG_CLIENT_TIMEOUT_MS_DEFAULT 2000u
+/* Bounds (endpoints, routes, requests in flight, default timeout) are the
+ * TG_CLIENT_* of tixgrid/limits.h. */
 
 typedef struct tg_client tg_client;
 

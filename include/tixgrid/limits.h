@@ -68,6 +68,24 @@
 #define TG_HOLD_TTL_MS_DEFAULT 300000u
 #define TG_PAYMENT_WINDOW_MS_DEFAULT 900000u
 
+/* Processing unit: partitions one unit serves, and requests it works on at
+ * once (nng REP contexts: maximum and default). */
+#define TG_PU_PARTITIONS_MAX 256u
+#define TG_PU_CONTEXTS_MAX 1024u
+#define TG_PU_CONTEXTS_DEFAULT 64u
+/* Log-head samples a unit keeps per partition for the "oldest unpersisted"
+ * age (one every 100 ms: about 100 s of history). */
+#define TG_PU_HEAD_SAMPLES 1024u
+
+/* Routing client (client.h): distinct addresses, routes, requests in
+ * flight (maximum and default), default timeout, bytes of an address. */
+#define TG_CLIENT_ENDPOINTS_MAX 64u
+#define TG_CLIENT_ROUTES_MAX 4096u
+#define TG_CLIENT_INFLIGHT_MAX 65536u
+#define TG_CLIENT_INFLIGHT_DEFAULT 256u
+#define TG_CLIENT_TIMEOUT_MS_DEFAULT 2000u
+#define TG_URL_BYTES 256u
+
 /* Bytes of a shared-memory object name, including the NUL. */
 #define TG_SHM_NAME_BYTES 96u
 /* Bytes of a processing unit's name, including the NUL. */
