@@ -48,16 +48,7 @@ static const char *env_or_fail(const char *name)
 static void persister(pgt_run_result *r, const pgt_server *s, const char *out_path,
                       const char *const *args)
 {
-    static char db_env[200];
-    const char *argv[ARGS_MAX + 2] = {env_or_fail("TIXGRID_PERSISTER_BIN")};
-    int n = 1;
-    for (int i = 0; args[i] != NULL && n <= ARGS_MAX; i++) {
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    snprintf(db_env, sizeof(db_env), "TIXGRID_DB=%s", s != NULL ? s->conninfo : "");
-    char *const env[] = {db_env, "TIXGRID_LOG_LEVEL=info", NULL};
-    pgt_run((char *const *)argv, env, out_path, RUN_TIMEOUT_MS, r);
+    pgt_persister(r, s, out_path, args);
 }
 
 /* Runs it and asserts exit 0 (printing its stderr otherwise). */

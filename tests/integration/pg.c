@@ -558,3 +558,24 @@ uint32_t pgt_count_lines(const char *text)
     }
     return lines + (len > 0 && text[len - 1] != '\n');
 }
+
+#define PERSISTER_ARGS_MAX 16
+#define PERSISTER_TIMEOUT_MS 60000
+
+void pgt_persister(pgt_run_result *r, const pgt_server *s, const char *out_path,
+                   const char *const *args)
+{
+    static char db_env[200];
+    const char *bin = getenv("TIXGRID_PERSISTER_BIN");
+    cr_assert(bin != NULL && bin[0] != '\0',
+              "TIXGRID_PERSISTER_BIN is not set (run through meson)");
+    const char *argv[PERSISTER_ARGS_MAX + 2] = {bin};
+    int n = 1;
+    for (int i = 0; args[i] != NULL && n <= PERSISTER_ARGS_MAX; i++) {
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    snprintf(db_env, sizeof(db_env), "TIXGRID_DB=%s", s != NULL ? s->conninfo : "");
+    char *const env[] = {db_env, "TIXGRID_LOG_LEVEL=info", NULL};
+    pgt_run((char *const *)argv, env, out_path, PERSISTER_TIMEOUT_MS, r);
+}

@@ -117,6 +117,12 @@ typedef struct {
 void pgt_run(char *const argv[], char *const env[], const char *out_path, int timeout_ms,
              pgt_run_result *r);
 
+/* Runs $TIXGRID_PERSISTER_BIN (set by meson; asserts it is) with args
+ * (NULL-terminated, at most 16) against s (NULL: TIXGRID_DB empty), at log
+ * level info, in at most 60 s; stdout to out_path when not NULL. */
+void pgt_persister(pgt_run_result *r, const pgt_server *s, const char *out_path,
+                   const char *const *args);
+
 /* The exit code of a finished run, or -1 when it did not exit normally. */
 int pgt_exit_code(const pgt_run_result *r);
 
