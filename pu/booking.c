@@ -21,6 +21,9 @@
  * between, recovery moves the remaining seats to the state the status
  * implies (created → SELECTED, pending_payment → RESERVED, paid → SOLD,
  * ended → FREE).
+ *
+ * The same file resets a whole partition for tests and demos (at the end):
+ * one bounded pass over the table that cancels every live or paid booking.
  */
 #include "segment.h"
 
@@ -74,15 +77,16 @@ tg_err pu_booking_lock(pu_partition *p, tg_booking_id id, uint64_t user_id, pu_b
 }
 
 /* Moves locked b to status `to` and its seats to the state `to` implies.
- * Reserves every record first, so a full ring changes nothing. */
+ * Reserves every record first (below limit_per_1024 of the ring), so a full
+ * ring changes nothing. */
 static tg_err transition(pu_partition *p, pu_booking_rec *b, tg_booking_status to,
-                         int64_t deadline_ms)
+                         int64_t deadline_ms, uint32_t limit_per_1024)
 {
     uint32_t n = b->seat_count;
     tg_seat_state from_state = pu_status_seat_state(pu_booking_status(b));
     tg_seat_state to_state = pu_status_seat_state(to);
     uint64_t seq;
-    tg_err err = pu_log_reserve(p, 1 + n, TG_LOG_GIVER_PER_1024, &seq);
+    tg_err err = pu_log_reserve(p, 1 + n, limit_per_1024, &seq);
     if (err != TG_OK) {
         return err;
     }
@@ -114,7 +118,7 @@ tg_err pu_booking_expire_if_due(pu_partition *p, pu_booking_rec *b, int64_t now_
     if (!pu_status_live(pu_booking_status(b)) || now_ms < deadline) {
         return TG_OK;
     }
-    tg_err err = transition(p, b, TG_BOOKING_EXPIRED, deadline);
+    tg_err err = transition(p, b, TG_BOOKING_EXPIRED, deadline, TG_LOG_GIVER_PER_1024);
     return err != TG_OK ? err : TG_EEXPIRED;
 }
 
@@ -245,8 +249,8 @@ tg_err pu_booking_cancel(pu_partition *p, tg_booking_id id, uint64_t user_id, in
     }
     (void)now_ms; /* cancelling needs no clock: a due booking is cancelled all the same */
     if (pu_status_live(pu_booking_status(b))) {
-        err = transition(p, b, TG_BOOKING_CANCELLED, __atomic_load_n(&b->deadline_ms,
-                                                                     __ATOMIC_RELAXED));
+        err = transition(p, b, TG_BOOKING_CANCELLED,
+                         __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED), TG_LOG_GIVER_PER_1024);
     } else {
         err = TG_EBOOKING_STATE;
     }
@@ -268,7 +272,7 @@ tg_err pu_booking_begin_payment(pu_partition *p, tg_booking_id id, uint64_t user
     }
     if (err == TG_OK) {
         int64_t deadline = now_ms + p->hdr->payment_window_ms;
-        err = transition(p, b, TG_BOOKING_PENDING_PAYMENT, deadline);
+        err = transition(p, b, TG_BOOKING_PENDING_PAYMENT, deadline, TG_LOG_GIVER_PER_1024);
         if (err == TG_OK && deadline_ms != NULL) {
             *deadline_ms = deadline;
         }
@@ -289,8 +293,8 @@ static tg_err confirm_locked(pu_partition *p, pu_booking_rec *b, int64_t now_ms)
         if (err != TG_OK) {
             return err;
         }
-        return transition(p, b, TG_BOOKING_PAID,
-                          __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED));
+        return transition(p, b, TG_BOOKING_PAID, __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED),
+                          TG_LOG_GIVER_PER_1024);
     }
     default:
         return TG_EBOOKING_STATE;
@@ -322,7 +326,7 @@ tg_err pu_booking_fail(pu_partition *p, tg_booking_id id, int64_t now_ms)
         err = TG_OK;
     } else if (pu_status_live(s)) {
         err = transition(p, b, TG_BOOKING_FAILED,
-                         __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED));
+                         __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED), TG_LOG_GIVER_PER_1024);
     } else {
         err = TG_EBOOKING_STATE;
     }
@@ -366,4 +370,91 @@ uint32_t pu_sweep(pu_partition *p, int64_t now_ms, uint32_t scan_max)
     }
     __atomic_store_n(&h->sweep_cursor, cursor % used, __ATOMIC_RELAXED);
     return expired;
+}
+
+/*
+ * Reset (tests and demos: the gateway's POST /api/reset).  One pass over the
+ * booking table cancels every booking that is created, pending_payment or
+ * paid, through the same transition as pu_booking_cancel: under the
+ * booking's lock, booking record first, then one CAS and one seat record per
+ * seat, counters moved seat by seat.  Paid bookings are cancelled too — a
+ * reset wipes test sales, it is not a refund.  Freeing every held or sold
+ * seat this way needs no pass over the seat words: each such seat belongs
+ * to a live or paid booking (pu_partition_check), and the pass reaches them
+ * all.  BLOCKED seats belong to no booking and stay blocked.
+ *
+ * Not atomic across the partition, on purpose: other threads keep selling
+ * while the pass runs.  Only bookings whose seq was handed out before the
+ * pass began are cancelled (one still being written into its slot at that
+ * instant may be missed, as if made just after); a booking made after that,
+ * and the seats it takes, are left alone, even when a seat it takes was
+ * freed by this reset a moment earlier.  A booking made before the pass may
+ * still change until its slot is reached; it is then cancelled as it stands.
+ *
+ * Rejected: CASing held and sold seats to FREE straight from the seat words.
+ * The owning booking would stay live with a seat list naming seats that are
+ * no longer its own, and the log would show seats released while their
+ * booking went on — PostgreSQL and replicas would disagree with the grid.
+ *
+ * Bounds: at most booking_capacity slots, each cancelled with at most
+ * 1 + TG_BOOKING_SEATS_MAX log records.  The reset reserves its records only
+ * below the high-water mark, like a taker: a bulk reset must not eat the part
+ * of the ring kept for releases, payments and expiries.  When the ring is
+ * there it stops with TG_EBACKLOG, having changed nothing about the booking it
+ * stopped at; calling again once the persister has drained finishes the job.
+ */
+
+static bool reset_wanted(tg_booking_status s)
+{
+    return pu_status_live(s) || s == TG_BOOKING_PAID;
+}
+
+/* Cancels the booking in slot b if it is live or paid and its seq is at most
+ * last_seq; adds what it did to *out. */
+static tg_err reset_slot(pu_partition *p, const pu_booking_rec *slot, uint32_t last_seq,
+                         pu_reset_result *out)
+{
+    /* Unlocked peek, checked again under the lock: most slots need nothing. */
+    uint32_t seq = __atomic_load_n(&slot->seq, __ATOMIC_RELAXED);
+    if (seq == 0 || seq > last_seq || !reset_wanted(pu_booking_status(slot))) {
+        return TG_OK;
+    }
+    pu_booking_rec *b;
+    tg_err err =
+        pu_booking_lock(p, tg_booking_id_make(p->hdr->partition_id, seq), PU_USER_SYSTEM, &b);
+    if (err == TG_ENOT_FOUND) {
+        return TG_OK; /* the slot was reused since the peek: its booking had ended */
+    }
+    if (err != TG_OK) {
+        return err;
+    }
+    uint32_t seats = b->seat_count;
+    if (reset_wanted(pu_booking_status(b))) {
+        err = transition(p, b, TG_BOOKING_CANCELLED,
+                         __atomic_load_n(&b->deadline_ms, __ATOMIC_RELAXED),
+                         TG_LOG_HIGH_WATER_PER_1024);
+        if (err == TG_OK) {
+            out->bookings_cancelled++;
+            out->seats_freed += seats;
+        }
+    }
+    pu_booking_unlock(b);
+    return err;
+}
+
+tg_err pu_partition_reset(pu_partition *p, int64_t now_ms, pu_reset_result *out)
+{
+    TG_ASSERT(p != NULL && out != NULL);
+    (void)now_ms; /* like pu_booking_cancel: a due booking is cancelled all the same */
+    *out = (pu_reset_result){0, 0};
+    uint32_t capacity = p->hdr->booking_capacity;
+    uint32_t last_seq = __atomic_load_n(&p->hdr->booking_next_seq, __ATOMIC_RELAXED);
+    uint32_t used = last_seq < capacity ? last_seq : capacity;
+    for (uint32_t slot = 0; slot < used; slot++) {
+        tg_err err = reset_slot(p, &p->bookings[slot], last_seq, out);
+        if (err != TG_OK) {
+            return err;
+        }
+    }
+    return TG_OK;
 }

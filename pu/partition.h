@@ -284,6 +284,27 @@ uint32_t pu_sweep(pu_partition *p, int64_t now_ms, uint32_t scan_max);
 tg_err pu_seats_block(pu_partition *p, const uint32_t *seat_ids, uint32_t n, pu_hold_result *out);
 tg_err pu_seats_unblock(pu_partition *p, const uint32_t *seat_ids, uint32_t n);
 
+/* ---- Reset (tests and demos) -------------------------------------------- */
+
+/* What a reset did (also when it stopped early). */
+typedef struct {
+    uint32_t bookings_cancelled; /* bookings moved to cancelled, paid ones included */
+    uint32_t seats_freed;        /* SELECTED, RESERVED and SOLD seats they held, now FREE */
+} pu_reset_result;
+
+/* Clears a partition's sales, for tests and demos: every booking that is
+ * created, pending_payment or paid becomes cancelled and its seats FREE,
+ * each change logged exactly as pu_booking_cancel logs it (a paid booking
+ * too: this is a reset, not a refund).  BLOCKED seats stay blocked; the
+ * layout and ended bookings stay as they are.  Not atomic across the
+ * partition: bookings made after the call began, and the seats they take,
+ * are left alone (booking.c).  One pass over at most booking_capacity
+ * slots.  Stops with TG_EBACKLOG at the ring's high-water mark, or with
+ * TG_EBUSY when a booking's lock stays taken; *out then says what was done,
+ * and calling again (once the persister has drained) goes on.  now_ms is
+ * unused: a due booking is cancelled like any other. */
+tg_err pu_partition_reset(pu_partition *p, int64_t now_ms, pu_reset_result *out);
+
 /* ---- Restore (replay from PostgreSQL) ------------------------------------ */
 
 /* A partition rebuilt from PostgreSQL goes through begin → seats and

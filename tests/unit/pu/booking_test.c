@@ -1,8 +1,10 @@
 /*
  * booking_test.c — the booking life cycle: create, get, begin_payment,
- * confirm, fail, cancel, the sweeper, and the fixed-capacity booking table.
+ * confirm, fail, cancel, the sweeper, the fixed-capacity booking table, and
+ * the reset of a whole partition (tests and demos).
  *
- * The layout is 1 section × 2 rows × 10 seats (seats 0..19), hold TTL
+ * The layout is 1 section × 2 rows × 10 seats (seats 0..19; the reset's
+ * back-pressure case has its own, with the smallest ring), hold TTL
  * FX_HOLD_TTL_MS and payment window FX_PAYMENT_WINDOW_MS.  Deadlines follow
  * the sweeper's rule from partition.h: a booking is due once its deadline is
  * <= now.
@@ -577,5 +579,194 @@ Test(booking_table, an_expired_booking_frees_its_slot_once_persisted)
     cr_assert_eq(pu_booking_create(p, FX_BOB, FX_T0 + FX_HOLD_TTL_MS, &b), TG_OK);
     pu_booking_info old;
     cr_assert_eq(pu_booking_get(p, first, PU_USER_SYSTEM, &old), TG_ENOT_FOUND);
+    fx_check(p);
+}
+
+/* ---- reset (tests and demos) ---------------------------------------------- */
+
+/* A small ring for the back-pressure case: 64 records, high-water mark at 56. */
+static void setup_small_ring(void)
+{
+    fx_layout(1, 2, 16); /* seats 0..31 */
+    fx.cfg.log_records = TG_LOG_RECORDS_MIN;
+    fx_create();
+}
+
+TestSuite(reset, .init = setup, .fini = fx_fini);
+TestSuite(reset_ring, .init = setup_small_ring, .fini = fx_fini);
+
+static pu_reset_result reset_ok(pu_partition *p)
+{
+    pu_reset_result r;
+    memset(&r, 0xff, sizeof(r));
+    tg_err err = pu_partition_reset(p, FX_T0, &r);
+    cr_assert_eq(err, TG_OK, "pu_partition_reset: %s", tg_errname(err));
+    return r;
+}
+
+/* Seats 0-1 held, 2-3 reserved, 4-6 sold, 10-11 blocked; bookings in every
+ * status.  Fills ids[] with: created, pending, paid, empty created,
+ * cancelled, expired, failed. */
+static void sales(pu_partition *p, tg_booking_id ids[7])
+{
+    ids[0] = fx_book_range(p, FX_ALICE, 0, 2, FX_T0);
+    ids[1] = pending(p, FX_BOB, 2, 2, FX_T0);
+    ids[2] = paid(p, FX_ALICE, 4, 3, FX_T0);
+    ids[3] = fx_booking(p, FX_BOB, FX_T0);
+    ids[4] = fx_book_range(p, FX_ALICE, 7, 1, FX_T0);
+    cr_assert_eq(pu_booking_cancel(p, ids[4], FX_ALICE, FX_T0), TG_OK);
+    ids[5] = fx_book_range(p, FX_BOB, 8, 1, FX_T0 - FX_HOLD_TTL_MS);
+    cr_assert_eq(pu_sweep(p, FX_T0, TG_SWEEP_SCAN_MAX), 1u);
+    ids[6] = pending(p, FX_ALICE, 9, 1, FX_T0);
+    cr_assert_eq(pu_booking_fail(p, ids[6], FX_T0), TG_OK);
+    fx_block(p, (const uint32_t[]){10, 11}, 2);
+}
+
+Test(reset, frees_held_reserved_and_sold_seats_and_cancels_every_live_or_paid_booking)
+{
+    pu_partition *p = fx.p;
+    tg_booking_id ids[7];
+    sales(p, ids);
+    pu_booking_info was[7];
+    for (int i = 0; i < 7; i++) {
+        was[i] = fx_booking_get(p, ids[i]);
+    }
+    pu_reset_result r = reset_ok(p);
+    cr_assert_eq(r.bookings_cancelled, 4u, "created, pending, paid and the empty one");
+    cr_assert_eq(r.seats_freed, 7u, "2 selected + 2 reserved + 3 sold");
+    for (int i = 0; i < 4; i++) {
+        pu_booking_info b = fx_booking_get(p, ids[i]);
+        cr_assert_eq(b.status, TG_BOOKING_CANCELLED, "booking %d is %s", i,
+                     tg_booking_status_name(b.status));
+        cr_assert_eq(b.version, was[i].version + 1);
+        cr_assert_eq(b.seat_count, 0u);
+        cr_assert_eq(b.deadline_ms, was[i].deadline_ms, "a reset keeps the deadline, as cancel");
+    }
+    for (int i = 4; i < 7; i++) {
+        pu_booking_info b = fx_booking_get(p, ids[i]);
+        fx_assert_booking_same(&was[i], &b);
+    }
+    assert_seats_in(p, 0, 10, TG_SEAT_FREE);
+    assert_seats_in(p, 10, 2, TG_SEAT_BLOCKED);
+    assert_seats_in(p, 12, SEATS - 12, TG_SEAT_FREE);
+    cr_assert_eq(fx_total(p, TG_SEAT_FREE), SEATS - 2);
+    cr_assert_eq(fx_total(p, TG_SEAT_BLOCKED), 2u);
+    cr_assert_eq(fx_total(p, TG_SEAT_SELECTED) + fx_total(p, TG_SEAT_RESERVED) +
+                     fx_total(p, TG_SEAT_SOLD),
+                 0u);
+    fx_check(p); /* per-row counters equal a recount; lists and words agree */
+}
+
+Test(reset, logs_each_booking_then_its_seats_as_a_cancel_does)
+{
+    pu_partition *p = fx.p;
+    tg_booking_id ids[7];
+    sales(p, ids);
+    uint64_t before = fx_info(p).log_head;
+    pu_reset_result r = reset_ok(p);
+    uint64_t after = fx_info(p).log_head;
+    cr_assert_eq(after - before, r.bookings_cancelled + r.seats_freed,
+                 "one record per booking and one per seat");
+    pu_log_record recs[32];
+    cr_assert_eq(pu_log_read(p, before + 1, recs, 32), after - before, "every record written");
+    uint32_t i = 0, bookings = 0;
+    while (i < after - before) {
+        const pu_log_record *br = &recs[i++];
+        cr_assert_eq(br->seq, before + i);
+        cr_assert_eq(br->kind, PU_REC_BOOKING, "record %u: a booking's record comes first", i);
+        pu_booking_info b = fx_booking_get(p, tg_booking_id_make(FX_PARTITION_ID, br->ident));
+        cr_assert_eq(br->status, TG_BOOKING_CANCELLED);
+        cr_assert_eq(br->version, b.version);
+        cr_assert_eq(br->word, b.user_id);
+        cr_assert_eq(br->deadline_ms, b.deadline_ms);
+        bookings++;
+        while (i < after - before && recs[i].kind == PU_REC_SEAT) {
+            const pu_log_record *sr = &recs[i++];
+            pu_seat_info s = fx_seat(p, sr->ident);
+            cr_assert_eq(s.state, TG_SEAT_FREE);
+            cr_assert_eq(sr->word, s.word, "seat %u: the record carries its new word", sr->ident);
+            cr_assert_eq(sr->version, tg_seat_word_version(s.word));
+        }
+    }
+    cr_assert_eq(bookings, r.bookings_cancelled);
+    fx_check(p);
+}
+
+Test(reset, of_an_empty_partition_changes_nothing)
+{
+    pu_partition *p = fx.p;
+    fx_snapshot before;
+    fx_snap(p, &before);
+    pu_reset_result r = reset_ok(p);
+    cr_assert_eq(r.bookings_cancelled, 0u);
+    cr_assert_eq(r.seats_freed, 0u);
+    fx_assert_unchanged(p, &before);
+    fx_check(p);
+}
+
+Test(reset, a_second_reset_finds_nothing_left_to_do)
+{
+    pu_partition *p = fx.p;
+    tg_booking_id ids[7];
+    sales(p, ids);
+    reset_ok(p);
+    fx_snapshot before;
+    fx_snap(p, &before);
+    pu_reset_result r = reset_ok(p);
+    cr_assert_eq(r.bookings_cancelled, 0u);
+    cr_assert_eq(r.seats_freed, 0u);
+    fx_assert_unchanged(p, &before);
+    fx_check(p);
+}
+
+Test(reset, leaves_a_partition_where_new_bookings_sell_the_freed_seats)
+{
+    pu_partition *p = fx.p;
+    tg_booking_id ids[7];
+    sales(p, ids);
+    reset_ok(p);
+    cr_assert_eq(pu_booking_confirm(p, ids[1], FX_T0), TG_EBOOKING_STATE,
+                 "a payment arriving after the reset sells nothing");
+    tg_booking_id again = paid(p, FX_BOB, 0, 7, FX_T0);
+    assert_seats_in(p, 0, 7, TG_SEAT_SOLD);
+    cr_assert_eq(fx_seat(p, 4).booking_id, again);
+    pu_hold_result hr;
+    tg_booking_id other = fx_booking(p, FX_ALICE, FX_T0);
+    cr_assert_eq(pu_seats_hold(p, other, FX_ALICE, (const uint32_t[]){10}, 1, FX_T0, &hr),
+                 TG_ESEAT_TAKEN, "a blocked seat stays off sale");
+    fx_check(p);
+}
+
+Test(reset_ring, stops_at_the_high_water_mark_and_finishes_once_the_log_is_persisted)
+{
+    pu_partition *p = fx.p;
+    tg_booking_id a = fx_book_range(p, FX_ALICE, 0, 16, FX_T0); /* records 1..17 */
+    tg_booking_id b = fx_book_range(p, FX_BOB, 16, 16, FX_T0);  /* 18..34 */
+    tg_booking_id c = fx_booking(p, FX_ALICE, FX_T0);           /* 35 */
+    cr_assert_eq(fx_info(p).log_head, 35u);
+
+    /* Cancelling a costs 17 records: 35 + 17 = 52 <= 56.  b's 17 more would
+     * pass the high-water mark. */
+    pu_reset_result r;
+    tg_err err = pu_partition_reset(p, FX_T0, &r);
+    cr_assert_eq(err, TG_EBACKLOG, "got %s", tg_errname(err));
+    cr_assert_eq(r.bookings_cancelled, 1u, "what was done before it stopped");
+    cr_assert_eq(r.seats_freed, 16u);
+    cr_assert_eq(fx_info(p).log_head, 52u, "nothing reserved for the booking it stopped at");
+    cr_assert_eq(fx_booking_get(p, a).status, TG_BOOKING_CANCELLED);
+    cr_assert_eq(fx_booking_get(p, b).status, TG_BOOKING_CREATED);
+    cr_assert_eq(fx_booking_get(p, c).status, TG_BOOKING_CREATED);
+    assert_seats_in(p, 0, 16, TG_SEAT_FREE);
+    assert_seats_in(p, 16, 16, TG_SEAT_SELECTED);
+    fx_check(p);
+
+    cr_assert_eq(pu_log_ack(p, fx_info(p).log_head), TG_OK, "the persister drained");
+    r = reset_ok(p);
+    cr_assert_eq(r.bookings_cancelled, 2u, "b, and c without seats");
+    cr_assert_eq(r.seats_freed, 16u);
+    cr_assert_eq(fx_booking_get(p, b).status, TG_BOOKING_CANCELLED);
+    cr_assert_eq(fx_booking_get(p, c).status, TG_BOOKING_CANCELLED);
+    assert_seats_in(p, 0, 32, TG_SEAT_FREE);
+    cr_assert_eq(fx_total(p, TG_SEAT_FREE), 32u);
     fx_check(p);
 }

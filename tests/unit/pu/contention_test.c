@@ -14,6 +14,8 @@
  *   - a race: every thread tries to hold the same 1,000 seats one at a time;
  *     each seat must be won by exactly one thread, the others must be told
  *     TG_ESEAT_TAKEN;
+ *   - resets: shoppers book, pay and cancel while another thread resets the
+ *     partition over and over; the log must still replay to the segment;
  *   - a crash: a child process sells from two threads and is SIGKILLed at a
  *     random moment; the parent attaches as owner (recovery) and checks.
  *
@@ -1662,6 +1664,188 @@ static void racing_blocks_and_unblocks_keep_each_seats_records_in_order(void)
     untrack(l);
 }
 
+/* ---- Resets racing with shoppers ---------------------------------------------------- */
+
+#define RESET_SEATS   256u
+#define RESET_BLOCKED 8u /* seats 0..7, blocked before the race: a reset must leave them */
+
+typedef struct {
+    pu_partition *p;
+    uint32_t index;
+    uint64_t rng;
+    uint64_t rounds; /* shopper: booking rounds to run */
+    bool resetter;   /* resets until stop instead of shopping */
+    int stop;        /* resetter: set (atomically) by the main thread */
+    uint64_t ok, refused;
+    uint64_t resets, cancelled, freed; /* resetter */
+    bool failed;
+    char why[WHY_BYTES];
+} reset_racer;
+
+/* TG_OK, or an outcome that a reset or back-pressure explains: the booking
+ * was cancelled by a reset (TG_EBOOKING_STATE) and its slot maybe reused
+ * since (TG_ENOT_FOUND), a seat was taken, a lock stayed busy, the table or
+ * the ring is full for takers. */
+static bool reset_outcome_ok(reset_racer *r, const char *op, tg_err err, bool taker)
+{
+    bool explained =
+        err == TG_EBOOKING_STATE || err == TG_ENOT_FOUND || err == TG_EBUSY ||
+        (taker && (err == TG_ESEAT_TAKEN || err == TG_EBOOKINGS_FULL || err == TG_EBACKLOG));
+    if (err == TG_OK) {
+        r->ok++;
+    } else if (explained) {
+        r->refused++;
+    } else {
+        why_set(r->why, "shopper %u: %s: %s", r->index, op, tg_errname(err));
+        r->failed = true;
+    }
+    return err == TG_OK;
+}
+
+/* One round: a booking, 1..3 distinct seats, then pay, pay and confirm, or
+ * cancel — any step of which a reset may overtake. */
+static void reset_shop_round(reset_racer *r)
+{
+    uint64_t user = 700 + r->index;
+    pu_booking_info b;
+    if (!reset_outcome_ok(r, "create", pu_booking_create(r->p, user, FROZEN_NOW_MS, &b), true)) {
+        return;
+    }
+    uint32_t seats[3], n = 1 + rng_below(&r->rng, 3);
+    for (uint32_t i = 0; i < n; i++) {
+        do {
+            seats[i] = rng_below(&r->rng, RESET_SEATS);
+        } while (seat_listed(seats, i, seats[i]));
+    }
+    pu_hold_result out;
+    tg_err err = pu_seats_hold(r->p, b.id, user, seats, n, FROZEN_NOW_MS, &out);
+    if (!reset_outcome_ok(r, "hold", err, true)) {
+        reset_outcome_ok(r, "cancel", pu_booking_cancel(r->p, b.id, user, FROZEN_NOW_MS), false);
+        return;
+    }
+    uint32_t next = rng_below(&r->rng, 3);
+    if (next == 0) {
+        reset_outcome_ok(r, "cancel", pu_booking_cancel(r->p, b.id, user, FROZEN_NOW_MS), false);
+        return;
+    }
+    err = pu_booking_begin_payment(r->p, b.id, user, FROZEN_NOW_MS, NULL);
+    if (reset_outcome_ok(r, "begin_payment", err, false) && next == 2) {
+        reset_outcome_ok(r, "confirm", pu_booking_confirm(r->p, b.id, FROZEN_NOW_MS), false);
+    }
+}
+
+static void reset_run(reset_racer *r)
+{
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && !r->failed) {
+        pu_reset_result out;
+        tg_err err = pu_partition_reset(r->p, FROZEN_NOW_MS, &out);
+        if (err != TG_OK && err != TG_EBACKLOG && err != TG_EBUSY) {
+            why_set(r->why, "pu_partition_reset: %s", tg_errname(err));
+            r->failed = true;
+        }
+        r->resets++;
+        r->cancelled += out.bookings_cancelled;
+        r->freed += out.seats_freed;
+        sched_yield();
+    }
+}
+
+static void *reset_racer_main(void *arg)
+{
+    reset_racer *r = arg;
+    if (r->resetter) {
+        reset_run(r);
+    }
+    for (uint64_t i = 0; !r->resetter && i < r->rounds && !r->failed; i++) {
+        reset_shop_round(r);
+    }
+    return NULL;
+}
+
+/* After the race, on a quiescent partition: one more reset leaves every seat
+ * FREE but the blocked ones, and every booking ended. */
+static void reset_final(pu_partition *p, log_consumer *consumer, uint64_t seed)
+{
+    char why[WHY_BYTES];
+    pu_reset_result out;
+    tg_err err = pu_partition_reset(p, FROZEN_NOW_MS, &out);
+    TAP_CHECK(err == TG_OK, "final reset: %s", tg_errname(err));
+    uint32_t totals[TG_SEAT_STATE_COUNT];
+    pu_partition_counts(p, totals, NULL, NULL);
+    TAP_CHECK(totals[TG_SEAT_FREE] == RESET_SEATS - RESET_BLOCKED &&
+                  totals[TG_SEAT_BLOCKED] == RESET_BLOCKED,
+              "after the final reset: %u free, %u blocked", totals[TG_SEAT_FREE],
+              totals[TG_SEAT_BLOCKED]);
+    TAP_CHECK(consumer_finish(consumer, why), "seed %" PRIu64 ": %s", seed, why);
+    TAP_CHECK(consumer_replay_matches(consumer, why), "seed %" PRIu64 ": %s", seed, why);
+    TAP_CHECK(partition_consistent(p, why), "seed %" PRIu64 ": %s", seed, why);
+    for (uint32_t seq = 1; seq < consumer->booking_cap; seq++) {
+        tg_booking_status last = (tg_booking_status)consumer->booking_status[seq];
+        TAP_CHECK(last == TG_BOOKING_EMPTY || last >= TG_BOOKING_CANCELLED,
+                  "booking seq %u is still %s after the final reset", seq,
+                  tg_booking_status_name(last));
+    }
+}
+
+/* Three shoppers book, pay and cancel on 256 seats while a fourth thread
+ * resets the partition over and over.  The log must still follow every
+ * seat's word version by version and end on its current word (a replica
+ * applying it ends where the primary is), every invariant must hold when
+ * they stop, and the blocked seats must never move. */
+static void resets_racing_with_shoppers_keep_every_invariant(void)
+{
+    char name[TG_SHM_NAME_BYTES], why[WHY_BYTES];
+    shm_name_make(name, "reset");
+    layout *l = layout_make(2, 8, RESET_SEATS / 16);
+    l->cfg.booking_capacity = 4096; /* paid and pending bookings pile up between resets */
+    pu_partition *p = partition_new(l, name);
+    uint32_t blocked[RESET_BLOCKED];
+    for (uint32_t i = 0; i < RESET_BLOCKED; i++) {
+        blocked[i] = i;
+    }
+    pu_hold_result out;
+    TAP_CHECK(pu_seats_block(p, blocked, RESET_BLOCKED, &out) == TG_OK, "%s", "block");
+    log_consumer *consumer = consumer_new(p, l->seat_count, true);
+    uint64_t seed = env_u64("TIXGRID_CONTENTION_SEED", seed_from_clock());
+    uint64_t rounds = env_u64("TIXGRID_CONTENTION_OPS", 1000000) / 20;
+    reset_racer rs[4];
+    pthread_t tids[4], reader;
+    TAP_CHECK(pthread_create(&reader, NULL, consumer_main, consumer) == 0, "%s", "thread");
+    for (uint32_t t = 0; t < 4; t++) {
+        rs[t] = (reset_racer){
+            .p = p, .index = t, .rng = seed + t + 1, .rounds = rounds, .resetter = t == 3};
+        TAP_CHECK(pthread_create(&tids[t], NULL, reset_racer_main, &rs[t]) == 0, "%s", "thread");
+    }
+    for (uint32_t t = 0; t < 3; t++) {
+        pthread_join(tids[t], NULL);
+    }
+    __atomic_store_n(&rs[3].stop, 1, __ATOMIC_RELEASE);
+    pthread_join(tids[3], NULL);
+    __atomic_store_n(&consumer->stop, 1, __ATOMIC_RELEASE);
+    pthread_join(reader, NULL);
+    for (uint32_t t = 0; t < 4; t++) {
+        TAP_CHECK(!rs[t].failed, "seed %" PRIu64 ": %s", seed, rs[t].why);
+    }
+    note("shoppers: %" PRIu64 "/%" PRIu64 ", %" PRIu64 "/%" PRIu64 ", %" PRIu64 "/%" PRIu64
+         " steps done/refused; %" PRIu64 " resets cancelled %" PRIu64 " bookings, freed %" PRIu64
+         " seats",
+         rs[0].ok, rs[0].refused, rs[1].ok, rs[1].refused, rs[2].ok, rs[2].refused, rs[3].resets,
+         rs[3].cancelled, rs[3].freed);
+    TAP_CHECK(rs[3].cancelled > 0, "seed %" PRIu64 ": no reset ever overtook a shopper", seed);
+    TAP_CHECK(consumer_finish(consumer, why), "seed %" PRIu64 ": %s", seed, why);
+    TAP_CHECK(partition_consistent(p, why), "seed %" PRIu64 ": %s", seed, why);
+    for (uint32_t i = 0; i < RESET_BLOCKED; i++) {
+        pu_seat_info seat;
+        TAP_CHECK(pu_seat_get(p, i, &seat) == TG_OK && seat.state == TG_SEAT_BLOCKED,
+                  "blocked seat %u is %s", i, tg_seat_state_name(seat.state));
+    }
+    reset_final(p, consumer, seed);
+    untrack(consumer);
+    untrack(p);
+    TAP_CHECK(pu_partition_destroy(name) == TG_OK, "%s", "unexpected value");
+    untrack(l);
+}
+
 /* ---- Crash in the middle of a burst ------------------------------------------------ */
 
 #define CRASH_RUNS    6u
@@ -1864,6 +2048,7 @@ int main(int argc, char **argv)
     static const tap_case all[] = {
         TAP_CASE(each_raced_seat_is_won_by_exactly_one_thread),
         TAP_CASE(racing_blocks_and_unblocks_keep_each_seats_records_in_order),
+        TAP_CASE(resets_racing_with_shoppers_keep_every_invariant),
         TAP_CASE(owner_recovers_a_consistent_partition_after_sigkill_mid_burst),
         TAP_CASE(threads_never_sell_a_seat_twice_and_keep_every_invariant),
     };
