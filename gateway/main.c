@@ -1,25 +1,109 @@
 /*
- * main.c — tixgrid-gateway, the HTTP gateway for shoppers and organizers.
- *
- * This command is not built yet: it answers --help and --version, and
- * refuses to run with a clear message rather than pretend to serve.
+ * main.c — tixgrid-gateway: settings, start-up in dependency order, and a
+ * graceful stop on SIGTERM or SIGINT.
  */
-#include "tixgrid/cli.h"
-
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
-static const char usage[] =
-    "usage: tixgrid-gateway [--help] [--version]\n"
-    "\n"
-    "tixgrid-gateway is the HTTP gateway for shoppers and organizers.\n"
-    "This build does not include it yet.\n";
+#include "core.h"
+#include "tixgrid/cli.h"
+#include "tixgrid/clock.h"
+#include "tixgrid/log.h"
+
+const gw_config *gw_config_of(gw_gateway *gw)
+{
+    return &gw->cfg;
+}
+
+static int open_parts(gw_gateway *gw)
+{
+    const gw_config *cfg = &gw->cfg;
+    if (gw_auth_init() != TG_OK) {
+        return TG_EXIT_FAILURE;
+    }
+    if (gw_jwt_secret_load(tg_env("TIXGRID_JWT_SECRET", NULL), cfg->data_dir, &gw->jwt) != TG_OK) {
+        return TG_EXIT_USAGE;
+    }
+    tg_client_config client_cfg = {.inflight_max = TG_CLIENT_INFLIGHT_MAX};
+    if (gw_cred_cache_open(cfg->basic_cache_entries, cfg->basic_cache_ms, &gw->creds) != TG_OK ||
+        gw_ratelimit_open(65536, cfg->auth_rate_per_s, cfg->auth_burst, &gw->auth_limit) !=
+            TG_OK ||
+        tg_client_open(&client_cfg, &gw->client) != TG_OK ||
+        gw_db_pool_open(gw, &gw->db) != TG_OK || gw_audit_open(gw, &gw->audit) != TG_OK ||
+        gw_map_open(gw, &gw->map) != TG_OK) {
+        tg_log(TG_LOG_ERROR, "start-up failed: out of memory or threads");
+        return TG_EXIT_FAILURE;
+    }
+    return -1;
+}
+
+/* Stops in the reverse order: loops first (no new work), then what they
+ * used. */
+static void close_parts(gw_gateway *gw)
+{
+    if (gw->map != NULL) {
+        gw_map_close(gw->map);
+    }
+    if (gw->client != NULL) {
+        tg_client_close(gw->client);
+    }
+    if (gw->db != NULL) {
+        gw_db_pool_close(gw->db);
+    }
+    for (uint32_t i = 0; gw->workers != NULL && i < gw->worker_count; i++) {
+        gw_calls_drain(&gw->workers[i]); /* frees the calls finished after the loops stopped */
+        gw_call *c = gw->workers[i].free_calls;
+        while (c != NULL) {
+            gw_call *next = c->next;
+            free(c);
+            c = next;
+        }
+    }
+    if (gw->audit != NULL) {
+        gw_audit_close(gw->audit);
+    }
+    gw_ratelimit_close(gw->auth_limit);
+    gw_cred_cache_close(gw->creds);
+}
+
+static int serve(gw_gateway *gw)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL); /* every thread made from here on inherits it */
+    signal(SIGPIPE, SIG_IGN);
+    int rc = open_parts(gw);
+    if (rc < 0 && gw_gateway_start(gw) != TG_OK) {
+        rc = TG_EXIT_UNAVAILABLE;
+    }
+    if (rc < 0) {
+        int sig = 0;
+        sigwait(&stop, &sig);
+        tg_log(TG_LOG_INFO, "stopping on signal %d", sig);
+        gw_gateway_stop(gw);
+        rc = TG_EXIT_OK;
+    }
+    close_parts(gw);
+    return rc;
+}
 
 int main(int argc, char **argv)
 {
-    int code;
-    if (tg_cli_standard(argc, argv, "tixgrid-gateway", usage, &code)) {
-        return code;
+    static gw_gateway gw;
+    int rc = gw_config_parse(&gw.cfg, argc, argv);
+    if (rc >= 0) {
+        return rc;
     }
-    fprintf(stderr, "tixgrid-gateway: not available in this build (see tixgrid-gateway --help)\n");
-    return TG_EXIT_UNAVAILABLE;
+    tg_log_init("gateway");
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    gw.worker_count = gw.cfg.threads > 0 ? gw.cfg.threads : (uint32_t)(cores > 0 ? cores : 1);
+    gw.started_ms = tg_now_ms();
+    rc = serve(&gw);
+    free(gw.workers);
+    return rc;
 }

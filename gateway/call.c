@@ -1,0 +1,211 @@
+/*
+ * call.c — operations that finish on another thread, handed back to the
+ * loop of the request that started them.
+ *
+ * A gw_call carries one operation (a request to a processing unit, or a
+ * PostgreSQL job) of one HTTP request.  The loop thread takes it from its
+ * worker's free list, the finishing thread (one of nng's, or a pool thread)
+ * fills in the result and appends it to the worker's completion list under
+ * the worker's mutex, then wakes the loop with uv_async_send (which
+ * coalesces: one wake-up may carry many completions — batch, don't react).
+ * The loop thread runs each completion's `done` if the request is still
+ * there, and returns the call to the free list.
+ *
+ * Bounds: a worker makes at most cfg.inflight_max calls over its life (one
+ * per request in service, and requests in service are bounded by the same
+ * number), allocated on first need and reused after; none is freed before
+ * the worker stops.  The large reply arrays (seat pages, row counts, layout
+ * rows) are allocated per call only when asked for: those replies are rare
+ * and cached upstream, so the hot path (holds) allocates nothing.
+ *
+ * Lifetime: gw_req_gone (the request's pool disposal) detaches the call; a
+ * call finishing later finds req == NULL and only cleans up.  The nng
+ * callback never touches the request or h2o: it copies the reply into the
+ * call and queues it (STYLE rule 7).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "tixgrid/assert.h"
+#include "tixgrid/log.h"
+
+gw_call *gw_call_take(gw_worker *w)
+{
+    gw_call *call = w->free_calls;
+    if (call != NULL) {
+        w->free_calls = call->next;
+    } else {
+        if (w->calls_made >= w->gw->cfg.inflight_max) {
+            return NULL;
+        }
+        call = malloc(sizeof(*call));
+        if (call == NULL) {
+            return NULL;
+        }
+        w->calls_made++;
+    }
+    memset(call, 0, offsetof(gw_call, reply));
+    call->worker = w;
+    memset(&call->space, 0, sizeof(call->space));
+    return call;
+}
+
+static void space_free(tg_wire_space *s)
+{
+    free(s->seats);
+    free(s->counts);
+    free(s->rows);
+    memset(s, 0, sizeof(*s));
+}
+
+void gw_call_release(gw_call *call)
+{
+    gw_worker *w = call->worker;
+    space_free(&call->space);
+    if (call->job_free != NULL) {
+        call->job_free(call->job);
+    }
+    call->job = NULL;
+    call->job_free = NULL;
+    call->next = w->free_calls;
+    w->free_calls = call;
+}
+
+void gw_call_complete(gw_call *call)
+{
+    gw_worker *w = call->worker;
+    call->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->done_tail != NULL) {
+        w->done_tail->next = call;
+    } else {
+        w->done_head = call;
+    }
+    w->done_tail = call;
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->wakeup);
+}
+
+static void call_finish(gw_call *call)
+{
+    gw_req *r = call->req;
+    if (r != NULL) {
+        r->pending = NULL;
+        if (call->kind == GW_CALL_GRID) {
+            call->grid_done(r, call->err, call->err == TG_OK || call->reply.type == TG_WIRE_ERROR
+                                              ? &call->reply
+                                              : NULL);
+        } else {
+            call->db_done(r, call->job);
+        }
+    }
+    gw_call_release(call);
+}
+
+void gw_calls_drain(gw_worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    gw_call *call = w->done_head;
+    w->done_head = w->done_tail = NULL;
+    pthread_mutex_unlock(&w->lock);
+    while (call != NULL) {
+        gw_call *next = call->next;
+        call_finish(call);
+        call = next;
+    }
+}
+
+void gw_req_gone(gw_req *r)
+{
+    if (r->pending != NULL) {
+        r->pending->req = NULL;
+        r->pending = NULL;
+    }
+    r->h2o = NULL;
+}
+
+/* ---- Requests to processing units --------------------------------------- */
+
+/* On one of nng's threads: copy what the reply says, queue it, return. */
+static void grid_reply_cb(void *arg, tg_err err, const tg_msg *reply)
+{
+    gw_call *call = arg;
+    call->err = err;
+    if (reply != NULL) {
+        call->reply = *reply; /* its arrays point into call->space */
+    } else {
+        call->reply.type = TG_WIRE_NONE;
+    }
+    gw_call_complete(call);
+}
+
+static bool space_alloc(tg_wire_space *s, unsigned space)
+{
+    if (space & GW_SPACE_SEATS) {
+        s->seats = malloc(sizeof(*s->seats) * TG_WIRE_SEATS_LIST_MAX);
+        s->seats_capacity = TG_WIRE_SEATS_LIST_MAX;
+    }
+    if (space & GW_SPACE_COUNTS) {
+        s->counts = malloc(sizeof(*s->counts) * TG_ROWS_MAX);
+        s->counts_capacity = TG_ROWS_MAX;
+    }
+    if (space & GW_SPACE_ROWS) {
+        s->rows = malloc(sizeof(*s->rows) * TG_ROWS_MAX);
+        s->rows_capacity = TG_ROWS_MAX;
+    }
+    return ((space & GW_SPACE_SEATS) == 0 || s->seats != NULL) &&
+           ((space & GW_SPACE_COUNTS) == 0 || s->counts != NULL) &&
+           ((space & GW_SPACE_ROWS) == 0 || s->rows != NULL);
+}
+
+tg_err gw_grid_send(gw_req *r, uint32_t partition_id, const tg_msg *msg, unsigned space,
+                    gw_grid_done done)
+{
+    TG_ASSERT(r->pending == NULL);
+    gw_call *call = gw_call_take(r->worker);
+    if (call == NULL) {
+        return TG_EBUSY;
+    }
+    call->kind = GW_CALL_GRID;
+    call->req = r;
+    call->grid_done = done;
+    if (!space_alloc(&call->space, space)) {
+        gw_call_release(call);
+        return TG_ENOMEM;
+    }
+    tg_err err = tg_client_send(r->gw->client, partition_id, msg, r->gw->cfg.grid_timeout_ms,
+                                space != GW_SPACE_NONE ? &call->space : NULL, grid_reply_cb, call);
+    if (err != TG_OK) {
+        gw_call_release(call);
+        return err;
+    }
+    r->pending = call;
+    return TG_OK;
+}
+
+/* ---- PostgreSQL jobs ------------------------------------------------------ */
+
+tg_err gw_db_submit(gw_req *r, gw_db_run run, gw_db_done done, void *job,
+                    void (*job_free)(void *job))
+{
+    TG_ASSERT(r->pending == NULL);
+    gw_call *call = gw_call_take(r->worker);
+    if (call == NULL) {
+        job_free(job);
+        return TG_EBUSY;
+    }
+    call->kind = GW_CALL_DB;
+    call->req = r;
+    call->db_run = run;
+    call->db_done = done;
+    call->job = job;
+    call->job_free = job_free;
+    tg_err err = gw_db_pool_push(r->gw->db, call);
+    if (err != TG_OK) {
+        gw_call_release(call); /* frees the job */
+        return err;
+    }
+    r->pending = call;
+    return TG_OK;
+}

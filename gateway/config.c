@@ -1,0 +1,251 @@
+/*
+ * config.c — the gateway's settings: defaults, then TIXGRID_* variables,
+ * then flags (a flag wins over its variable).
+ *
+ * Every numeric setting has a range; a value outside it, a malformed
+ * address or an unknown flag is a usage error (one line on stderr, exit 64)
+ * before anything starts.  The table below is the single list of settings:
+ * --help prints it, gateway/README.md mirrors it.
+ */
+#include "config.h"
+
+#include <getopt.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tixgrid/cli.h"
+
+#define PROGRAM "tixgrid-gateway"
+
+/* h2o 2.2 itself accepts a request line and headers up to H2O_MAX_REQLEN
+ * (about 400 KiB) and refuses longer ones; the gateway answers 431 above
+ * header_bytes_max, which may be at most this. */
+#define GW_HEADER_BYTES_CEILING 65536u
+
+typedef struct {
+    const char *flag; /* long option, without "--" */
+    const char *env;  /* TIXGRID_* */
+    size_t offset;    /* of the uint32_t in gw_config */
+    uint32_t min, max, fallback;
+    const char *help;
+} number_setting;
+
+#define U32(field) offsetof(gw_config, field)
+static const number_setting numbers[] = {
+    {"threads", "TIXGRID_GATEWAY_THREADS", U32(threads), 0, 64, 0,
+     "loop threads (0: one per core)"},
+    {"db-threads", "TIXGRID_GATEWAY_DB_THREADS", U32(db_threads), 1, 64, 4,
+     "PostgreSQL and password-hashing threads"},
+    {"db-queue-max", "TIXGRID_GATEWAY_DB_QUEUE_MAX", U32(db_queue_max), 1, 1000000, 4096,
+     "jobs waiting for those threads; more get 503"},
+    {"connections-max", "TIXGRID_GATEWAY_CONNECTIONS_MAX", U32(connections_max), 1, 1000000, 20000,
+     "open connections per loop thread"},
+    {"inflight-max", "TIXGRID_GATEWAY_INFLIGHT_MAX", U32(inflight_max), 1, 65536, 4096,
+     "requests in service per loop thread; more get 503"},
+    {"header-bytes-max", "TIXGRID_GATEWAY_HEADER_BYTES_MAX", U32(header_bytes_max), 1024,
+     GW_HEADER_BYTES_CEILING, 16384, "request line and headers (431 above)"},
+    {"body-bytes-max", "TIXGRID_GATEWAY_BODY_BYTES_MAX", U32(body_bytes_max), 256, 16u << 20,
+     64u << 10, "request body (413 above)"},
+    {"request-timeout-ms", "TIXGRID_GATEWAY_REQUEST_TIMEOUT_MS", U32(request_timeout_ms), 100,
+     600000, 10000, "to receive a whole request"},
+    {"idle-timeout-ms", "TIXGRID_GATEWAY_IDLE_TIMEOUT_MS", U32(idle_timeout_ms), 100, 3600000,
+     60000, "an idle HTTP/2 connection"},
+    {"grid-timeout-ms", "TIXGRID_GATEWAY_GRID_TIMEOUT_MS", U32(grid_timeout_ms), 10, 60000, 2000,
+     "one request to a processing unit (then 503)"},
+    {"map-refresh-ms", "TIXGRID_GATEWAY_MAP_REFRESH_MS", U32(map_refresh_ms), 50, 60000, 1000,
+     "re-read of the partition map"},
+    {"events-cache-ms", "TIXGRID_GATEWAY_EVENTS_CACHE_MS", U32(events_cache_ms), 0, 3600000, 2000,
+     "event reads kept (0: no cache)"},
+    {"jwt-ttl-s", "TIXGRID_JWT_TTL_S", U32(jwt_ttl_s), 60, 30 * 86400, 3600,
+     "lifetime of a login token"},
+    {"basic-cache-ms", "TIXGRID_GATEWAY_BASIC_CACHE_MS", U32(basic_cache_ms), 0, 3600000, 60000,
+     "a verified Basic credential is trusted (0: verify every time)"},
+    {"basic-cache-entries", "TIXGRID_GATEWAY_BASIC_CACHE_ENTRIES", U32(basic_cache_entries), 16,
+     10000000, 65536, "Basic credentials remembered"},
+    {"auth-rate", "TIXGRID_GATEWAY_AUTH_RATE", U32(auth_rate_per_s), 0, 1000000, 20,
+     "register/login attempts per client IP and second (0: no limit)"},
+    {"auth-burst", "TIXGRID_GATEWAY_AUTH_BURST", U32(auth_burst), 1, 1000000, 100,
+     "attempts a client IP may make at once"},
+    {"audit-queue-max", "TIXGRID_GATEWAY_AUDIT_QUEUE_MAX", U32(audit_queue_max), 1024, 16777216,
+     65536, "audit records waiting for PostgreSQL"},
+};
+#define NUMBERS_COUNT (sizeof(numbers) / sizeof(numbers[0]))
+
+enum { OPT_LISTEN = 1000, OPT_DB, OPT_DATA_DIR, OPT_STATIC, OPT_ALLOW_RESET, OPT_NUMBER };
+
+static void usage_print(void)
+{
+    printf("usage: " PROGRAM " --db CONNINFO [options]\n\n"
+           "The HTTP gateway of tixgrid: the shopper and organizer API of schemas/openapi.yaml.\n\n"
+           "  --listen HOST:PORT       TIXGRID_GATEWAY_LISTEN   address (0.0.0.0:8080)\n"
+           "  --db CONNINFO            TIXGRID_DB               PostgreSQL (required)\n"
+           "  --data-dir DIR           TIXGRID_DATA_DIR         where a generated JWT secret is "
+           "kept (.)\n"
+           "  --static DIR             TIXGRID_GATEWAY_STATIC   files served under / (none)\n"
+           "  --allow-reset            TIXGRID_ALLOW_RESET=1    POST /api/reset answers\n");
+    for (size_t i = 0; i < NUMBERS_COUNT; i++) {
+        printf("  --%-22s %-36s %s (%u)\n", numbers[i].flag, numbers[i].env, numbers[i].help,
+               numbers[i].fallback);
+    }
+    printf("\nTIXGRID_JWT_SECRET (32+ bytes) signs login tokens; without it a secret is generated\n"
+           "once into DIR/jwt.secret.  Exit status: 0 after SIGTERM/SIGINT, 64 bad flags,\n"
+           "69 the port or PostgreSQL unavailable at start, 1 other failures.\n");
+}
+
+static int set_number(gw_config *cfg, const number_setting *s, const char *text, const char *from)
+{
+    uint64_t v;
+    if (tg_parse_u64(text, s->min, s->max, &v) != TG_OK) {
+        return tg_cli_usage_error(PROGRAM, "%s%s: expected a whole number in %u..%u, got \"%s\"",
+                                  from, s->flag, s->min, s->max, text);
+    }
+    *(uint32_t *)((char *)cfg + s->offset) = (uint32_t)v;
+    return -1;
+}
+
+static int set_string(char *dst, size_t size, const char *text, const char *what)
+{
+    size_t n = strlen(text);
+    if (n == 0 || n >= size) {
+        return tg_cli_usage_error(PROGRAM, "%s: expected 1..%zu bytes", what, size - 1);
+    }
+    memcpy(dst, text, n + 1);
+    return -1;
+}
+
+/* "0.0.0.0:8080", "[::]:8080", ":8080" (all IPv4 interfaces). */
+static int set_listen(gw_config *cfg, const char *text)
+{
+    const char *colon = strrchr(text, ':');
+    uint64_t port;
+    if (colon == NULL || tg_parse_u64(colon + 1, 1, 65535, &port) != TG_OK) {
+        return tg_cli_usage_error(PROGRAM, "--listen: expected HOST:PORT (port 1..65535), got "
+                                           "\"%s\"", text);
+    }
+    const char *host = text;
+    size_t host_len = (size_t)(colon - text);
+    if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
+        host++;
+        host_len -= 2;
+    }
+    if (host_len >= sizeof(cfg->listen_host)) {
+        return tg_cli_usage_error(PROGRAM, "--listen: host too long");
+    }
+    memcpy(cfg->listen_host, host, host_len);
+    cfg->listen_host[host_len] = '\0';
+    if (host_len == 0) {
+        strcpy(cfg->listen_host, "0.0.0.0");
+    }
+    cfg->listen_port = (uint16_t)port;
+    return -1;
+}
+
+static void defaults(gw_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    strcpy(cfg->listen_host, "0.0.0.0");
+    cfg->listen_port = 8080;
+    strcpy(cfg->data_dir, ".");
+    for (size_t i = 0; i < NUMBERS_COUNT; i++) {
+        *(uint32_t *)((char *)cfg + numbers[i].offset) = numbers[i].fallback;
+    }
+}
+
+static int from_environment(gw_config *cfg)
+{
+    int rc = -1;
+    const char *v;
+    if ((v = tg_env("TIXGRID_GATEWAY_LISTEN", NULL)) != NULL && rc < 0) {
+        rc = set_listen(cfg, v);
+    }
+    if ((v = tg_env("TIXGRID_DB", NULL)) != NULL && rc < 0) {
+        rc = set_string(cfg->db, sizeof(cfg->db), v, "TIXGRID_DB");
+    }
+    if ((v = tg_env("TIXGRID_DATA_DIR", NULL)) != NULL && rc < 0) {
+        rc = set_string(cfg->data_dir, sizeof(cfg->data_dir), v, "TIXGRID_DATA_DIR");
+    }
+    if ((v = tg_env("TIXGRID_GATEWAY_STATIC", NULL)) != NULL && rc < 0) {
+        rc = set_string(cfg->static_dir, sizeof(cfg->static_dir), v, "TIXGRID_GATEWAY_STATIC");
+    }
+    if ((v = tg_env("TIXGRID_ALLOW_RESET", NULL)) != NULL) {
+        cfg->allow_reset = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
+    }
+    for (size_t i = 0; i < NUMBERS_COUNT && rc < 0; i++) {
+        if ((v = tg_env(numbers[i].env, NULL)) != NULL) {
+            rc = set_number(cfg, &numbers[i], v, "$");
+        }
+    }
+    return rc;
+}
+
+static int from_flag(gw_config *cfg, int opt, int index, const char *arg)
+{
+    switch (opt) {
+    case OPT_LISTEN:
+        return set_listen(cfg, arg);
+    case OPT_DB:
+        return set_string(cfg->db, sizeof(cfg->db), arg, "--db");
+    case OPT_DATA_DIR:
+        return set_string(cfg->data_dir, sizeof(cfg->data_dir), arg, "--data-dir");
+    case OPT_STATIC:
+        return set_string(cfg->static_dir, sizeof(cfg->static_dir), arg, "--static");
+    case OPT_ALLOW_RESET:
+        cfg->allow_reset = true;
+        return -1;
+    case OPT_NUMBER:
+        return set_number(cfg, &numbers[index], arg, "--");
+    default:
+        return tg_cli_usage_error(PROGRAM, "unknown or incomplete option; see --help");
+    }
+}
+
+static int from_flags(gw_config *cfg, int argc, char **argv)
+{
+    struct option opts[NUMBERS_COUNT + 6];
+    size_t n = 0;
+    opts[n++] = (struct option){"listen", required_argument, NULL, OPT_LISTEN};
+    opts[n++] = (struct option){"db", required_argument, NULL, OPT_DB};
+    opts[n++] = (struct option){"data-dir", required_argument, NULL, OPT_DATA_DIR};
+    opts[n++] = (struct option){"static", required_argument, NULL, OPT_STATIC};
+    opts[n++] = (struct option){"allow-reset", no_argument, NULL, OPT_ALLOW_RESET};
+    for (size_t i = 0; i < NUMBERS_COUNT; i++) {
+        opts[n++] = (struct option){numbers[i].flag, required_argument, NULL, OPT_NUMBER};
+    }
+    opts[n] = (struct option){0};
+    optind = 1;
+    opterr = 0;
+    int opt, index = 0, rc = -1;
+    while (rc < 0 && (opt = getopt_long(argc, argv, "", opts, &index)) != -1) {
+        rc = from_flag(cfg, opt, index - 5, optarg);
+    }
+    if (rc < 0 && optind < argc) {
+        rc = tg_cli_usage_error(PROGRAM, "unexpected argument \"%s\"; see --help", argv[optind]);
+    }
+    return rc;
+}
+
+int gw_config_parse(gw_config *cfg, int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage_print();
+            return TG_EXIT_OK;
+        }
+    }
+    int exit_code;
+    if (tg_cli_standard(argc, argv, PROGRAM, "", &exit_code)) {
+        return exit_code;
+    }
+    defaults(cfg);
+    int rc = from_environment(cfg);
+    if (rc < 0) {
+        rc = from_flags(cfg, argc, argv);
+    }
+    if (rc < 0 && cfg->db[0] == '\0') {
+        rc = tg_cli_usage_error(PROGRAM, "--db (or TIXGRID_DB) is required: a libpq connection "
+                                         "string");
+    }
+    return rc;
+}

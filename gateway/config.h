@@ -1,0 +1,48 @@
+/*
+ * config.h — the gateway's settings, from flags and TIXGRID_* variables.
+ *
+ * Every resource the gateway holds is bounded here, with its unit: header
+ * and body sizes, connections, requests in flight, timeouts, caches.
+ * gateway/README.md lists each flag with its variable and default.
+ */
+#ifndef TIXGRID_GATEWAY_CONFIG_H
+#define TIXGRID_GATEWAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define GW_PATH_BYTES 256u
+
+typedef struct {
+    char listen_host[64]; /* "0.0.0.0", "127.0.0.1", "::" */
+    uint16_t listen_port;
+    char db[1024];                    /* libpq conninfo */
+    char data_dir[GW_PATH_BYTES];     /* the generated JWT secret lives here */
+    char static_dir[GW_PATH_BYTES];   /* files served under / ("" none) */
+    uint32_t threads;                 /* loop threads; 0: one per core */
+    uint32_t db_threads;              /* PostgreSQL and hashing pool */
+    uint32_t db_queue_max;            /* jobs waiting for the pool */
+    uint32_t connections_max;         /* open connections, per worker */
+    uint32_t inflight_max;            /* requests in service, per worker */
+    uint32_t header_bytes_max;        /* request line + headers */
+    uint32_t body_bytes_max;          /* request body */
+    uint32_t request_timeout_ms;      /* a partial request, or a request in service */
+    uint32_t idle_timeout_ms;         /* an idle keep-alive connection */
+    uint32_t grid_timeout_ms;         /* one request to a processing unit */
+    uint32_t map_refresh_ms;          /* partition map re-read from PostgreSQL */
+    uint32_t events_cache_ms;         /* events, search and event reads */
+    uint32_t jwt_ttl_s;               /* lifetime of a login token */
+    uint32_t basic_cache_ms;          /* a verified Basic credential is trusted this long */
+    uint32_t basic_cache_entries;
+    uint32_t auth_rate_per_s;         /* register/login attempts per client IP and second */
+    uint32_t auth_burst;              /* ... and the burst above that rate */
+    uint32_t audit_queue_max;         /* audit records waiting to be written */
+    bool allow_reset;                 /* POST /api/reset answers (tests, demos) */
+} gw_config;
+
+/* Defaults, then TIXGRID_* variables, then flags.  Returns -1 when the
+ * gateway should run, else an exit code (--help, --version, a usage error
+ * already printed on stderr). */
+int gw_config_parse(gw_config *cfg, int argc, char **argv);
+
+#endif

@@ -1,0 +1,156 @@
+/*
+ * core.h — what the gateway's core modules (server, call, http, db, map,
+ * audit, metrics) share.  Handlers use gateway.h only.
+ */
+#ifndef TIXGRID_GATEWAY_CORE_H
+#define TIXGRID_GATEWAY_CORE_H
+
+#define H2O_USE_LIBUV 1
+#include <h2o.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "auth.h"
+#include "config.h"
+#include "gateway.h"
+#include "ratelimit.h"
+#include "tixgrid/client.h"
+
+/* ---- Operations in flight ------------------------------------------------ */
+
+typedef enum { GW_CALL_GRID = 1, GW_CALL_DB = 2 } gw_call_kind;
+
+/* One operation of one request that completes on another thread.  Owned by
+ * its worker: taken from the worker's free list when the operation starts,
+ * queued on the worker's completion list by the thread that finished it,
+ * and returned to the free list by the loop thread after `done` (or after
+ * dropping the result of a request that went away). */
+typedef struct gw_call {
+    struct gw_call *next; /* free list or completion list */
+    gw_worker *worker;
+    gw_req *req; /* NULL once the request went away (loop thread only) */
+    gw_call_kind kind;
+    /* GW_CALL_GRID */
+    gw_grid_done grid_done;
+    tg_err err;
+    tg_msg reply;
+    tg_wire_space space; /* arrays malloc'd for the large replies asked for */
+    /* GW_CALL_DB */
+    gw_db_run db_run;
+    gw_db_done db_done;
+    void *job;
+    void (*job_free)(void *job);
+} gw_call;
+
+/* ---- Metrics ------------------------------------------------------------- */
+
+#define GW_LATENCY_BUCKETS 14
+#define GW_STATUS_CLASSES 5 /* 1xx..5xx */
+#define GW_ROUTES_MAX 64
+
+/* Per worker, written by its loop thread only; read by /metrics on any
+ * thread with relaxed atomics (a scrape may be a request behind). */
+typedef struct {
+    _Atomic uint64_t requests[GW_ROUTES_MAX + 1][GW_STATUS_CLASSES]; /* +1: no route */
+    _Atomic uint64_t status[600];
+    _Atomic uint64_t latency[GW_ROUTES_MAX + 1][GW_LATENCY_BUCKETS + 1];
+    _Atomic uint64_t latency_sum_us[GW_ROUTES_MAX + 1];
+    _Atomic uint64_t holds_ok, holds_failed, sales, connections_refused, busy_refused;
+} gw_metrics;
+
+/* ---- A worker: one loop thread ------------------------------------------ */
+
+struct gw_worker {
+    gw_gateway *gw;
+    uint32_t index;
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t wakeup; /* completions queued, or stop */
+    h2o_context_t h2o_ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uint32_t connections; /* open, loop thread only */
+    uint32_t in_service;  /* requests between accept and reply, loop thread only */
+    /* Calls: the free list is the loop thread's; the completion list is
+     * shared with nng's and the pool's threads under `lock`. */
+    gw_call *free_calls;
+    uint32_t calls_made;
+    pthread_mutex_t lock;
+    gw_call *done_head, *done_tail;
+    atomic_bool stopping;
+    gw_metrics metrics;
+};
+
+/* ---- The PostgreSQL pool -------------------------------------------------- */
+
+typedef struct gw_db_pool gw_db_pool;
+tg_err gw_db_pool_open(gw_gateway *gw, gw_db_pool **out);
+void gw_db_pool_close(gw_db_pool *pool);
+/* Hands a call to the pool; TG_EBUSY when the queue is full. */
+tg_err gw_db_pool_push(gw_db_pool *pool, gw_call *call);
+/* A blocking connection for the gateway's own threads (map, audit). */
+PGconn *gw_db_connect(const gw_config *cfg, const char *purpose);
+
+/* ---- Map and audit (their own threads) ----------------------------------- */
+
+typedef struct gw_map gw_map;
+tg_err gw_map_open(gw_gateway *gw, gw_map **out);
+void gw_map_close(gw_map *m);
+bool gw_map_ready(gw_gateway *gw, char *why, size_t why_size);
+
+typedef struct gw_audit_log gw_audit_log;
+tg_err gw_audit_open(gw_gateway *gw, gw_audit_log **out);
+void gw_audit_close(gw_audit_log *a);
+uint64_t gw_audit_backlog(gw_gateway *gw);
+
+/* ---- The process --------------------------------------------------------- */
+
+struct gw_gateway {
+    gw_config cfg;
+    h2o_globalconf_t h2o_config;
+    gw_jwt_key jwt;
+    gw_cred_cache *creds;
+    gw_ratelimit *auth_limit;
+    tg_client *client;
+    gw_db_pool *db;
+    gw_map *map;
+    gw_audit_log *audit;
+    uint32_t worker_count;
+    gw_worker *workers;
+    int listen_fd_family;
+    int64_t started_ms;
+};
+
+const gw_config *gw_config_of(gw_gateway *gw);
+
+/* server.c */
+tg_err gw_gateway_start(gw_gateway *gw);
+void gw_gateway_stop(gw_gateway *gw);
+
+/* call.c */
+gw_call *gw_call_take(gw_worker *w);
+void gw_call_release(gw_call *call);
+/* Any thread: queues a finished call for its worker's loop. */
+void gw_call_complete(gw_call *call);
+/* Loop thread: runs the completions queued so far. */
+void gw_calls_drain(gw_worker *w);
+/* Loop thread: the request went away; its call's result will be dropped. */
+void gw_req_gone(gw_req *r);
+
+/* http.c */
+void gw_dispatch_init(gw_gateway *gw);
+int gw_dispatch(h2o_req_t *h2o, gw_worker *w);
+void gw_metrics_render(gw_gateway *gw, h2o_mem_pool_t *pool, h2o_iovec_t *out);
+int gw_route_index(const gw_route *route);
+int gw_route_count(void);
+const char *gw_route_name_at(int index);
+uint32_t gw_latency_bound_us(int bucket);
+/* Runs the route's handler after the role check (403). */
+void gw_run_handler(gw_req *r);
+
+/* authn.c: sets r->who from the Authorization header (answering 401 when it
+ * is missing or wrong on a non-public route), then gw_run_handler. */
+void gw_authenticate(gw_req *r);
+
+#endif
