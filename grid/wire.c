@@ -473,6 +473,7 @@ BODY(partition_restore, PARTITION(partition_restore.partition_id),
                 TG_WIRE_RESTORE_BOOKINGS_MAX, partition_restore_booking, SPACE_BOOKINGS),
      LIST_SPACE(partition_restore.seat_count, partition_restore.seats, TG_WIRE_CHANGES_MAX,
                 partition_restore_seat, SPACE_CHANGES));
+BODY(partition_reset, PARTITION(partition_reset.partition_id));
 
 /* Replies. */
 BODY(error, U(error.code, 1, TG_ERR_COUNT_ - 1), F_STR("", tg_msg, error.message),
@@ -528,6 +529,8 @@ BODY(log_read_ok, ID(log_read_ok.map_epoch), ID(log_read_ok.log_head),
 EMPTY_BODY(log_ack_ok);
 EMPTY_BODY(partition_create_ok);
 EMPTY_BODY(partition_restore_ok);
+BODY(partition_reset_ok, U(partition_reset_ok.bookings_cancelled, 0, TG_BOOKINGS_MAX),
+     U(partition_reset_ok.seats_freed, 0, TG_BOOKINGS_MAX * TG_BOOKING_SEATS_MAX));
 
 /* Events. */
 BODY(seat_changes, PARTITION(seat_changes.partition_id),
@@ -620,6 +623,7 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_LOG_ACK, log_ack, NULL),
     MESSAGE(TG_WIRE_PARTITION_CREATE, partition_create, NULL),
     MESSAGE(TG_WIRE_PARTITION_RESTORE, partition_restore, NULL),
+    MESSAGE(TG_WIRE_PARTITION_RESET, partition_reset, NULL),
     MESSAGE(TG_WIRE_ERROR, error, NULL),
     MESSAGE(TG_WIRE_BOOKING_CREATE_OK, booking_create_ok, NULL),
     MESSAGE(TG_WIRE_BOOKING_GET_OK, booking_get_ok, NULL),
@@ -642,6 +646,7 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_LOG_ACK_OK, log_ack_ok, NULL),
     MESSAGE(TG_WIRE_PARTITION_CREATE_OK, partition_create_ok, NULL),
     MESSAGE(TG_WIRE_PARTITION_RESTORE_OK, partition_restore_ok, NULL),
+    MESSAGE(TG_WIRE_PARTITION_RESET_OK, partition_reset_ok, NULL),
     MESSAGE(TG_WIRE_SEAT_CHANGES, seat_changes, check_seat_changes),
 };
 

@@ -17,6 +17,8 @@
 #include "tixgrid/clock.h"
 #include "tixgrid/log.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef tg_err (*pu_handler)(pu_ctx *c, pu_partition *p);
@@ -463,6 +465,31 @@ static tg_err on_partition_restore(pu_ctx *c, pu_partition *unused)
     return err;
 }
 
+/* Tests and demos (the gateway's POST /api/reset, behind --allow-reset).  A
+ * reset that stops early (backlog, busy lock) answers an error whose message
+ * says how far it got: the counts do not travel in an error reply. */
+static tg_err on_partition_reset(pu_ctx *c, pu_partition *p)
+{
+    pu_reset_result r;
+    tg_err err = pu_partition_reset(p, tg_now_ms(), &r);
+    if (err == TG_OK) {
+        c->rep.partition_reset_ok.bookings_cancelled = r.bookings_cancelled;
+        c->rep.partition_reset_ok.seats_freed = r.seats_freed;
+    } else {
+        char message[TG_WIRE_STRING_BYTES_MAX];
+        snprintf(message, sizeof(message),
+                 "%s: reset stopped after cancelling %" PRIu32 " bookings and freeing %" PRIu32
+                 " seats; call again",
+                 tg_strerror(err), r.bookings_cancelled, r.seats_freed);
+        tg_wire_error(&c->rep, err, message);
+    }
+    tg_log_info("pu: partition %" PRIu32 " reset: %" PRIu32 " bookings cancelled, %" PRIu32
+                " seats freed (%s)",
+                c->req.partition_reset.partition_id, r.bookings_cancelled, r.seats_freed,
+                tg_errname(err));
+    return err;
+}
+
 static const pu_handler handlers[TG_WIRE_REQUEST_LAST + 1] = {
     [TG_WIRE_BOOKING_CREATE] = on_booking_create,
     [TG_WIRE_BOOKING_GET] = on_booking_get,
@@ -485,6 +512,7 @@ static const pu_handler handlers[TG_WIRE_REQUEST_LAST + 1] = {
     [TG_WIRE_LOG_ACK] = on_log_ack,
     [TG_WIRE_PARTITION_CREATE] = on_partition_create,
     [TG_WIRE_PARTITION_RESTORE] = on_partition_restore,
+    [TG_WIRE_PARTITION_RESET] = on_partition_reset,
 };
 
 /* The partition a request is about; false for requests about none (stats). */
@@ -521,6 +549,7 @@ static bool request_partition(const tg_msg *m, uint32_t *id)
     case TG_WIRE_LAYOUT: *id = m->layout.partition_id; return true;
     case TG_WIRE_LOG_READ: *id = m->log_read.partition_id; return true;
     case TG_WIRE_LOG_ACK: *id = m->log_ack.partition_id; return true;
+    case TG_WIRE_PARTITION_RESET: *id = m->partition_reset.partition_id; return true;
     default: return false;
     }
 }

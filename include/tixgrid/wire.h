@@ -73,7 +73,8 @@ typedef enum {
     TG_WIRE_LOG_ACK = 19,
     TG_WIRE_PARTITION_CREATE = 20,
     TG_WIRE_PARTITION_RESTORE = 21,
-    TG_WIRE_REQUEST_LAST = 21,
+    TG_WIRE_PARTITION_RESET = 22,
+    TG_WIRE_REQUEST_LAST = 22,
 
     TG_WIRE_ERROR = 64,
     TG_WIRE_REPLY_OFFSET = 64,
@@ -99,6 +100,7 @@ typedef enum {
     TG_WIRE_LOG_ACK_OK = 83,
     TG_WIRE_PARTITION_CREATE_OK = 84,
     TG_WIRE_PARTITION_RESTORE_OK = 85,
+    TG_WIRE_PARTITION_RESET_OK = 86,
 
     TG_WIRE_SEAT_CHANGES = 128,
 
@@ -309,6 +311,9 @@ typedef struct {
             uint32_t seat_count;
             tg_wire_change *seats; /* space: changes */
         } partition_restore;
+        struct {
+            uint32_t partition_id;
+        } partition_reset;
 
         /* Replies.  Types without fields (release, cancel, confirm, fail,
          * block, unblock, log_ack and the stats request) have no member. */
@@ -381,6 +386,10 @@ typedef struct {
             uint32_t record_count;
             tg_wire_log_record *records; /* space: records; consecutive seqs */
         } log_read_ok;
+        struct {
+            uint32_t bookings_cancelled; /* <= TG_BOOKINGS_MAX */
+            uint32_t seats_freed;        /* <= TG_BOOKING_SEATS_MAX per cancelled booking */
+        } partition_reset_ok;
 
         /* Events. */
         struct {

@@ -684,6 +684,7 @@ Test(requests, every_request_about_a_partition_not_served_is_unavailable)
     reqs[TG_WIRE_LOG_READ].log_read = (__typeof__(reqs[0].log_read)){UNSERVED, 1, 10};
     reqs[TG_WIRE_LOG_ACK].log_ack.partition_id = UNSERVED;
     reqs[TG_WIRE_PARTITION_RESTORE].partition_restore.partition_id = UNSERVED;
+    reqs[TG_WIRE_PARTITION_RESET].partition_reset.partition_id = UNSERVED;
     for (uint32_t t = 1; t <= TG_WIRE_REQUEST_LAST; t++) {
         if (t == TG_WIRE_STATS || t == TG_WIRE_PARTITION_CREATE) {
             continue; /* about no partition, or making one */
@@ -691,6 +692,90 @@ Test(requests, every_request_about_a_partition_not_served_is_unavailable)
         assert_error(hx_call(client, UNSERVED, &reqs[t], &rep), TG_EUNAVAILABLE,
                      tg_wire_type_name((tg_wire_type)t));
     }
+}
+
+/* ---- Resetting a partition (tests and demos) ---------------------------------- */
+
+static tg_err reset_partition(uint32_t partition)
+{
+    tg_msg req = {.type = TG_WIRE_PARTITION_RESET};
+    req.partition_reset.partition_id = partition;
+    return hx_call(client, partition, &req, &rep);
+}
+
+static uint64_t log_head(void)
+{
+    tg_msg req = {.type = TG_WIRE_PARTITION_INFO};
+    req.partition_info.partition_id = P;
+    cr_assert_eq(hx_call(client, P, &req, &rep), TG_OK);
+    return rep.partition_info_ok.log_head;
+}
+
+static void assert_totals(const uint32_t want[TG_SEAT_STATE_COUNT], const char *what)
+{
+    hx_availability(client, P, &rep, rows_a);
+    for (uint32_t s = 0; s < TG_SEAT_STATE_COUNT; s++) {
+        cr_assert_eq(rep.availability_ok.totals.by_state[s], want[s], "%s: %s %u, want %u", what,
+                     tg_seat_state_name((tg_seat_state)s), rep.availability_ok.totals.by_state[s],
+                     want[s]);
+    }
+}
+
+Test(requests, partition_reset_frees_held_reserved_and_sold_seats_and_selling_goes_on)
+{
+    tg_booking_id held = hx_booking_create(client, P, ALICE);
+    cr_assert_eq(hold(held, ALICE, (uint32_t[]){0, 1}, 2), TG_OK);
+    tg_booking_id pending = hx_booking_create(client, P, BOB);
+    cr_assert_eq(hold(pending, BOB, (uint32_t[]){10, 11}, 2), TG_OK);
+    cr_assert_eq(booking_op(TG_WIRE_PAYMENT_BEGIN, pending, BOB), TG_OK);
+    tg_booking_id sold = hx_booking_create(client, P, BOB);
+    cr_assert_eq(hold(sold, BOB, (uint32_t[]){20, 21, 22}, 3), TG_OK);
+    cr_assert_eq(booking_op(TG_WIRE_PAYMENT_BEGIN, sold, BOB), TG_OK);
+    cr_assert_eq(booking_op(TG_WIRE_PAYMENT_CONFIRM, sold, 0), TG_OK);
+    cr_assert_eq(seats_op(TG_WIRE_SEATS_BLOCK, 0, 0, (uint32_t[]){59}, 1), TG_OK);
+    assert_totals((const uint32_t[]){52, 2, 2, 3, 1}, "before the reset");
+    uint64_t head = log_head();
+
+    cr_assert_eq(reset_partition(P), TG_OK);
+    cr_assert_eq(rep.type, TG_WIRE_PARTITION_RESET_OK);
+    cr_assert_eq(rep.partition_reset_ok.bookings_cancelled, 3u);
+    cr_assert_eq(rep.partition_reset_ok.seats_freed, 7u);
+    assert_totals((const uint32_t[]){SEATS - 1, 0, 0, 0, 1}, "after the reset");
+    cr_assert_eq(log_head(), head + 3 + 7, "a record per booking and per seat, as cancels");
+    const tg_booking_id ids[] = {held, pending, sold};
+    for (uint32_t i = 0; i < 3; i++) {
+        tg_wire_booking b = booking(ids[i]);
+        cr_assert_eq(b.status, TG_BOOKING_CANCELLED, "booking %u is %s", i,
+                     tg_booking_status_name((tg_booking_status)b.status));
+        cr_assert_eq(b.seats.count, 0u);
+    }
+    assert_seat(21, TG_SEAT_FREE, 0);
+    assert_seat(59, TG_SEAT_BLOCKED, 0);
+    assert_error(booking_op(TG_WIRE_PAYMENT_CONFIRM, pending, 0), TG_EBOOKING_STATE,
+                 "a payment arriving after the reset sells nothing");
+
+    /* Selling goes on: the freed seats sell again. */
+    tg_booking_id again = hx_booking_create(client, P, ALICE);
+    cr_assert_eq(hold(again, ALICE, (uint32_t[]){0, 11, 21}, 3), TG_OK);
+    cr_assert_eq(booking_op(TG_WIRE_PAYMENT_BEGIN, again, ALICE), TG_OK);
+    cr_assert_eq(booking_op(TG_WIRE_PAYMENT_CONFIRM, again, 0), TG_OK);
+    assert_seat(21, TG_SEAT_SOLD, again);
+    assert_error(hold(hx_booking_create(client, P, BOB), BOB, (uint32_t[]){59}, 1),
+                 TG_ESEAT_TAKEN, "a blocked seat stays off sale");
+
+    cr_assert_eq(reset_partition(P), TG_OK, "a second reset");
+    cr_assert_eq(rep.partition_reset_ok.bookings_cancelled, 2u, "the new sale and Bob's booking");
+    cr_assert_eq(rep.partition_reset_ok.seats_freed, 3u);
+    cr_assert_eq(reset_partition(P), TG_OK);
+    cr_assert_eq(rep.partition_reset_ok.bookings_cancelled, 0u, "nothing left to reset");
+    cr_assert_eq(rep.partition_reset_ok.seats_freed, 0u);
+    assert_error(reset_partition(UNSERVED), TG_EUNAVAILABLE, "unserved partition");
+
+    tg_msg req = {.type = TG_WIRE_STATS};
+    cr_assert_eq(tg_client_call_to(client, unit.rep_url, &req, HX_CALL_TIMEOUT_MS, NULL, &rep),
+                 TG_OK);
+    cr_assert_eq(op_count(TG_WIRE_PARTITION_RESET, TG_OK), 3u, "the last request type is counted");
+    cr_assert_eq(op_count(TG_WIRE_PARTITION_RESET, TG_EUNAVAILABLE), 1u);
 }
 
 /* ---- Creating and restoring a partition over the wire ------------------------ */

@@ -137,6 +137,7 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_LOG_ACK,
     TG_WIRE_PARTITION_CREATE,
     TG_WIRE_PARTITION_RESTORE,
+    TG_WIRE_PARTITION_RESET,
     TG_WIRE_ERROR,
     TG_WIRE_BOOKING_CREATE_OK,
     TG_WIRE_BOOKING_GET_OK,
@@ -159,6 +160,7 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_LOG_ACK_OK,
     TG_WIRE_PARTITION_CREATE_OK,
     TG_WIRE_PARTITION_RESTORE_OK,
+    TG_WIRE_PARTITION_RESET_OK,
     TG_WIRE_SEAT_CHANGES,
 };
 #define TYPE_COUNT (sizeof(all_types) / sizeof(all_types[0]))
@@ -334,6 +336,9 @@ static void gen_requests(int v, tg_msg *m)
     case TG_WIRE_LAYOUT:
         m->availability.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
         break;
+    case TG_WIRE_PARTITION_RESET:
+        m->partition_reset.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        break;
     case TG_WIRE_LOG_READ:
         m->log_read.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
         m->log_read.from_seq = pick(v, 1, TG_WIRE_ID_MAX);
@@ -419,7 +424,7 @@ static void gen_stats_ok(int v, tg_msg *m)
     m->stats_ok.oldest_unpersisted_age_ms = pick(v, 0, UINT64_MAX);
     m->stats_ok.op_count = pick_count(v, TG_WIRE_STATS_OPS_MAX);
     for (uint32_t i = 0; i < m->stats_ok.op_count; i++) {
-        uint32_t pair = (start + i * 31u) % pairs; /* 31 is prime to 19 * 29: all distinct */
+        uint32_t pair = (start + i * 31u) % pairs; /* 31 is prime to 22 * 30: all distinct */
         m->stats_ok.ops[i].type = 1 + pair / TG_ERR_COUNT_;
         m->stats_ok.ops[i].code = pair % TG_ERR_COUNT_;
         m->stats_ok.ops[i].count = pick(v, 0, UINT64_MAX);
@@ -492,6 +497,10 @@ static void gen_replies(int v, tg_msg *m)
         break;
     case TG_WIRE_LOG_READ_OK:
         gen_log_read_ok(v, m);
+        break;
+    case TG_WIRE_PARTITION_RESET_OK: /* wire.md: 4,194,304 bookings, 16 seats each */
+        m->partition_reset_ok.bookings_cancelled = (uint32_t)pick(v, 0, 4194304);
+        m->partition_reset_ok.seats_freed = (uint32_t)pick(v, 0, 4194304 * 16);
         break;
     default:
         break;
@@ -780,6 +789,36 @@ Test(wire, types_have_names_and_requests_map_to_their_replies)
     cr_assert_eq(tg_wire_reply_type(TG_WIRE_SEATS_HOLD_OK), TG_WIRE_NONE);
 }
 
+Test(wire, partition_reset_and_its_reply_have_the_documented_layout)
+{
+    memset(&msg_a, 0, sizeof(msg_a));
+    msg_a.type = TG_WIRE_PARTITION_RESET;
+    msg_a.partition_reset.partition_id = 7;
+    encode_ok(&msg_a, &sb);
+    cr_assert_eq(sb.size, 4);
+    cr_assert_eq(memcmp(sb.data, "\x93\x16\x01\x07", 4), 0, "[22, 1, partition_id]");
+    assert_round_trip(&msg_a);
+    cr_assert_eq(tg_wire_reply_type(TG_WIRE_PARTITION_RESET), TG_WIRE_PARTITION_RESET_OK);
+    cr_assert_str_eq(tg_wire_type_name(TG_WIRE_PARTITION_RESET), "partition_reset");
+
+    memset(&msg_a, 0, sizeof(msg_a));
+    msg_a.type = TG_WIRE_PARTITION_RESET_OK;
+    msg_a.partition_reset_ok.bookings_cancelled = 3;
+    msg_a.partition_reset_ok.seats_freed = 300;
+    encode_ok(&msg_a, &sb);
+    uint8_t want[8];
+    size_t n = hex_to_bytes("94 56 01 03 cd 01 2c", want, sizeof(want));
+    cr_assert_eq(sb.size, n);
+    cr_assert_eq(memcmp(sb.data, want, n), 0, "[86, 1, bookings_cancelled, seats_freed]");
+    assert_round_trip(&msg_a);
+
+    expect_accept("93 16 01 ce 00 1f ff ff", &msg_a);
+    cr_assert_eq(msg_a.partition_reset.partition_id, TG_PARTITION_ID_MAX);
+    expect_accept("94 56 01 ce 00 40 00 00 ce 04 00 00 00", &msg_a);
+    cr_assert_eq(msg_a.partition_reset_ok.bookings_cancelled, TG_BOOKINGS_MAX);
+    cr_assert_eq(msg_a.partition_reset_ok.seats_freed, TG_BOOKINGS_MAX * TG_BOOKING_SEATS_MAX);
+}
+
 Test(wire, events_carry_the_partition_as_a_big_endian_topic)
 {
     uint8_t topic[TG_WIRE_TOPIC_BYTES];
@@ -883,8 +922,8 @@ Test(wire_reject, input_that_is_not_a_message_array)
 Test(wire_reject, unknown_message_types)
 {
     expect_reject("92 00 01", "unknown message type");
-    expect_reject("92 16 01", "unknown message type");    /* 22: after the last request */
-    expect_reject("92 56 01", "unknown message type");    /* 86: after the last reply */
+    expect_reject("92 17 01", "unknown message type");    /* 23: after the last request */
+    expect_reject("92 57 01", "unknown message type");    /* 87: after the last reply */
     expect_reject("92 cc 81 01", "unknown message type"); /* 129 */
     expect_reject("92 cd 01 00 01", "unknown message type");
     expect_reject("92 cf 00 00 01 00 00 00 00 11 01", "unknown message type");
@@ -1071,7 +1110,7 @@ Test(wire_reject, oversized_arrays)
                   "availability_ok.sections: too many items");
     expect_reject("95 52 01 00 00 dc 10 01", "log_read_ok.records: too many items");
     expect_reject("96 cc 80 01 00 01 01 dd 00 00 10 01", "seat_changes.changes: too many items");
-    /* one more than 21 request types x 30 codes */
+    /* one more than 22 request types x 30 codes */
     char too_many[64];
     snprintf(too_many, sizeof(too_many), "96 51 01 00 00 00 dc %02x %02x",
              (TG_WIRE_STATS_OPS_MAX + 1) >> 8, (TG_WIRE_STATS_OPS_MAX + 1) & 0xff);
@@ -1143,7 +1182,7 @@ Test(wire_reject, rules_across_fields)
     expect_reject("96 51 01 00 00 00 92 93 01 00 05 93 01 00 06",
                   "stats_ok.ops: a (type, code) pair appears twice");
     expect_reject("96 51 01 00 00 00 91 93 00 00 05", "stats_ok.ops[].type: out of range");
-    expect_reject("96 51 01 00 00 00 91 93 16 00 05", "stats_ok.ops[].type: out of range");
+    expect_reject("96 51 01 00 00 00 91 93 17 00 05", "stats_ok.ops[].type: out of range");
     expect_reject("96 51 01 00 00 00 91 93 01 1e 05", "stats_ok.ops[].code: out of range");
     expect_reject("96 cc 80 01 00 05 04 90", "seat_changes.from_seq: after to_seq");
     expect_reject("96 cc 80 01 00 00 04 90", "seat_changes.from_seq: out of range");
@@ -1154,6 +1193,36 @@ Test(wire_reject, rules_across_fields)
     /* The last byte is log_persisted: make it 6. */
     ((uint8_t *)sb.data)[sb.size - 1] = 6;
     expect_reject_sb("partition_info_ok.log_persisted: beyond log_head");
+}
+
+Test(wire_reject, malformed_partition_resets)
+{
+    expect_reject("92 16 01", "partition_reset: wrong number of fields");
+    expect_reject("94 16 01 07 07", "partition_reset: wrong number of fields");
+    expect_reject("93 16 01 a1 37", "partition_reset.partition_id: not an unsigned integer");
+    expect_reject("93 16 01 c2", "partition_reset.partition_id: not an unsigned integer");
+    expect_reject("93 16 01 91 07", "partition_reset.partition_id: not an unsigned integer");
+    expect_reject("93 16 01 ce 00 20 00 00", "partition_reset.partition_id: out of range");
+    expect_reject("93 16 01 ff", "partition_reset.partition_id: out of range");
+    expect_reject("93 16 02 07", "unsupported message version");
+    expect_reject("93 16 01", "message is truncated");
+    expect_reject("93 16 01 07 07", "trailing bytes after the message");
+    expect_reject("93 56 01 00", "partition_reset_ok: wrong number of fields");
+    expect_reject("94 56 01 ce 00 40 00 01 00",
+                  "partition_reset_ok.bookings_cancelled: out of range");
+    expect_reject("94 56 01 00 ce 04 00 00 01", "partition_reset_ok.seats_freed: out of range");
+    expect_reject("94 56 01 ff 00", "partition_reset_ok.bookings_cancelled: out of range");
+    expect_reject("94 56 01 00 a1 31", "partition_reset_ok.seats_freed: not an unsigned integer");
+
+    gen(TG_WIRE_PARTITION_RESET, V_MAX, &msg_a);
+    msg_a.partition_reset.partition_id = TG_PARTITION_ID_MAX + 1;
+    const char *why = NULL;
+    cr_assert_eq(tg_wire_encode(&msg_a, &sb, &why), TG_EINVAL);
+    cr_assert_str_eq(why, "partition_reset.partition_id: out of range");
+    gen(TG_WIRE_PARTITION_RESET_OK, V_MAX, &msg_a);
+    msg_a.partition_reset_ok.seats_freed++;
+    cr_assert_eq(tg_wire_encode(&msg_a, &sb, &why), TG_EINVAL);
+    cr_assert_str_eq(why, "partition_reset_ok.seats_freed: out of range");
 }
 
 Test(wire_reject, events_with_a_bad_topic)
