@@ -625,7 +625,9 @@ static const char placement_sql[] =
     "SELECT p.status FROM event_keys k"
     " JOIN events p ON p.id = k.id AND p.starts_at = k.starts_at WHERE k.id = $1";
 
-/* Runs one statement; NULL (logged) when PostgreSQL refused it. */
+/* Runs one statement; NULL (logged) when it failed.  A lost connection is
+ * an operating condition (warn; the pool reconnects), a refused statement
+ * a bug (error).  libpq's text spans lines: folded onto one. */
 static PGresult *sql_run(PGconn *db, const char *what, const char *sql, int count,
                          const char *const *params)
 {
@@ -635,8 +637,14 @@ static PGresult *sql_run(PGconn *db, const char *what, const char *sql, int coun
     }
     const char *primary = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    tg_log_error("events: %s: %s (SQLSTATE %s)", what,
-                 primary != NULL ? primary : PQerrorMessage(db), state != NULL ? state : "none");
+    char why[256];
+    snprintf(why, sizeof(why), "%s", primary != NULL ? primary : PQerrorMessage(db));
+    for (char *c = why; *c != '\0'; c++) {
+        *c = *c == '\n' || *c == '\t' ? ' ' : *c;
+    }
+    bool lost = PQstatus(db) != CONNECTION_OK;
+    tg_log(lost ? TG_LOG_WARN : TG_LOG_ERROR, "events: %s: %s (SQLSTATE %s%s)", what, why,
+           state != NULL ? state : "none", lost ? ", connection lost" : "");
     PQclear(res);
     return NULL;
 }
