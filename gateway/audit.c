@@ -103,7 +103,9 @@ void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t eve
     name_copy(rec->action, action);
     name_copy(rec->outcome, outcome);
     rec->seat_count = seat_count < TG_BOOKING_SEATS_MAX ? seat_count : TG_BOOKING_SEATS_MAX;
-    memcpy(rec->seats, seat_nos, rec->seat_count * sizeof(uint32_t));
+    if (rec->seat_count > 0) {
+        memcpy(rec->seats, seat_nos, rec->seat_count * sizeof(uint32_t));
+    }
     rec->detail = detail_text;
     a->count++;
     atomic_store_explicit(&a->backlog, a->count, memory_order_relaxed);

@@ -39,15 +39,16 @@ gw_call *gw_call_take(gw_worker *w)
         if (w->calls_made >= w->gw->cfg.inflight_max) {
             return NULL;
         }
-        call = malloc(sizeof(*call));
+        call = calloc(1, sizeof(*call));
         if (call == NULL) {
             return NULL;
         }
         w->calls_made++;
     }
+    /* Every field but the reply, last in the struct: 10 KB that every grid
+     * reply overwrites. */
     memset(call, 0, offsetof(gw_call, reply));
     call->worker = w;
-    memset(&call->space, 0, sizeof(call->space));
     return call;
 }
 

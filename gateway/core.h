@@ -34,13 +34,14 @@ typedef struct gw_call {
     /* GW_CALL_GRID */
     gw_grid_done grid_done;
     tg_err err;
-    tg_msg reply;
     tg_wire_space space; /* arrays malloc'd for the large replies asked for */
     /* GW_CALL_DB */
     gw_db_run db_run;
     gw_db_done db_done;
     void *job;
     void (*job_free)(void *job);
+    /* Last: gw_call_take zeroes everything before it. */
+    tg_msg reply;
 } gw_call;
 
 /* ---- Metrics ------------------------------------------------------------- */
@@ -122,7 +123,6 @@ struct gw_gateway {
     int64_t started_ms;
 };
 
-const gw_config *gw_config_of(gw_gateway *gw);
 
 /* server.c */
 tg_err gw_gateway_start(gw_gateway *gw);

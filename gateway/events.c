@@ -67,11 +67,6 @@
 #include "tixgrid/clock.h"
 #include "tixgrid/log.h"
 
-/* Declared with the gateway's core (core.h); handlers see gateway.h only. */
-const gw_config *gw_config_of(gw_gateway *gw);
-/* Drops every cached events answer (an organizer changed an event). */
-void gw_events_cache_clear(void);
-
 /* Paging: API.md, "Conventions". */
 #define GW_EVENTS_PAGE_MAX 1000000u
 #define GW_EVENTS_PAGE_SIZE_DEFAULT 20u

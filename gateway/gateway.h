@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "config.h"
 #include "tixgrid/err.h"
 #include "tixgrid/limits.h"
 #include "tixgrid/seat.h"
@@ -240,6 +241,9 @@ void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t eve
  * operations answer 503 until it drains. */
 bool gw_audit_accepting(gw_gateway *gw);
 
+/* The settings the gateway runs with. */
+const gw_config *gw_config_of(gw_gateway *gw);
+
 /* ---- Handlers, by module ------------------------------------------------- */
 
 /* accounts.c */
@@ -251,6 +255,8 @@ void gw_on_events_list(gw_req *r);
 void gw_on_events_search(gw_req *r);
 void gw_on_event_get(gw_req *r);
 void gw_on_availability(gw_req *r);
+/* Forgets every cached event read (after an organizer's change). */
+void gw_events_cache_clear(void);
 /* seats.c */
 void gw_on_seats_list(gw_req *r);
 void gw_on_seats_select(gw_req *r);
