@@ -26,6 +26,14 @@
 static char dummy_hash[GW_PASSWORD_HASH_BYTES];
 static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
 
+static void dummy_make(void);
+
+const char *gw_password_dummy_hash(void)
+{
+    pthread_once(&dummy_once, dummy_make);
+    return dummy_hash;
+}
+
 static void dummy_make(void)
 {
     char pw[24];
@@ -229,9 +237,8 @@ static void login_run(PGconn *db, void *p)
         PQclear(res);
         return;
     }
-    pthread_once(&dummy_once, dummy_make);
     bool found = PQntuples(res) == 1;
-    const char *hash = found ? PQgetvalue(res, 0, 6) : dummy_hash;
+    const char *hash = found ? PQgetvalue(res, 0, 6) : gw_password_dummy_hash();
     bool match = gw_password_verify(hash, job->password, job->password_len) == TG_OK;
     job->outcome = found && match ? JOB_OK : JOB_NO_MATCH;
     if (job->outcome == JOB_OK) {

@@ -56,6 +56,9 @@ static void basic_run(PGconn *db, void *p)
         }
         job->matches = gw_password_verify(PQgetvalue(res, 0, 2), job->cred.password,
                                           job->cred.password_len) == TG_OK;
+    } else {
+        (void)gw_password_verify(gw_password_dummy_hash(), job->cred.password,
+                                 job->cred.password_len); /* the same cost: no email oracle */
     }
     PQclear(res);
 }

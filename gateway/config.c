@@ -63,7 +63,7 @@ static const number_setting numbers[] = {
     {"basic-cache-ms", "TIXGRID_GATEWAY_BASIC_CACHE_MS", U32(basic_cache_ms), 0, 3600000, 60000,
      "a verified Basic credential is trusted (0: verify every time)"},
     {"basic-cache-entries", "TIXGRID_GATEWAY_BASIC_CACHE_ENTRIES", U32(basic_cache_entries), 16,
-     10000000, 65536, "Basic credentials remembered"},
+     1u << 20, 65536, "Basic credentials remembered"},
     {"auth-rate", "TIXGRID_GATEWAY_AUTH_RATE", U32(auth_rate_per_s), 0, 1000000, 20,
      "register/login attempts per client IP and second (0: no limit)"},
     {"auth-burst", "TIXGRID_GATEWAY_AUTH_BURST", U32(auth_burst), 1, 1000000, 100,

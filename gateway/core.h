@@ -149,6 +149,10 @@ uint32_t gw_latency_bound_us(int bucket);
 /* Runs the route's handler after the role check (403). */
 void gw_run_handler(gw_req *r);
 
+/* accounts.c: an argon2id hash no password matches; pool threads verify
+ * unknown emails against it so that they cost what known ones cost. */
+const char *gw_password_dummy_hash(void);
+
 /* authn.c: sets r->who from the Authorization header (answering 401 when it
  * is missing or wrong on a non-public route), then gw_run_handler. */
 void gw_authenticate(gw_req *r);

@@ -24,8 +24,9 @@ static int open_parts(gw_gateway *gw)
     if (gw_auth_init() != TG_OK) {
         return TG_EXIT_FAILURE;
     }
-    if (gw_jwt_secret_load(tg_env("TIXGRID_JWT_SECRET", NULL), cfg->data_dir, &gw->jwt) != TG_OK) {
-        return TG_EXIT_USAGE;
+    tg_err err = gw_jwt_secret_load(tg_env("TIXGRID_JWT_SECRET", NULL), cfg->data_dir, &gw->jwt);
+    if (err != TG_OK) {
+        return err == TG_EINVAL ? TG_EXIT_USAGE : TG_EXIT_FAILURE;
     }
     tg_client_config client_cfg = {.inflight_max = TG_CLIENT_INFLIGHT_MAX};
     if (gw_cred_cache_open(cfg->basic_cache_entries, cfg->basic_cache_ms, &gw->creds) != TG_OK ||
