@@ -395,76 +395,73 @@ bool gw_query_u64(gw_req *r, const char *name, uint64_t min, uint64_t max, uint6
     return true;
 }
 
+/* The body's field, or NULL when it is absent (or null) and optional
+ * (present != NULL: *present says which).  False when a required field is
+ * missing: the 400 is sent. */
+static bool body_field(gw_req *r, const char *field, bool *present, json_t **out)
+{
+    json_t *v = r->body != NULL ? json_object_get(r->body, field) : NULL;
+    if (v != NULL && !(present != NULL && json_is_null(v))) {
+        *out = v;
+        if (present != NULL) {
+            *present = true;
+        }
+        return true;
+    }
+    *out = NULL;
+    if (present != NULL) {
+        *present = false;
+        return true;
+    }
+    gw_reply_error(r, 400, "missing_field", "%s is required", field);
+    return false;
+}
+
 bool gw_body_u64(gw_req *r, const char *field, uint64_t min, uint64_t max, uint64_t *out,
                  bool *present)
 {
-    json_t *v = r->body != NULL ? json_object_get(r->body, field) : NULL;
-    if (v == NULL || (present != NULL && json_is_null(v))) {
-        if (present != NULL) {
-            *present = false;
-            return true;
-        }
-        gw_reply_error(r, 400, "missing_field", "%s is required", field);
-        return false;
+    json_t *v;
+    if (!body_field(r, field, present, &v) || v == NULL) {
+        return v == NULL && present != NULL;
     }
     json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
-    if (!json_is_integer(v) || n < 0 || (uint64_t)n < min || (uint64_t)n > max) {
+    if (n < 0 || (uint64_t)n < min || (uint64_t)n > max) {
         gw_reply_error(r, 400, "invalid_field", "%s: expected a whole number in %llu..%llu", field,
                        (unsigned long long)min, (unsigned long long)max);
         return false;
     }
     *out = (uint64_t)n;
-    if (present != NULL) {
-        *present = true;
-    }
     return true;
 }
 
 bool gw_body_string(gw_req *r, const char *field, size_t max_bytes, const char **out,
                     bool *present)
 {
-    json_t *v = r->body != NULL ? json_object_get(r->body, field) : NULL;
-    if (v == NULL || (present != NULL && json_is_null(v))) {
-        if (present != NULL) {
-            *present = false;
-            return true;
-        }
-        gw_reply_error(r, 400, "missing_field", "%s is required", field);
-        return false;
+    json_t *v;
+    if (!body_field(r, field, present, &v) || v == NULL) {
+        return v == NULL && present != NULL;
     }
     size_t len = json_is_string(v) ? json_string_length(v) : 0;
-    if (!json_is_string(v) || len == 0 || len > max_bytes ||
-        memchr(json_string_value(v), '\0', len) != NULL) {
+    if (len == 0 || len > max_bytes || memchr(json_string_value(v), '\0', len) != NULL) {
         gw_reply_error(r, 400, "invalid_field", "%s: expected a string of 1..%zu bytes", field,
                        max_bytes);
         return false;
     }
     *out = json_string_value(v);
-    if (present != NULL) {
-        *present = true;
-    }
     return true;
 }
 
 bool gw_body_bool(gw_req *r, const char *field, bool *out, bool *present)
 {
-    json_t *v = r->body != NULL ? json_object_get(r->body, field) : NULL;
-    if (v == NULL || (present != NULL && json_is_null(v))) {
-        if (present != NULL) {
-            *present = false;
-            return true;
-        }
-        gw_reply_error(r, 400, "missing_field", "%s is required", field);
-        return false;
+    json_t *v;
+    if (!body_field(r, field, present, &v) || v == NULL) {
+        return v == NULL && present != NULL;
     }
     if (!json_is_boolean(v)) {
         gw_reply_error(r, 400, "invalid_field", "%s: expected true or false", field);
         return false;
     }
     *out = json_is_true(v);
-    if (present != NULL) {
-        *present = true;
-    }
     return true;
 }
 
