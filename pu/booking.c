@@ -409,7 +409,7 @@ static bool reset_wanted(tg_booking_status s)
     return pu_status_live(s) || s == TG_BOOKING_PAID;
 }
 
-/* Cancels the booking in slot b if it is live or paid and its seq is at most
+/* Cancels the booking in `slot` if it is live or paid and its seq is at most
  * last_seq; adds what it did to *out. */
 static tg_err reset_slot(pu_partition *p, const pu_booking_rec *slot, uint32_t last_seq,
                          pu_reset_result *out)
