@@ -124,6 +124,22 @@ static json_t *profile_json(PGresult *res)
     "id, email, name, phone, role, "                                                              \
     "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
+/* What users_phone_format accepts: an optional +, then 3..32 of digits,
+ * spaces and ()./- (the whole string is at most 32 bytes). */
+static bool phone_valid(const char *phone)
+{
+    size_t n = strlen(phone), i = phone[0] == '+' ? 1 : 0;
+    if (n - i < 3 || n > GW_PHONE_BYTES_MAX) {
+        return false;
+    }
+    for (; i < n; i++) {
+        if (strchr("0123456789 ()./-", phone[i]) == NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* ---- register ------------------------------------------------------------ */
 
 static void register_run(PGconn *db, void *p)
@@ -185,6 +201,11 @@ static bool register_fields(gw_req *r, account_job *job)
     }
     if (!email_valid(email)) {
         gw_reply_error(r, 400, "invalid_field", "email: expected an address like name@example.com");
+        return false;
+    }
+    if (job->has_phone && !phone_valid(phone)) {
+        gw_reply_error(r, 400, "invalid_field",
+                       "phone: 3..32 of digits, spaces and ()./-, optionally after a +");
         return false;
     }
     size_t pw_len = json_string_length(json_object_get(r->body, "password"));

@@ -17,7 +17,8 @@
 typedef struct {
     tg_wire_booking b;
     uint64_t event_id;
-    bool from_grid;
+    uint32_t first_seat; /* the partition's first seat in its event */
+    char currency[TG_CURRENCY_BYTES];
 } listed;
 
 typedef struct {
@@ -35,8 +36,9 @@ static const char list_sql[] =
     "coalesce((extract(epoch FROM deadline) * 1000)::bigint, 0), version, "
     "(SELECT coalesce(array_agg(s.seat_no - p.first_seat ORDER BY s.seat_no), '{}') "
     "   FROM booking_seats s WHERE s.booking_id = b.id AND s.released_at IS NULL), "
-    "count(*) OVER () "
+    "count(*) OVER (), p.first_seat, e.currency "
     "FROM bookings b JOIN grid_partitions p USING (partition_id, event_id) "
+    "JOIN events e ON e.id = b.event_id "
     "WHERE b.user_id = $1 ORDER BY b.created_at DESC, b.id DESC LIMIT $2 OFFSET $3";
 
 static uint32_t status_parse(const char *s)
@@ -91,6 +93,8 @@ static void list_run(PGconn *db, void *p)
         it->b.version = (uint32_t)strtoul(PQgetvalue(res, i, 5), NULL, 10);
         seats_parse(PQgetvalue(res, i, 6), &it->b.seats);
         job->total = strtoull(PQgetvalue(res, i, 7), NULL, 10);
+        it->first_seat = (uint32_t)strtoul(PQgetvalue(res, i, 8), NULL, 10);
+        snprintf(it->currency, sizeof(it->currency), "%s", PQgetvalue(res, i, 9));
     }
     bool empty = PQntuples(res) == 0;
     PQclear(res);
@@ -112,7 +116,8 @@ static json_t *item_json(gw_gateway *gw, const listed *it)
     for (uint32_t i = 0; i < it->b.seats.count; i++) {
         uint32_t seat = it->b.seats.ids[i];
         json_array_append_new(seats, l != NULL ? gw_seat_json(l, seat, NULL)
-                                               : json_pack("{s:I}", "seat_no", (json_int_t)seat));
+                                               : json_pack("{s:I}", "seat_no",
+                                                           (json_int_t)(it->first_seat + seat)));
         uint32_t row = l != NULL ? gw_layout_row_of(l, seat) : 0;
         total += l != NULL && row < l->row_count ? l->sections[l->rows[row].section].price_minor
                                                  : 0;
@@ -122,8 +127,7 @@ static json_t *item_json(gw_gateway *gw, const listed *it)
                      status != NULL ? status : "unknown", "created_at",
                      gw_time_json(it->b.created_ms), "expires_at",
                      gw_time_json(it->b.deadline_ms), "seats", seats, "total", "amount",
-                     (json_int_t)total, "currency",
-                     l != NULL && l->section_count > 0 ? l->sections[0].currency : "EUR");
+                     (json_int_t)total, "currency", it->currency);
 }
 
 static void list_reply(gw_req *r, list_job *job)
@@ -145,7 +149,6 @@ static void refresh_done(gw_req *r, tg_err err, const tg_msg *reply)
     listed *it = &job->items[job->refreshing++];
     if (err == TG_OK) {
         it->b = reply->booking_get_ok; /* the live state */
-        it->from_grid = true;
     }
     refresh_next(r); /* a unit that does not answer leaves the persisted state */
 }

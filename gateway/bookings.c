@@ -124,6 +124,12 @@ void gw_on_booking_create(gw_req *r)
         gw_reply_error(r, 404, "not_found", "no event %llu on sale", (unsigned long long)event_id);
         return;
     }
+    if (!gw_map_on_sale(r->gw, event_id)) {
+        gw_reply_error(r, 409, "sale_closed",
+                       "event %llu is not on sale (not yet open, or closed)",
+                       (unsigned long long)event_id);
+        return;
+    }
     if ((st->layout = partition_pick(r, ls, n)) == NULL) {
         return;
     }

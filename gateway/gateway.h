@@ -206,6 +206,9 @@ typedef struct {
  * count (0: unknown or not placed). */
 uint32_t gw_map_event(gw_gateway *gw, uint64_t event_id,
                       const gw_layout *out[GW_EVENT_PARTITIONS_MAX]);
+/* Whether the event's sale is open (published, within its sale window), as
+ * of the last map read. */
+bool gw_map_on_sale(gw_gateway *gw, uint64_t event_id);
 /* The layout of one partition; NULL when unknown. */
 const gw_layout *gw_map_layout(gw_gateway *gw, uint32_t partition_id);
 /* The map's epoch as last read; 0 before the first read. */

@@ -126,31 +126,43 @@ static match_result pattern_match(const char *pattern, const char *path, size_t 
     return bad_id ? MATCH_BAD_ID : MATCH_YES;
 }
 
-/* Finds the route; *path_known when some route has this path. */
+static bool method_is(const h2o_req_t *h2o, const gw_route *route)
+{
+    return h2o_memis(h2o->method.base, h2o->method.len, route->method, strlen(route->method)) ||
+           (strcmp(route->method, "GET") == 0 &&
+            h2o_memis(h2o->method.base, h2o->method.len, H2O_STRLIT("HEAD")));
+}
+
+static size_t path_length(const h2o_req_t *h2o)
+{
+    return h2o->query_at != SIZE_MAX ? h2o->query_at : h2o->path.len;
+}
+
+/* Finds the route.  A path that some route matches exactly wins over one
+ * whose {id} failed to parse ("/api/bookings/cancel" is a path of its own,
+ * not a bad booking id): *path_known says a route has this path (405 for
+ * another method), *bad_id that only a route with a bad id matched. */
 static const gw_route *route_find(h2o_req_t *h2o, uint64_t params[GW_PATH_PARAMS_MAX],
                                   bool *path_known, bool *bad_id)
 {
-    size_t len = h2o->path.len;
-    if (h2o->query_at != SIZE_MAX) {
-        len = h2o->query_at;
-    }
+    const gw_route *found = NULL, *bad = NULL;
     *path_known = *bad_id = false;
-    const gw_route *found = NULL;
     for (size_t k = 0; k < ROUTES_COUNT && found == NULL; k++) {
         uint64_t p[GW_PATH_PARAMS_MAX] = {0};
-        match_result m = pattern_match(routes[k].pattern, h2o->path.base, len, p);
-        if (m == MATCH_NO) {
-            continue;
+        match_result m = pattern_match(routes[k].pattern, h2o->path.base, path_length(h2o), p);
+        if (m == MATCH_YES) {
+            *path_known = true;
+            if (method_is(h2o, &routes[k])) {
+                memcpy(params, p, sizeof(p));
+                found = &routes[k];
+            }
+        } else if (m == MATCH_BAD_ID && bad == NULL && method_is(h2o, &routes[k])) {
+            bad = &routes[k];
         }
-        *path_known = true;
-        if (h2o_memis(h2o->method.base, h2o->method.len, routes[k].method,
-                      strlen(routes[k].method)) ||
-            (strcmp(routes[k].method, "GET") == 0 &&
-             h2o_memis(h2o->method.base, h2o->method.len, H2O_STRLIT("HEAD")))) {
-            *bad_id = m == MATCH_BAD_ID;
-            memcpy(params, p, sizeof(p));
-            found = &routes[k];
-        }
+    }
+    if (found == NULL && !*path_known && bad != NULL) {
+        *bad_id = true;
+        found = bad;
     }
     return found;
 }
@@ -158,15 +170,16 @@ static const gw_route *route_find(h2o_req_t *h2o, uint64_t params[GW_PATH_PARAMS
 /* The methods allowed on a path, for 405's Allow header. */
 static void allow_list(h2o_req_t *h2o, char *buf, size_t size)
 {
-    size_t len = h2o->query_at != SIZE_MAX ? h2o->query_at : h2o->path.len;
     buf[0] = '\0';
     for (size_t k = 0; k < ROUTES_COUNT; k++) {
         uint64_t p[GW_PATH_PARAMS_MAX];
-        if (pattern_match(routes[k].pattern, h2o->path.base, len, p) != MATCH_NO &&
-            strstr(buf, routes[k].method) == NULL) {
-            size_t used = strlen(buf);
-            snprintf(buf + used, size - used, "%s%s", used > 0 ? ", " : "", routes[k].method);
+        if (pattern_match(routes[k].pattern, h2o->path.base, path_length(h2o), p) != MATCH_YES ||
+            strstr(buf, routes[k].method) != NULL) {
+            continue;
         }
+        size_t used = strlen(buf);
+        snprintf(buf + used, size - used, "%s%s%s", used > 0 ? ", " : "", routes[k].method,
+                 strcmp(routes[k].method, "GET") == 0 ? ", HEAD" : "");
     }
 }
 
@@ -555,8 +568,24 @@ static bool request_admit(gw_req *r, bool path_known, bool bad_id)
     return !r->route->json_body || body_parse(r);
 }
 
+/* Paths no route knows go to the static files (when --static is set), but
+ * never the API's: /api/... stays JSON. */
+static bool static_file(const h2o_req_t *h2o, const gw_worker *w)
+{
+    return w->gw->cfg.static_dir[0] != '\0' &&
+           !(h2o->path.len >= 5 && memcmp(h2o->path.base, "/api/", 5) == 0) &&
+           (h2o_memis(h2o->method.base, h2o->method.len, H2O_STRLIT("GET")) ||
+            h2o_memis(h2o->method.base, h2o->method.len, H2O_STRLIT("HEAD")));
+}
+
 int gw_dispatch(h2o_req_t *h2o, gw_worker *w)
 {
+    uint64_t params[GW_PATH_PARAMS_MAX] = {0};
+    bool path_known, bad_id;
+    const gw_route *route = route_find(h2o, params, &path_known, &bad_id);
+    if (route == NULL && !path_known && static_file(h2o, w)) {
+        return -1; /* the next handler: h2o's file handler */
+    }
     gw_req *r = h2o_mem_alloc_shared(&h2o->pool, sizeof(*r), req_dispose);
     memset(r, 0, sizeof(*r));
     r->h2o = h2o;
@@ -565,8 +594,8 @@ int gw_dispatch(h2o_req_t *h2o, gw_worker *w)
     r->started_ns = tg_mono_ns();
     w->in_service++;
     peer_address(r);
-    bool path_known, bad_id;
-    r->route = route_find(h2o, r->params, &path_known, &bad_id);
+    r->route = route;
+    memcpy(r->params, params, sizeof(params));
     if (request_admit(r, path_known, bad_id)) {
         gw_authenticate(r);
     }

@@ -32,6 +32,7 @@ typedef struct {
     uint64_t event_id;
     uint64_t epoch;
     bool reachable;
+    bool on_sale; /* the event is in events_current: published, sale window open */
     const gw_layout *layout; /* NULL until fetched */
     char url[TG_URL_BYTES];
 } map_entry;
@@ -152,6 +153,19 @@ uint32_t gw_map_partitions(gw_gateway *gw, uint32_t *ids, uint32_t max)
     return n;
 }
 
+bool gw_map_on_sale(gw_gateway *gw, uint64_t event_id)
+{
+    gw_map *m = gw->map;
+    bool on_sale = false;
+    pthread_rwlock_rdlock(&m->rw);
+    for (uint32_t i = 0; m->index != NULL && i < m->index->count && !on_sale; i++) {
+        const map_entry *e = &m->index->by_partition[i];
+        on_sale = e->event_id == event_id && e->on_sale;
+    }
+    pthread_rwlock_unlock(&m->rw);
+    return on_sale;
+}
+
 uint64_t gw_map_epoch(gw_gateway *gw)
 {
     return atomic_load_explicit(&gw->map->epoch, memory_order_relaxed);
@@ -233,6 +247,7 @@ static void entry_from_row(gw_map *m, PGresult *res, int row, map_entry *e, char
     uint32_t seat_count = (uint32_t)strtoul(PQgetvalue(res, row, 3), NULL, 10);
     e->epoch = strtoull(PQgetvalue(res, row, 4), NULL, 10);
     snprintf(e->url, sizeof(e->url), "%s", PQgetisnull(res, row, 5) ? "" : PQgetvalue(res, row, 5));
+    e->on_sale = PQgetvalue(res, row, 6)[0] == 't';
     const map_entry *old = entry_find(m->index, e->partition_id);
     if (e->url[0] == '\0' || tg_client_route(gw->client, e->partition_id, e->url) != TG_OK) {
         (void)tg_client_route(gw->client, e->partition_id, NULL);
@@ -299,7 +314,8 @@ static map_index *index_build(gw_map *m, PGresult *res, char *why, size_t why_si
 }
 
 static const char map_sql[] =
-    "SELECT p.partition_id, p.event_id, p.first_seat, p.seat_count, p.epoch, m.rep_url "
+    "SELECT p.partition_id, p.event_id, p.first_seat, p.seat_count, p.epoch, m.rep_url, "
+    "EXISTS (SELECT 1 FROM events_current e WHERE e.id = p.event_id) "
     "FROM grid_partitions p LEFT JOIN grid_members m ON m.pu_name = p.primary_pu "
     "WHERE p.primary_pu IS NOT NULL ORDER BY p.partition_id";
 

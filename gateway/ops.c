@@ -7,9 +7,9 @@
  * format, summed over the loop threads at scrape time.
  *
  * POST /api/reset exists for tests and demos (seed 001): only when the
- * gateway runs with --allow-reset, otherwise it is 404 like any unknown
- * path.  It asks every partition's unit to end every booking and free every
- * held or sold seat (partition_reset; blocked seats stay blocked), then
+ * gateway runs with --allow-reset; otherwise POST answers 404 as if the
+ * route did not exist.  It asks every partition's unit to end every
+ * booking and free every held or sold seat (partition_reset; blocked seats stay blocked), then
  * deletes the payments in PostgreSQL.  Users, events and seats stay.  The
  * ended bookings reach PostgreSQL through the write-behind drain as
  * cancelled: history is kept consistent rather than erased.

@@ -33,8 +33,7 @@ static bool booking_field(gw_req *r, tg_booking_id *id)
         return false;
     }
     if (!tg_booking_id_valid(v)) {
-        gw_reply_error(r, 400, "invalid_field", "booking_id: %llu is not a booking id",
-                       (unsigned long long)v);
+        gw_reply_error(r, 404, "not_found", "no such booking");
         return false;
     }
     *id = v;
@@ -292,6 +291,10 @@ void gw_on_seats_release(gw_req *r)
     release_state *st = r->state = gw_alloc(r, sizeof(release_state));
     bool has_booking = json_object_get(r->body, "booking_id") != NULL;
     json_t *seat = json_object_get(r->body, "seat_id");
+    if (!has_booking && json_object_get(r->body, "seat_ids") != NULL) {
+        gw_reply_error(r, 400, "missing_field", "booking_id is required with seat_ids");
+        return;
+    }
     if (has_booking && !booking_field(r, &st->booking)) {
         return;
     }

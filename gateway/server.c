@@ -167,6 +167,11 @@ static void h2o_configure(gw_gateway *gw)
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     gw_h2o_handler *h = (gw_h2o_handler *)h2o_create_handler(path, sizeof(*h));
     h->super.on_req = on_req;
+    if (cfg->static_dir[0] != '\0') {
+        /* What the API does not answer (on_req returns -1) is a file. */
+        static const char *index_files[] = {"index.html", NULL};
+        h2o_file_register(path, cfg->static_dir, index_files, NULL, 0);
+    }
 }
 
 static tg_err worker_init(gw_gateway *gw, gw_worker *w, uint32_t index, int fd)
