@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -39,6 +40,33 @@ static int open_parts(gw_gateway *gw)
         return TG_EXIT_FAILURE;
     }
     return -1;
+}
+
+/* nng 1.5.2 (Debian 12) can hang for good in nng_close once a socket has
+ * redialled a unit that went away (fixed in nng 1.9.0); tixgrid-pu has the
+ * same guard.  Everything a stop must do — answering the requests in
+ * service, writing the queued audit records — happens before or beside the
+ * close, so a close that hangs past this bound only delays an exit that
+ * has nothing left to do. */
+#define GW_STOP_WATCHDOG_MS 15000u
+
+static void *stop_watchdog_main(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {.tv_sec = GW_STOP_WATCHDOG_MS / 1000,
+                          .tv_nsec = (long)(GW_STOP_WATCHDOG_MS % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+    tg_log(TG_LOG_WARN, "stopping took longer than %u ms (nng close); exiting",
+           GW_STOP_WATCHDOG_MS);
+    _exit(TG_EXIT_OK);
+}
+
+static void stop_watchdog_start(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, stop_watchdog_main, NULL) == 0) {
+        pthread_detach(t);
+    }
 }
 
 /* Stops in the reverse order: loops first (no new work), then what they
@@ -87,6 +115,7 @@ static int serve(gw_gateway *gw)
         sigwait(&stop, &sig);
         tg_log(TG_LOG_INFO, "stopping on signal %d", sig);
         gw_gateway_stop(gw);
+        stop_watchdog_start();
         rc = TG_EXIT_OK;
     }
     close_parts(gw);
