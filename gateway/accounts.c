@@ -103,10 +103,13 @@ static bool email_valid(const char *email)
     return true;
 }
 
-static void job_db_failed(account_job *job, PGresult *res, const char *what)
+/* A lost connection is 503 (retry); a refused statement is a bug or a
+ * schema mismatch: 500, logged as an error. */
+static void job_db_failed(account_job *job, PGconn *db, PGresult *res, const char *what)
 {
-    job->outcome = JOB_DB_DOWN;
-    tg_log(TG_LOG_WARN, "%s: %s", what, PQresultErrorMessage(res));
+    bool lost = PQstatus(db) != CONNECTION_OK;
+    job->outcome = lost ? JOB_DB_DOWN : JOB_FAILED;
+    tg_log(lost ? TG_LOG_WARN : TG_LOG_ERROR, "%s: %s", what, PQresultErrorMessage(res));
 }
 
 /* The profile from columns id, email, name, phone, role, created_at. */
@@ -162,7 +165,7 @@ static void register_run(PGconn *db, void *p)
                                  "RETURNING " PROFILE_COLUMNS,
                                  4, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        job_db_failed(job, res, "register");
+        job_db_failed(job, db, res, "register");
     } else if (PQntuples(res) == 0) {
         job->outcome = JOB_CONFLICT;
     } else {
@@ -254,7 +257,7 @@ static void login_run(PGconn *db, void *p)
                                  "WHERE lower(email) = lower($1)",
                                  1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        job_db_failed(job, res, "login");
+        job_db_failed(job, db, res, "login");
         PQclear(res);
         return;
     }
@@ -287,6 +290,10 @@ static void login_done(gw_req *r, void *p)
     account_job *job = p;
     if (job->outcome == JOB_DB_DOWN) {
         gw_reply_error_retry(r, 503, "database_unavailable", 1, "accounts are unavailable; retry");
+        return;
+    }
+    if (job->outcome == JOB_FAILED) {
+        gw_reply_error(r, 500, "internal", "the login could not be checked");
         return;
     }
     if (job->outcome != JOB_OK) {
@@ -343,7 +350,7 @@ static void me_run(PGconn *db, void *p)
     PGresult *res = PQexecParams(db, "SELECT " PROFILE_COLUMNS " FROM users WHERE id = $1", 1,
                                  NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        job_db_failed(job, res, "me");
+        job_db_failed(job, db, res, "me");
     } else if (PQntuples(res) == 0) {
         job->outcome = JOB_NO_MATCH;
     } else {
@@ -358,6 +365,8 @@ static void me_done(gw_req *r, void *p)
     account_job *job = p;
     if (job->outcome == JOB_DB_DOWN) {
         gw_reply_error_retry(r, 503, "database_unavailable", 1, "accounts are unavailable; retry");
+    } else if (job->outcome == JOB_FAILED) {
+        gw_reply_error(r, 500, "internal", "the account could not be read");
     } else if (job->outcome != JOB_OK) {
         gw_reply_error(r, 404, "not_found", "this account no longer exists");
     } else {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "tixgrid/log.h"
 
 #define GW_LIST_PAGE_SIZE_MAX 100u
 
@@ -23,7 +24,8 @@ typedef struct {
 
 typedef struct {
     uint64_t user_id, page, size;
-    bool db_down;
+    bool db_down; /* PostgreSQL unreachable: 503 */
+    bool failed;  /* a statement refused: 500, logged */
     uint64_t total;
     uint32_t count;
     listed items[GW_LIST_PAGE_SIZE_MAX];
@@ -31,9 +33,9 @@ typedef struct {
 } list_job;
 
 static const char list_sql[] =
-    "SELECT id, event_id, status, "
-    "(extract(epoch FROM created_at) * 1000)::bigint, "
-    "coalesce((extract(epoch FROM deadline) * 1000)::bigint, 0), version, "
+    "SELECT b.id, b.event_id, b.status, "
+    "(extract(epoch FROM b.created_at) * 1000)::bigint, "
+    "coalesce((extract(epoch FROM b.deadline) * 1000)::bigint, 0), b.version, "
     "(SELECT coalesce(array_agg(s.seat_no - p.first_seat ORDER BY s.seat_no), '{}') "
     "   FROM booking_seats s WHERE s.booking_id = b.id AND s.released_at IS NULL), "
     "count(*) OVER (), p.first_seat, e.currency "
@@ -79,7 +81,10 @@ static void list_run(PGconn *db, void *p)
     const char *params[] = {user, limit, offset};
     PGresult *res = PQexecParams(db, list_sql, 3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        job->db_down = true;
+        job->db_down = PQstatus(db) != CONNECTION_OK;
+        job->failed = !job->db_down;
+        tg_log(job->failed ? TG_LOG_ERROR : TG_LOG_WARN, "bookings list: %s",
+               PQresultErrorMessage(res));
         PQclear(res);
         return;
     }
@@ -178,6 +183,10 @@ static void list_done(gw_req *r, void *p)
     if (job->db_down) {
         gw_reply_error_retry(r, 503, "database_unavailable", 1,
                              "the bookings history is unavailable; retry");
+        return;
+    }
+    if (job->failed) {
+        gw_reply_error(r, 500, "internal", "the bookings history could not be read");
         return;
     }
     list_job *copy = gw_alloc(r, sizeof(*copy)); /* the job is freed after this callback */
