@@ -1,0 +1,111 @@
+/*
+ * config_test.c — the gateway's settings: defaults, variables, flags, and
+ * every bad value refused with exit 64 before anything starts.
+ */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "tixgrid/cli.h"
+
+static int parse(gw_config *cfg, int argc, const char **argv)
+{
+    return gw_config_parse(cfg, argc, (char **)argv);
+}
+
+static void env_clear(void)
+{
+    unsetenv("TIXGRID_DB");
+    unsetenv("TIXGRID_GATEWAY_LISTEN");
+    unsetenv("TIXGRID_GATEWAY_THREADS");
+    unsetenv("TIXGRID_ALLOW_RESET");
+}
+
+TestSuite(gateway_config, .init = env_clear);
+
+Test(gateway_config, defaults_apply_when_only_the_database_is_given)
+{
+    gw_config cfg;
+    const char *argv[] = {"tixgrid-gateway", "--db", "dbname=x"};
+    cr_assert_eq(parse(&cfg, 3, argv), -1);
+    cr_assert_str_eq(cfg.listen_host, "0.0.0.0");
+    cr_assert_eq(cfg.listen_port, 8080);
+    cr_assert_str_eq(cfg.db, "dbname=x");
+    cr_assert_eq(cfg.body_bytes_max, 65536);
+    cr_assert_eq(cfg.inflight_max, 4096);
+    cr_assert_eq(cfg.jwt_ttl_s, 3600);
+    cr_assert(!cfg.allow_reset);
+}
+
+Test(gateway_config, flags_win_over_variables)
+{
+    setenv("TIXGRID_DB", "dbname=env", 1);
+    setenv("TIXGRID_GATEWAY_THREADS", "3", 1);
+    gw_config cfg;
+    const char *argv[] = {"tixgrid-gateway", "--threads", "5", "--listen", "[::1]:9000",
+                          "--allow-reset"};
+    cr_assert_eq(parse(&cfg, 6, argv), -1);
+    cr_assert_str_eq(cfg.db, "dbname=env");
+    cr_assert_eq(cfg.threads, 5);
+    cr_assert_str_eq(cfg.listen_host, "::1");
+    cr_assert_eq(cfg.listen_port, 9000);
+    cr_assert(cfg.allow_reset);
+}
+
+Test(gateway_config, a_missing_database_is_a_usage_error, .init = cr_redirect_stderr)
+{
+    env_clear();
+    gw_config cfg;
+    const char *argv[] = {"tixgrid-gateway"};
+    cr_assert_eq(parse(&cfg, 1, argv), TG_EXIT_USAGE);
+}
+
+Test(gateway_config, out_of_range_numbers_are_usage_errors, .init = cr_redirect_stderr)
+{
+    env_clear();
+    const char *bad[][2] = {
+        {"--threads", "65"},           {"--body-bytes-max", "100"},
+        {"--header-bytes-max", "1000000"}, {"--inflight-max", "0"},
+        {"--jwt-ttl-s", "-1"},         {"--basic-cache-entries", "99999999"},
+        {"--grid-timeout-ms", "1e3"},  {"--listen", "localhost"},
+        {"--listen", "1.2.3.4:0"},     {"--listen", "1.2.3.4:70000"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        gw_config cfg;
+        const char *argv[] = {"tixgrid-gateway", "--db", "x", bad[i][0], bad[i][1]};
+        cr_assert_eq(parse(&cfg, 5, argv), TG_EXIT_USAGE, "%s %s", bad[i][0], bad[i][1]);
+    }
+}
+
+Test(gateway_config, a_bad_variable_is_a_usage_error, .init = cr_redirect_stderr)
+{
+    env_clear();
+    setenv("TIXGRID_GATEWAY_THREADS", "many", 1);
+    gw_config cfg;
+    const char *argv[] = {"tixgrid-gateway", "--db", "x"};
+    cr_assert_eq(parse(&cfg, 3, argv), TG_EXIT_USAGE);
+}
+
+Test(gateway_config, unknown_flags_and_stray_arguments_are_usage_errors,
+     .init = cr_redirect_stderr)
+{
+    env_clear();
+    gw_config cfg;
+    const char *unknown[] = {"tixgrid-gateway", "--db", "x", "--no-such-flag"};
+    cr_assert_eq(parse(&cfg, 4, unknown), TG_EXIT_USAGE);
+    const char *stray[] = {"tixgrid-gateway", "--db", "x", "extra"};
+    cr_assert_eq(parse(&cfg, 4, stray), TG_EXIT_USAGE);
+    const char *incomplete[] = {"tixgrid-gateway", "--db"};
+    cr_assert_eq(parse(&cfg, 2, incomplete), TG_EXIT_USAGE);
+}
+
+Test(gateway_config, help_and_version_exit_zero, .init = cr_redirect_stdout)
+{
+    gw_config cfg;
+    const char *help[] = {"tixgrid-gateway", "--help"};
+    cr_assert_eq(parse(&cfg, 2, help), TG_EXIT_OK);
+    const char *version[] = {"tixgrid-gateway", "--version"};
+    cr_assert_eq(parse(&cfg, 2, version), TG_EXIT_OK);
+}
