@@ -331,6 +331,29 @@ pgt_server *pgt_start(const pgt_options *o)
     return s;
 }
 
+pgt_server *pgt_start_copy(const char *template_data_dir, const pgt_options *o)
+{
+    if (server_count == 0) {
+        sweep_stale();
+    }
+    cr_assert(server_count < PGT_SERVERS_MAX, "too many PostgreSQL servers in one test");
+    pgt_server *s = &servers[server_count++];
+    memset(s, 0, sizeof(*s));
+    if (o != NULL) {
+        s->options = *o;
+    }
+    folder_make(s);
+    /* cp -a as root keeps the files' owner (postgres) and modes (0700). */
+    char src[PATH_MAX];
+    snprintf(src, sizeof(src), "%s", template_data_dir);
+    char *const argv[] = {"/bin/cp", "-a", src, s->data_dir, NULL};
+    pgt_run_result r;
+    pgt_run(argv, NULL, NULL, PGT_INITDB_TIMEOUT_MS, &r);
+    cr_assert_eq(pgt_exit_code(&r), 0, "cp -a %s %s failed: %s", src, s->data_dir, r.err);
+    server_launch(s);
+    return s;
+}
+
 static int ctl_stop(const pgt_server *s, const char *mode)
 {
     char bin[PATH_MAX], ctl_log[128], timeout[16];
@@ -461,7 +484,9 @@ static char **env_with(char *const extra[])
     }
     char **env = calloc(base + more + 1, sizeof(*env));
     cr_assert(env != NULL);
-    memcpy(env, extra, more * sizeof(*env));
+    if (more > 0) { /* extra may be NULL: no memcpy from NULL, even of 0 bytes */
+        memcpy(env, extra, more * sizeof(*env));
+    }
     memcpy(env + more, environ, base * sizeof(*env)); /* the first of a name wins */
     return env;
 }
