@@ -613,7 +613,12 @@ static void expect_booking_ids(json_t *list, const uint64_t *ids, size_t n)
 
 Test(gateway_api, bookings_are_created_read_cancelled_and_listed_newest_first)
 {
-    gwh_grid *g = grid_two_events();
+    /* Also event 2 (its sale closed 45 days ago), placed on unit 0. */
+    gwh_options o = {.units = 2,
+                     .partition_count = 3,
+                     .partitions = {GWH_DEMO_PARTITION, GWH_HALL_PARTITION, 2},
+                     .unit_of = {0, 1, 0}};
+    gwh_grid *g = gwh_start(&o);
     gwh_gateway *gw = g->gw;
     const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     const char *other = gwh_login(gw, GWH_BUYER2, GWH_BUYER2_PASSWORD);
@@ -695,9 +700,11 @@ Test(gateway_api, bookings_are_created_read_cancelled_and_listed_newest_first)
     names(gwh_expect_error(gwh_http(gw, "POST", buyer, "{}", "/api/bookings"), 400,
                            "missing_field"),
           "event_id");
-    gwh_expect_error(gwh_http(gw, "POST", buyer, "{\"event_id\": 2}", "/api/bookings"), 404,
-                     "not_found");
+    gwh_expect_error(gwh_http(gw, "POST", buyer, "{\"event_id\": 2}", "/api/bookings"), 409,
+                     "sale_closed"); /* in the grid, but its sale is over */
     gwh_expect_error(gwh_http(gw, "POST", buyer, "{\"event_id\": 4}", "/api/bookings"), 404,
+                     "not_found"); /* a draft, not in the grid */
+    gwh_expect_error(gwh_http(gw, "POST", buyer, "{\"event_id\": 5}", "/api/bookings"), 404,
                      "not_found");
     names(gwh_expect_error(gwh_http(gw, "POST", buyer, "{\"event_id\": 1, \"section\": \"Nope\"}",
                                     "/api/bookings"),
