@@ -29,14 +29,17 @@
  * generated JWT key, jwt.secret) live in the test's folder
  * /tmp/tixgrid-gwh-<pid>-XXXXXX: gateway-N.log, drain.log, and gateway-data/
  * (shared by the grid's gateways, so that one's tokens are good at all).
- * A failing request or start prints the end of the logs concerned.
+ * A failing request (no answer, or a 5xx), start or stop puts the end of
+ * the log concerned into the assertion's message: with --tap, criterion
+ * shows messages but not what a test writes on stderr.
  * gwh_fini_all (the criterion .fini of every gateway test) kills what still
  * runs and removes folders, servers and segments, also after a failed
  * assertion; TIXGRID_IT_KEEP=1 keeps the folders for a post-mortem.  Every
  * wait is bounded (GWH_*_MS).
  *
  * HTTP.  Requests go through libcurl (one easy handle per gateway, so a
- * connection is kept alive between requests, like a browser's).  Responses
+ * connection is kept alive between requests, like a browser's; HTTP/2
+ * requests open a connection each, see gwh_send).  Responses
  * live until the end of the test (freed by gwh_fini_all): tests read them
  * without freeing anything.  Helpers that assert must be called from the
  * test's main thread.
