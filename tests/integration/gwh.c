@@ -158,9 +158,31 @@ void gwh_dump_log(const gwh_gateway *gw)
     dump_file_tail(gw->log_path, 4000);
 }
 
-/* The last bytes of a log, for a failure's message: criterion's TAP output
- * (what meson keeps) shows assertion messages but not the test's stderr.
- * A static buffer: one use per message. */
+/* Where a sanitizer's report begins in a log, or -1. */
+static off_t sanitizer_report_at(int fd)
+{
+    static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                        "runtime error:"};
+    static char buf[1 << 16];
+    off_t at = 0, found = -1;
+    ssize_t n;
+    while (found < 0 && (n = pread(fd, buf, sizeof(buf) - 1, at)) > 0) {
+        buf[n] = '\0';
+        for (size_t k = 0; k < sizeof(marks) / sizeof(marks[0]); k++) {
+            const char *hit = memmem(buf, (size_t)n, marks[k], strlen(marks[k]));
+            if (hit != NULL && (found < 0 || at + (hit - buf) < found)) {
+                found = at + (hit - buf);
+            }
+        }
+        at += n > 64 ? n - 64 : n; /* overlap: a mark cut by the buffer's end */
+    }
+    return found;
+}
+
+/* Bytes of a log for a failure's message: criterion's TAP output (what
+ * meson keeps) shows assertion messages but not the test's stderr.  A
+ * sanitizer's report from its start when there is one, else the end of the
+ * log.  A static buffer: one use per message. */
 static const char *tail_of(const char *path, size_t bytes)
 {
     static char text[2200];
@@ -169,10 +191,11 @@ static const char *tail_of(const char *path, size_t bytes)
     if (fd < 0 || bytes > sizeof(text) - 64) {
         return text;
     }
-    off_t size = lseek(fd, 0, SEEK_END);
-    lseek(fd, size > (off_t)bytes ? size - (off_t)bytes : 0, SEEK_SET);
-    int head = snprintf(text, sizeof(text), "\n---- end of %s ----\n", path);
-    ssize_t n = read(fd, text + head, bytes);
+    off_t size = lseek(fd, 0, SEEK_END), report = sanitizer_report_at(fd);
+    off_t from = report >= 0 ? report : size > (off_t)bytes ? size - (off_t)bytes : 0;
+    int head = snprintf(text, sizeof(text), "\n---- %s of %s ----\n",
+                        report >= 0 ? "the sanitizer's report" : "end", path);
+    ssize_t n = pread(fd, text + head, bytes, from);
     close(fd);
     text[head + (n > 0 ? n : 0)] = '\0';
     return text;
