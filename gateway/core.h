@@ -80,6 +80,8 @@ struct gw_worker {
     pthread_mutex_t lock;
     gw_call *done_head, *done_tail;
     atomic_bool stopping;
+    bool stopped; /* under lock: the loop has returned (the thread parks) */
+    pthread_cond_t stopped_cond, park_cond;
     gw_metrics metrics;
 };
 

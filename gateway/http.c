@@ -274,10 +274,13 @@ void gw_reply_json(gw_req *r, int status, json_t *body)
     free(text);
 }
 
+/* h2o keeps the value's pointer until the response is sent: it is copied
+ * into the request's pool, so callers may pass a stack buffer. */
 static void header_add(gw_req *r, const h2o_token_t *token, const char *value)
 {
     if (r->h2o != NULL) {
-        h2o_add_header(&r->h2o->pool, &r->h2o->res.headers, token, NULL, value, strlen(value));
+        h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, strlen(value));
+        h2o_add_header(&r->h2o->pool, &r->h2o->res.headers, token, NULL, v.base, v.len);
     }
 }
 

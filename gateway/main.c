@@ -133,7 +133,8 @@ int main(int argc, char **argv)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     gw.worker_count = gw.cfg.threads > 0 ? gw.cfg.threads : (uint32_t)(cores > 0 ? cores : 1);
     gw.started_ms = tg_now_ms();
-    rc = serve(&gw);
-    free(gw.workers);
-    return rc;
+    /* The workers' loops and h2o contexts are not torn down: nng's threads
+     * may still wake a loop until the client is closed, and the process
+     * exits right after.  They stay reachable from `gw` until then. */
+    return serve(&gw);
 }

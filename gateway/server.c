@@ -114,10 +114,19 @@ static void on_wakeup(uv_async_t *async)
     }
 }
 
+/* A stopped worker parks instead of returning: h2o keeps recycled buffers
+ * in thread-local free lists that only live threads keep reachable, and
+ * the process exits soon after anyway. */
 static void *worker_main(void *arg)
 {
     gw_worker *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    pthread_mutex_lock(&w->lock);
+    w->stopped = true;
+    pthread_cond_broadcast(&w->stopped_cond);
+    for (;;) {
+        pthread_cond_wait(&w->park_cond, &w->lock);
+    }
     return NULL;
 }
 
@@ -179,6 +188,8 @@ static tg_err worker_init(gw_gateway *gw, gw_worker *w, uint32_t index, int fd)
     w->gw = gw;
     w->index = index;
     pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->stopped_cond, NULL);
+    pthread_cond_init(&w->park_cond, NULL);
     if (uv_loop_init(&w->loop) != 0) {
         return TG_ESYSTEM;
     }
@@ -230,6 +241,11 @@ void gw_gateway_stop(gw_gateway *gw)
         uv_async_send(&gw->workers[i].wakeup);
     }
     for (uint32_t i = 0; i < gw->worker_count; i++) {
-        pthread_join(gw->workers[i].thread, NULL);
+        gw_worker *w = &gw->workers[i];
+        pthread_mutex_lock(&w->lock);
+        while (!w->stopped) {
+            pthread_cond_wait(&w->stopped_cond, &w->lock);
+        }
+        pthread_mutex_unlock(&w->lock);
     }
 }
