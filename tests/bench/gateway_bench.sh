@@ -28,6 +28,9 @@
 #     (GET /) then the gateway (tests/bench/hold_release.lua: single-seat
 #     holds and the release of each, every wrk thread with its own user, a
 #     booking per connection and its own seats, fresh each round); medians.
+#     The CPU time (user + system) of the grid's processes and of nginx
+#     during the rounds, per request answered, is printed too: unlike
+#     requests/s it hardly depends on what else the machine runs.
 #  4. Latency, open loop: bench_http_load at RATE requests/s (holds and
 #     releases alternating, tests/bench/http_load.c) on the gateway for
 #     SECONDS after 2 s of warm-up, then the same rate of GET / on nginx as
@@ -242,11 +245,79 @@ wrk_errors() {
         END { print n + 0 }' "$1"
 }
 
+# ---- CPU per request -------------------------------------------------------------------
+# The CPU time (user + system, every thread) each part used during the
+# closed-loop rounds, over the requests answered: what a request costs,
+# whatever else the machine runs.  wrk's own share is not counted.
+
+grid_parts=(gateway units persister postgres)
+declare -A cpu_ticks_used=() cpu_requests=()
+clock_ticks=$(getconf CLK_TCK)
+
+# part_pids PART: the pids of PART's processes now.
+part_pids() {
+    local main
+    case $1 in
+        gateway | persister) cat "$TIXGRID_DEMO_DIR/pids/$1.pid" ;;
+        units) cat "$TIXGRID_DEMO_DIR/pids/$TIXGRID_DEMO_PU_PREFIX"-pu[12].pid ;;
+        postgres | nginx)
+            [[ $1 == nginx ]] && main=$(<"$nginx_dir/nginx.pid") || main=$(<"$TIXGRID_DEMO_DIR/pids/postgres.pid")
+            echo "$main"
+            pgrep -P "$main" || true
+            ;;
+    esac
+}
+
+# part_ticks PART: clock ticks PART's processes used so far (fields 14 and
+# 15 of /proc/PID/stat, counted after the command name).
+part_ticks() {
+    local pid total=0
+    for pid in $(part_pids "$1"); do
+        [[ -r /proc/$pid/stat ]] || continue
+        total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$total"
+}
+
+# cpu_count PART... -- COMMAND...: runs COMMAND, which sets `requests` to
+# the requests answered, and charges them and the ticks each PART used
+# meanwhile to the PART.
+requests=0
+cpu_count() {
+    local part parts=() ticks
+    declare -A before=()
+    while [[ $1 != -- ]]; do
+        parts+=("$1")
+        before[$1]=$(part_ticks "$1")
+        shift
+    done
+    shift
+    "$@"
+    for part in "${parts[@]}"; do
+        ticks=$(part_ticks "$part")
+        cpu_ticks_used[$part]=$((${cpu_ticks_used[$part]:-0} + ticks - ${before[$part]}))
+        cpu_requests[$part]=$((${cpu_requests[$part]:-0} + requests))
+    done
+}
+
+# cpu_us PART: microseconds of CPU per request.
+cpu_us() {
+    awk -v t="${cpu_ticks_used[$1]:-0}" -v hz="$clock_ticks" -v n="${cpu_requests[$1]:-0}" \
+        'BEGIN { printf "%.0f", (n > 0 ? t * 1e6 / hz / n : 0) }'
+}
+
+# ---- Rounds ----------------------------------------------------------------------------
+
 nginx_round() {
+    cpu_count nginx -- nginx_wrk "$1"
+}
+
+nginx_wrk() {
     local out=$tmp/wrk-nginx-$1.txt
     wrk -t "$cores" -c "$connections" -d "${seconds}s" --latency \
         "http://127.0.0.1:$nginx_port/" >"$out" 2>&1 || fail "wrk on nginx failed (see $out)"
     (($(wrk_errors "$out") == 0)) || fail "wrk on nginx saw errors (see $out)"
+    requests=$(awk '/ requests in / { print $1 }' "$out")
     read -r rps p50 p99 < <(wrk_figures "$out")
     nginx_rps+=("$rps") nginx_p50+=("$p50") nginx_p99+=("$p99")
     printf '  round %s  nginx    %10.0f requests/s                    p50 %6s us  p99 %6s us\n' \
@@ -257,7 +328,8 @@ nginx_round() {
 # gateway, with fresh bookings (one per connection and one for wrk's check of
 # the script: hold_release.lua has at most one hold in flight per booking)
 # and, for each wrk thread, wrk_seats seats from SEAT_FIRST on.  Sets rps,
-# hps (holds/s), p50, p99, failed (non-2xx and socket errors), statuses.
+# hps (holds/s), p50, p99, requests (answered), failed (non-2xx and socket
+# errors), statuses.
 gateway_wrk() {
     local out=$1 seat_first=$2 args=() t k ids per_thread line holds secs
     per_thread=$(((connections + cores - 1) / cores + 1))
@@ -273,6 +345,7 @@ gateway_wrk() {
         fail "wrk on the gateway failed (see $out)"
     line=$(grep '^hold_release ' "$out") || fail "no result line from hold_release.lua (see $out)"
     holds=$(sed -E 's/.* holds=([0-9]+).*/\1/' <<<"$line")
+    requests=$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$line")
     secs=$(sed -E 's/.* seconds=([0-9.]+).*/\1/' <<<"$line")
     hps=$(awk -v h="$holds" -v s="$secs" 'BEGIN { printf "%.0f", h / s }')
     failed=$(($(sed -E 's/.* failed=([0-9]+).*/\1/' <<<"$line") +
@@ -283,7 +356,8 @@ gateway_wrk() {
 
 # gateway_round N: round N's seats follow round N-1's.
 gateway_round() {
-    gateway_wrk "$tmp/wrk-gateway-$1.txt" $((partition_base + ($1 - 1) * cores * wrk_seats)) "$seconds"
+    cpu_count "${grid_parts[@]}" -- \
+        gateway_wrk "$tmp/wrk-gateway-$1.txt" $((partition_base + ($1 - 1) * cores * wrk_seats)) "$seconds"
     gateway_rps+=("$rps") gateway_hps+=("$hps") gateway_p50+=("$p50") gateway_p99+=("$p99")
     printf '  round %s  gateway  %10.0f requests/s (%7.0f holds/s)  p50 %6s us  p99 %6s us   failed %s (%s)\n' \
         "$1" "$rps" "$hps" "$p50" "$p99" "$failed" "$statuses"
@@ -389,6 +463,12 @@ printf '  at %s requests/s          gateway p50 %s  p90 %s  p99 %s  p99.9 %s  ma
 printf '  at %s requests/s          nginx   p50 %s  p90 %s  p99 %s  p99.9 %s  max %s us\n' \
     "$rate" "$(field "${steady_result[nginx]}" p50_us)" "$(field "${steady_result[nginx]}" p90_us)" \
     "$(field "${steady_result[nginx]}" p99_us)" "$(field "${steady_result[nginx]}" p999_us)" "$(field "${steady_result[nginx]}" max_us)"
+grid_us=0
+for part in "${grid_parts[@]}"; do
+    grid_us=$((grid_us + $(cpu_us "$part")))
+done
+printf '  CPU per request           gateway %s + units %s + persister %s + PostgreSQL %s = %s us; nginx %s us\n' \
+    "$(cpu_us gateway)" "$(cpu_us units)" "$(cpu_us persister)" "$(cpu_us postgres)" "$grid_us" "$(cpu_us nginx)"
 if ((errors)); then
     fail "some requests failed (above): the figures are not valid"
 fi
