@@ -3,7 +3,8 @@
 
 # tg_build DIR [MESON_SETUP_OPTION...]
 # Configures DIR unless it already has a build.ninja (meson regenerates that
-# by itself when a meson.build changes), then compiles it.  The tool output
+# by itself when a meson.build changes), then compiles it — everything, or
+# only the targets named in TG_BUILD_TARGETS (space-separated).  The tool output
 # goes to DIR/meson-logs/build.txt; on failure the error is printed and 1
 # is returned.
 tg_build() {
@@ -11,7 +12,7 @@ tg_build() {
     shift
     mkdir -p "$dir/meson-logs"
     if ! { [[ -f $dir/build.ninja ]] || meson setup "$dir" "$@"; } >"$log" 2>&1 ||
-        ! meson compile -C "$dir" >>"$log" 2>&1; then
+        ! meson compile -C "$dir" ${TG_BUILD_TARGETS:-} >>"$log" 2>&1; then
         # ninja's first failed step and what follows, or meson's complaint.
         if grep -q '^FAILED:' "$log"; then
             sed -n '/^FAILED:/,$p' "$log" | head -n 80 >&2
