@@ -531,6 +531,7 @@ tg_err gw_jwt_verify(const gw_jwt_key *key, const char *token, size_t len, int64
     if (exp <= now_s) {
         return TG_EEXPIRED;
     }
+    p.expires_s = exp;
     *out = p;
     return TG_OK;
 }

@@ -3,7 +3,8 @@
  * route, before its handler runs.
  *
  * Bearer tokens (from POST /api/auth/login) are checked on the loop thread:
- * an HMAC and a small JSON parse, no database.  The role inside the token is
+ * an HMAC and a small JSON parse, no database, and each loop remembers the
+ * tokens it verified last (core.h, gw_token_entry).  The role inside the token is
  * trusted until the token expires, so a role change takes effect at the
  * next login (gateway/README.md).  Basic credentials (the seed's clients)
  * need an argon2id verification, tens of milliseconds: it runs on the pool
@@ -107,15 +108,55 @@ static void basic_check(gw_req *r, const gw_credentials *cred)
     }
 }
 
+/* FNV-1a: the slot of a token in the worker's cache (not a security
+ * boundary: a hit compares the whole token). */
+static uint32_t token_slot(const char *token, size_t len)
+{
+    uint64_t h = 1469598103934665603u;
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ (uint8_t)token[i]) * 1099511628211u;
+    }
+    return (uint32_t)(h % GW_TOKEN_CACHE_SLOTS);
+}
+
+static bool token_cached(gw_req *r, const gw_credentials *cred, int64_t now_s)
+{
+    if (cred->token_len > GW_TOKEN_CACHE_BYTES) {
+        return false;
+    }
+    const gw_token_entry *e = &r->worker->tokens[token_slot(cred->token, cred->token_len)];
+    if (e->len != cred->token_len || e->who.expires_s <= now_s ||
+        memcmp(e->token, cred->token, cred->token_len) != 0) {
+        return false;
+    }
+    r->who = e->who;
+    return true;
+}
+
+static void token_remember(gw_req *r, const gw_credentials *cred)
+{
+    if (cred->token_len <= GW_TOKEN_CACHE_BYTES) {
+        gw_token_entry *e = &r->worker->tokens[token_slot(cred->token, cred->token_len)];
+        memcpy(e->token, cred->token, cred->token_len);
+        e->len = (uint16_t)cred->token_len;
+        e->who = r->who;
+    }
+}
+
 static void bearer_check(gw_req *r, const gw_credentials *cred)
 {
     int64_t now_s = tg_now_ms() / 1000;
+    if (token_cached(r, cred, now_s)) {
+        gw_run_handler(r);
+        return;
+    }
     tg_err err = gw_jwt_verify(&r->gw->jwt, cred->token, cred->token_len, now_s, &r->who);
     if (err == TG_EEXPIRED) {
         gw_reply_error(r, 401, "token_expired", "the token has expired; log in again");
     } else if (err != TG_OK) {
         gw_reply_error(r, 401, "invalid_token", "the token is not valid");
     } else {
+        token_remember(r, cred);
         gw_run_handler(r);
     }
 }

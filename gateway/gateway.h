@@ -53,6 +53,7 @@ typedef enum {
 typedef struct {
     uint64_t user_id; /* users.id; 0: nobody (a public route) */
     gw_role role;
+    int64_t expires_s; /* a token's exp (Unix seconds); 0 for Basic */
 } gw_principal;
 
 /* "buyer", "organizer", "admin". */
