@@ -590,7 +590,7 @@ static json_t *bookings_when(gwh_gateway *gw, const char *auth, const char *quer
         }
         if (hx_now_ms() >= deadline) {
             char *text = json_dumps(list, JSON_COMPACT);
-            fprintf(stderr, "---- last list: %.3000s\n", text);
+            fprintf(stderr, "---- last list: %.3000s\n", text != NULL ? text : "(none)");
             free(text);
             cr_assert_fail("GET /api/bookings%s did not show %" PRId64 " bookings, the first %" PRIu64
                            " %s, within %d ms",
