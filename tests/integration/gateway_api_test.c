@@ -594,7 +594,8 @@ static json_t *bookings_when(gwh_gateway *gw, const char *auth, const char *quer
             free(text);
             cr_assert_fail("GET /api/bookings%s did not show %" PRId64 " bookings, the first %" PRIu64
                            " %s, within %d ms",
-                           query, total, first_id, first_status, GWH_DRAIN_TIMEOUT_MS);
+                           query, total, first_id, first_status != NULL ? first_status : "-",
+                           GWH_DRAIN_TIMEOUT_MS);
         }
         hx_sleep_ms(50);
     }
