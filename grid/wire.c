@@ -16,7 +16,8 @@
  * bound before reading any element, and writes into tg_msg or into arrays
  * the caller lent through tg_wire_space.  It allocates nothing, never reads
  * past len, and has no recursion: the schema's depth is fixed (message →
- * field → list element → scalar), one function per level.  Encoding uses
+ * field → list element → scalar, or in a list element the one short array
+ * of member indices a partition's backups are), one function per level.  Encoding uses
  * msgpack-c's packer, which always writes the shortest form; the decoder
  * also accepts the longer forms msgpack allows (a small number as uint32, a
  * short array as array16), since other encoders are free to use them.
@@ -218,6 +219,7 @@ typedef enum {
     K_TUPLE,      /* a nested array of elem's fields, stored at offset */
     K_LIST,       /* array of elem tuples: uint32 count at offset, items inline */
     K_LIST_SPACE, /* the same, items through a pointer into the tg_wire_space */
+    K_REFS,       /* in a list element: tg_wire_member_refs, array of member indices */
 } field_kind;
 
 enum {
@@ -227,6 +229,9 @@ enum {
     SPACE_RECORDS,
     SPACE_CHANGES,
     SPACE_BOOKINGS,
+    SPACE_MEMBERS,
+    SPACE_PLACEMENTS,
+    SPACE_HELD,
 };
 
 typedef struct wire_tuple wire_tuple;
@@ -295,6 +300,14 @@ typedef struct {
         .kind = K_SEAT_WORD, .width = FW(st, path), .offset = offsetof(st, path),                  \
         .why_type = P #path ": not an unsigned integer", .why_range = P #path ": out of range",    \
         .why_value = P #path ": seat word has no valid state"                                      \
+    }
+
+#define F_REFS(P, st, path)                                                                        \
+    {                                                                                              \
+        .kind = K_REFS, .offset = offsetof(st, path), .umax = TG_GRID_BACKUPS_MAX,                 \
+        .why_type = P #path ": not an array of member indices",                                    \
+        .why_range = P #path ": too many members",                                                 \
+        .why_value = P #path ": member index out of range"                                         \
     }
 
 /* Top-level fields: the path inside tg_msg is the name ("seats_hold.seats"). */
@@ -428,6 +441,54 @@ ELEMENT(partition_restore_booking, "partition_restore.bookings[]", tg_wire_booki
 ELEMENT(partition_restore_seat, "partition_restore.seats[]", tg_wire_change,
         F_UINT(PRS, tg_wire_change, seat_id, 0, SEAT_MAX), F_WORD(PRS, tg_wire_change, word));
 
+/* The grid manager's pieces: a member and a placement in the map (five
+ * fields) and in a status reply (the same five, then what the manager
+ * knows of them); a held partition as registration and heartbeats say. */
+#define MEMBER_FIELDS(P)                                                                           \
+    F_STR(P, tg_wire_member, name), F_STR(P, tg_wire_member, rep_url),                             \
+        F_STR(P, tg_wire_member, pub_url), F_STR(P, tg_wire_member, zone),                         \
+        F_UINT(P, tg_wire_member, state, 0, TG_MEMBER_STATE_COUNT - 1)
+#define PLACEMENT_FIELDS(P)                                                                        \
+    F_UINT(P, tg_wire_placement, partition_id, 0, TG_PARTITION_ID_MAX),                            \
+        F_UINT(P, tg_wire_placement, event_id, 0, TG_WIRE_ID_MAX),                                 \
+        F_UINT(P, tg_wire_placement, epoch, 0, TG_WIRE_ID_MAX),                                    \
+        F_INT(P, tg_wire_placement, primary, -1, TG_GRID_MEMBERS_MAX - 1),                         \
+        F_REFS(P, tg_wire_placement, backups)
+
+#define GMM "grid_map.members[]."
+ELEMENT(grid_map_member, "grid_map.members[]", tg_wire_member, MEMBER_FIELDS(GMM));
+#define GMP "grid_map.placements[]."
+ELEMENT(grid_map_placement, "grid_map.placements[]", tg_wire_placement, PLACEMENT_FIELDS(GMP));
+
+#define GSM "grid_status_ok.members[]."
+ELEMENT(grid_status_member, "grid_status_ok.members[]", tg_wire_member, MEMBER_FIELDS(GSM),
+        F_UINT(GSM, tg_wire_member, incarnation, 0, TG_WIRE_ID_MAX),
+        F_INT(GSM, tg_wire_member, heard_age_ms, -1, INT64_MAX),
+        F_UINT(GSM, tg_wire_member, map_epoch, 0, TG_WIRE_ID_MAX));
+#define GSP "grid_status_ok.placements[]."
+ELEMENT(grid_status_placement, "grid_status_ok.placements[]", tg_wire_placement,
+        PLACEMENT_FIELDS(GSP),
+        F_UINT(GSP, tg_wire_placement, state, 0, TG_PLACEMENT_STATE_COUNT - 1),
+        F_UINT(GSP, tg_wire_placement, held_epoch, 0, TG_WIRE_ID_MAX),
+        F_UINT(GSP, tg_wire_placement, log_head, 0, TG_WIRE_ID_MAX),
+        F_UINT(GSP, tg_wire_placement, log_persisted, 0, TG_WIRE_ID_MAX),
+        F_UINT(GSP, tg_wire_placement, unpersisted_age_ms, 0, UINT64_MAX));
+
+#define RGH "pu_register.held[]."
+ELEMENT(pu_register_held, "pu_register.held[]", tg_wire_held,
+        F_UINT(RGH, tg_wire_held, partition_id, 0, TG_PARTITION_ID_MAX),
+        F_UINT(RGH, tg_wire_held, event_id, 0, TG_WIRE_ID_MAX),
+        F_UINT(RGH, tg_wire_held, epoch, 0, TG_WIRE_ID_MAX),
+        F_UINT(RGH, tg_wire_held, log_head, 0, TG_WIRE_ID_MAX),
+        F_UINT(RGH, tg_wire_held, log_persisted, 0, TG_WIRE_ID_MAX));
+#define HBH "heartbeat.held[]."
+ELEMENT(heartbeat_held, "heartbeat.held[]", tg_wire_held,
+        F_UINT(HBH, tg_wire_held, partition_id, 0, TG_PARTITION_ID_MAX),
+        F_UINT(HBH, tg_wire_held, epoch, 0, TG_WIRE_ID_MAX),
+        F_UINT(HBH, tg_wire_held, log_head, 0, TG_WIRE_ID_MAX),
+        F_UINT(HBH, tg_wire_held, log_persisted, 0, TG_WIRE_ID_MAX),
+        F_UINT(HBH, tg_wire_held, unpersisted_age_ms, 0, UINT64_MAX));
+
 /* Requests. */
 BODY(booking_create, PARTITION(booking_create.partition_id), ID(booking_create.user_id));
 BODY(booking_get, BOOKING(booking_get.booking_id), ID(booking_get.user_id));
@@ -538,6 +599,41 @@ BODY(seat_changes, PARTITION(seat_changes.partition_id),
      LIST_SPACE(seat_changes.change_count, seat_changes.changes, TG_WIRE_CHANGES_MAX,
                 seat_changes_change, SPACE_CHANGES));
 
+/* The grid manager. */
+#define NAME(path) F_STR("", tg_msg, path)
+BODY(grid_map, ID(grid_map.epoch), NAME(grid_map.manager),
+     LIST_SPACE(grid_map.member_count, grid_map.members, TG_GRID_MEMBERS_MAX, grid_map_member,
+                SPACE_MEMBERS),
+     LIST_SPACE(grid_map.placement_count, grid_map.placements, TG_GRID_PARTITIONS_MAX,
+                grid_map_placement, SPACE_PLACEMENTS));
+BODY(pu_register, NAME(pu_register.name), U(pu_register.incarnation, 1, TG_WIRE_ID_MAX),
+     NAME(pu_register.rep_url), NAME(pu_register.pub_url), NAME(pu_register.zone),
+     LIST_SPACE(pu_register.held_count, pu_register.held, TG_PU_PARTITIONS_MAX, pu_register_held,
+                SPACE_HELD));
+BODY(heartbeat, NAME(heartbeat.name), U(heartbeat.incarnation, 1, TG_WIRE_ID_MAX),
+     ID(heartbeat.map_epoch),
+     LIST_SPACE(heartbeat.held_count, heartbeat.held, TG_PU_PARTITIONS_MAX, heartbeat_held,
+                SPACE_HELD));
+EMPTY_BODY(grid_status);
+BODY(pu_remove, NAME(pu_remove.name));
+BODY(pu_register_ok, NAME(pu_register_ok.manager), NAME(pu_register_ok.pub_url),
+     ID(pu_register_ok.map_epoch),
+     U(pu_register_ok.heartbeat_interval_ms, TG_GRID_HEARTBEAT_INTERVAL_MS_MIN,
+       TG_GRID_HEARTBEAT_INTERVAL_MS_MAX),
+     U(pu_register_ok.failure_timeout_ms, 2 * TG_GRID_HEARTBEAT_INTERVAL_MS_MIN,
+       TG_GRID_FAILURE_TIMEOUT_MS_MAX));
+BODY(heartbeat_ok, ID(heartbeat_ok.map_epoch), F_BOOL("", tg_msg, heartbeat_ok.leave));
+BODY(grid_status_ok, NAME(grid_status_ok.manager), ID(grid_status_ok.map_epoch),
+     U(grid_status_ok.heartbeat_interval_ms, TG_GRID_HEARTBEAT_INTERVAL_MS_MIN,
+       TG_GRID_HEARTBEAT_INTERVAL_MS_MAX),
+     U(grid_status_ok.failure_timeout_ms, 2 * TG_GRID_HEARTBEAT_INTERVAL_MS_MIN,
+       TG_GRID_FAILURE_TIMEOUT_MS_MAX),
+     LIST_SPACE(grid_status_ok.member_count, grid_status_ok.members, TG_GRID_MEMBERS_MAX,
+                grid_status_member, SPACE_MEMBERS),
+     LIST_SPACE(grid_status_ok.placement_count, grid_status_ok.placements,
+                TG_GRID_PARTITIONS_MAX, grid_status_placement, SPACE_PLACEMENTS));
+EMPTY_BODY(pu_remove_ok);
+
 /* ---- Rules across fields ------------------------------------------------ */
 
 static const char *check_partition_info_ok(const tg_msg *m)
@@ -599,6 +695,160 @@ _Static_assert(TG_SECTIONS_MAX ==
                    sizeof(((tg_msg *)0)->availability_ok.sections) / sizeof(tg_wire_counts),
                "availability_ok.sections holds every section");
 
+/* The sentences of the rules that the map and the status reply share. */
+typedef struct {
+    const char *name_empty, *name_twice;
+    const char *ids_order, *primary_range, *backup_range, *backup_twice, *persisted;
+} grid_whys;
+
+static const grid_whys map_whys = {
+    "grid_map.members[].name: empty",
+    "grid_map.members: a name appears twice",
+    "grid_map.placements: partition ids are not ascending",
+    "grid_map.placements[].primary: no such member",
+    "grid_map.placements[].backups: no such member",
+    "grid_map.placements[].backups: a member appears twice or is the primary",
+    NULL,
+};
+
+static const grid_whys status_whys = {
+    "grid_status_ok.members[].name: empty",
+    "grid_status_ok.members: a name appears twice",
+    "grid_status_ok.placements: partition ids are not ascending",
+    "grid_status_ok.placements[].primary: no such member",
+    "grid_status_ok.placements[].backups: no such member",
+    "grid_status_ok.placements[].backups: a member appears twice or is the primary",
+    "grid_status_ok.placements[].log_persisted: beyond log_head",
+};
+
+static const char *check_members(const tg_wire_member *m, uint32_t n, const grid_whys *w)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (m[i].name[0] == '\0') {
+            return w->name_empty;
+        }
+        for (uint32_t k = 0; k < i; k++) {
+            if (strcmp(m[i].name, m[k].name) == 0) {
+                return w->name_twice;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Backups name members, each once, never the primary. */
+static const char *check_backups(const tg_wire_placement *p, uint32_t members, const grid_whys *w)
+{
+    for (uint32_t b = 0; b < p->backups.count; b++) {
+        uint32_t m = p->backups.members[b];
+        if (m >= members) {
+            return w->backup_range;
+        }
+        if (p->primary >= 0 && m == (uint32_t)p->primary) {
+            return w->backup_twice;
+        }
+        for (uint32_t k = 0; k < b; k++) {
+            if (p->backups.members[k] == m) {
+                return w->backup_twice;
+            }
+        }
+    }
+    return NULL;
+}
+
+static const char *check_placements(const tg_wire_placement *p, uint32_t n, uint32_t members,
+                                    const grid_whys *w)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (i > 0 && p[i].partition_id <= p[i - 1].partition_id) {
+            return w->ids_order;
+        }
+        if (p[i].primary >= 0 && (uint32_t)p[i].primary >= members) {
+            return w->primary_range;
+        }
+        const char *why = check_backups(&p[i], members, w);
+        if (why != NULL) {
+            return why;
+        }
+        if (w->persisted != NULL && p[i].log_persisted > p[i].log_head) {
+            return w->persisted;
+        }
+    }
+    return NULL;
+}
+
+static const char *check_grid_map(const tg_msg *m)
+{
+    const char *why = check_members(m->grid_map.members, m->grid_map.member_count, &map_whys);
+    if (why == NULL) {
+        why = check_placements(m->grid_map.placements, m->grid_map.placement_count,
+                               m->grid_map.member_count, &map_whys);
+    }
+    return why;
+}
+
+static const char *check_grid_status_ok(const tg_msg *m)
+{
+    const __typeof__(m->grid_status_ok) *s = &m->grid_status_ok;
+    const char *why = check_members(s->members, s->member_count, &status_whys);
+    if (why == NULL) {
+        why = check_placements(s->placements, s->placement_count, s->member_count, &status_whys);
+    }
+    return why;
+}
+
+/* Held partitions: ascending ids, persisted never beyond the head. */
+static const char *check_held(const tg_wire_held *h, uint32_t n, const char *why_order,
+                              const char *why_persisted)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (i > 0 && h[i].partition_id <= h[i - 1].partition_id) {
+            return why_order;
+        }
+        if (h[i].log_persisted > h[i].log_head) {
+            return why_persisted;
+        }
+    }
+    return NULL;
+}
+
+static const char *check_pu_register(const tg_msg *m)
+{
+    if (m->pu_register.name[0] == '\0') {
+        return "pu_register.name: empty";
+    }
+    if (m->pu_register.rep_url[0] == '\0') {
+        return "pu_register.rep_url: empty";
+    }
+    return check_held(m->pu_register.held, m->pu_register.held_count,
+                      "pu_register.held: partition ids are not ascending",
+                      "pu_register.held[].log_persisted: beyond log_head");
+}
+
+static const char *check_heartbeat(const tg_msg *m)
+{
+    if (m->heartbeat.name[0] == '\0') {
+        return "heartbeat.name: empty";
+    }
+    return check_held(m->heartbeat.held, m->heartbeat.held_count,
+                      "heartbeat.held: partition ids are not ascending",
+                      "heartbeat.held[].log_persisted: beyond log_head");
+}
+
+static const char *check_pu_remove(const tg_msg *m)
+{
+    return m->pu_remove.name[0] == '\0' ? "pu_remove.name: empty" : NULL;
+}
+
+/* One lost heartbeat must never kill: the timeout spans at least two. */
+static const char *check_pu_register_ok(const tg_msg *m)
+{
+    if (m->pu_register_ok.failure_timeout_ms < 2 * m->pu_register_ok.heartbeat_interval_ms) {
+        return "pu_register_ok.failure_timeout_ms: shorter than two heartbeat intervals";
+    }
+    return NULL;
+}
+
 #define MESSAGE(type, name, check) [type] = {#name, &name##_body, check}
 
 static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
@@ -648,6 +898,15 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_PARTITION_RESTORE_OK, partition_restore_ok, NULL),
     MESSAGE(TG_WIRE_PARTITION_RESET_OK, partition_reset_ok, NULL),
     MESSAGE(TG_WIRE_SEAT_CHANGES, seat_changes, check_seat_changes),
+    MESSAGE(TG_WIRE_GRID_MAP, grid_map, check_grid_map),
+    MESSAGE(TG_WIRE_PU_REGISTER, pu_register, check_pu_register),
+    MESSAGE(TG_WIRE_HEARTBEAT, heartbeat, check_heartbeat),
+    MESSAGE(TG_WIRE_GRID_STATUS, grid_status, NULL),
+    MESSAGE(TG_WIRE_PU_REMOVE, pu_remove, check_pu_remove),
+    MESSAGE(TG_WIRE_PU_REGISTER_OK, pu_register_ok, check_pu_register_ok),
+    MESSAGE(TG_WIRE_HEARTBEAT_OK, heartbeat_ok, NULL),
+    MESSAGE(TG_WIRE_GRID_STATUS_OK, grid_status_ok, check_grid_status_ok),
+    MESSAGE(TG_WIRE_PU_REMOVE_OK, pu_remove_ok, NULL),
 };
 
 static const wire_message *message_lookup(uint64_t type)
@@ -761,7 +1020,34 @@ static const char *decode_scalar(reader *r, const wire_field *f, unsigned char *
     return st == RD_OK ? NULL : st == RD_SHORT ? why_short : f->why_type;
 }
 
-/* Reads one nested array of t's fields (scalars only) into dst. */
+/* Reads a tg_wire_member_refs: an array of at most f->umax member indices. */
+static const char *decode_refs(reader *r, const wire_field *f, unsigned char *base)
+{
+    tg_wire_member_refs *dst = (tg_wire_member_refs *)(void *)(base + f->offset);
+    uint32_t n = 0;
+    rd_status st = rd_array(r, &n);
+    if (st != RD_OK) {
+        return st == RD_SHORT ? why_short : f->why_type;
+    }
+    if (n > f->umax) {
+        return f->why_range;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        integer v;
+        st = rd_integer(r, &v);
+        if (st != RD_OK) {
+            return st == RD_SHORT ? why_short : f->why_type;
+        }
+        if (v.negative || v.u >= TG_GRID_MEMBERS_MAX) {
+            return f->why_value;
+        }
+        dst->members[i] = (uint32_t)v.u;
+    }
+    dst->count = n;
+    return NULL;
+}
+
+/* Reads one nested array of t's fields (scalars, or member indices) into dst. */
 static const char *decode_tuple(reader *r, const wire_tuple *t, const char *why_type,
                                 unsigned char *dst)
 {
@@ -774,7 +1060,8 @@ static const char *decode_tuple(reader *r, const wire_tuple *t, const char *why_
         return t->why_arity;
     }
     for (uint32_t i = 0; i < n; i++) {
-        const char *why = decode_scalar(r, &t->fields[i], dst);
+        const wire_field *f = &t->fields[i];
+        const char *why = f->kind == K_REFS ? decode_refs(r, f, dst) : decode_scalar(r, f, dst);
         if (why != NULL) {
             return why;
         }
@@ -813,6 +1100,18 @@ static void space_slot(const tg_wire_space *space, unsigned slot, void **items, 
     case SPACE_BOOKINGS:
         *items = space->bookings;
         *cap = space->bookings_capacity;
+        break;
+    case SPACE_MEMBERS:
+        *items = space->members;
+        *cap = space->members_capacity;
+        break;
+    case SPACE_PLACEMENTS:
+        *items = space->placements;
+        *cap = space->placements_capacity;
+        break;
+    case SPACE_HELD:
+        *items = space->held;
+        *cap = space->held_capacity;
         break;
     default:
         TG_UNREACHABLE();
@@ -1018,11 +1317,28 @@ static const char *encode_scalar(encoder *e, const wire_field *f, const unsigned
     return NULL;
 }
 
+static const char *encode_refs(encoder *e, const wire_field *f, const unsigned char *base)
+{
+    const tg_wire_member_refs *refs = (const tg_wire_member_refs *)(const void *)(base + f->offset);
+    if (refs->count > f->umax) {
+        return f->why_range;
+    }
+    pack_result(e, msgpack_pack_array(&e->pk, refs->count));
+    for (uint32_t i = 0; i < refs->count; i++) {
+        if (refs->members[i] >= TG_GRID_MEMBERS_MAX) {
+            return f->why_value;
+        }
+        pack_result(e, msgpack_pack_uint32(&e->pk, refs->members[i]));
+    }
+    return NULL;
+}
+
 static const char *encode_tuple(encoder *e, const wire_tuple *t, const unsigned char *src)
 {
     pack_result(e, msgpack_pack_array(&e->pk, t->field_count));
     for (uint32_t i = 0; i < t->field_count; i++) {
-        const char *why = encode_scalar(e, &t->fields[i], src);
+        const wire_field *f = &t->fields[i];
+        const char *why = f->kind == K_REFS ? encode_refs(e, f, src) : encode_scalar(e, f, src);
         if (why != NULL) {
             return why;
         }
@@ -1151,8 +1467,10 @@ tg_err tg_wire_encode_event(const tg_msg *msg, msgpack_sbuffer *out, const char 
     tg_err err = TG_EINVAL;
     uint8_t topic[TG_WIRE_TOPIC_BYTES];
     msgpack_sbuffer_clear(out);
-    if (msg->type == TG_WIRE_SEAT_CHANGES) {
-        tg_wire_topic(msg->seat_changes.partition_id, topic);
+    if (msg->type == TG_WIRE_SEAT_CHANGES || msg->type == TG_WIRE_GRID_MAP) {
+        tg_wire_topic(msg->type == TG_WIRE_SEAT_CHANGES ? msg->seat_changes.partition_id
+                                                        : TG_WIRE_TOPIC_GRID_MAP,
+                      topic);
         err =
             msgpack_sbuffer_write(out, (const char *)topic, sizeof(topic)) == 0 ? TG_OK : TG_ENOMEM;
         w = err == TG_OK ? NULL : "out of memory";
@@ -1183,10 +1501,14 @@ static const char *decode_event(const uint8_t *buf, size_t len, const tg_wire_sp
     if (why != NULL) {
         return why;
     }
+    uint64_t topic = load_be(buf, TG_WIRE_TOPIC_BYTES);
+    if (out->type == TG_WIRE_GRID_MAP) {
+        return topic == TG_WIRE_TOPIC_GRID_MAP ? NULL : "event topic is not the grid map's";
+    }
     if (out->type != TG_WIRE_SEAT_CHANGES) {
         return "message is not an event";
     }
-    if (load_be(buf, TG_WIRE_TOPIC_BYTES) != out->seat_changes.partition_id) {
+    if (topic != out->seat_changes.partition_id) {
         return "event topic differs from its partition_id";
     }
     return NULL;
@@ -1220,10 +1542,19 @@ static bool equal_scalar(const wire_field *f, const unsigned char *a, const unsi
     return memcmp(a, b, f->width) == 0;
 }
 
+static bool equal_refs(const wire_field *f, const unsigned char *a, const unsigned char *b)
+{
+    const tg_wire_member_refs *ra = (const void *)(a + f->offset);
+    const tg_wire_member_refs *rb = (const void *)(b + f->offset);
+    return ra->count == rb->count && ra->count <= TG_GRID_BACKUPS_MAX &&
+           memcmp(ra->members, rb->members, ra->count * sizeof(ra->members[0])) == 0;
+}
+
 static bool equal_tuple(const wire_tuple *t, const unsigned char *a, const unsigned char *b)
 {
     for (uint32_t i = 0; i < t->field_count; i++) {
-        if (!equal_scalar(&t->fields[i], a, b)) {
+        const wire_field *f = &t->fields[i];
+        if (f->kind == K_REFS ? !equal_refs(f, a, b) : !equal_scalar(f, a, b)) {
             return false;
         }
     }
@@ -1325,6 +1656,9 @@ void tg_wire_error(tg_msg *out, tg_err code, const char *message)
 
 tg_wire_type tg_wire_reply_type(tg_wire_type request)
 {
+    if (request >= TG_WIRE_GRID_REQUEST_FIRST && request <= TG_WIRE_GRID_REQUEST_LAST) {
+        return (tg_wire_type)(request + TG_WIRE_GRID_REPLY_OFFSET);
+    }
     if (request < TG_WIRE_BOOKING_CREATE || request > TG_WIRE_REQUEST_LAST) {
         return TG_WIRE_NONE;
     }

@@ -91,6 +91,27 @@
 /* Bytes of a processing unit's name, including the NUL. */
 #define TG_PU_NAME_BYTES 48u
 
+/* The grid (grid/README.md): processing units in one grid, partitions in
+ * its map, backups of one partition (grid_partitions.backup_pus allows 8),
+ * manager addresses a unit or tixgridctl dials (an active manager and its
+ * standbys), and bytes of a zone label including the NUL (grid_members
+ * allows 63). */
+#define TG_GRID_MEMBERS_MAX 64u
+#define TG_GRID_PARTITIONS_MAX 4096u
+#define TG_GRID_BACKUPS_MAX 8u
+#define TG_GRID_MANAGERS_MAX 4u
+#define TG_ZONE_BYTES 64u
+/* Membership defaults (both configurable on the manager, which tells the
+ * units): a unit sends a heartbeat every interval and is declared dead when
+ * none arrived for the failure timeout. */
+#define TG_GRID_HEARTBEAT_INTERVAL_MS_DEFAULT 100u
+#define TG_GRID_FAILURE_TIMEOUT_MS_DEFAULT 1000u
+/* Bounds of both settings: the interval in [MIN, MAX]; the timeout at least
+ * twice the interval (one lost heartbeat never kills) and at most MAX. */
+#define TG_GRID_HEARTBEAT_INTERVAL_MS_MIN 10u
+#define TG_GRID_HEARTBEAT_INTERVAL_MS_MAX 60000u
+#define TG_GRID_FAILURE_TIMEOUT_MS_MAX 600000u
+
 /* Bytes of one JSON log line (log.h), including its framing. */
 #define TG_LOG_LINE_BYTES 2048u
 
@@ -112,6 +133,9 @@
 #define TG_WIRE_CHANGES_MAX 4096u
 /* Bookings in one partition_restore message. */
 #define TG_WIRE_RESTORE_BOOKINGS_MAX 4096u
+/* Units in one grid_map or grid_status_ok: TG_GRID_MEMBERS_MAX; partitions:
+ * TG_GRID_PARTITIONS_MAX; partitions one unit reports in pu_register or
+ * heartbeat: TG_PU_PARTITIONS_MAX. */
 /* Bytes of the topic in front of a published event: big-endian partition id. */
 #define TG_WIRE_TOPIC_BYTES 4u
 

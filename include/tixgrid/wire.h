@@ -7,13 +7,14 @@
  * per message, with fixed-size arrays bounded by limits.h and the TG_WIRE_
  * bounds below, so that encoding and decoding allocate nothing per message.
  *
- * Four replies and one event carry arrays too large to embed in every tg_msg
- * (availability rows, layout rows, seat lists, log records, seat changes):
+ * Several messages carry arrays too large to embed in every tg_msg
+ * (availability rows, layout rows, seat lists, log records, seat changes,
+ * the grid's members and placements, the partitions a unit reports):
  * those fields are a count and a pointer.  To encode, point them at the data.
  * To decode, hand tg_wire_decode a tg_wire_space naming arrays the caller
  * owns, with their capacities; the decoder writes there, never allocates, and
  * rejects a message that needs more room than was given (TG_EPROTO).  A
- * caller that only decodes requests passes NULL.
+ * caller that only decodes requests without arrays may pass NULL.
  *
  * Errors.  tg_wire_decode returns TG_EPROTO for anything that does not follow
  * the schema and sets *why to a static sentence that names the message and
@@ -48,7 +49,9 @@
  *   64        the error reply to any request
  *   65..127   ok replies: request type + TG_WIRE_REPLY_OFFSET
  *   128..159  events published by a processing unit (nng PUB/SUB)
- *   160..255  reserved: manager and membership, replication */
+ *   160..191  the grid manager: 160 the map it publishes, 161..175 requests
+ *             to it (nng REQ/REP), 177..191 their ok replies (request + 16)
+ *   192..255  reserved: replication */
 typedef enum {
     TG_WIRE_NONE = 0, /* not a message: what a failed decode leaves in out->type */
 
@@ -103,6 +106,20 @@ typedef enum {
     TG_WIRE_PARTITION_RESET_OK = 86,
 
     TG_WIRE_SEAT_CHANGES = 128,
+
+    TG_WIRE_GRID_MAP = 160, /* event: the partition map (manager's PUB) */
+    TG_WIRE_PU_REGISTER = 161,
+    TG_WIRE_HEARTBEAT = 162,
+    TG_WIRE_GRID_STATUS = 163,
+    TG_WIRE_PU_REMOVE = 164,
+    TG_WIRE_GRID_REQUEST_FIRST = 161,
+    TG_WIRE_GRID_REQUEST_LAST = 164,
+    TG_WIRE_GRID_REPLY_OFFSET = 16,
+
+    TG_WIRE_PU_REGISTER_OK = 177,
+    TG_WIRE_HEARTBEAT_OK = 178,
+    TG_WIRE_GRID_STATUS_OK = 179,
+    TG_WIRE_PU_REMOVE_OK = 180,
 
     TG_WIRE_TYPE_LIMIT = 256 /* every type is below this; not a message */
 } tg_wire_type;
@@ -205,6 +222,71 @@ typedef struct {
     uint32_t seat_id;
     uint64_t word;
 } tg_wire_change;
+
+/* ---- Pieces of the grid manager's messages ------------------------------ */
+
+/* States of a member of the grid (a processing unit), as the manager sees it. */
+typedef enum {
+    TG_MEMBER_ALIVE = 0,   /* heard within the failure timeout */
+    TG_MEMBER_DEAD = 1,    /* not heard for the failure timeout; must register again */
+    TG_MEMBER_LEAVING = 2, /* removed by tixgridctl remove-pu: told to exit */
+    TG_MEMBER_STATE_COUNT = 3
+} tg_member_state;
+
+/* What grid_status_ok says of a partition (derived by the manager from the
+ * map and what the primary reported; not part of the map itself). */
+typedef enum {
+    TG_PLACEMENT_SERVING = 0,      /* the primary is alive and holds it at the map's epoch */
+    TG_PLACEMENT_UNPLACED = 1,     /* no primary yet (load it into a unit: replay) */
+    TG_PLACEMENT_PRIMARY_DEAD = 2, /* unavailable: its primary is dead */
+    TG_PLACEMENT_NOT_LOADED = 3,   /* the primary is alive but does not hold it */
+    TG_PLACEMENT_EPOCH_BEHIND = 4, /* the primary holds it under an older epoch, for now */
+    TG_PLACEMENT_STATE_COUNT = 5
+} tg_placement_state;
+
+/* A partition's backups: indices into the message's member list. */
+typedef struct {
+    uint32_t count; /* <= TG_GRID_BACKUPS_MAX */
+    uint32_t members[TG_GRID_BACKUPS_MAX];
+} tg_wire_member_refs;
+
+/* One member in grid_map (the first five fields) and grid_status_ok (all). */
+typedef struct {
+    char name[TG_PU_NAME_BYTES]; /* never empty */
+    char rep_url[TG_URL_BYTES];
+    char pub_url[TG_URL_BYTES]; /* "": publishes nothing */
+    char zone[TG_ZONE_BYTES];   /* "": no zone label */
+    uint32_t state;             /* tg_member_state */
+    uint64_t incarnation;       /* 0: not registered with this manager yet */
+    int64_t heard_age_ms;       /* since its last registration or heartbeat; -1 never */
+    uint64_t map_epoch;         /* the newest map it said it applied */
+} tg_wire_member;
+
+/* One partition in grid_map (the first five fields) and grid_status_ok (all). */
+typedef struct {
+    uint32_t partition_id;
+    uint64_t event_id;
+    uint64_t epoch;              /* rises with every change of its placement */
+    int32_t primary;             /* index into the member list, or -1: none */
+    tg_wire_member_refs backups; /* distinct, never the primary */
+    uint32_t state;              /* tg_placement_state */
+    uint64_t held_epoch;         /* the epoch its primary reports holding; 0 unknown */
+    uint64_t log_head;           /* the primary's last log sequence */
+    uint64_t log_persisted;      /* ... and the last one PostgreSQL holds */
+    uint64_t unpersisted_age_ms; /* age of its oldest unpersisted change; 0 none */
+} tg_wire_placement;
+
+/* A partition a unit holds, as pu_register (partition_id, event_id, epoch,
+ * log_head, log_persisted) and heartbeat (partition_id, epoch, log_head,
+ * log_persisted, unpersisted_age_ms) report it. */
+typedef struct {
+    uint32_t partition_id;
+    uint64_t event_id;
+    uint64_t epoch;
+    uint64_t log_head;
+    uint64_t log_persisted; /* <= log_head */
+    uint64_t unpersisted_age_ms;
+} tg_wire_held;
 
 /* ---- The message -------------------------------------------------------- */
 
@@ -399,6 +481,56 @@ typedef struct {
             uint32_t change_count;
             tg_wire_change *changes; /* space: changes */
         } seat_changes;
+
+        /* The grid manager (schemas/wire.md, "The grid manager"). */
+        struct {
+            uint64_t epoch; /* the map's own epoch: rises with every change */
+            char manager[TG_PU_NAME_BYTES];
+            uint32_t member_count;
+            tg_wire_member *members; /* space: members */
+            uint32_t placement_count;
+            tg_wire_placement *placements; /* space: placements; ascending ids */
+        } grid_map;
+        struct {
+            char name[TG_PU_NAME_BYTES];
+            uint64_t incarnation; /* new at every start of the unit */
+            char rep_url[TG_URL_BYTES];
+            char pub_url[TG_URL_BYTES];
+            char zone[TG_ZONE_BYTES];
+            uint32_t held_count;
+            tg_wire_held *held; /* space: held; ascending ids */
+        } pu_register;
+        struct {
+            char name[TG_PU_NAME_BYTES];
+            uint64_t incarnation;
+            uint64_t map_epoch; /* the newest map the unit applied */
+            uint32_t held_count;
+            tg_wire_held *held; /* space: held; ascending ids */
+        } heartbeat;
+        struct {
+            char name[TG_PU_NAME_BYTES];
+        } pu_remove;
+        struct {
+            char manager[TG_PU_NAME_BYTES];
+            char pub_url[TG_URL_BYTES]; /* where the manager publishes grid_map */
+            uint64_t map_epoch;
+            uint32_t heartbeat_interval_ms;
+            uint32_t failure_timeout_ms;
+        } pu_register_ok;
+        struct {
+            uint64_t map_epoch;
+            bool leave; /* removed from the grid: stop now */
+        } heartbeat_ok;
+        struct {
+            char manager[TG_PU_NAME_BYTES];
+            uint64_t map_epoch;
+            uint32_t heartbeat_interval_ms;
+            uint32_t failure_timeout_ms;
+            uint32_t member_count;
+            tg_wire_member *members; /* space: members */
+            uint32_t placement_count;
+            tg_wire_placement *placements; /* space: placements; ascending ids */
+        } grid_status_ok;
     };
 } tg_msg;
 
@@ -417,6 +549,12 @@ typedef struct {
     uint32_t changes_capacity;
     tg_wire_booking_state *bookings; /* partition_restore */
     uint32_t bookings_capacity;
+    tg_wire_member *members; /* grid_map, grid_status_ok */
+    uint32_t members_capacity;
+    tg_wire_placement *placements; /* grid_map, grid_status_ok */
+    uint32_t placements_capacity;
+    tg_wire_held *held; /* pu_register, heartbeat */
+    uint32_t held_capacity;
 } tg_wire_space;
 
 /* ---- Functions ---------------------------------------------------------- */
@@ -435,11 +573,14 @@ tg_err tg_wire_decode(const void *buf, size_t len, const tg_wire_space *space, t
                       const char **why);
 
 /* Events on a PUB socket: the TG_WIRE_TOPIC_BYTES topic (the partition id,
- * big-endian; subscribe to it, or to "" for all) and then the message. */
+ * big-endian; subscribe to it, or to "" for all) and then the message.  The
+ * manager's grid_map goes under TG_WIRE_TOPIC_GRID_MAP, which no partition
+ * id can equal. */
+#define TG_WIRE_TOPIC_GRID_MAP 0xffffffffu
 void tg_wire_topic(uint32_t partition_id, uint8_t topic[TG_WIRE_TOPIC_BYTES]);
 tg_err tg_wire_encode_event(const tg_msg *msg, msgpack_sbuffer *out, const char **why);
-/* As tg_wire_decode, and the message must be an event whose partition id
- * equals the topic. */
+/* As tg_wire_decode, and the message must be an event whose topic is its
+ * partition id (seat_changes) or TG_WIRE_TOPIC_GRID_MAP (grid_map). */
 tg_err tg_wire_decode_event(const void *buf, size_t len, const tg_wire_space *space, tg_msg *out,
                             const char **why);
 
@@ -452,7 +593,8 @@ bool tg_wire_equal(const tg_msg *a, const tg_msg *b);
  * tg_strerror sentence) and no seats. */
 void tg_wire_error(tg_msg *out, tg_err code, const char *message);
 
-/* The ok reply's type for a request type; TG_WIRE_NONE if not a request. */
+/* The ok reply's type for a request type (to a unit: + 64; to the manager:
+ * + 16); TG_WIRE_NONE if not a request. */
 tg_wire_type tg_wire_reply_type(tg_wire_type request);
 
 /* "seats_hold", "seats_hold_ok", "error", ...; NULL for unknown types. */

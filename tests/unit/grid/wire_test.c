@@ -83,6 +83,9 @@ static tg_wire_row src_rows[TG_ROWS_MAX];
 static tg_wire_log_record src_records[TG_WIRE_LOG_RECORDS_MAX];
 static tg_wire_change src_changes[TG_WIRE_CHANGES_MAX];
 static tg_wire_booking_state src_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
+static tg_wire_member src_members[TG_GRID_MEMBERS_MAX];
+static tg_wire_placement src_placements[TG_GRID_PARTITIONS_MAX];
+static tg_wire_held src_held[TG_PU_PARTITIONS_MAX];
 
 static tg_wire_seat dst_seats[TG_WIRE_SEATS_LIST_MAX];
 static tg_wire_counts dst_counts[TG_ROWS_MAX];
@@ -90,11 +93,16 @@ static tg_wire_row dst_rows[TG_ROWS_MAX];
 static tg_wire_log_record dst_records[TG_WIRE_LOG_RECORDS_MAX];
 static tg_wire_change dst_changes[TG_WIRE_CHANGES_MAX];
 static tg_wire_booking_state dst_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
+static tg_wire_member dst_members[TG_GRID_MEMBERS_MAX];
+static tg_wire_placement dst_placements[TG_GRID_PARTITIONS_MAX];
+static tg_wire_held dst_held[TG_PU_PARTITIONS_MAX];
 
 static const tg_wire_space full_space = {
     dst_seats,    TG_WIRE_SEATS_LIST_MAX,      dst_counts,  TG_ROWS_MAX,
     dst_rows,     TG_ROWS_MAX,                 dst_records, TG_WIRE_LOG_RECORDS_MAX,
     dst_changes,  TG_WIRE_CHANGES_MAX,         dst_bookings, TG_WIRE_RESTORE_BOOKINGS_MAX,
+    dst_members,  TG_GRID_MEMBERS_MAX,         dst_placements, TG_GRID_PARTITIONS_MAX,
+    dst_held,     TG_PU_PARTITIONS_MAX,
 };
 
 /* A second space, so that a re-decoded message never shares arrays with
@@ -105,14 +113,20 @@ static tg_wire_row dst2_rows[TG_ROWS_MAX];
 static tg_wire_log_record dst2_records[TG_WIRE_LOG_RECORDS_MAX];
 static tg_wire_change dst2_changes[TG_WIRE_CHANGES_MAX];
 static tg_wire_booking_state dst2_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
+static tg_wire_member dst2_members[TG_GRID_MEMBERS_MAX];
+static tg_wire_placement dst2_placements[TG_GRID_PARTITIONS_MAX];
+static tg_wire_held dst2_held[TG_PU_PARTITIONS_MAX];
 
 static const tg_wire_space full_space2 = {
-    dst2_seats,    TG_WIRE_SEATS_LIST_MAX,
-    dst2_counts,   TG_ROWS_MAX,
-    dst2_rows,     TG_ROWS_MAX,
-    dst2_records,  TG_WIRE_LOG_RECORDS_MAX,
-    dst2_changes,  TG_WIRE_CHANGES_MAX,
-    dst2_bookings, TG_WIRE_RESTORE_BOOKINGS_MAX,
+    dst2_seats,      TG_WIRE_SEATS_LIST_MAX,
+    dst2_counts,     TG_ROWS_MAX,
+    dst2_rows,       TG_ROWS_MAX,
+    dst2_records,    TG_WIRE_LOG_RECORDS_MAX,
+    dst2_changes,    TG_WIRE_CHANGES_MAX,
+    dst2_bookings,   TG_WIRE_RESTORE_BOOKINGS_MAX,
+    dst2_members,    TG_GRID_MEMBERS_MAX,
+    dst2_placements, TG_GRID_PARTITIONS_MAX,
+    dst2_held,       TG_PU_PARTITIONS_MAX,
 };
 
 static const tg_wire_type all_types[] = {
@@ -162,6 +176,15 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_PARTITION_RESTORE_OK,
     TG_WIRE_PARTITION_RESET_OK,
     TG_WIRE_SEAT_CHANGES,
+    TG_WIRE_GRID_MAP,
+    TG_WIRE_PU_REGISTER,
+    TG_WIRE_HEARTBEAT,
+    TG_WIRE_GRID_STATUS,
+    TG_WIRE_PU_REMOVE,
+    TG_WIRE_PU_REGISTER_OK,
+    TG_WIRE_HEARTBEAT_OK,
+    TG_WIRE_GRID_STATUS_OK,
+    TG_WIRE_PU_REMOVE_OK,
 };
 #define TYPE_COUNT (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -521,6 +544,149 @@ static void gen_event(int v, tg_msg *m)
     }
 }
 
+/* ---- The grid manager's messages (wire.md, "The grid manager") --------- */
+
+/* A unit name, unique in the list by its "m<i>-" prefix. */
+static void gen_name(int v, uint32_t i, char *dst, size_t cap)
+{
+    int n = snprintf(dst, cap, "m%u-", i);
+    gen_text(v, dst + n, cap - (size_t)n);
+}
+
+static void gen_members(int v, bool status, uint32_t *count, tg_wire_member **out)
+{
+    *count = pick_count(v, TG_GRID_MEMBERS_MAX);
+    *out = src_members;
+    for (uint32_t i = 0; i < *count; i++) {
+        tg_wire_member *m = &src_members[i];
+        memset(m, 0, sizeof(*m));
+        gen_name(v, i, m->name, sizeof(m->name));
+        gen_text(v, m->rep_url, sizeof(m->rep_url));
+        gen_text(v, m->pub_url, sizeof(m->pub_url));
+        gen_text(v, m->zone, sizeof(m->zone));
+        m->state = (uint32_t)pick(v, 0, TG_MEMBER_STATE_COUNT - 1);
+        if (status) {
+            m->incarnation = pick(v, 0, TG_WIRE_ID_MAX);
+            m->heard_age_ms = pick_i(v, -1, INT64_MAX);
+            m->map_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        }
+    }
+}
+
+/* Backups: distinct members other than the primary. */
+static void gen_backups(int v, uint32_t members, int32_t primary, tg_wire_member_refs *b)
+{
+    uint32_t room = members - (primary >= 0 ? 1u : 0u);
+    uint32_t want = pick_count(v, TG_GRID_BACKUPS_MAX);
+    b->count = 0;
+    for (uint32_t m = 0; m < members && b->count < want && b->count < room; m++) {
+        bool take = v != V_RANDOM || rnd() % 2 == 0;
+        if (take && (int32_t)m != primary) {
+            b->members[b->count++] = m;
+        }
+    }
+}
+
+static void gen_placements(int v, bool status, uint32_t members, uint32_t *count,
+                           tg_wire_placement **out)
+{
+    uint32_t n = pick_count(v, TG_GRID_PARTITIONS_MAX);
+    uint32_t id = v == V_MAX ? TG_PARTITION_ID_MAX - (n > 0 ? n - 1 : 0) : (uint32_t)pick(v, 0, 9);
+    *count = n;
+    *out = src_placements;
+    for (uint32_t i = 0; i < n; i++) {
+        tg_wire_placement *p = &src_placements[i];
+        memset(p, 0, sizeof(*p));
+        p->partition_id = id;
+        id += v == V_RANDOM ? 1 + (uint32_t)(rnd() % 1000) : 1;
+        p->event_id = pick(v, 0, TG_WIRE_ID_MAX);
+        p->epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        p->primary = members == 0 ? -1 : (int32_t)pick_i(v, -1, (int64_t)members - 1);
+        gen_backups(v, members, p->primary, &p->backups);
+        if (status) {
+            p->state = (uint32_t)pick(v, 0, TG_PLACEMENT_STATE_COUNT - 1);
+            p->held_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+            p->log_head = pick(v, 0, TG_WIRE_ID_MAX);
+            p->log_persisted = pick(v, 0, p->log_head);
+            p->unpersisted_age_ms = pick(v, 0, UINT64_MAX);
+        }
+    }
+}
+
+static void gen_held(int v, bool registering, uint32_t *count, tg_wire_held **out)
+{
+    uint32_t n = pick_count(v, TG_PU_PARTITIONS_MAX);
+    uint32_t id = v == V_MAX ? TG_PARTITION_ID_MAX - (n > 0 ? n - 1 : 0) : (uint32_t)pick(v, 0, 9);
+    *count = n;
+    *out = src_held;
+    for (uint32_t i = 0; i < n; i++) {
+        tg_wire_held *h = &src_held[i];
+        memset(h, 0, sizeof(*h));
+        h->partition_id = id;
+        id += v == V_RANDOM ? 1 + (uint32_t)(rnd() % 1000) : 1;
+        h->event_id = registering ? pick(v, 0, TG_WIRE_ID_MAX) : 0;
+        h->epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        h->log_head = pick(v, 0, TG_WIRE_ID_MAX);
+        h->log_persisted = pick(v, 0, h->log_head);
+        h->unpersisted_age_ms = registering ? 0 : pick(v, 0, UINT64_MAX);
+    }
+}
+
+static void gen_grid(int v, tg_msg *m)
+{
+    uint32_t interval = (uint32_t)pick(v, 10, 60000);
+    uint32_t timeout = (uint32_t)pick(v, 2 * interval, 600000);
+    switch (m->type) {
+    case TG_WIRE_GRID_MAP:
+        m->grid_map.epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        gen_text(v, m->grid_map.manager, sizeof(m->grid_map.manager));
+        gen_members(v, false, &m->grid_map.member_count, &m->grid_map.members);
+        gen_placements(v, false, m->grid_map.member_count, &m->grid_map.placement_count,
+                       &m->grid_map.placements);
+        break;
+    case TG_WIRE_PU_REGISTER:
+        gen_name(v, 1, m->pu_register.name, sizeof(m->pu_register.name));
+        m->pu_register.incarnation = pick(v, 1, TG_WIRE_ID_MAX);
+        gen_name(v, 2, m->pu_register.rep_url, sizeof(m->pu_register.rep_url));
+        gen_text(v, m->pu_register.pub_url, sizeof(m->pu_register.pub_url));
+        gen_text(v, m->pu_register.zone, sizeof(m->pu_register.zone));
+        gen_held(v, true, &m->pu_register.held_count, &m->pu_register.held);
+        break;
+    case TG_WIRE_HEARTBEAT:
+        gen_name(v, 1, m->heartbeat.name, sizeof(m->heartbeat.name));
+        m->heartbeat.incarnation = pick(v, 1, TG_WIRE_ID_MAX);
+        m->heartbeat.map_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        gen_held(v, false, &m->heartbeat.held_count, &m->heartbeat.held);
+        break;
+    case TG_WIRE_PU_REMOVE:
+        gen_name(v, 3, m->pu_remove.name, sizeof(m->pu_remove.name));
+        break;
+    case TG_WIRE_PU_REGISTER_OK:
+        gen_text(v, m->pu_register_ok.manager, sizeof(m->pu_register_ok.manager));
+        gen_text(v, m->pu_register_ok.pub_url, sizeof(m->pu_register_ok.pub_url));
+        m->pu_register_ok.map_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        m->pu_register_ok.heartbeat_interval_ms = v == V_MAX ? 60000 : interval;
+        m->pu_register_ok.failure_timeout_ms = timeout;
+        break;
+    case TG_WIRE_HEARTBEAT_OK:
+        m->heartbeat_ok.map_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        m->heartbeat_ok.leave = v == V_MAX || (v == V_RANDOM && rnd() % 2);
+        break;
+    case TG_WIRE_GRID_STATUS_OK: {
+        __typeof__(m->grid_status_ok) *s = &m->grid_status_ok;
+        gen_text(v, s->manager, sizeof(s->manager));
+        s->map_epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        s->heartbeat_interval_ms = interval;
+        s->failure_timeout_ms = timeout;
+        gen_members(v, true, &s->member_count, &s->members);
+        gen_placements(v, true, s->member_count, &s->placement_count, &s->placements);
+        break;
+    }
+    default: /* grid_status, pu_remove_ok: no fields */
+        break;
+    }
+}
+
 /* A valid message of type t; V_MIN/V_MAX put every field at its bound. */
 static void gen(tg_wire_type t, int v, tg_msg *m)
 {
@@ -530,6 +696,8 @@ static void gen(tg_wire_type t, int v, tg_msg *m)
         gen_requests(v, m);
     } else if (t == TG_WIRE_SEAT_CHANGES) {
         gen_event(v, m);
+    } else if (t >= TG_WIRE_GRID_MAP) {
+        gen_grid(v, m);
     } else {
         gen_replies(v, m);
     }
@@ -692,9 +860,10 @@ Test(wire, random_messages_of_every_type_round_trip)
 
 Test(wire, the_largest_messages_fit_the_message_bound)
 {
-    static const tg_wire_type big[] = {TG_WIRE_AVAILABILITY_OK, TG_WIRE_LAYOUT_OK,
-                                       TG_WIRE_LOG_READ_OK,     TG_WIRE_SEATS_LIST_OK,
-                                       TG_WIRE_STATS_OK,        TG_WIRE_SEAT_CHANGES};
+    static const tg_wire_type big[] = {
+        TG_WIRE_AVAILABILITY_OK, TG_WIRE_LAYOUT_OK, TG_WIRE_LOG_READ_OK,    TG_WIRE_SEATS_LIST_OK,
+        TG_WIRE_STATS_OK,        TG_WIRE_SEAT_CHANGES, TG_WIRE_GRID_MAP, TG_WIRE_GRID_STATUS_OK,
+        TG_WIRE_PU_REGISTER,     TG_WIRE_HEARTBEAT};
     for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
         gen(big[i], V_MAX, &msg_a);
         encode_ok(&msg_a, &sb);
@@ -1440,4 +1609,283 @@ Test(wire_robust, spliced_and_shifted_messages_decode_or_fail_cleanly)
             decode_any(copy, len);
         }
     }
+}
+
+/* ---- The grid manager's messages ----------------------------------------- */
+
+static void pack_str(const char *text)
+{
+    msgpack_pack_str(&pk, strlen(text));
+    msgpack_pack_str_body(&pk, text, strlen(text));
+}
+
+/* [name, rep_url, pub_url, zone, state] as grid_map lists a member. */
+static void pack_map_member(const char *name)
+{
+    msgpack_pack_array(&pk, 5);
+    pack_str(name);
+    pack_str("ipc:///tmp/x.rep");
+    pack_str("");
+    pack_str("");
+    msgpack_pack_uint32(&pk, TG_MEMBER_ALIVE);
+}
+
+/* [partition_id, event_id, epoch, primary, backups] */
+static void pack_map_placement(uint32_t id, int32_t primary, uint32_t backups,
+                               const uint32_t *backup)
+{
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_uint32(&pk, id);
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_int32(&pk, primary);
+    msgpack_pack_array(&pk, backups);
+    for (uint32_t i = 0; i < backups; i++) {
+        msgpack_pack_uint32(&pk, backup[i]);
+    }
+}
+
+/* A grid_map of members "a", "b", "c" (or names) and the given placements. */
+static void pack_map_head(const char *const *names, uint32_t members, uint32_t placements)
+{
+    pack_start(4, TG_WIRE_GRID_MAP);
+    msgpack_pack_uint32(&pk, 9);
+    pack_str("mgr");
+    msgpack_pack_array(&pk, members);
+    for (uint32_t i = 0; i < members; i++) {
+        pack_map_member(names[i]);
+    }
+    msgpack_pack_array(&pk, placements);
+}
+
+static const char *const abc[] = {"a", "b", "c"};
+
+Test(wire, grid_requests_map_to_their_replies_sixteen_types_on)
+{
+    static const struct {
+        tg_wire_type request, reply;
+        const char *name;
+    } pairs[] = {
+        {TG_WIRE_PU_REGISTER, TG_WIRE_PU_REGISTER_OK, "pu_register"},
+        {TG_WIRE_HEARTBEAT, TG_WIRE_HEARTBEAT_OK, "heartbeat"},
+        {TG_WIRE_GRID_STATUS, TG_WIRE_GRID_STATUS_OK, "grid_status"},
+        {TG_WIRE_PU_REMOVE, TG_WIRE_PU_REMOVE_OK, "pu_remove"},
+    };
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        cr_assert_eq(tg_wire_reply_type(pairs[i].request), pairs[i].reply);
+        cr_assert_eq(pairs[i].reply, pairs[i].request + 16);
+        cr_assert_str_eq(tg_wire_type_name(pairs[i].request), pairs[i].name);
+        char want[64];
+        snprintf(want, sizeof(want), "%s_ok", pairs[i].name);
+        cr_assert_str_eq(tg_wire_type_name(pairs[i].reply), want);
+    }
+    cr_assert_str_eq(tg_wire_type_name(TG_WIRE_GRID_MAP), "grid_map");
+    cr_assert_eq(tg_wire_reply_type(TG_WIRE_GRID_MAP), TG_WIRE_NONE);
+    cr_assert_eq(tg_wire_reply_type(TG_WIRE_HEARTBEAT_OK), TG_WIRE_NONE);
+    cr_assert_eq(tg_wire_reply_type((tg_wire_type)165), TG_WIRE_NONE);
+    cr_assert_null(tg_wire_type_name((tg_wire_type)165));
+    cr_assert_null(tg_wire_type_name((tg_wire_type)181));
+    cr_assert_null(tg_wire_type_name((tg_wire_type)192));
+}
+
+Test(wire, grid_messages_have_the_documented_layout)
+{
+    /* heartbeat ["pu1", incarnation 7, map epoch 3, [[5, 2, 10, 9, 0]]] */
+    memset(&msg_a, 0, sizeof(msg_a));
+    tg_wire_held held = {.partition_id = 5, .epoch = 2, .log_head = 10, .log_persisted = 9};
+    msg_a.type = TG_WIRE_HEARTBEAT;
+    strcpy(msg_a.heartbeat.name, "pu1");
+    msg_a.heartbeat.incarnation = 7;
+    msg_a.heartbeat.map_epoch = 3;
+    msg_a.heartbeat.held_count = 1;
+    msg_a.heartbeat.held = &held;
+    encode_ok(&msg_a, &sb);
+    uint8_t want[64];
+    size_t n = hex_to_bytes("96 cc a2 01 a3 70 75 31 07 03 91 95 05 02 0a 09 00", want,
+                            sizeof(want));
+    cr_assert_eq(sb.size, n);
+    cr_assert_eq(memcmp(sb.data, want, n), 0);
+    assert_round_trip(&msg_a);
+
+    /* grid_status has no fields; heartbeat_ok [epoch, leave]. */
+    expect_accept("92 cc a3 01", &msg_a);
+    cr_assert_eq(msg_a.type, TG_WIRE_GRID_STATUS);
+    expect_accept("94 cc b2 01 05 c3", &msg_a);
+    cr_assert_eq(msg_a.heartbeat_ok.map_epoch, 5);
+    cr_assert(msg_a.heartbeat_ok.leave);
+
+    /* A map: members a, b, c; partition 4 primary b (1), backups c and a. */
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, 1, 2, (const uint32_t[]){2, 0});
+    cr_assert_eq(tg_wire_decode(sb.data, sb.size, &full_space, &msg_a, NULL), TG_OK);
+    cr_assert_eq(msg_a.grid_map.epoch, 9);
+    cr_assert_str_eq(msg_a.grid_map.members[1].name, "b");
+    cr_assert_eq(msg_a.grid_map.placements[0].primary, 1);
+    cr_assert_eq(msg_a.grid_map.placements[0].backups.count, 2);
+    cr_assert_eq(msg_a.grid_map.placements[0].backups.members[0], 2);
+    assert_round_trip(&msg_a);
+}
+
+Test(wire, the_grid_map_is_published_under_its_own_topic)
+{
+    rnd_seed(31);
+    for (int k = 0; k < 50; k++) {
+        gen(TG_WIRE_GRID_MAP, k == 0 ? V_MAX : V_RANDOM, &msg_a);
+        const char *why = "unset";
+        cr_assert_eq(tg_wire_encode_event(&msg_a, &sb, &why), TG_OK, "%s", why ? why : "?");
+        cr_assert_eq(memcmp(sb.data, "\xff\xff\xff\xff", 4), 0);
+        cr_assert_eq(tg_wire_decode_event(sb.data, sb.size, &full_space, &msg_b, &why), TG_OK,
+                     "%s", why ? why : "?");
+        cr_assert(tg_wire_equal(&msg_a, &msg_b));
+    }
+    const char *why = NULL;
+    ((uint8_t *)sb.data)[3] = 0xfe;
+    cr_assert_eq(tg_wire_decode_event(sb.data, sb.size, &full_space, &msg_b, &why), TG_EPROTO);
+    cr_assert_str_eq(why, "event topic is not the grid map's");
+    /* A request of the manager is not an event. */
+    memcpy(raw, "\xff\xff\xff\xff\x92\xcc\xa3\x01", 8);
+    cr_assert_eq(tg_wire_decode_event(raw, 8, NULL, &msg_b, &why), TG_EPROTO);
+    cr_assert_str_eq(why, "message is not an event");
+}
+
+Test(wire_reject, grid_maps_that_break_the_rules_across_fields)
+{
+    static const char *const twice[] = {"a", "a"};
+    pack_map_head(twice, 2, 0);
+    expect_reject_sb("grid_map.members: a name appears twice");
+    static const char *const empty[] = {""};
+    pack_map_head(empty, 1, 0);
+    expect_reject_sb("grid_map.members[].name: empty");
+    pack_map_head(abc, 3, 2);
+    pack_map_placement(4, 0, 0, NULL);
+    pack_map_placement(4, 1, 0, NULL);
+    expect_reject_sb("grid_map.placements: partition ids are not ascending");
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, 3, 0, NULL);
+    expect_reject_sb("grid_map.placements[].primary: no such member");
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, -2, 0, NULL);
+    expect_reject_sb("grid_map.placements[].primary: out of range");
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, 0, 1, (const uint32_t[]){3});
+    expect_reject_sb("grid_map.placements[].backups: no such member");
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, 0, 1, (const uint32_t[]){0});
+    expect_reject_sb("grid_map.placements[].backups: a member appears twice or is the primary");
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, -1, 2, (const uint32_t[]){2, 2});
+    expect_reject_sb("grid_map.placements[].backups: a member appears twice or is the primary");
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, -1, 1, (const uint32_t[]){TG_GRID_MEMBERS_MAX});
+    expect_reject_sb("grid_map.placements[].backups: member index out of range");
+    static const uint32_t nine[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    pack_map_head(abc, 3, 1);
+    pack_map_placement(4, -1, 9, nine);
+    expect_reject_sb("grid_map.placements[].backups: too many members");
+    /* Backups where the array belongs, and inside it a non-integer. */
+    pack_map_head(abc, 3, 1);
+    msgpack_pack_array(&pk, 5);
+    for (int i = 0; i < 4; i++) {
+        msgpack_pack_uint32(&pk, 0);
+    }
+    msgpack_pack_uint32(&pk, 1);
+    expect_reject_sb("grid_map.placements[].backups: not an array of member indices");
+    pack_map_head(abc, 3, 1);
+    msgpack_pack_array(&pk, 5);
+    for (int i = 0; i < 4; i++) {
+        msgpack_pack_uint32(&pk, 0);
+    }
+    msgpack_pack_array(&pk, 1);
+    pack_str("a");
+    expect_reject_sb("grid_map.placements[].backups: not an array of member indices");
+    /* A member with a state that does not exist; a name too long. */
+    pack_start(4, TG_WIRE_GRID_MAP);
+    msgpack_pack_uint32(&pk, 1);
+    pack_str("m");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_array(&pk, 5);
+    pack_str("a");
+    pack_str("u");
+    pack_str("");
+    pack_str("");
+    msgpack_pack_uint32(&pk, TG_MEMBER_STATE_COUNT);
+    msgpack_pack_array(&pk, 0);
+    expect_reject_sb("grid_map.members[].state: out of range");
+    char long_name[TG_PU_NAME_BYTES + 1];
+    memset(long_name, 'x', TG_PU_NAME_BYTES);
+    long_name[TG_PU_NAME_BYTES] = '\0';
+    const char *const too_long[] = {long_name};
+    pack_map_head(too_long, 1, 0);
+    expect_reject_sb("grid_map.members[].name: too long");
+}
+
+Test(wire_reject, unit_reports_that_break_the_rules_across_fields)
+{
+    /* pu_register ["pu1", 1, "u", "", "", [[5, 1, 1, 3, 4]]]: persisted beyond head. */
+    expect_reject("98 cc a1 01 a3 70 75 31 01 a1 75 a0 a0 91 95 05 01 01 03 04",
+                  "pu_register.held[].log_persisted: beyond log_head");
+    expect_reject("98 cc a1 01 a3 70 75 31 01 a1 75 a0 a0 92 95 05 01 01 03 03 95 05 01 01 03 03",
+                  "pu_register.held: partition ids are not ascending");
+    expect_reject("98 cc a1 01 a0 01 a1 75 a0 a0 90", "pu_register.name: empty");
+    expect_reject("98 cc a1 01 a1 70 01 a0 a0 a0 90", "pu_register.rep_url: empty");
+    expect_reject("98 cc a1 01 a1 70 00 a1 75 a0 a0 90", "pu_register.incarnation: out of range");
+    expect_reject("96 cc a2 01 a3 70 75 31 07 03 91 95 05 02 0a 0b 00",
+                  "heartbeat.held[].log_persisted: beyond log_head");
+    expect_reject("96 cc a2 01 a0 07 03 90", "heartbeat.name: empty");
+    expect_reject("96 cc a2 01 a3 70 75 31 07 03 91 94 05 02 0a 09",
+                  "heartbeat.held[]: wrong number of fields");
+    expect_reject("93 cc a4 01 a0", "pu_remove.name: empty");
+    expect_reject("93 cc a4 01 01", "pu_remove.name: not a string");
+    expect_reject("92 cc a4 01", "pu_remove: wrong number of fields");
+    expect_reject("93 cc a3 01 00", "grid_status: wrong number of fields");
+    /* pu_register_ok ["m", "p", 0, 100, 199]: a timeout shorter than two intervals. */
+    expect_reject("97 cc b1 01 a1 6d a1 70 00 64 cc c7",
+                  "pu_register_ok.failure_timeout_ms: shorter than two heartbeat intervals");
+    expect_accept("97 cc b1 01 a1 6d a1 70 00 64 cc c8", &msg_a);
+    expect_reject("97 cc b1 01 a1 6d a1 70 00 09 cc c8",
+                  "pu_register_ok.heartbeat_interval_ms: out of range");
+    expect_reject("94 cc b2 01 05 01", "heartbeat_ok.leave: not a boolean");
+    /* A unit reporting more partitions than a unit may serve. */
+    pack_start(4, TG_WIRE_HEARTBEAT);
+    pack_str("pu1");
+    msgpack_pack_uint32(&pk, 1);
+    msgpack_pack_uint32(&pk, 0);
+    msgpack_pack_array(&pk, TG_PU_PARTITIONS_MAX + 1);
+    expect_reject_sb("heartbeat.held: too many items");
+}
+
+Test(wire_reject, grid_lists_larger_than_the_receivers_space)
+{
+    pack_map_head(abc, 3, 0);
+    tg_wire_member members[2];
+    tg_wire_space small = {.members = members, .members_capacity = 2};
+    expect_reject_bytes((const uint8_t *)sb.data, sb.size, &small,
+                        "grid_map.members: more items than the receiver has room for", "members");
+    pack_map_head(abc, 0, 1);
+    pack_map_placement(1, -1, 0, NULL);
+    expect_reject_bytes((const uint8_t *)sb.data, sb.size, NULL,
+                        "grid_map.placements: more items than the receiver has room for",
+                        "placements");
+    expect_reject_bytes((const uint8_t *)"\x96\xcc\xa2\x01\xa1\x70\x07\x03\x91\x95\x05\x02\x0a"
+                                         "\x09\x00",
+                        15, NULL, "heartbeat.held: more items than the receiver has room for",
+                        "held");
+}
+
+Test(wire, the_encoder_refuses_grid_messages_that_break_the_schema)
+{
+    gen(TG_WIRE_GRID_MAP, V_MAX, &msg_a);
+    msg_a.grid_map.placements[0].backups.members[0] = (uint32_t)msg_a.grid_map.placements[0].primary;
+    expect_encode_refuses(&msg_a,
+                          "grid_map.placements[].backups: a member appears twice or is the primary");
+    gen(TG_WIRE_GRID_MAP, V_MAX, &msg_a);
+    msg_a.grid_map.placements[0].backups.count = TG_GRID_BACKUPS_MAX + 1;
+    expect_encode_refuses(&msg_a, "grid_map.placements[].backups: too many members");
+    gen(TG_WIRE_PU_REGISTER, V_MIN, &msg_a);
+    msg_a.pu_register.incarnation = 0;
+    expect_encode_refuses(&msg_a, "pu_register.incarnation: out of range");
+    gen(TG_WIRE_GRID_STATUS_OK, V_MAX, &msg_a);
+    msg_a.grid_status_ok.placements[0].log_persisted = msg_a.grid_status_ok.placements[0].log_head;
+    msg_a.grid_status_ok.placements[0].log_head--;
+    expect_encode_refuses(&msg_a, "grid_status_ok.placements[].log_persisted: beyond log_head");
 }
