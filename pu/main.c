@@ -42,6 +42,11 @@ static const char usage[] =
     "  --sweep-interval-ms N   how often due holds expire (default 100)\n"
     "  --unpersisted           no persister: trim the change log once published\n"
     "                          (changes then live only in memory)\n"
+    "  --manager URL[,URL...]  join the grid: register with the manager (and its\n"
+    "                          standbys), send heartbeats, follow the partition\n"
+    "                          map's epochs                    (TIXGRID_MANAGER)\n"
+    "  --zone ZONE             failure domain told to the manager, [A-Za-z0-9._-]\n"
+    "                          up to 63 bytes                  (TIXGRID_PU_ZONE)\n"
     "  --log-level LEVEL       debug, info, warn or error (TIXGRID_LOG_LEVEL)\n"
     "  --help, --version\n"
     "\n"
@@ -75,6 +80,8 @@ static int parse_option(int c, options *o)
     case 's':
         return parse_number("--sweep-interval-ms", optarg, 3600000, &o->server.sweep_interval_ms);
     case 'u': o->server.unpersisted = true; return 0;
+    case 'm': o->server.manager_urls = optarg; return 0;
+    case 'z': o->server.zone = optarg; return 0;
     case 'L':
         if (tg_log_level_parse(optarg, &level) != TG_OK) {
             return tg_cli_usage_error(PROGRAM, "--log-level must be debug, info, warn or error");
@@ -92,6 +99,38 @@ static int parse_option(int c, options *o)
     }
 }
 
+/* --manager: 1..TG_GRID_MANAGERS_MAX addresses, none empty or too long;
+ * --zone: a label, and only with --manager. */
+static int check_grid_flags(const options *o)
+{
+    const char *urls = o->server.manager_urls, *zone = o->server.zone;
+    if (zone != NULL && urls == NULL) {
+        return tg_cli_usage_error(PROGRAM, "--zone needs --manager");
+    }
+    uint32_t count = 0;
+    for (const char *p = urls; p != NULL; count++) {
+        const char *end = strchr(p, ',');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (n == 0 || n >= TG_URL_BYTES || count == TG_GRID_MANAGERS_MAX) {
+            return tg_cli_usage_error(PROGRAM, "--manager takes 1 to %u comma-separated "
+                                               "addresses of at most %u bytes",
+                                      TG_GRID_MANAGERS_MAX, TG_URL_BYTES - 1);
+        }
+        p = end != NULL ? end + 1 : NULL;
+    }
+    size_t zone_len = zone != NULL ? strlen(zone) : 1;
+    bool zone_ok = zone_len > 0 && zone_len < TG_ZONE_BYTES;
+    for (const char *c = zone; c != NULL && *c != '\0'; c++) {
+        zone_ok = zone_ok && (strchr("._-", *c) != NULL || (*c >= 'a' && *c <= 'z') ||
+                              (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9'));
+    }
+    if (!zone_ok) {
+        return tg_cli_usage_error(PROGRAM, "--zone must be 1 to %u of A-Z a-z 0-9 . _ -",
+                                  TG_ZONE_BYTES - 1);
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, options *o)
 {
     static const struct option longs[] = {
@@ -102,12 +141,16 @@ static int parse_args(int argc, char **argv, options *o)
         {"contexts", required_argument, NULL, 'c'},
         {"sweep-interval-ms", required_argument, NULL, 's'},
         {"unpersisted", no_argument, NULL, 'u'},
+        {"manager", required_argument, NULL, 'm'},
+        {"zone", required_argument, NULL, 'z'},
         {"log-level", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     o->server.name = tg_env("TIXGRID_PU_NAME", NULL);
     o->server.listen_url = tg_env("TIXGRID_PU_LISTEN", NULL);
     o->server.pub_url = tg_env("TIXGRID_PU_PUB", NULL);
+    o->server.manager_urls = tg_env("TIXGRID_MANAGER", NULL);
+    o->server.zone = tg_env("TIXGRID_PU_ZONE", NULL);
     const char *ctx = tg_env("TIXGRID_PU_CONTEXTS", NULL);
     if (ctx != NULL && parse_number("TIXGRID_PU_CONTEXTS", ctx, PU_CONTEXTS_MAX,
                                     &o->server.contexts) != 0) {
@@ -127,7 +170,7 @@ static int parse_args(int argc, char **argv, options *o)
     if (o->server.name == NULL || o->server.listen_url == NULL) {
         return tg_cli_usage_error(PROGRAM, "--name and --listen are required");
     }
-    return 0;
+    return check_grid_flags(o);
 }
 
 /* A re-attached partition must still be the one the layout describes. */

@@ -141,6 +141,11 @@ typedef struct {
 
 void pu_partition_describe(const pu_partition *p, pu_partition_info *out);
 
+/* Raises the partition's map epoch to epoch, never lowering it: a unit must
+ * not act on an epoch older than one it has seen.  Returns the epoch the
+ * partition has afterwards.  Any thread (one CAS loop on the header). */
+uint64_t pu_partition_raise_epoch(pu_partition *p, uint64_t epoch);
+
 typedef struct {
     char name[TG_NAME_BYTES];
     int64_t price_minor;

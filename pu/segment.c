@@ -523,6 +523,18 @@ void pu_partition_describe(const pu_partition *p, pu_partition_info *out)
     };
 }
 
+uint64_t pu_partition_raise_epoch(pu_partition *p, uint64_t epoch)
+{
+    uint64_t seen = __atomic_load_n(&p->hdr->map_epoch, __ATOMIC_ACQUIRE);
+    for (uint32_t tries = 0; seen < epoch && tries < TG_CAS_RETRIES_MAX; tries++) {
+        if (__atomic_compare_exchange_n(&p->hdr->map_epoch, &seen, epoch, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            return epoch;
+        }
+    }
+    return seen >= epoch ? seen : __atomic_load_n(&p->hdr->map_epoch, __ATOMIC_ACQUIRE);
+}
+
 tg_err pu_section_get(const pu_partition *p, uint32_t section, pu_section_info *out)
 {
     if (section >= p->hdr->section_count) {

@@ -306,6 +306,9 @@ tg_err pu_server_start(pu_server *s)
     }
     s->housekeeping = true;
     tg_log_info("pu %s: listening on %s with %u contexts", s->name, s->cfg.listen_url, s->nctx);
+    if (s->cfg.manager_urls != NULL) {
+        return pu_member_start(s, &s->member);
+    }
     return TG_OK;
 }
 
@@ -372,6 +375,8 @@ void pu_server_stop(pu_server *s)
     if (__atomic_exchange_n(&s->stopping, true, __ATOMIC_SEQ_CST)) {
         return;
     }
+    pu_member_stop(s->member); /* the manager hears nothing more: it declares the unit dead */
+    s->member = NULL;
     int64_t deadline = tg_mono_ns() + (int64_t)PU_STOP_DRAIN_MS * 1000000;
     while (s->ctxs != NULL && !contexts_idle(s) && tg_mono_ns() < deadline) {
         for (uint32_t i = 0; i < s->nctx; i++) {

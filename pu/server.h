@@ -8,6 +8,9 @@
  * housekeeping thread publishes seat changes from each partition's change log
  * on an nng PUB socket (topic: the partition id), and expires due holds.
  *
+ * With a manager (cfg.manager_urls), a membership thread registers the unit,
+ * sends heartbeats and applies the partition map's epochs (member.c).
+ *
  * Threads: pu_server_open/start/stop/close are called by one controlling
  * thread (main); pu_server_add_partition and pu_server_find by any thread.
  * Request handling runs on nng's threads.
@@ -47,6 +50,11 @@ typedef struct {
     /* No persister: trim the change log once published.  For development and
      * benchmarks of the engine alone; changes then live only in memory. */
     bool unpersisted;
+    /* The grid manager to join, "url[,url...]" (the active one and its
+     * standbys, up to TG_GRID_MANAGERS_MAX); NULL: the unit runs on its own
+     * and nobody tells it its epochs (member.c). */
+    const char *manager_urls;
+    const char *zone; /* its failure domain, told to the manager; NULL: none */
 } pu_server_config;
 
 typedef struct pu_server pu_server;

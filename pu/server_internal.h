@@ -76,6 +76,9 @@ enum {
     PU_CTX_BUSY = 2,
 };
 
+/* The unit's membership in the grid (member.c). */
+typedef struct pu_member pu_member;
+
 typedef struct pu_ctx {
     struct pu_server *srv;
     nng_ctx ctx;
@@ -110,6 +113,7 @@ struct pu_server {
     bool stopping; /* atomic; set once by pu_server_stop */
     pthread_t housekeeper;
     bool housekeeping;
+    pu_member *member; /* NULL without a manager; controlling thread only */
 };
 
 /* The entry for a partition in any state, or NULL. */
@@ -126,5 +130,11 @@ void pu_handle(pu_ctx *c, const void *body, size_t len);
 uint64_t pu_unpersisted_age_ms(pu_server *s, pu_served *e, uint64_t persisted, int64_t now_ms);
 
 void *pu_housekeeping_main(void *arg);
+
+/* Starts the membership thread (registration, heartbeats, the map); the
+ * sockets dial cfg.manager_urls.  TG_EINVAL for a bad address list. */
+tg_err pu_member_start(pu_server *s, pu_member **out);
+/* Stops the thread and frees m (NULL allowed). */
+void pu_member_stop(pu_member *m);
 
 #endif

@@ -1,0 +1,345 @@
+/*
+ * ctl.c — tixgridctl's requests to the manager and what it prints (ctl.h).
+ *
+ * The table is for people: one section for units, one for partitions,
+ * columns as wide as their widest cell, "-" for nothing, ages in ms or s.
+ * The JSON is for programs: every field of grid_status_ok under a stable
+ * name, null for nothing, numbers as numbers (all below 2^53).
+ *
+ * The REQ socket is never closed: it may be redialling a manager's address
+ * where nobody listens (a standby), and nng 1.5.2 can hang in nng_close on
+ * such a socket; the process exits right after.
+ */
+#include "ctl.h"
+
+#include "tixgrid/cli.h"
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROGRAM "tixgridctl"
+
+static const char *const member_states[TG_MEMBER_STATE_COUNT] = {"alive", "dead", "leaving"};
+static const char *const placement_states[TG_PLACEMENT_STATE_COUNT] = {
+    "serving", "unplaced", "primary_dead", "not_loaded", "epoch_behind"};
+
+static tg_wire_member members[TG_GRID_MEMBERS_MAX];
+static tg_wire_placement placements[TG_GRID_PARTITIONS_MAX];
+static tg_msg reply;
+
+/* ---- Asking ------------------------------------------------------------------ */
+
+/* Dials every address; exit code 64 when one cannot be dialled. */
+static int dial_all(nng_socket s, const char *urls)
+{
+    char url[TG_URL_BYTES];
+    for (const char *p = urls; p != NULL;) {
+        const char *end = strchr(p, ',');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (n == 0 || n >= sizeof(url)) {
+            return tg_cli_usage_error(PROGRAM, "--manager takes comma-separated addresses of "
+                                               "at most %u bytes",
+                                      TG_URL_BYTES - 1);
+        }
+        memcpy(url, p, n);
+        url[n] = '\0';
+        int rv = nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK);
+        if (rv != 0) {
+            return tg_cli_usage_error(PROGRAM, "cannot dial the manager at '%s': %s", url,
+                                      nng_strerror(rv));
+        }
+        p = end != NULL ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* Sends req and decodes the reply into `reply`; an exit code. */
+static int ask(const ctl_options *o, const tg_msg *req)
+{
+    nng_socket s;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    if (tg_wire_encode(req, &buf, NULL) != TG_OK || nng_req0_open(&s) != 0) {
+        fprintf(stderr, "%s: out of memory\n", PROGRAM);
+        return TG_EXIT_FAILURE;
+    }
+    nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMINT, 20);
+    nng_socket_set_ms(s, NNG_OPT_RECONNMAXT, 200);
+    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, (nng_duration)o->timeout_ms);
+    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, (nng_duration)o->timeout_ms);
+    nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
+    int code = dial_all(s, o->manager_urls);
+    void *body = NULL;
+    size_t len = 0;
+    int rv = code == 0 ? nng_send(s, buf.data, buf.size, 0) : 0;
+    if (code == 0 && rv == 0) {
+        rv = nng_recv(s, &body, &len, NNG_FLAG_ALLOC);
+    }
+    msgpack_sbuffer_destroy(&buf);
+    if (code == 0 && rv != 0) {
+        fprintf(stderr, "%s: no manager answered at %s within %u ms (%s)\n", PROGRAM,
+                o->manager_urls, o->timeout_ms, nng_strerror(rv));
+        return TG_EXIT_UNAVAILABLE;
+    }
+    if (code != 0) {
+        return code;
+    }
+    const char *why = NULL;
+    tg_wire_space space = {.members = members,
+                           .members_capacity = TG_GRID_MEMBERS_MAX,
+                           .placements = placements,
+                           .placements_capacity = TG_GRID_PARTITIONS_MAX};
+    tg_err err = tg_wire_decode(body, len, &space, &reply, &why);
+    nng_free(body, len);
+    if (err == TG_OK && reply.type != tg_wire_reply_type(req->type) &&
+        reply.type != TG_WIRE_ERROR) {
+        err = TG_EPROTO;
+        why = "not the reply to the request";
+    }
+    if (err != TG_OK) {
+        fprintf(stderr, "%s: the manager's reply is malformed: %s\n", PROGRAM, why);
+        return TG_EXIT_FAILURE;
+    }
+    if (reply.type == TG_WIRE_ERROR) {
+        fprintf(stderr, "%s: the manager refused (%s): %s\n", PROGRAM,
+                tg_errname((tg_err)reply.error.code), reply.error.message);
+        return TG_EXIT_FAILURE;
+    }
+    return TG_EXIT_OK;
+}
+
+/* ---- The table ------------------------------------------------------------------ */
+
+#define CELL_BYTES 64u
+#define COLUMNS_MAX 10u
+
+typedef struct {
+    uint32_t columns;
+    uint32_t rows; /* the header is row 0 */
+    char (*cells)[COLUMNS_MAX][CELL_BYTES];
+    size_t width[COLUMNS_MAX];
+} table;
+
+static void table_cell(table *t, uint32_t row, uint32_t col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void table_cell(table *t, uint32_t row, uint32_t col, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->cells[row][col], CELL_BYTES, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(t->cells[row][col]);
+    t->width[col] = n > t->width[col] ? n : t->width[col];
+}
+
+static void table_print(const table *t)
+{
+    for (uint32_t r = 0; r < t->rows; r++) {
+        for (uint32_t c = 0; c < t->columns; c++) {
+            bool last = c + 1 == t->columns;
+            printf("%-*s%s", last ? 0 : (int)t->width[c], t->cells[r][c], last ? "\n" : "  ");
+        }
+    }
+}
+
+static void age_text(int64_t ms, char *out, size_t size)
+{
+    if (ms < 0) {
+        snprintf(out, size, "never");
+    } else if (ms < 10000) {
+        snprintf(out, size, "%lld ms", (long long)ms);
+    } else {
+        snprintf(out, size, "%.1f s", (double)ms / 1000.0);
+    }
+}
+
+static const char *member_name(const __typeof__(reply.grid_status_ok) *s, int64_t index)
+{
+    return index >= 0 && (uint64_t)index < s->member_count ? s->members[index].name : "-";
+}
+
+static void print_members(const __typeof__(reply.grid_status_ok) *s, table *t)
+{
+    static const char *const head[] = {"UNIT", "ZONE", "STATE", "HEARD", "MAP", "REP", "PUB"};
+    t->columns = 7;
+    t->rows = 1 + s->member_count;
+    memset(t->width, 0, sizeof(t->width));
+    for (uint32_t c = 0; c < t->columns; c++) {
+        table_cell(t, 0, c, "%s", head[c]);
+    }
+    for (uint32_t i = 0; i < s->member_count; i++) {
+        const tg_wire_member *m = &s->members[i];
+        char age[32];
+        age_text(m->heard_age_ms, age, sizeof(age));
+        table_cell(t, i + 1, 0, "%s", m->name);
+        table_cell(t, i + 1, 1, "%s", m->zone[0] != '\0' ? m->zone : "-");
+        table_cell(t, i + 1, 2, "%s", member_states[m->state]);
+        table_cell(t, i + 1, 3, "%s", age);
+        table_cell(t, i + 1, 4, "%llu", (unsigned long long)m->map_epoch);
+        table_cell(t, i + 1, 5, "%s", m->rep_url[0] != '\0' ? m->rep_url : "-");
+        table_cell(t, i + 1, 6, "%s", m->pub_url[0] != '\0' ? m->pub_url : "-");
+    }
+    table_print(t);
+}
+
+static void backups_text(const __typeof__(reply.grid_status_ok) *s, const tg_wire_placement *p,
+                         char *out, size_t size)
+{
+    size_t at = 0;
+    out[0] = '\0';
+    for (uint32_t b = 0; b < p->backups.count && at < size; b++) {
+        int n = snprintf(out + at, size - at, "%s%s", b > 0 ? "," : "",
+                         member_name(s, p->backups.members[b]));
+        at += n > 0 ? (size_t)n : 0;
+    }
+    if (p->backups.count == 0) {
+        snprintf(out, size, "-");
+    }
+}
+
+static void print_partitions(const __typeof__(reply.grid_status_ok) *s, table *t)
+{
+    static const char *const head[] = {"PARTITION", "EVENT",     "PRIMARY",    "BACKUPS",
+                                       "EPOCH",     "STATE",     "LOG HEAD",   "PERSISTED",
+                                       "PERSIST LAG", "REPL LAG"};
+    t->columns = 10;
+    t->rows = 1 + s->placement_count;
+    memset(t->width, 0, sizeof(t->width));
+    for (uint32_t c = 0; c < t->columns; c++) {
+        table_cell(t, 0, c, "%s", head[c]);
+    }
+    for (uint32_t i = 0; i < s->placement_count; i++) {
+        const tg_wire_placement *p = &s->placements[i];
+        char backups[CELL_BYTES], age[32];
+        backups_text(s, p, backups, sizeof(backups));
+        age_text((int64_t)(p->unpersisted_age_ms > INT64_MAX ? INT64_MAX : p->unpersisted_age_ms),
+                 age, sizeof(age));
+        uint32_t r = i + 1;
+        table_cell(t, r, 0, "%u", p->partition_id);
+        table_cell(t, r, 1, "%llu", (unsigned long long)p->event_id);
+        table_cell(t, r, 2, "%s", member_name(s, p->primary));
+        table_cell(t, r, 3, "%s", backups);
+        table_cell(t, r, 4, "%llu", (unsigned long long)p->epoch);
+        table_cell(t, r, 5, "%s", placement_states[p->state]);
+        table_cell(t, r, 6, "%llu", (unsigned long long)p->log_head);
+        table_cell(t, r, 7, "%llu", (unsigned long long)p->log_persisted);
+        table_cell(t, r, 8, "%llu (%s)", (unsigned long long)(p->log_head - p->log_persisted), age);
+        table_cell(t, r, 9, "-"); /* replication comes with the next step of the grid */
+    }
+    table_print(t);
+}
+
+static int print_table(const __typeof__(reply.grid_status_ok) *s)
+{
+    uint32_t rows = 1 + (s->placement_count > s->member_count ? s->placement_count
+                                                              : s->member_count);
+    table t = {.cells = calloc(rows, sizeof(*t.cells))};
+    if (t.cells == NULL) {
+        fprintf(stderr, "%s: out of memory\n", PROGRAM);
+        return TG_EXIT_FAILURE;
+    }
+    printf("manager %s, map epoch %llu, heartbeat every %u ms, failure timeout %u ms\n\n",
+           s->manager, (unsigned long long)s->map_epoch, s->heartbeat_interval_ms,
+           s->failure_timeout_ms);
+    print_members(s, &t);
+    printf("\n");
+    print_partitions(s, &t);
+    free(t.cells);
+    return TG_EXIT_OK;
+}
+
+/* ---- JSON -------------------------------------------------------------------------- */
+
+static json_t *text_or_null(const char *text)
+{
+    return text[0] != '\0' ? json_string(text) : json_null();
+}
+
+static json_t *member_json(const tg_wire_member *m)
+{
+    return json_pack("{s:s, s:o, s:s, s:o, s:I, s:I, s:s, s:o}", "name", m->name, "zone",
+                     text_or_null(m->zone), "state", member_states[m->state], "heard_age_ms",
+                     m->heard_age_ms >= 0 ? json_integer(m->heard_age_ms) : json_null(),
+                     "incarnation", (json_int_t)m->incarnation, "map_epoch",
+                     (json_int_t)m->map_epoch, "rep_url", m->rep_url, "pub_url",
+                     text_or_null(m->pub_url));
+}
+
+static json_t *placement_json(const __typeof__(reply.grid_status_ok) *s,
+                              const tg_wire_placement *p)
+{
+    json_t *backups = json_array();
+    for (uint32_t b = 0; b < p->backups.count; b++) {
+        json_array_append_new(backups, json_string(member_name(s, p->backups.members[b])));
+    }
+    json_t *primary = p->primary >= 0 ? json_string(member_name(s, p->primary)) : json_null();
+    return json_pack("{s:I, s:I, s:o, s:o, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "partition_id",
+                     (json_int_t)p->partition_id, "event_id", (json_int_t)p->event_id,
+                     "primary", primary, "backups", backups, "epoch", (json_int_t)p->epoch,
+                     "state", placement_states[p->state], "held_epoch",
+                     (json_int_t)p->held_epoch, "log_head", (json_int_t)p->log_head,
+                     "log_persisted", (json_int_t)p->log_persisted, "persistence_lag",
+                     (json_int_t)(p->log_head - p->log_persisted), "unpersisted_age_ms",
+                     (json_int_t)(p->unpersisted_age_ms > INT64_MAX ? INT64_MAX
+                                                                    : p->unpersisted_age_ms));
+}
+
+static int print_json(const __typeof__(reply.grid_status_ok) *s)
+{
+    json_t *ms = json_array(), *ps = json_array();
+    for (uint32_t i = 0; i < s->member_count; i++) {
+        json_array_append_new(ms, member_json(&s->members[i]));
+    }
+    for (uint32_t i = 0; i < s->placement_count; i++) {
+        json_array_append_new(ps, placement_json(s, &s->placements[i]));
+    }
+    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:o, s:o}", "manager", s->manager,
+                             "map_epoch", (json_int_t)s->map_epoch, "heartbeat_interval_ms",
+                             (json_int_t)s->heartbeat_interval_ms, "failure_timeout_ms",
+                             (json_int_t)s->failure_timeout_ms, "members", ms, "partitions", ps);
+    char *text = root != NULL ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (text == NULL) {
+        fprintf(stderr, "%s: out of memory\n", PROGRAM);
+        return TG_EXIT_FAILURE;
+    }
+    printf("%s\n", text);
+    free(text);
+    return TG_EXIT_OK;
+}
+
+/* ---- Commands ------------------------------------------------------------------- */
+
+int ctl_status(const ctl_options *o)
+{
+    static tg_msg req;
+    req.type = TG_WIRE_GRID_STATUS;
+    int code = ask(o, &req);
+    if (code != TG_EXIT_OK) {
+        return code;
+    }
+    return o->json ? print_json(&reply.grid_status_ok) : print_table(&reply.grid_status_ok);
+}
+
+int ctl_remove_pu(const ctl_options *o, const char *name)
+{
+    static tg_msg req;
+    req.type = TG_WIRE_PU_REMOVE;
+    if (name[0] == '\0' || strlen(name) >= sizeof(req.pu_remove.name)) {
+        return tg_cli_usage_error(PROGRAM, "remove-pu takes a unit name of 1 to %u bytes",
+                                  TG_PU_NAME_BYTES - 1);
+    }
+    snprintf(req.pu_remove.name, sizeof(req.pu_remove.name), "%s", name);
+    int code = ask(o, &req);
+    if (code == TG_EXIT_OK) {
+        printf("%s is removed from the grid (a live unit is told to stop)\n", name);
+    }
+    return code;
+}

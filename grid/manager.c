@@ -1,0 +1,364 @@
+/*
+ * manager.c — the manager's loop: standing by, becoming active, answering
+ * units and tixgridctl, writing and publishing the map (see manager.h).
+ *
+ * One thread, one loop.  While active, each pass:
+ *   1. tells the failure detector the time (a late pass is an absence of
+ *      the manager, not of the units);
+ *   2. answers up to GRID_REQUESTS_PER_PASS requests, waiting at most
+ *      GRID_TICK_MS for the first (nng REP socket, synchronous: the
+ *      handlers only touch memory, a few microseconds each);
+ *   3. declares silent units dead;
+ *   4. when the map changed: writes it (epoch + 1, one transaction), then
+ *      publishes it;
+ *   5. on their timers: publishes the map again, re-reads grid_partitions
+ *      (new events, outside placements), writes last_seen.
+ * Any failure of the database makes it stand by again: the sockets close,
+ * the session closes (and with it the lock), and it starts over from what
+ * PostgreSQL holds.  A standby keeps no socket open, so units and
+ * tixgridctl, which dial every manager's address, reach only the active one.
+ *
+ * Rejected: a thread per socket with a lock around the map (the work per
+ * request is tiny, and one thread keeps the order of "write, then publish"
+ * obvious); nng contexts with asynchronous I/O for the REP socket (same
+ * reason; the manager answers a few hundred heartbeats a second).
+ */
+#include "manager.h"
+
+#include "tixgrid/assert.h"
+#include "tixgrid/clock.h"
+#include "tixgrid/log.h"
+
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    grid_manager_config cfg;
+    grid_map_state map;
+    grid_partition *spare; /* grid_db_refresh's scratch */
+    grid_detector det;
+    grid_msg_scratch scratch;
+    tg_wire_held held[TG_PU_PARTITIONS_MAX]; /* requests' arrays */
+    tg_msg req, reply, map_msg;
+    msgpack_sbuffer buf;
+    PGconn *db;
+    bool active;
+    bool db_down_logged; /* PostgreSQL's outage was logged */
+    bool standby_logged; /* "standing by" was logged */
+    nng_socket rep, pub;
+    bool rep_open, pub_open;
+    int64_t next_publish_ns, next_refresh_ns, next_flush_ns;
+} manager;
+
+static int64_t ms_ns(uint32_t ms)
+{
+    return (int64_t)ms * 1000000;
+}
+
+/* ---- Sockets ------------------------------------------------------------------ */
+
+static void sockets_close(manager *mg)
+{
+    if (mg->rep_open) {
+        nng_close(mg->rep);
+        mg->rep_open = false;
+    }
+    if (mg->pub_open) {
+        nng_close(mg->pub);
+        mg->pub_open = false;
+    }
+}
+
+static tg_err sockets_open(manager *mg)
+{
+    int rv = nng_rep0_open(&mg->rep);
+    mg->rep_open = rv == 0;
+    if (rv == 0) {
+        nng_socket_set_size(mg->rep, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
+        nng_socket_set_ms(mg->rep, NNG_OPT_RECVTIMEO, GRID_TICK_MS);
+        nng_socket_set_ms(mg->rep, NNG_OPT_SENDTIMEO, 100);
+        rv = nng_listen(mg->rep, mg->cfg.listen_url, NULL, 0);
+    }
+    if (rv != 0) {
+        tg_log_error("manager: cannot listen on %s: %s", mg->cfg.listen_url, nng_strerror(rv));
+        sockets_close(mg);
+        return TG_ESYSTEM;
+    }
+    rv = nng_pub0_open(&mg->pub);
+    mg->pub_open = rv == 0;
+    if (rv == 0) {
+        rv = nng_listen(mg->pub, mg->cfg.pub_url, NULL, 0);
+    }
+    if (rv != 0) {
+        tg_log_error("manager: cannot publish on %s: %s", mg->cfg.pub_url, nng_strerror(rv));
+        sockets_close(mg);
+        return TG_ESYSTEM;
+    }
+    return TG_OK;
+}
+
+/* ---- Standing by, and taking over -------------------------------------------- */
+
+static void db_close(manager *mg)
+{
+    PQfinish(mg->db);
+    mg->db = NULL;
+}
+
+static void step_down(manager *mg, const char *why)
+{
+    sockets_close(mg);
+    db_close(mg); /* the session ends: PostgreSQL releases the lock */
+    if (mg->active) {
+        tg_log_warn("manager %s: no longer active (%s); standing by", mg->cfg.name, why);
+    }
+    mg->active = false;
+    mg->standby_logged = true;
+}
+
+static tg_err activate(manager *mg)
+{
+    tg_err err = grid_db_load(mg->db, &mg->map);
+    if (err == TG_OK) {
+        err = sockets_open(mg);
+    }
+    if (err != TG_OK) {
+        step_down(mg, "could not take over");
+        if (err != TG_ENOENT) {
+            nng_msleep(GRID_RETRY_MS); /* the lock is free again for another manager */
+        }
+        return err == TG_ENOENT ? TG_ENOENT : TG_OK;
+    }
+    int64_t now = tg_mono_ns();
+    grid_detector_start(&mg->det, mg->cfg.failure_timeout_ms, mg->cfg.heartbeat_interval_ms, now);
+    grid_state_activate(&mg->map, &mg->det, now);
+    mg->active = true;
+    mg->standby_logged = false;
+    mg->next_publish_ns = now;
+    mg->next_refresh_ns = now + ms_ns(mg->cfg.refresh_ms);
+    mg->next_flush_ns = now + ms_ns(GRID_LAST_SEEN_FLUSH_MS);
+    uint32_t members = 0;
+    for (uint32_t i = 0; i < TG_GRID_MEMBERS_MAX; i++) {
+        members += mg->map.members[i].name[0] != '\0' ? 1 : 0;
+    }
+    tg_log_info("manager %s: active on %s, publishing on %s (map epoch %llu, %u units, %u "
+                "partitions)",
+                mg->cfg.name, mg->cfg.listen_url, mg->cfg.pub_url,
+                (unsigned long long)mg->map.epoch, members, mg->map.part_count);
+    return TG_OK;
+}
+
+/* One try at the lock; sleeps standby_poll_ms unless it became active. */
+static tg_err standby_pass(manager *mg)
+{
+    if (mg->db == NULL) {
+        mg->db = grid_db_connect(mg->cfg.conninfo, mg->cfg.connect_timeout_s, mg->db_down_logged);
+        mg->db_down_logged = mg->db == NULL;
+        if (mg->db != NULL) {
+            tg_log_info("manager %s: connected to PostgreSQL", mg->cfg.name);
+        }
+    }
+    bool got = false;
+    if (mg->db != NULL && grid_db_try_lock(mg->db, &got) != TG_OK) {
+        db_close(mg);
+    }
+    if (got) {
+        return activate(mg);
+    }
+    if (mg->db != NULL && !mg->standby_logged) {
+        tg_log_info("manager %s: standing by: another manager holds the lock", mg->cfg.name);
+        mg->standby_logged = true;
+    }
+    nng_msleep(mg->cfg.standby_poll_ms);
+    return TG_OK;
+}
+
+/* ---- Active -------------------------------------------------------------------- */
+
+static void publish(manager *mg)
+{
+    const char *why = NULL;
+    grid_state_map_msg(&mg->map, mg->map.epoch, &mg->scratch, &mg->map_msg);
+    if (tg_wire_encode_event(&mg->map_msg, &mg->buf, &why) != TG_OK) {
+        tg_log_error("manager: cannot encode the map: %s", why != NULL ? why : "?");
+        return;
+    }
+    int rv = nng_send(mg->pub, mg->buf.data, mg->buf.size, NNG_FLAG_NONBLOCK);
+    if (rv != 0 && rv != NNG_EAGAIN) {
+        tg_log_warn("manager: publishing the map failed: %s", nng_strerror(rv));
+    }
+}
+
+/* Encodes mg->reply into msg (replacing its body) and sends it. */
+static void reply_send(manager *mg, nng_msg *msg)
+{
+    const char *why = NULL;
+    if (tg_wire_encode(&mg->reply, &mg->buf, &why) != TG_OK) {
+        tg_log_error("manager: cannot encode a %s reply: %s", tg_wire_type_name(mg->reply.type),
+                     why != NULL ? why : "?");
+        tg_wire_error(&mg->reply, TG_EINVAL, "reply could not be encoded");
+        tg_err again = tg_wire_encode(&mg->reply, &mg->buf, NULL);
+        TG_ASSERT(again == TG_OK); /* a short error reply always encodes */
+    }
+    nng_msg_clear(msg);
+    if (nng_msg_append(msg, mg->buf.data, mg->buf.size) != 0 || nng_sendmsg(mg->rep, msg, 0) != 0) {
+        nng_msg_free(msg); /* the requester times out and asks again */
+    }
+}
+
+static void handle(manager *mg, nng_msg *msg)
+{
+    const char *why = NULL;
+    tg_wire_space space = {.held = mg->held, .held_capacity = TG_PU_PARTITIONS_MAX};
+    tg_err err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), &space, &mg->req, &why);
+    if (err != TG_OK) {
+        tg_wire_error(&mg->reply, err, why);
+    } else {
+        grid_state_env env = {.det = &mg->det,
+                              .pub_url = mg->cfg.pub_url,
+                              .heartbeat_interval_ms = mg->cfg.heartbeat_interval_ms,
+                              .failure_timeout_ms = mg->cfg.failure_timeout_ms};
+        grid_state_handle(&mg->map, &env, &mg->req, tg_mono_ns(), &mg->scratch, &mg->reply);
+    }
+    reply_send(mg, msg);
+}
+
+static void serve_requests(manager *mg)
+{
+    for (uint32_t n = 0; n < GRID_REQUESTS_PER_PASS; n++) {
+        nng_msg *msg = NULL;
+        int rv = nng_recvmsg(mg->rep, &msg, n == 0 && !mg->map.changed ? 0 : NNG_FLAG_NONBLOCK);
+        if (rv != 0) {
+            return; /* timed out, nothing more, or closed */
+        }
+        handle(mg, msg);
+    }
+}
+
+/* Writes the changed map, then publishes it; false if the manager must
+ * stand by. */
+static bool persist(manager *mg)
+{
+    tg_err err = grid_db_persist(mg->db, &mg->map);
+    if (err == TG_OK) {
+        grid_state_persisted(&mg->map, mg->map.epoch + 1);
+        tg_log_debug("manager: map epoch %llu written", (unsigned long long)mg->map.epoch);
+        publish(mg);
+        mg->next_publish_ns = tg_mono_ns() + ms_ns(mg->cfg.republish_ms);
+        return true;
+    }
+    if (err == TG_EBUSY) {
+        err = grid_db_refresh(mg->db, &mg->map, &mg->spare);
+    }
+    if (err != TG_OK && err != TG_EBUSY) {
+        step_down(mg, err == TG_ESTALE_EPOCH ? "another manager wrote the map"
+                                             : "PostgreSQL failed");
+        return false;
+    }
+    return true;
+}
+
+/* The timers of step 5; false if the manager must stand by. */
+static bool housekeeping(manager *mg, int64_t now)
+{
+    tg_err err = TG_OK;
+    if (now >= mg->next_refresh_ns) {
+        err = grid_db_refresh(mg->db, &mg->map, &mg->spare);
+        mg->next_refresh_ns = now + ms_ns(mg->cfg.refresh_ms);
+    }
+    if (err == TG_OK && now >= mg->next_flush_ns) {
+        err = grid_db_flush_seen(mg->db, &mg->map, &mg->det, now);
+        mg->next_flush_ns = now + ms_ns(GRID_LAST_SEEN_FLUSH_MS);
+    }
+    if (err != TG_OK) {
+        step_down(mg, err == TG_ESTALE_EPOCH ? "another manager wrote the map"
+                                             : "PostgreSQL failed");
+        return false;
+    }
+    if (now >= mg->next_publish_ns) {
+        publish(mg);
+        mg->next_publish_ns = now + ms_ns(mg->cfg.republish_ms);
+    }
+    return true;
+}
+
+static void active_pass(manager *mg)
+{
+    grid_detector_pass(&mg->det, tg_mono_ns());
+    serve_requests(mg);
+    int64_t now = tg_mono_ns();
+    grid_state_detect(&mg->map, &mg->det, now);
+    if (mg->map.changed && !persist(mg)) {
+        return;
+    }
+    housekeeping(mg, now);
+}
+
+/* ---- Running ------------------------------------------------------------------ */
+
+static tg_err config_check(const grid_manager_config *c)
+{
+    bool ok = c->name != NULL && grid_name_valid(c->name) && c->listen_url != NULL &&
+              c->pub_url != NULL && c->conninfo != NULL &&
+              c->heartbeat_interval_ms >= TG_GRID_HEARTBEAT_INTERVAL_MS_MIN &&
+              c->heartbeat_interval_ms <= TG_GRID_HEARTBEAT_INTERVAL_MS_MAX &&
+              c->failure_timeout_ms >= 2 * c->heartbeat_interval_ms &&
+              c->failure_timeout_ms <= TG_GRID_FAILURE_TIMEOUT_MS_MAX && c->republish_ms > 0 &&
+              c->standby_poll_ms > 0 && c->refresh_ms > 0;
+    return ok ? TG_OK : TG_EINVAL;
+}
+
+static manager *manager_new(const grid_manager_config *cfg)
+{
+    manager *mg = calloc(1, sizeof(*mg));
+    grid_partition *a = calloc(TG_GRID_PARTITIONS_MAX, sizeof(*a));
+    grid_partition *b = calloc(TG_GRID_PARTITIONS_MAX, sizeof(*b));
+    if (mg == NULL || a == NULL || b == NULL) {
+        free(mg);
+        free(a);
+        free(b);
+        return NULL;
+    }
+    mg->cfg = *cfg;
+    mg->map.parts = a;
+    mg->spare = b;
+    snprintf(mg->map.manager, sizeof(mg->map.manager), "%s", cfg->name);
+    msgpack_sbuffer_init(&mg->buf);
+    return mg;
+}
+
+tg_err grid_manager_run(const grid_manager_config *cfg, bool (*should_stop)(void *), void *arg)
+{
+    if (config_check(cfg) != TG_OK) {
+        return TG_EINVAL;
+    }
+    manager *mg = manager_new(cfg);
+    if (mg == NULL) {
+        return TG_ENOMEM;
+    }
+    tg_err result = TG_OK;
+    while (!should_stop(arg)) {
+        if (mg->active) {
+            active_pass(mg);
+        } else if (standby_pass(mg) == TG_ENOENT) {
+            tg_log_error("manager: the database has no grid schema (grid_map): run "
+                         "tixgrid-persister migrate");
+            result = TG_EDB;
+            break;
+        }
+    }
+    if (mg->active) {
+        tg_log_info("manager %s: stopping; a standby may take over", cfg->name);
+    }
+    sockets_close(mg);
+    db_close(mg);
+    msgpack_sbuffer_destroy(&mg->buf);
+    free(mg->map.parts);
+    free(mg->spare);
+    free(mg);
+    return result;
+}

@@ -1,0 +1,216 @@
+/*
+ * manager.h — tixgrid-manager: the partition map's owner (grid-internal).
+ *
+ * The manager keeps the grid's membership and its partition map, in memory
+ * and in PostgreSQL (grid_members, grid_partitions, grid_map; see
+ * schemas/sql/006_grid_manager.sql), and is the only writer of both.  Many
+ * managers may run; one is active, the others stand by:
+ *
+ *   standby   connected to PostgreSQL, trying pg_try_advisory_lock every
+ *             standby_poll_ms; no socket open.  The lock is session-level,
+ *             so PostgreSQL releases it the moment the active manager's
+ *             session ends (the process died, or its connection did).
+ *   active    holds the lock; answers units and tixgridctl on its REP
+ *             socket, publishes the map on its PUB socket, declares silent
+ *             units dead, and writes every change of the map in one
+ *             transaction on the session that holds the lock — so a manager
+ *             that lost its session cannot write, and each write checks the
+ *             map epoch it read (grid_map.epoch), so two writers never both
+ *             succeed.  A failed or timed-out statement, or a lost session,
+ *             makes it close its sockets and stand by again.
+ *
+ * Changes are persisted first and published after: a unit never applies a
+ * map that PostgreSQL does not hold.  The map is published again every
+ * republish_ms, so a subscriber that joined late (or missed one under load:
+ * PUB/SUB drops) catches up.  A manager taking over reads everything back,
+ * gives every unit a whole failure timeout to be heard again, and publishes
+ * the map with its epoch + 1.
+ *
+ * The module split: manager_state.c is the map and every rule about it
+ * (registration, heartbeats, adoption, failure detection, the status and
+ * map messages), with no I/O; manager_db.c is PostgreSQL; manager.c is the
+ * loop, the sockets and the switch between standby and active.
+ *
+ * Threads: one.  grid_manager_run runs the loop on the caller's thread
+ * until should_stop says so; nothing here is called from nng callbacks.
+ */
+#ifndef GRID_MANAGER_H
+#define GRID_MANAGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "detector.h"
+#include "tixgrid/err.h"
+#include "tixgrid/limits.h"
+#include "tixgrid/wire.h"
+
+/* The advisory lock key that makes one manager active ("tgridmgr"). */
+#define GRID_MANAGER_LOCK_KEY "8379472309981767538"
+/* Defaults of the manager's other settings, in ms. */
+#define GRID_REPUBLISH_MS_DEFAULT 1000u
+#define GRID_STANDBY_POLL_MS_DEFAULT 200u
+#define GRID_REFRESH_MS_DEFAULT 1000u
+/* How often last_seen is written, and how long one statement may take
+ * before the manager gives its session up, in ms. */
+#define GRID_LAST_SEEN_FLUSH_MS 1000u
+#define GRID_DB_TIMEOUT_MS 5000u
+/* How long a manager that got the lock but could not take over (its
+ * address in use, the map unreadable) waits before trying again. */
+#define GRID_RETRY_MS 1000u
+/* The loop's longest wait for a request: the detector's resolution. */
+#define GRID_TICK_MS 10u
+/* Requests answered in one pass of the loop before housekeeping runs. */
+#define GRID_REQUESTS_PER_PASS 64u
+/* PostgreSQL closes a session idle this long (a manager frozen, SIGSTOP):
+ * its lock goes, and a standby takes over. */
+#define GRID_IDLE_SESSION_TIMEOUT_MS 10000u
+
+typedef struct {
+    const char *name;       /* [A-Za-z0-9._-], < TG_PU_NAME_BYTES */
+    const char *listen_url; /* REP: units and tixgridctl */
+    const char *pub_url;    /* PUB: grid_map */
+    const char *conninfo;   /* PostgreSQL */
+    uint32_t connect_timeout_s;
+    uint32_t heartbeat_interval_ms;
+    uint32_t failure_timeout_ms;
+    uint32_t republish_ms;
+    uint32_t standby_poll_ms;
+    uint32_t refresh_ms;
+} grid_manager_config;
+
+/* Runs the manager until should_stop(arg) is true (checked at every pass,
+ * at least every GRID_TICK_MS while active and standby_poll_ms while
+ * standing by).  Returns TG_OK after a stop, TG_EDB when the database has
+ * no grid schema (run tixgrid-persister migrate), TG_EINVAL for a bad cfg. */
+tg_err grid_manager_run(const grid_manager_config *cfg, bool (*should_stop)(void *), void *arg);
+
+/* ---- The map in memory (manager_state.c) -------------------------------- */
+
+/* A member slot; name[0] == '\0' marks a free slot.  Slots never move, so
+ * partitions name members by slot index; messages renumber them. */
+typedef struct {
+    char name[TG_PU_NAME_BYTES];
+    char rep_url[TG_URL_BYTES];
+    char pub_url[TG_URL_BYTES];
+    char zone[TG_ZONE_BYTES];
+    uint32_t state;       /* tg_member_state */
+    uint64_t incarnation; /* as registered (or read back); 0 unknown */
+    bool registered;      /* registered with this manager since it became active */
+    grid_heard heard;     /* the last registration or heartbeat (or activation) */
+    bool ever_heard;      /* heard by this manager at all */
+    uint64_t map_epoch;   /* the newest map it applied */
+    bool dirty;           /* its row must be written */
+    bool removing;        /* its row must be deleted, then the slot freed */
+} grid_member;
+
+/* A partition of the map, with what its primary last reported. */
+typedef struct {
+    uint32_t partition_id;
+    uint64_t event_id;
+    uint64_t epoch;
+    int32_t primary; /* member slot, or -1 */
+    uint32_t backup_count;
+    int32_t backups[TG_GRID_BACKUPS_MAX];
+    uint64_t stored_epoch; /* the epoch grid_partitions holds: the write checks it */
+    bool dirty;            /* its row must be written */
+    int64_t report_ns;     /* heard_ns of the primary's report that listed it; 0 never */
+    uint64_t held_epoch;
+    uint64_t log_head;
+    uint64_t log_persisted;
+    uint64_t unpersisted_age_ms;
+} grid_partition;
+
+typedef struct {
+    char manager[TG_PU_NAME_BYTES]; /* this manager's name */
+    uint64_t epoch;                 /* the map's epoch as PostgreSQL holds it */
+    bool changed;                   /* changed since persisted: epoch + 1 to write */
+    grid_member members[TG_GRID_MEMBERS_MAX];
+    grid_partition *parts; /* sorted by partition_id; TG_GRID_PARTITIONS_MAX */
+    uint32_t part_count;
+} grid_map_state;
+
+/* Scratch for building messages from the map (one per manager). */
+typedef struct {
+    tg_wire_member members[TG_GRID_MEMBERS_MAX];
+    tg_wire_placement placements[TG_GRID_PARTITIONS_MAX];
+    int32_t wire_index[TG_GRID_MEMBERS_MAX]; /* member slot → index in the message */
+} grid_msg_scratch;
+
+/* The member slot named name, or -1. */
+int32_t grid_member_find(const grid_map_state *m, const char *name);
+
+/* The partition with this id, or NULL (binary search). */
+grid_partition *grid_partition_find(grid_map_state *m, uint32_t partition_id);
+
+/* True when name is a valid unit name: 1..47 of [A-Za-z0-9._-]. */
+bool grid_name_valid(const char *name);
+
+/* What replies say about the manager itself. */
+typedef struct {
+    const grid_detector *det;
+    const char *pub_url;
+    uint32_t heartbeat_interval_ms;
+    uint32_t failure_timeout_ms;
+} grid_state_env;
+
+/* Handles one decoded request to the manager, filling reply (an ok reply,
+ * whose arrays point into scratch, or an error).  now_ns is the monotonic
+ * time it was received. */
+void grid_state_handle(grid_map_state *m, const grid_state_env *env, const tg_msg *req,
+                       int64_t now_ns, grid_msg_scratch *scratch, tg_msg *reply);
+
+/* Declares silent units dead, and removes leaving ones that went silent
+ * (the slot is freed after the delete is persisted).  Returns how many
+ * units changed state. */
+uint32_t grid_state_detect(grid_map_state *m, const grid_detector *d, int64_t now_ns);
+
+/* Stamps every member heard now (a manager taking over). */
+void grid_state_activate(grid_map_state *m, const grid_detector *d, int64_t now_ns);
+
+/* Builds the map (grid_map, epoch epoch) in out, pointing into scratch. */
+void grid_state_map_msg(const grid_map_state *m, uint64_t epoch, grid_msg_scratch *scratch,
+                        tg_msg *out);
+
+/* After a successful write: clears dirty marks, frees removed slots, takes
+ * the new epoch. */
+void grid_state_persisted(grid_map_state *m, uint64_t epoch);
+
+/* ---- PostgreSQL (manager_db.c) ------------------------------------------ */
+
+/* Connects (application_name tixgrid-manager, the session timeouts above);
+ * NULL when PostgreSQL cannot be reached (logged once per outage by the
+ * caller, who passes quiet after the first). */
+PGconn *grid_db_connect(const char *conninfo, uint32_t timeout_s, bool quiet);
+
+/* pg_try_advisory_lock on GRID_MANAGER_LOCK_KEY: TG_OK and *got, or TG_EDB
+ * (the session is unusable). */
+tg_err grid_db_try_lock(PGconn *db, bool *got);
+
+/* Reads grid_map, grid_members and grid_partitions into m (replacing what
+ * it had).  TG_EDB (logged); TG_ENOENT when the schema lacks grid_map. */
+tg_err grid_db_load(PGconn *db, grid_map_state *m);
+
+/* Re-reads grid_partitions and new rows of grid_members into m: a
+ * partition added (an event published), deleted, or placed by someone else
+ * (tixgrid-persister place: a stored epoch other than ours) is taken as
+ * PostgreSQL has it.  *scratch is a second TG_GRID_PARTITIONS_MAX array: the
+ * merge is built there and swapped with m->parts.  Sets m->changed when
+ * anything changed.  TG_ESTALE_EPOCH
+ * when grid_map.epoch is above ours: another manager wrote.  TG_EDB. */
+tg_err grid_db_refresh(PGconn *db, grid_map_state *m, grid_partition **scratch);
+
+/* Writes what changed, with epoch m->epoch + 1, in one transaction.
+ * TG_ESTALE_EPOCH when grid_map was written by another manager; TG_EBUSY
+ * when a partition row changed under us (refresh, then try again); TG_EDB
+ * when the session failed.  Nothing is written unless TG_OK. */
+tg_err grid_db_persist(PGconn *db, const grid_map_state *m);
+
+/* Writes last_seen of every member heard since (one statement). */
+tg_err grid_db_flush_seen(PGconn *db, const grid_map_state *m, const grid_detector *d,
+                          int64_t now_ns);
+
+
+#endif
