@@ -404,10 +404,12 @@ static tg_err write_member(PGconn *db, const grid_member *u)
                             u->incarnation != 0 ? incarnation : NULL};
     return db_command(db, "write grid_members",
                       "INSERT INTO grid_members (pu_name, rep_url, pub_url, zone, state,"
-                      " incarnation) VALUES ($1, NULLIF($2, ''), NULLIF($3, ''), NULLIF($4, ''),"
-                      " $5, $6) ON CONFLICT (pu_name) DO UPDATE SET rep_url = EXCLUDED.rep_url,"
+                      " incarnation, last_seen) VALUES ($1, NULLIF($2, ''), NULLIF($3, ''),"
+                      " NULLIF($4, ''), $5, $6, CASE WHEN $5 = 'alive' THEN now() END)"
+                      " ON CONFLICT (pu_name) DO UPDATE SET rep_url = EXCLUDED.rep_url,"
                       " pub_url = EXCLUDED.pub_url, zone = EXCLUDED.zone, state = EXCLUDED.state,"
-                      " incarnation = EXCLUDED.incarnation",
+                      " incarnation = EXCLUDED.incarnation,"
+                      " last_seen = COALESCE(EXCLUDED.last_seen, grid_members.last_seen)",
                       6, params, NULL);
 }
 
