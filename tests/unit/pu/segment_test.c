@@ -689,3 +689,19 @@ Test(segment, counters_start_with_every_seat_free)
     cr_assert_arr_eq(recount, totals, sizeof(totals));
     fx_check(fx.p);
 }
+
+Test(segment, the_map_epoch_only_rises_and_survives_a_reattach)
+{
+    pu_partition *p = fx_start(1, 2, 10);
+    cr_assert_eq(fx_info(p).map_epoch, 0);
+    cr_assert_eq(pu_partition_raise_epoch(p, 5), 5);
+    cr_assert_eq(pu_partition_raise_epoch(p, 3), 5, "an older epoch is never taken");
+    cr_assert_eq(pu_partition_raise_epoch(p, 5), 5);
+    cr_assert_eq(fx_info(p).map_epoch, 5);
+    pu_partition *observer = NULL;
+    cr_assert_eq(pu_partition_attach(fx.name, PU_ATTACH_OBSERVER, &observer), TG_OK);
+    cr_assert_eq(fx_info(observer).map_epoch, 5, "the epoch lives in shared memory");
+    cr_assert_eq(pu_partition_raise_epoch(observer, TG_WIRE_ID_MAX), TG_WIRE_ID_MAX);
+    pu_partition_detach(observer);
+    cr_assert_eq(fx_info(p).map_epoch, TG_WIRE_ID_MAX);
+}
