@@ -245,10 +245,14 @@ static tg_err on_register(grid_map_state *m, const grid_state_env *env, const tg
     bool same = known && u->state == TG_MEMBER_ALIVE && !u->removing &&
                 u->incarnation == r->incarnation && strcmp(u->rep_url, r->rep_url) == 0 &&
                 strcmp(u->pub_url, r->pub_url) == 0 && strcmp(u->zone, r->zone) == 0;
+    /* Removed, then registering again with the same incarnation (a new
+     * manager asked it to): it is still leaving.  A new incarnation is an
+     * operator starting it again: it joins. */
+    bool leaving = known && u->state == TG_MEMBER_LEAVING && u->incarnation == r->incarnation;
     snprintf(u->rep_url, sizeof(u->rep_url), "%s", r->rep_url);
     snprintf(u->pub_url, sizeof(u->pub_url), "%s", r->pub_url);
     snprintf(u->zone, sizeof(u->zone), "%s", r->zone);
-    u->state = TG_MEMBER_ALIVE;
+    u->state = leaving ? TG_MEMBER_LEAVING : TG_MEMBER_ALIVE;
     u->incarnation = r->incarnation;
     u->registered = true;
     u->removing = false;

@@ -1,0 +1,286 @@
+/*
+ * manager_state_test.c — the manager's rules about the map, without a
+ * database or sockets (grid/manager.h, manager_state.c).
+ *
+ * Requests are built as decoded messages and handed to grid_state_handle
+ * with a made-up monotonic clock; the failure detector is the real one.
+ * Each test reads as a rule: who may send heartbeats, when a partition is
+ * adopted and at which epoch, what a death changes, what remove-pu may do,
+ * what the status and the published map say.
+ */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "manager.h"
+#include "tixgrid/log.h"
+
+#define MS (INT64_C(1000000))
+
+static grid_map_state *m;
+static grid_detector det;
+static grid_msg_scratch *scratch;
+static tg_msg req, rep;
+static tg_wire_held held[4];
+static grid_state_env env;
+
+/* Partitions 1..3 (events 11..13) at epoch 1, no primary. */
+static void setup(void)
+{
+    tg_log_set_level(TG_LOG_ERROR); /* the rules log what they decide */
+    m = calloc(1, sizeof(*m));
+    scratch = calloc(1, sizeof(*scratch));
+    cr_assert(m != NULL && scratch != NULL);
+    m->parts = calloc(TG_GRID_PARTITIONS_MAX, sizeof(*m->parts));
+    cr_assert(m->parts != NULL);
+    snprintf(m->manager, sizeof(m->manager), "mgr-t");
+    m->epoch = 7;
+    for (uint32_t i = 0; i < 3; i++) {
+        m->parts[i] = (grid_partition){.partition_id = i + 1, .event_id = 11 + i, .epoch = 1,
+                                       .stored_epoch = 1, .primary = -1};
+    }
+    m->part_count = 3;
+    grid_detector_start(&det, 1000, 100, 0);
+    grid_state_activate(m, &det, 0);
+    grid_state_persisted(m, m->epoch);
+    env = (grid_state_env){.det = &det, .pub_url = "ipc:///tmp/mgr.pub",
+                           .heartbeat_interval_ms = 100, .failure_timeout_ms = 1000};
+}
+
+static void teardown(void)
+{
+    free(m->parts);
+    free(m);
+    free(scratch);
+}
+
+TestSuite(manager_state, .init = setup, .fini = teardown);
+
+/* Registers name (incarnation inc) holding partitions ids (epoch 1). */
+static tg_err do_register(const char *name, uint64_t inc, const uint32_t *ids, uint32_t n,
+                          int64_t now)
+{
+    memset(&req, 0, sizeof(req));
+    req.type = TG_WIRE_PU_REGISTER;
+    snprintf(req.pu_register.name, sizeof(req.pu_register.name), "%s", name);
+    req.pu_register.incarnation = inc;
+    snprintf(req.pu_register.rep_url, sizeof(req.pu_register.rep_url), "ipc:///tmp/%s.rep", name);
+    snprintf(req.pu_register.zone, sizeof(req.pu_register.zone), "z1");
+    for (uint32_t i = 0; i < n; i++) {
+        held[i] = (tg_wire_held){.partition_id = ids[i], .event_id = 10 + ids[i], .epoch = 1,
+                                 .log_head = 5, .log_persisted = 3};
+    }
+    req.pu_register.held_count = n;
+    req.pu_register.held = held;
+    grid_state_handle(m, &env, &req, now, scratch, &rep);
+    return rep.type == TG_WIRE_ERROR ? (tg_err)rep.error.code : TG_OK;
+}
+
+static tg_err do_heartbeat(const char *name, uint64_t inc, const uint32_t *ids, uint32_t n,
+                           uint64_t epoch, int64_t now)
+{
+    memset(&req, 0, sizeof(req));
+    req.type = TG_WIRE_HEARTBEAT;
+    snprintf(req.heartbeat.name, sizeof(req.heartbeat.name), "%s", name);
+    req.heartbeat.incarnation = inc;
+    for (uint32_t i = 0; i < n; i++) {
+        held[i] = (tg_wire_held){.partition_id = ids[i], .epoch = epoch, .log_head = 9,
+                                 .log_persisted = 4, .unpersisted_age_ms = 30};
+    }
+    req.heartbeat.held_count = n;
+    req.heartbeat.held = held;
+    grid_state_handle(m, &env, &req, now, scratch, &rep);
+    return rep.type == TG_WIRE_ERROR ? (tg_err)rep.error.code : TG_OK;
+}
+
+static const tg_msg *status_at(int64_t now)
+{
+    memset(&req, 0, sizeof(req));
+    req.type = TG_WIRE_GRID_STATUS;
+    grid_state_handle(m, &env, &req, now, scratch, &rep);
+    cr_assert_eq(rep.type, TG_WIRE_GRID_STATUS_OK);
+    return &rep;
+}
+
+Test(manager_state, a_registration_adopts_the_partitions_nobody_holds_at_a_new_epoch)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1, 2}, 2, 10 * MS), TG_OK);
+    cr_assert_eq(rep.type, TG_WIRE_PU_REGISTER_OK);
+    cr_assert_str_eq(rep.pu_register_ok.pub_url, "ipc:///tmp/mgr.pub");
+    cr_assert_eq(rep.pu_register_ok.heartbeat_interval_ms, 100);
+    cr_assert_eq(rep.pu_register_ok.map_epoch, 7);
+    grid_partition *p1 = grid_partition_find(m, 1);
+    cr_assert_eq(p1->primary, grid_member_find(m, "pu1"));
+    cr_assert_eq(p1->epoch, 2);
+    cr_assert(p1->dirty && m->changed);
+    cr_assert_eq(grid_partition_find(m, 3)->primary, -1);
+    /* A second unit with a copy of partition 1 does not take it. */
+    cr_assert_eq(do_register("pu2", 200, (const uint32_t[]){1}, 1, 20 * MS), TG_OK);
+    cr_assert_eq(p1->primary, grid_member_find(m, "pu1"));
+    cr_assert_eq(p1->epoch, 2);
+}
+
+Test(manager_state, a_partition_of_another_event_or_unknown_is_left_out)
+{
+    memset(&req, 0, sizeof(req));
+    cr_assert_eq(do_register("pu1", 1, (const uint32_t[]){9}, 1, 0), TG_OK);
+    held[0] = (tg_wire_held){.partition_id = 1, .event_id = 99};
+    req.pu_register.held_count = 1;
+    grid_state_handle(m, &env, &req, 0, scratch, &rep);
+    cr_assert_eq(grid_partition_find(m, 1)->primary, -1, "event 99 is not partition 1's");
+    cr_assert_null(grid_partition_find(m, 9));
+}
+
+Test(manager_state, heartbeats_count_only_from_the_registered_incarnation)
+{
+    cr_assert_eq(do_heartbeat("pu1", 100, NULL, 0, 0, 0), TG_ENOT_FOUND, "never registered");
+    cr_assert_eq(do_register("pu1", 100, NULL, 0, 0), TG_OK);
+    cr_assert_eq(do_heartbeat("pu1", 100, NULL, 0, 0, 50 * MS), TG_OK);
+    cr_assert_eq(rep.type, TG_WIRE_HEARTBEAT_OK);
+    cr_assert_not(rep.heartbeat_ok.leave);
+    cr_assert_eq(do_heartbeat("pu1", 101, NULL, 0, 0, 60 * MS), TG_ENOT_FOUND,
+                 "another run of the unit");
+    /* A manager that takes over knows nobody's incarnation. */
+    grid_state_activate(m, &det, 70 * MS);
+    cr_assert_eq(do_heartbeat("pu1", 100, NULL, 0, 0, 80 * MS), TG_ENOT_FOUND);
+}
+
+Test(manager_state, a_silent_unit_is_declared_dead_and_must_register_again)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    for (int64_t t = 0; t <= 1000 * MS; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+    }
+    cr_assert_eq(grid_state_detect(m, &det, 1000 * MS), 0);
+    grid_detector_pass(&det, 1010 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 1010 * MS), 1);
+    int32_t i = grid_member_find(m, "pu1");
+    cr_assert_eq(m->members[i].state, TG_MEMBER_DEAD);
+    cr_assert(m->members[i].dirty && m->changed);
+    cr_assert_eq(grid_partition_find(m, 1)->primary, i, "its partition waits for it");
+    const tg_msg *s = status_at(1010 * MS);
+    cr_assert_eq(s->grid_status_ok.placements[0].state, TG_PLACEMENT_PRIMARY_DEAD);
+    cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1}, 1, 2, 1020 * MS), TG_ENOT_FOUND);
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 1030 * MS), TG_OK);
+    cr_assert_eq(m->members[i].state, TG_MEMBER_ALIVE);
+    cr_assert_eq(grid_partition_find(m, 1)->epoch, 2, "back with the same epoch");
+}
+
+Test(manager_state, the_status_says_what_each_partition_is_doing)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1, 2}, 2, 0), TG_OK);
+    /* Reports epoch 2 for partition 1 only; partition 2 at epoch 1 and then
+     * not reported at all. */
+    cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1}, 1, 2, 100 * MS), TG_OK);
+    const tg_msg *s = status_at(150 * MS);
+    const __typeof__(s->grid_status_ok) *g = &s->grid_status_ok;
+    cr_assert_eq(g->member_count, 1);
+    cr_assert_str_eq(g->members[0].name, "pu1");
+    cr_assert_eq(g->members[0].heard_age_ms, 50);
+    cr_assert_eq(g->members[0].incarnation, 100);
+    cr_assert_eq(g->placement_count, 3);
+    cr_assert_eq(g->placements[0].state, TG_PLACEMENT_SERVING);
+    cr_assert_eq(g->placements[0].log_head, 9);
+    cr_assert_eq(g->placements[0].log_persisted, 4);
+    cr_assert_eq(g->placements[0].unpersisted_age_ms, 30);
+    cr_assert_eq(g->placements[1].state, TG_PLACEMENT_NOT_LOADED);
+    cr_assert_eq(g->placements[2].state, TG_PLACEMENT_UNPLACED);
+    cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1, 2}, 2, 1, 200 * MS), TG_OK);
+    s = status_at(200 * MS);
+    cr_assert_eq(s->grid_status_ok.placements[0].state, TG_PLACEMENT_EPOCH_BEHIND);
+    /* The whole reply is a valid message. */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    cr_assert_eq(tg_wire_encode(s, &sb, NULL), TG_OK);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(manager_state, a_unit_ahead_of_the_map_raises_the_maps_epoch)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1}, 1, 40, 10 * MS), TG_OK);
+    grid_partition *p = grid_partition_find(m, 1);
+    cr_assert_eq(p->epoch, 40);
+    cr_assert(p->dirty && m->changed);
+}
+
+Test(manager_state, remove_pu_refuses_a_unit_with_partitions_and_retires_the_others)
+{
+    cr_assert_eq(do_register("busy", 1, (const uint32_t[]){1}, 1, 0), TG_OK);
+    cr_assert_eq(do_register("idle", 2, NULL, 0, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    memset(&req, 0, sizeof(req));
+    req.type = TG_WIRE_PU_REMOVE;
+    snprintf(req.pu_remove.name, sizeof(req.pu_remove.name), "busy");
+    grid_state_handle(m, &env, &req, 0, scratch, &rep);
+    cr_assert_eq(rep.error.code, TG_EPARTITION_STATE);
+    snprintf(req.pu_remove.name, sizeof(req.pu_remove.name), "nobody");
+    grid_state_handle(m, &env, &req, 0, scratch, &rep);
+    cr_assert_eq(rep.error.code, TG_ENOT_FOUND);
+    snprintf(req.pu_remove.name, sizeof(req.pu_remove.name), "idle");
+    grid_state_handle(m, &env, &req, 0, scratch, &rep);
+    cr_assert_eq(rep.type, TG_WIRE_PU_REMOVE_OK);
+    int32_t i = grid_member_find(m, "idle");
+    cr_assert_eq(m->members[i].state, TG_MEMBER_LEAVING);
+    cr_assert_eq(do_heartbeat("idle", 2, NULL, 0, 0, 10 * MS), TG_OK);
+    cr_assert(rep.heartbeat_ok.leave, "a leaving unit is told to stop");
+    /* Asked to register again by a new manager, the same run still leaves. */
+    cr_assert_eq(do_register("idle", 2, NULL, 0, 20 * MS), TG_OK);
+    cr_assert_eq(m->members[i].state, TG_MEMBER_LEAVING);
+    /* Once silent it goes, after the delete is written. */
+    for (int64_t t = 30 * MS; t <= 1100 * MS; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+    }
+    grid_state_detect(m, &det, 1100 * MS);
+    cr_assert(m->members[i].removing);
+    grid_state_persisted(m, m->epoch + 1);
+    cr_assert_eq(grid_member_find(m, "idle"), -1);
+}
+
+Test(manager_state, bad_registrations_are_refused_with_a_reason)
+{
+    cr_assert_eq(do_register("bad name", 1, NULL, 0, 0), TG_EINVAL);
+    cr_assert(strstr(rep.error.message, "pu_register.name") != NULL);
+    memset(&req, 0, sizeof(req));
+    req.type = TG_WIRE_PU_REGISTER;
+    snprintf(req.pu_register.name, sizeof(req.pu_register.name), "pu1");
+    req.pu_register.incarnation = 1;
+    snprintf(req.pu_register.rep_url, sizeof(req.pu_register.rep_url), "not-an-address");
+    grid_state_handle(m, &env, &req, 0, scratch, &rep);
+    cr_assert_eq(rep.error.code, TG_EINVAL);
+    snprintf(req.pu_register.rep_url, sizeof(req.pu_register.rep_url), "tcp://h:1");
+    snprintf(req.pu_register.zone, sizeof(req.pu_register.zone), "a zone");
+    grid_state_handle(m, &env, &req, 0, scratch, &rep);
+    cr_assert_eq(rep.error.code, TG_EINVAL);
+    cr_assert_eq(grid_member_find(m, "pu1"), -1, "nothing was added");
+    /* A full grid. */
+    for (uint32_t k = 0; k < TG_GRID_MEMBERS_MAX; k++) {
+        char name[16];
+        snprintf(name, sizeof(name), "u%u", k);
+        cr_assert_eq(do_register(name, 1, NULL, 0, 0), TG_OK);
+    }
+    cr_assert_eq(do_register("one-more", 1, NULL, 0, 0), TG_ENOMEM);
+}
+
+Test(manager_state, the_published_map_numbers_members_and_skips_removed_ones)
+{
+    cr_assert_eq(do_register("a", 1, NULL, 0, 0), TG_OK);
+    cr_assert_eq(do_register("b", 1, (const uint32_t[]){2}, 1, 0), TG_OK);
+    m->members[grid_member_find(m, "a")].removing = true;
+    tg_msg map;
+    grid_state_map_msg(m, 9, scratch, &map);
+    cr_assert_eq(map.grid_map.epoch, 9);
+    cr_assert_str_eq(map.grid_map.manager, "mgr-t");
+    cr_assert_eq(map.grid_map.member_count, 1);
+    cr_assert_str_eq(map.grid_map.members[0].name, "b");
+    cr_assert_eq(map.grid_map.placements[1].primary, 0);
+    cr_assert_eq(map.grid_map.placements[0].primary, -1);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    cr_assert_eq(tg_wire_encode_event(&map, &sb, NULL), TG_OK);
+    msgpack_sbuffer_destroy(&sb);
+}
