@@ -42,8 +42,9 @@ static int dial_all(nng_socket s, const char *urls)
         const char *end = strchr(p, ',');
         size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
         if (n == 0 || n >= sizeof(url)) {
-            return tg_cli_usage_error(PROGRAM, "--manager takes comma-separated addresses of "
-                                               "at most %u bytes",
+            return tg_cli_usage_error(PROGRAM,
+                                      "--manager takes comma-separated addresses of "
+                                      "at most %u bytes",
                                       TG_URL_BYTES - 1);
         }
         memcpy(url, p, n);
@@ -116,7 +117,7 @@ static int ask(const ctl_options *o, const tg_msg *req)
 
 /* ---- The table ------------------------------------------------------------------ */
 
-#define CELL_BYTES 64u
+#define CELL_BYTES  64u
 #define COLUMNS_MAX 10u
 
 typedef struct {
@@ -206,8 +207,8 @@ static void backups_text(const __typeof__(reply.grid_status_ok) *s, const tg_wir
 
 static void print_partitions(const __typeof__(reply.grid_status_ok) *s, table *t)
 {
-    static const char *const head[] = {"PARTITION", "EVENT",     "PRIMARY",    "BACKUPS",
-                                       "EPOCH",     "STATE",     "LOG HEAD",   "PERSISTED",
+    static const char *const head[] = {"PARTITION",   "EVENT",   "PRIMARY",  "BACKUPS",
+                                       "EPOCH",       "STATE",   "LOG HEAD", "PERSISTED",
                                        "PERSIST LAG", "REPL LAG"};
     t->columns = 10;
     t->rows = 1 + s->placement_count;
@@ -238,8 +239,8 @@ static void print_partitions(const __typeof__(reply.grid_status_ok) *s, table *t
 
 static int print_table(const __typeof__(reply.grid_status_ok) *s)
 {
-    uint32_t rows = 1 + (s->placement_count > s->member_count ? s->placement_count
-                                                              : s->member_count);
+    uint32_t rows =
+        1 + (s->placement_count > s->member_count ? s->placement_count : s->member_count);
     table t = {.cells = calloc(rows, sizeof(*t.cells))};
     if (t.cells == NULL) {
         fprintf(stderr, "%s: out of memory\n", PROGRAM);
@@ -272,23 +273,21 @@ static json_t *member_json(const tg_wire_member *m)
                      text_or_null(m->pub_url));
 }
 
-static json_t *placement_json(const __typeof__(reply.grid_status_ok) *s,
-                              const tg_wire_placement *p)
+static json_t *placement_json(const __typeof__(reply.grid_status_ok) *s, const tg_wire_placement *p)
 {
     json_t *backups = json_array();
     for (uint32_t b = 0; b < p->backups.count; b++) {
         json_array_append_new(backups, json_string(member_name(s, p->backups.members[b])));
     }
     json_t *primary = p->primary >= 0 ? json_string(member_name(s, p->primary)) : json_null();
-    return json_pack("{s:I, s:I, s:o, s:o, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "partition_id",
-                     (json_int_t)p->partition_id, "event_id", (json_int_t)p->event_id,
-                     "primary", primary, "backups", backups, "epoch", (json_int_t)p->epoch,
-                     "state", placement_states[p->state], "held_epoch",
-                     (json_int_t)p->held_epoch, "log_head", (json_int_t)p->log_head,
-                     "log_persisted", (json_int_t)p->log_persisted, "persistence_lag",
-                     (json_int_t)(p->log_head - p->log_persisted), "unpersisted_age_ms",
-                     (json_int_t)(p->unpersisted_age_ms > INT64_MAX ? INT64_MAX
-                                                                    : p->unpersisted_age_ms));
+    return json_pack(
+        "{s:I, s:I, s:o, s:o, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "partition_id",
+        (json_int_t)p->partition_id, "event_id", (json_int_t)p->event_id, "primary", primary,
+        "backups", backups, "epoch", (json_int_t)p->epoch, "state", placement_states[p->state],
+        "held_epoch", (json_int_t)p->held_epoch, "log_head", (json_int_t)p->log_head,
+        "log_persisted", (json_int_t)p->log_persisted, "persistence_lag",
+        (json_int_t)(p->log_head - p->log_persisted), "unpersisted_age_ms",
+        (json_int_t)(p->unpersisted_age_ms > INT64_MAX ? INT64_MAX : p->unpersisted_age_ms));
 }
 
 static int print_json(const __typeof__(reply.grid_status_ok) *s)
@@ -300,8 +299,8 @@ static int print_json(const __typeof__(reply.grid_status_ok) *s)
     for (uint32_t i = 0; i < s->placement_count; i++) {
         json_array_append_new(ps, placement_json(s, &s->placements[i]));
     }
-    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:o, s:o}", "manager", s->manager,
-                             "map_epoch", (json_int_t)s->map_epoch, "heartbeat_interval_ms",
+    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:o, s:o}", "manager", s->manager, "map_epoch",
+                             (json_int_t)s->map_epoch, "heartbeat_interval_ms",
                              (json_int_t)s->heartbeat_interval_ms, "failure_timeout_ms",
                              (json_int_t)s->failure_timeout_ms, "members", ms, "partitions", ps);
     char *text = root != NULL ? json_dumps(root, JSON_COMPACT) : NULL;

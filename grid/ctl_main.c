@@ -93,8 +93,9 @@ int main(int argc, char **argv)
     const char *command = argv[optind];
     int args = argc - optind - 1;
     if (later(command)) {
-        fprintf(stderr, "%s: %s needs partition replication, which this build does not have "
-                        "yet\n",
+        fprintf(stderr,
+                "%s: %s needs partition replication, which this build does not have "
+                "yet\n",
                 PROGRAM, command);
         return TG_EXIT_UNAVAILABLE;
     }

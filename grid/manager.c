@@ -255,8 +255,8 @@ static bool persist(manager *mg)
         err = grid_db_refresh(mg->db, &mg->map, &mg->spare);
     }
     if (err != TG_OK && err != TG_EBUSY) {
-        step_down(mg, err == TG_ESTALE_EPOCH ? "another manager wrote the map"
-                                             : "PostgreSQL failed");
+        step_down(mg,
+                  err == TG_ESTALE_EPOCH ? "another manager wrote the map" : "PostgreSQL failed");
         return false;
     }
     return true;
@@ -275,8 +275,8 @@ static bool housekeeping(manager *mg, int64_t now)
         mg->next_flush_ns = now + ms_ns(GRID_LAST_SEEN_FLUSH_MS);
     }
     if (err != TG_OK) {
-        step_down(mg, err == TG_ESTALE_EPOCH ? "another manager wrote the map"
-                                             : "PostgreSQL failed");
+        step_down(mg,
+                  err == TG_ESTALE_EPOCH ? "another manager wrote the map" : "PostgreSQL failed");
         return false;
     }
     if (now >= mg->next_publish_ns) {

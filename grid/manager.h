@@ -50,13 +50,13 @@
 /* The advisory lock key that makes one manager active ("tgridmgr"). */
 #define GRID_MANAGER_LOCK_KEY "8379472309981767538"
 /* Defaults of the manager's other settings, in ms. */
-#define GRID_REPUBLISH_MS_DEFAULT 1000u
+#define GRID_REPUBLISH_MS_DEFAULT    1000u
 #define GRID_STANDBY_POLL_MS_DEFAULT 200u
-#define GRID_REFRESH_MS_DEFAULT 1000u
+#define GRID_REFRESH_MS_DEFAULT      1000u
 /* How often last_seen is written, and how long one statement may take
  * before the manager gives its session up, in ms. */
 #define GRID_LAST_SEEN_FLUSH_MS 1000u
-#define GRID_DB_TIMEOUT_MS 5000u
+#define GRID_DB_TIMEOUT_MS      5000u
 /* How long a manager that got the lock but could not take over (its
  * address in use, the map unreadable) waits before trying again. */
 #define GRID_RETRY_MS 1000u
@@ -211,6 +211,5 @@ tg_err grid_db_persist(PGconn *db, const grid_map_state *m);
 /* Writes last_seen of every member heard since (one statement). */
 tg_err grid_db_flush_seen(PGconn *db, const grid_map_state *m, const grid_detector *d,
                           int64_t now_ns);
-
 
 #endif

@@ -126,12 +126,12 @@ static PGresult *db_exec(PGconn *db, const char *what, const char *sql, int n,
     if (*err != TG_OK) {
         char why[DB_MESSAGE_BYTES];
         fold(why, sizeof(why),
-             *err == TG_ETIMEDOUT  ? "no answer in time"
-             : last != NULL        ? PQresultErrorMessage(last)
-                                   : PQerrorMessage(db));
+             *err == TG_ETIMEDOUT ? "no answer in time"
+             : last != NULL       ? PQresultErrorMessage(last)
+                                  : PQerrorMessage(db));
         const char *state = last != NULL ? PQresultErrorField(last, PG_DIAG_SQLSTATE) : NULL;
-        tg_log_error("manager: PostgreSQL: %s: %s%s%s", what, why, state != NULL ? " sqlstate " : "",
-                     state != NULL ? state : "");
+        tg_log_error("manager: PostgreSQL: %s: %s%s%s", what, why,
+                     state != NULL ? " sqlstate " : "", state != NULL ? state : "");
         if (state != NULL && strcmp(state, "42P01") == 0) {
             *err = TG_ENOENT; /* undefined_table: no grid schema */
         }
@@ -281,8 +281,8 @@ static const char partitions_sql[] =
 
 static PGresult *read_partitions(PGconn *db, tg_err *err)
 {
-    PGresult *r = db_exec(db, "read grid_partitions", partitions_sql, 0, NULL, PGRES_TUPLES_OK,
-                          err);
+    PGresult *r =
+        db_exec(db, "read grid_partitions", partitions_sql, 0, NULL, PGRES_TUPLES_OK, err);
     if (r != NULL && PQntuples(r) > (int)TG_GRID_PARTITIONS_MAX) {
         tg_log_error("manager: grid_partitions has %d partitions; a map holds at most %u",
                      PQntuples(r), TG_GRID_PARTITIONS_MAX);
@@ -296,8 +296,8 @@ static PGresult *read_partitions(PGconn *db, tg_err *err)
 static tg_err read_map_epoch(PGconn *db, uint64_t *epoch)
 {
     tg_err err;
-    PGresult *r = db_exec(db, "read grid_map", "SELECT epoch FROM grid_map", 0, NULL,
-                          PGRES_TUPLES_OK, &err);
+    PGresult *r =
+        db_exec(db, "read grid_map", "SELECT epoch FROM grid_map", 0, NULL, PGRES_TUPLES_OK, &err);
     if (r != NULL && PQntuples(r) != 1) {
         tg_log_error("manager: grid_map must have exactly one row (it has %d)", PQntuples(r));
         err = TG_EDB;
@@ -400,8 +400,9 @@ static tg_err write_member(PGconn *db, const grid_member *u)
 {
     char incarnation[24];
     snprintf(incarnation, sizeof(incarnation), "%" PRIu64, u->incarnation);
-    const char *params[] = {u->name, u->rep_url, u->pub_url, u->zone, state_text(u->state),
-                            u->incarnation != 0 ? incarnation : NULL};
+    const char *params[] = {
+        u->name, u->rep_url,           u->pub_url,
+        u->zone, state_text(u->state), u->incarnation != 0 ? incarnation : NULL};
     return db_command(db, "write grid_members",
                       "INSERT INTO grid_members (pu_name, rep_url, pub_url, zone, state,"
                       " incarnation, last_seen) VALUES ($1, NULLIF($2, ''), NULLIF($3, ''),"
@@ -518,7 +519,8 @@ tg_err grid_db_flush_seen(PGconn *db, const grid_map_state *m, const grid_detect
             continue;
         }
         char age[24];
-        snprintf(age, sizeof(age), "%" PRId64, grid_detector_silence_ns(d, &u->heard, now_ns) / 1000000);
+        snprintf(age, sizeof(age), "%" PRId64,
+                 grid_detector_silence_ns(d, &u->heard, now_ns) / 1000000);
         array_append(names, sizeof(names), &at_names, u->name, true);
         array_append(ages, sizeof(ages), &at_ages, age, false);
         count++;

@@ -74,20 +74,32 @@ static int parse_option(int c, options *o)
     grid_manager_config *g = &o->cfg;
     tg_log_level level;
     switch (c) {
-    case 'n': g->name = optarg; return 0;
-    case 'l': g->listen_url = optarg; return 0;
-    case 'p': g->pub_url = optarg; return 0;
-    case 'd': g->conninfo = optarg; return 0;
+    case 'n':
+        g->name = optarg;
+        return 0;
+    case 'l':
+        g->listen_url = optarg;
+        return 0;
+    case 'p':
+        g->pub_url = optarg;
+        return 0;
+    case 'd':
+        g->conninfo = optarg;
+        return 0;
     case 'i':
         return parse_ms("--heartbeat-interval-ms", optarg, TG_GRID_HEARTBEAT_INTERVAL_MS_MIN,
                         TG_GRID_HEARTBEAT_INTERVAL_MS_MAX, &g->heartbeat_interval_ms);
     case 't':
         return parse_ms("--failure-timeout-ms", optarg, 2 * TG_GRID_HEARTBEAT_INTERVAL_MS_MIN,
                         TG_GRID_FAILURE_TIMEOUT_MS_MAX, &g->failure_timeout_ms);
-    case 'r': return parse_ms("--republish-ms", optarg, 10, 60000, &g->republish_ms);
-    case 's': return parse_ms("--standby-poll-ms", optarg, 10, 5000, &g->standby_poll_ms);
-    case 'f': return parse_ms("--refresh-ms", optarg, 10, 60000, &g->refresh_ms);
-    case 'c': return parse_ms("--connect-timeout-s", optarg, 1, 3600, &g->connect_timeout_s);
+    case 'r':
+        return parse_ms("--republish-ms", optarg, 10, 60000, &g->republish_ms);
+    case 's':
+        return parse_ms("--standby-poll-ms", optarg, 10, 5000, &g->standby_poll_ms);
+    case 'f':
+        return parse_ms("--refresh-ms", optarg, 10, 60000, &g->refresh_ms);
+    case 'c':
+        return parse_ms("--connect-timeout-s", optarg, 1, 3600, &g->connect_timeout_s);
     case 'L':
         if (tg_log_level_parse(optarg, &level) != TG_OK) {
             return tg_cli_usage_error(PROGRAM, "--log-level must be debug, info, warn or error");
@@ -136,8 +148,9 @@ static int check_required(options *o)
         return tg_cli_usage_error(PROGRAM, "--name must be 1 to 47 of A-Z a-z 0-9 . _ -");
     }
     if (g->failure_timeout_ms < 2 * g->heartbeat_interval_ms) {
-        return tg_cli_usage_error(PROGRAM, "--failure-timeout-ms must be at least twice "
-                                           "--heartbeat-interval-ms (%u ms)",
+        return tg_cli_usage_error(PROGRAM,
+                                  "--failure-timeout-ms must be at least twice "
+                                  "--heartbeat-interval-ms (%u ms)",
                                   g->heartbeat_interval_ms);
     }
     return 0;

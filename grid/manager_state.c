@@ -435,10 +435,18 @@ void grid_state_handle(grid_map_state *m, const grid_state_env *env, const tg_ms
     tg_err err = TG_OK;
     memset(reply, 0, sizeof(*reply));
     switch (req->type) {
-    case TG_WIRE_PU_REGISTER: err = on_register(m, env, req, now_ns, reply, &why); break;
-    case TG_WIRE_HEARTBEAT: err = on_heartbeat(m, env, req, now_ns, reply, &why); break;
-    case TG_WIRE_GRID_STATUS: on_status(m, env, now_ns, scratch, reply); break;
-    case TG_WIRE_PU_REMOVE: err = on_remove(m, req, reply, &why); break;
+    case TG_WIRE_PU_REGISTER:
+        err = on_register(m, env, req, now_ns, reply, &why);
+        break;
+    case TG_WIRE_HEARTBEAT:
+        err = on_heartbeat(m, env, req, now_ns, reply, &why);
+        break;
+    case TG_WIRE_GRID_STATUS:
+        on_status(m, env, now_ns, scratch, reply);
+        break;
+    case TG_WIRE_PU_REMOVE:
+        err = on_remove(m, req, reply, &why);
+        break;
     default:
         err = TG_EPROTO;
         why = "not a request to the grid manager";

@@ -115,8 +115,7 @@ static bool holds(const grid_place_slot *s, int32_t i)
 }
 
 /* True when member i is in a zone none of the slot's replicas is in. */
-static bool zone_is_new(const grid_place_member *m, uint32_t n, const grid_place_slot *s,
-                        int32_t i)
+static bool zone_is_new(const grid_place_member *m, uint32_t n, const grid_place_slot *s, int32_t i)
 {
     if (!has_zone(&m[i])) {
         return true;

@@ -50,7 +50,7 @@
 /* How long a registration may take, and the longest single wait of the
  * thread (so that a stop is seen quickly whatever the interval). */
 #define REGISTER_TIMEOUT_MS 1000u
-#define WAIT_SLICE_MS 50u
+#define WAIT_SLICE_MS       50u
 
 struct pu_member {
     pu_server *srv;
@@ -84,8 +84,8 @@ static tg_err call(pu_member *m, uint32_t timeout_ms)
     const char *why = NULL;
     tg_err err = tg_wire_encode(&m->msg, &m->buf, &why);
     if (err != TG_OK) {
-        tg_log_error("pu %s: cannot encode %s: %s", m->srv->name,
-                     tg_wire_type_name(m->msg.type), why != NULL ? why : "?");
+        tg_log_error("pu %s: cannot encode %s: %s", m->srv->name, tg_wire_type_name(m->msg.type),
+                     why != NULL ? why : "?");
         return err;
     }
     nng_socket_set_ms(m->req, NNG_OPT_SENDTIMEO, (nng_duration)timeout_ms);
@@ -139,8 +139,8 @@ static uint32_t gather_held(pu_member *m)
             .event_id = info.event_id,
             .epoch = info.map_epoch,
             .log_head = info.log_head,
-            .log_persisted = info.log_persisted <= info.log_head ? info.log_persisted
-                                                                 : info.log_head,
+            .log_persisted =
+                info.log_persisted <= info.log_head ? info.log_persisted : info.log_head,
             .unpersisted_age_ms = pu_unpersisted_age_ms(s, e, info.log_persisted, now_ms),
         };
     }

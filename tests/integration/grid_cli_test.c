@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 
 #define RUN_TIMEOUT_MS 10000
-#define ARGS_MAX 24
+#define ARGS_MAX       24
 
 static hx_run_result result;
 
@@ -57,14 +57,14 @@ static void one_line(const hx_run_result *r, int code, const char *needle, const
                  WEXITSTATUS(r->status), code, r->err);
     cr_assert_eq(hx_count_lines(r->err), 1u, "%s: %u lines on stderr, want 1:\n%s", what,
                  hx_count_lines(r->err), r->err);
-    cr_assert(strstr(r->err, needle) != NULL, "%s: stderr does not mention '%s':\n%s", what,
-              needle, r->err);
+    cr_assert(strstr(r->err, needle) != NULL, "%s: stderr does not mention '%s':\n%s", what, needle,
+              r->err);
     cr_assert_str_eq(r->out, "", "%s: wrote to stdout", what);
 }
 
-#define MGR "TIXGRID_MANAGER_BIN"
-#define CTL "TIXGRIDCTL_BIN"
-#define PU "TIXGRID_PU_BIN"
+#define MGR      "TIXGRID_MANAGER_BIN"
+#define CTL      "TIXGRIDCTL_BIN"
+#define PU       "TIXGRID_PU_BIN"
 #define REQUIRED "--listen", "ipc:///tmp/x.rep", "--pub", "ipc:///tmp/x.pub", "--db", "dbname=x"
 
 Test(grid_cli, help_and_version_exit_0)
@@ -73,8 +73,8 @@ Test(grid_cli, help_and_version_exit_0)
     for (int i = 0; i < 2; i++) {
         hx_run_result *r = run(binaries[i], "--help", NULL);
         cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0);
-        cr_assert(strstr(r->out, "usage:") != NULL && strstr(r->out, "Exit status") != NULL,
-                  "%s", r->out);
+        cr_assert(strstr(r->out, "usage:") != NULL && strstr(r->out, "Exit status") != NULL, "%s",
+                  r->out);
         r = run(binaries[i], "--version", NULL);
         cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0);
         cr_assert(strstr(r->out, TG_VERSION) != NULL, "%s", r->out);
@@ -84,8 +84,8 @@ Test(grid_cli, help_and_version_exit_0)
 Test(grid_cli, the_manager_refuses_bad_flags_with_exit_64_and_one_line)
 {
     one_line(run(MGR, NULL), 64, "--listen, --pub and --db are required", "no flags");
-    one_line(run(MGR, "--listen", "ipc:///tmp/x.rep", "--db", "dbname=x", NULL), 64,
-             "are required", "no --pub");
+    one_line(run(MGR, "--listen", "ipc:///tmp/x.rep", "--db", "dbname=x", NULL), 64, "are required",
+             "no --pub");
     one_line(run(MGR, REQUIRED, "--heartbeat-interval-ms", "5", NULL), 64,
              "--heartbeat-interval-ms must be", "interval too short");
     one_line(run(MGR, REQUIRED, "--heartbeat-interval-ms", "abc", NULL), 64,
@@ -94,8 +94,7 @@ Test(grid_cli, the_manager_refuses_bad_flags_with_exit_64_and_one_line)
              "at least twice --heartbeat-interval-ms", "timeout below two intervals");
     one_line(run(MGR, REQUIRED, "--failure-timeout-ms", "999999999", NULL), 64,
              "--failure-timeout-ms must be", "timeout too long");
-    one_line(run(MGR, REQUIRED, "--standby-poll-ms", "0", NULL), 64, "--standby-poll-ms",
-             "poll 0");
+    one_line(run(MGR, REQUIRED, "--standby-poll-ms", "0", NULL), 64, "--standby-poll-ms", "poll 0");
     one_line(run(MGR, REQUIRED, "--name", "bad name", NULL), 64, "--name", "bad name");
     one_line(run(MGR, REQUIRED, "--log-level", "loud", NULL), 64, "--log-level", "level");
     one_line(run(MGR, REQUIRED, "--bogus", NULL), 64, "unknown option", "unknown flag");

@@ -38,12 +38,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MANAGERS_MAX 2
+#define MANAGERS_MAX   2
 #define RUN_TIMEOUT_MS 10000
 /* Bounds of the waits for the grid to settle. */
-#define SETTLE_MS 5000
-#define TIMEOUT_MS 1000 /* the manager's default failure timeout */
-#define INTERVAL_MS 100 /* ... and heartbeat interval */
+#define SETTLE_MS   5000
+#define TIMEOUT_MS  1000 /* the manager's default failure timeout */
+#define INTERVAL_MS 100  /* ... and heartbeat interval */
 
 typedef struct {
     char name[16];
@@ -155,8 +155,18 @@ static manager *manager_init(int i)
 static void manager_start(int i, const char *extra_flag, const char *extra_value)
 {
     manager *m = manager_init(i);
-    const char *argv[] = {bin("TIXGRID_MANAGER_BIN"), "--name", m->name, "--listen", m->rep_url,
-                          "--pub", m->pub_url, "--db", pg->conninfo, extra_flag, extra_value, NULL};
+    const char *argv[] = {bin("TIXGRID_MANAGER_BIN"),
+                          "--name",
+                          m->name,
+                          "--listen",
+                          m->rep_url,
+                          "--pub",
+                          m->pub_url,
+                          "--db",
+                          pg->conninfo,
+                          extra_flag,
+                          extra_value,
+                          NULL};
     m->pid = spawn(argv, m->log_path);
 }
 
@@ -289,11 +299,11 @@ static int64_t number(json_t *object, const char *key)
 
 /* What a status must show for a wait to end. */
 typedef struct {
-    const char *manager;        /* the active one's name, or NULL: any */
-    const char *unit;           /* this unit ... */
-    const char *unit_state;     /* ... in this state (NULL: the unit is absent) */
-    bool unit_registered;       /* ... and registered with the active manager */
-    uint32_t partition;         /* this partition (0: none) ... */
+    const char *manager;         /* the active one's name, or NULL: any */
+    const char *unit;            /* this unit ... */
+    const char *unit_state;      /* ... in this state (NULL: the unit is absent) */
+    bool unit_registered;        /* ... and registered with the active manager */
+    uint32_t partition;          /* this partition (0: none) ... */
     const char *partition_state; /* ... in this state */
 } expectation;
 
@@ -377,13 +387,15 @@ Test(grid_manager, units_register_and_appear_in_the_status_and_in_postgresql)
     manager_start(0, NULL, NULL);
     unit_start(&u1, 1, "zone-a");
     unit_start(&u2, 2, NULL);
-    json_t *root = wait_for(&(expectation){.unit = u1.name, .unit_state = "alive",
-                                           .partition = 1, .partition_state = "serving"},
-                            SETTLE_MS, NULL);
+    json_t *root = wait_for(
+        &(expectation){
+            .unit = u1.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL);
     json_decref(root);
-    root = wait_for(&(expectation){.unit = u2.name, .unit_state = "alive", .partition = 2,
-                                   .partition_state = "serving"},
-                    SETTLE_MS, NULL);
+    root = wait_for(
+        &(expectation){
+            .unit = u2.name, .unit_state = "alive", .partition = 2, .partition_state = "serving"},
+        SETTLE_MS, NULL);
     cr_assert_str_eq(text(root, "manager"), "mgr-a");
     cr_assert_eq(number(root, "heartbeat_interval_ms"), INTERVAL_MS);
     cr_assert_eq(number(root, "failure_timeout_ms"), TIMEOUT_MS);
@@ -408,8 +420,9 @@ Test(grid_manager, units_register_and_appear_in_the_status_and_in_postgresql)
 
     /* PostgreSQL holds the same map. */
     char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT primary_pu || ':' || epoch FROM grid_partitions "
-                               "WHERE partition_id = 1");
+    snprintf(sql, sizeof(sql),
+             "SELECT primary_pu || ':' || epoch FROM grid_partitions "
+             "WHERE partition_id = 1");
     char want[96];
     snprintf(want, sizeof(want), "%s:2", u1.name);
     cr_assert_str_eq(query_text(sql), want);
@@ -436,7 +449,8 @@ Test(grid_manager, units_register_and_appear_in_the_status_and_in_postgresql)
     while (!seen && hx_now_ms() - t0 < SETTLE_MS) {
         root = status();
         json_t *p = partition(root, 1);
-        seen = number(p, "log_head") == (int64_t)head && number(p, "persistence_lag") == (int64_t)head;
+        seen =
+            number(p, "log_head") == (int64_t)head && number(p, "persistence_lag") == (int64_t)head;
         json_decref(root);
     }
     cr_assert(seen, "the status never showed log head %llu unpersisted", (unsigned long long)head);
@@ -454,16 +468,19 @@ Test(grid_manager, a_killed_unit_is_declared_dead_within_the_timeout_and_one_int
     database_start(true);
     manager_start(0, NULL, NULL);
     unit_start(&u, 1, NULL);
-    json_t *root = wait_for(&(expectation){.unit = u.name, .unit_state = "alive", .partition = 1,
-                                           .partition_state = "serving"},
-                            SETTLE_MS, NULL);
+    json_t *root = wait_for(
+        &(expectation){
+            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL);
     int64_t epoch_before = number(root, "map_epoch");
     json_decref(root);
     /* Let a few heartbeats pass, so the last one is at most an interval old. */
     hx_sleep_ms(300);
     hx_kill(&u);
     int64_t elapsed = 0;
-    root = wait_for(&(expectation){.unit = u.name, .unit_state = "dead", .partition = 1,
+    root = wait_for(&(expectation){.unit = u.name,
+                                   .unit_state = "dead",
+                                   .partition = 1,
                                    .partition_state = "primary_dead"},
                     3 * TIMEOUT_MS, &elapsed);
     cr_log_info("a SIGKILLed unit was reported dead after %lld ms (timeout %d ms, interval %d ms)",
@@ -483,9 +500,10 @@ Test(grid_manager, a_killed_unit_is_declared_dead_within_the_timeout_and_one_int
     /* Restarted, it re-attaches its segment, registers again and serves
      * the same partition at the same epoch. */
     hx_start(&u);
-    root = wait_for(&(expectation){.unit = u.name, .unit_state = "alive", .partition = 1,
-                                   .partition_state = "serving"},
-                    SETTLE_MS, NULL);
+    root = wait_for(
+        &(expectation){
+            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL);
     cr_assert_eq(number(partition(root, 1), "epoch"), 2);
     json_decref(root);
 }
@@ -498,9 +516,10 @@ Test(grid_manager, the_standby_takes_over_when_the_active_manager_is_killed)
     json_decref(wait_for(&(expectation){.manager = "mgr-a"}, SETTLE_MS, NULL));
     manager_start(1, NULL, NULL);
     unit_start(&u, 1, NULL);
-    json_t *root = wait_for(&(expectation){.unit = u.name, .unit_state = "alive", .partition = 1,
-                                           .partition_state = "serving"},
-                            SETTLE_MS, NULL);
+    json_t *root = wait_for(
+        &(expectation){
+            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL);
     int64_t epoch_before = number(root, "map_epoch");
     json_decref(root);
     int64_t t0 = hx_now_ms();
@@ -512,8 +531,11 @@ Test(grid_manager, the_standby_takes_over_when_the_active_manager_is_killed)
     manager_kill(0);
     int64_t answered = 0, settled = 0;
     json_decref(wait_for(&(expectation){.manager = "mgr-b"}, SETTLE_MS, &answered));
-    root = wait_for(&(expectation){.manager = "mgr-b", .unit = u.name, .unit_state = "alive",
-                                   .unit_registered = true, .partition = 1,
+    root = wait_for(&(expectation){.manager = "mgr-b",
+                                   .unit = u.name,
+                                   .unit_state = "alive",
+                                   .unit_registered = true,
+                                   .partition = 1,
                                    .partition_state = "serving"},
                     SETTLE_MS, &settled);
     cr_log_info("after the active manager's SIGKILL the standby answered in %lld ms; the unit "
@@ -545,11 +567,12 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitio
     manager_start(0, NULL, NULL);
     unit_start(&empty, 0, NULL);
     unit_start(&busy, 1, NULL);
-    json_decref(wait_for(&(expectation){.unit = empty.name, .unit_state = "alive"}, SETTLE_MS,
-                         NULL));
-    json_decref(wait_for(&(expectation){.unit = busy.name, .unit_state = "alive", .partition = 1,
-                                        .partition_state = "serving"},
-                         SETTLE_MS, NULL));
+    json_decref(
+        wait_for(&(expectation){.unit = empty.name, .unit_state = "alive"}, SETTLE_MS, NULL));
+    json_decref(wait_for(
+        &(expectation){
+            .unit = busy.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL));
 
     hx_run_result *r = ctl("remove-pu", busy.name, NULL);
     cr_assert_eq(exit_code(r), 1, "stderr: %s", r->err);
@@ -567,8 +590,7 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitio
     empty.pid = 0;
     cr_assert(WIFEXITED(status_code) && WEXITSTATUS(status_code) == 0,
               "the removed unit ended with %#x", status_code);
-    json_decref(wait_for(&(expectation){.unit = empty.name, .unit_state = NULL}, SETTLE_MS,
-                         NULL));
+    json_decref(wait_for(&(expectation){.unit = empty.name, .unit_state = NULL}, SETTLE_MS, NULL));
     char sql[160];
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM grid_members WHERE pu_name = '%s'",
              empty.name);
@@ -581,9 +603,10 @@ Test(grid_manager, the_map_is_published_and_published_again_for_late_subscribers
     database_start(true);
     manager_start(0, "--republish-ms", "300");
     unit_start(&u, 1, NULL);
-    json_t *root = wait_for(&(expectation){.unit = u.name, .unit_state = "alive", .partition = 1,
-                                           .partition_state = "serving"},
-                            SETTLE_MS, NULL);
+    json_t *root = wait_for(
+        &(expectation){
+            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL);
     uint64_t epoch = (uint64_t)number(root, "map_epoch");
     json_decref(root);
     /* A subscriber that comes late still gets the map, twice. */
@@ -631,9 +654,10 @@ Test(grid_manager, a_unit_never_lowers_an_epoch_the_map_has_lowered)
     database_start(true);
     manager_start(0, "--refresh-ms", "100");
     unit_start(&u, 1, NULL);
-    json_decref(wait_for(&(expectation){.unit = u.name, .unit_state = "alive", .partition = 1,
-                                        .partition_state = "serving"},
-                         SETTLE_MS, NULL));
+    json_decref(wait_for(
+        &(expectation){
+            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL));
     /* Someone writes an older epoch into grid_partitions: the manager takes
      * it (an outside placement), publishes it, and the unit keeps 2. */
     PGconn *db = pgt_connect(pg);
@@ -653,9 +677,10 @@ Test(grid_manager, a_unit_never_lowers_an_epoch_the_map_has_lowered)
     const tg_msg *info = partition_info(c, 1);
     cr_assert_eq(info->partition_info_ok.map_epoch, 2, "the unit went back to an older epoch");
     hx_client_close(c);
-    json_t *root = wait_for(&(expectation){.unit = u.name, .unit_state = "alive", .partition = 1,
-                                           .partition_state = "serving"},
-                            SETTLE_MS, NULL);
+    json_t *root = wait_for(
+        &(expectation){
+            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL);
     cr_assert_eq(number(partition(root, 1), "epoch"), 2, "the map follows the unit");
     json_decref(root);
     cr_assert_eq(query_i64("SELECT epoch FROM grid_partitions WHERE partition_id = 1"), 2);
@@ -668,7 +693,6 @@ Test(grid_manager, a_database_without_the_grid_schema_stops_the_manager_with_one
     int status_code = 0;
     cr_assert(hx_wait_exit(managers[0].pid, 10000, &status_code), "the manager kept running");
     managers[0].pid = 0;
-    cr_assert(WIFEXITED(status_code) && WEXITSTATUS(status_code) == 1, "status %#x",
-              status_code);
+    cr_assert(WIFEXITED(status_code) && WEXITSTATUS(status_code) == 1, "status %#x", status_code);
     cr_assert(log_says(0, "tixgrid-persister migrate"));
 }

@@ -38,15 +38,20 @@ static void setup(void)
     snprintf(m->manager, sizeof(m->manager), "mgr-t");
     m->epoch = 7;
     for (uint32_t i = 0; i < 3; i++) {
-        m->parts[i] = (grid_partition){.partition_id = i + 1, .event_id = 11 + i, .epoch = 1,
-                                       .stored_epoch = 1, .primary = -1};
+        m->parts[i] = (grid_partition){.partition_id = i + 1,
+                                       .event_id = 11 + i,
+                                       .epoch = 1,
+                                       .stored_epoch = 1,
+                                       .primary = -1};
     }
     m->part_count = 3;
     grid_detector_start(&det, 1000, 100, 0);
     grid_state_activate(m, &det, 0);
     grid_state_persisted(m, m->epoch);
-    env = (grid_state_env){.det = &det, .pub_url = "ipc:///tmp/mgr.pub",
-                           .heartbeat_interval_ms = 100, .failure_timeout_ms = 1000};
+    env = (grid_state_env){.det = &det,
+                           .pub_url = "ipc:///tmp/mgr.pub",
+                           .heartbeat_interval_ms = 100,
+                           .failure_timeout_ms = 1000};
 }
 
 static void teardown(void)
@@ -69,8 +74,11 @@ static tg_err do_register(const char *name, uint64_t inc, const uint32_t *ids, u
     snprintf(req.pu_register.rep_url, sizeof(req.pu_register.rep_url), "ipc:///tmp/%s.rep", name);
     snprintf(req.pu_register.zone, sizeof(req.pu_register.zone), "z1");
     for (uint32_t i = 0; i < n; i++) {
-        held[i] = (tg_wire_held){.partition_id = ids[i], .event_id = 10 + ids[i], .epoch = 1,
-                                 .log_head = 5, .log_persisted = 3};
+        held[i] = (tg_wire_held){.partition_id = ids[i],
+                                 .event_id = 10 + ids[i],
+                                 .epoch = 1,
+                                 .log_head = 5,
+                                 .log_persisted = 3};
     }
     req.pu_register.held_count = n;
     req.pu_register.held = held;
@@ -86,8 +94,11 @@ static tg_err do_heartbeat(const char *name, uint64_t inc, const uint32_t *ids, 
     snprintf(req.heartbeat.name, sizeof(req.heartbeat.name), "%s", name);
     req.heartbeat.incarnation = inc;
     for (uint32_t i = 0; i < n; i++) {
-        held[i] = (tg_wire_held){.partition_id = ids[i], .epoch = epoch, .log_head = 9,
-                                 .log_persisted = 4, .unpersisted_age_ms = 30};
+        held[i] = (tg_wire_held){.partition_id = ids[i],
+                                 .epoch = epoch,
+                                 .log_head = 9,
+                                 .log_persisted = 4,
+                                 .unpersisted_age_ms = 30};
     }
     req.heartbeat.held_count = n;
     req.heartbeat.held = held;

@@ -155,9 +155,9 @@ Test(placement, one_zone_is_shared_only_when_no_other_has_room)
 {
     /* Zones a, a and b: a primary in b gets its backup in a; one in a gets
      * one in b, then the second backup must share a zone. */
-    grid_place_member m[3] = {
-        {.zone = "a", .eligible = true}, {.zone = "a", .eligible = true},
-        {.zone = "b", .eligible = true}};
+    grid_place_member m[3] = {{.zone = "a", .eligible = true},
+                              {.zone = "a", .eligible = true},
+                              {.zone = "b", .eligible = true}};
     unplaced(3, true);
     slots[0].primary = 0;
     slots[1].primary = 2;
@@ -173,8 +173,9 @@ Test(placement, one_zone_is_shared_only_when_no_other_has_room)
 
 Test(placement, units_without_a_zone_label_count_as_zones_of_their_own)
 {
-    grid_place_member m[3] = {
-        {.zone = "a", .eligible = true}, {.zone = "a", .eligible = true}, {.zone = "", .eligible = true}};
+    grid_place_member m[3] = {{.zone = "a", .eligible = true},
+                              {.zone = "a", .eligible = true},
+                              {.zone = "", .eligible = true}};
     unplaced(1, true);
     slots[0].primary = 0;
     grid_place(m, 3, slots, 1, 1, NULL);
