@@ -1,16 +1,12 @@
 /*
  * client.c — requests to processing units (see client.h).
  *
- * A request is a slot: an nng AIO, a context on the endpoint's REQ socket,
- * the encoded request and room for the decoded reply.  Slots come from a
- * free list made at open (bounded, no allocation per request beyond nng's
- * own message).  A slot keeps its context open for the next request to the
- * same endpoint (the free list is LIFO, so under load a slot mostly serves
- * one endpoint): opening and closing a context per request cost about a
- * tenth of a gateway's time per hold.  A REQ context may carry a new request
- * after the last one timed out: nng drops the old one's late reply.  The
- * slot's AIO callback drives it: send done → receive with what is left of
- * the timeout → decode → slot back on the list → user callback.
+ * A request is a slot: an nng AIO, a context opened on the endpoint's REQ
+ * socket for this one exchange, the encoded request and room for the
+ * decoded reply.  Slots come from a free list made at open (bounded, no
+ * allocation per request beyond nng's own message and context).  The slot's
+ * AIO callback drives it: send done → receive with what is left of the
+ * timeout → decode → user callback → close context → slot back on the list.
  *
  * Locks: `lock` protects the free list, the endpoint table and the routes;
  * it is never held while nng runs a callback or while a user callback runs.
@@ -46,7 +42,6 @@ typedef struct client_slot {
     struct client_slot *next_free;
     nng_aio *aio;
     nng_ctx ctx;
-    int32_t ctx_endpoint; /* the endpoint ctx is open on; -1: none */
     bool receiving;
     tg_wire_type expect; /* the ok reply's type for this request */
     int64_t deadline_ns;
@@ -92,7 +87,6 @@ tg_err tg_client_open(const tg_client_config *cfg, tg_client **out)
     c->slot_count = n;
     for (uint32_t i = 0; i < n; i++) {
         slots[i].client = c;
-        slots[i].ctx_endpoint = -1;
         msgpack_sbuffer_init(&slots[i].buf);
         if (nng_aio_alloc(&slots[i].aio, slot_cb, &slots[i]) != 0) {
             c->slot_count = i;
@@ -190,7 +184,8 @@ static void slot_untake(tg_client *c, client_slot *s)
 
 static void slot_release(tg_client *c, client_slot *s)
 {
-    slot_untake(c, s); /* the context stays open for the slot's next request */
+    nng_ctx_close(s->ctx);
+    slot_untake(c, s);
 }
 
 /* Decodes the reply, gives the slot back, then runs the user's callback;
@@ -255,7 +250,7 @@ static void slot_cb(void *arg)
 
 /* Takes a free slot and resolves the socket; NULL url means by partition. */
 static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nng_socket *sock,
-                        int32_t *endpoint, client_slot **out)
+                        client_slot **out)
 {
     pthread_mutex_lock(&c->lock);
     int32_t ep = -1;
@@ -277,7 +272,6 @@ static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nn
         c->free_list = (*out)->next_free;
         c->busy++;
         *sock = c->endpoints[ep].sock;
-        *endpoint = ep;
     }
     pthread_mutex_unlock(&c->lock);
     return err;
@@ -309,24 +303,15 @@ static tg_err send_common(tg_client *c, const char *url, uint32_t partition_id, 
     TG_ASSERT(cb != NULL && req != NULL);
     client_slot *s;
     nng_socket sock;
-    int32_t ep;
-    tg_err err = slot_take(c, url, partition_id, &sock, &ep, &s);
+    tg_err err = slot_take(c, url, partition_id, &sock, &s);
     if (err != TG_OK) {
         return err;
     }
     nng_msg *msg = NULL;
     err = request_message(s, req, &msg);
-    if (err == TG_OK && s->ctx_endpoint != ep) {
-        if (s->ctx_endpoint >= 0) {
-            nng_ctx_close(s->ctx);
-            s->ctx_endpoint = -1;
-        }
-        if (nng_ctx_open(&s->ctx, sock) != 0) {
-            nng_msg_free(msg);
-            err = TG_ENOMEM;
-        } else {
-            s->ctx_endpoint = ep;
-        }
+    if (err == TG_OK && nng_ctx_open(&s->ctx, sock) != 0) {
+        nng_msg_free(msg);
+        err = TG_ENOMEM;
     }
     if (err != TG_OK) {
         slot_untake(c, s);
