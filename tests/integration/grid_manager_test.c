@@ -217,6 +217,12 @@ static void unit_start(hx_unit *u, uint32_t partition_id, const char *zone)
 
 /* ---- tixgridctl ---------------------------------------------------------------- */
 
+/* tixgridctl's --timeout-ms.  500 ms keeps status polls fine-grained (a
+ * poll with one manager down waits that long); a command whose single
+ * answer is asserted gets longer (ctl_patient), so that a loaded machine
+ * does not turn "answered late" into "no manager answered". */
+static const char *ctl_timeout_ms = "500";
+
 /* Runs tixgridctl with the arguments (NULL-ended) against both managers. */
 static hx_run_result *ctl(const char *arg, ...)
 {
@@ -226,7 +232,7 @@ static hx_run_result *ctl(const char *arg, ...)
     argv[n++] = "--manager";
     argv[n++] = manager_urls;
     argv[n++] = "--timeout-ms";
-    argv[n++] = "500";
+    argv[n++] = (char *)ctl_timeout_ms;
     va_list ap;
     va_start(ap, arg);
     for (const char *a = arg; a != NULL && n < 15; a = va_arg(ap, const char *)) {
@@ -237,6 +243,15 @@ static hx_run_result *ctl(const char *arg, ...)
     hx_run(argv, RUN_TIMEOUT_MS, &run_result);
     cr_assert(!run_result.timed_out, "tixgridctl did not exit in %d ms", RUN_TIMEOUT_MS);
     return &run_result;
+}
+
+#define ctl_patient(...)                                                                  \
+    (ctl_timeout_ms = "3000", ctl_result_keep(ctl(__VA_ARGS__)))
+
+static hx_run_result *ctl_result_keep(hx_run_result *r)
+{
+    ctl_timeout_ms = "500";
+    return r;
 }
 
 static int exit_code(const hx_run_result *r)
@@ -454,7 +469,7 @@ Test(grid_manager, units_register_and_appear_in_the_status_and_in_postgresql)
         json_decref(root);
     }
     cr_assert(seen, "the status never showed log head %llu unpersisted", (unsigned long long)head);
-    hx_run_result *r = ctl("status", NULL);
+    hx_run_result *r = ctl_patient("status", NULL);
     cr_assert_eq(exit_code(r), 0);
     cr_assert(strstr(r->out, "PARTITION") != NULL && strstr(r->out, u1.name) != NULL &&
                   strstr(r->out, "serving") != NULL && strstr(r->out, "zone-a") != NULL,
@@ -574,16 +589,16 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitio
             .unit = busy.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
         SETTLE_MS, NULL));
 
-    hx_run_result *r = ctl("remove-pu", busy.name, NULL);
+    hx_run_result *r = ctl_patient("remove-pu", busy.name, NULL);
     cr_assert_eq(exit_code(r), 1, "stderr: %s", r->err);
     cr_assert_eq(hx_count_lines(r->err), 1u, "%s", r->err);
     cr_assert(strstr(r->err, "partition_state") != NULL && strstr(r->err, "replication") != NULL,
               "%s", r->err);
-    r = ctl("remove-pu", "no-such-unit", NULL);
+    r = ctl_patient("remove-pu", "no-such-unit", NULL);
     cr_assert_eq(exit_code(r), 1);
     cr_assert(strstr(r->err, "not_found") != NULL, "%s", r->err);
 
-    r = ctl("remove-pu", empty.name, NULL);
+    r = ctl_patient("remove-pu", empty.name, NULL);
     cr_assert_eq(exit_code(r), 0, "stderr: %s", r->err);
     int status_code = 0;
     cr_assert(hx_wait_exit(empty.pid, 5000, &status_code), "the removed unit did not stop");
