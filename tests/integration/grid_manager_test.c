@@ -115,27 +115,7 @@ static void database_start(bool migrate)
 
 static pid_t spawn(const char *const *argv, const char *log_path)
 {
-    int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    cr_assert(log_fd >= 0, "cannot open %s: %s", log_path, strerror(errno));
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) {
-            _exit(127);
-        }
-        int null_fd = open("/dev/null", O_RDONLY);
-        if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) {
-            _exit(127);
-        }
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(log_fd);
-    return pid;
+    return hx_spawn_process(argv, NULL, log_path);
 }
 
 /* Names manager i ("mgr-a", "mgr-b") and its addresses; both REP addresses

@@ -297,45 +297,9 @@ static const char *golden_data(void)
 
 /* ---- Children --------------------------------------------------------------- */
 
-/* Starts argv with extra environment entries (NULL-ended), stdout and
- * stderr appended to log_path. */
 static pid_t spawn(const char *const *argv, const char *const *extra_env, const char *log_path)
 {
-    size_t base = 0, more = 0;
-    while (environ[base] != NULL) {
-        base++;
-    }
-    while (extra_env != NULL && extra_env[more] != NULL) {
-        more++;
-    }
-    char **env = calloc(base + more + 1, sizeof(*env));
-    cr_assert(env != NULL);
-    if (more > 0) {
-        memcpy(env, extra_env, more * sizeof(*env));
-    }
-    memcpy(env + more, environ, base * sizeof(*env)); /* the first of a name wins */
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    cr_assert(fd >= 0, "open %s: %s", log_path, strerror(errno));
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) {
-            _exit(127);
-        }
-        int null_fd = open("/dev/null", O_RDONLY);
-        if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) {
-            _exit(127);
-        }
-        execve(argv[0], (char *const *)argv, env);
-        _exit(127);
-    }
-    close(fd);
-    free(env);
-    return pid;
+    return hx_spawn_process(argv, extra_env, log_path);
 }
 
 /* SIGTERM, then a bounded wait (SIGKILL after it); true when it exited by

@@ -271,6 +271,47 @@ void hx_add_flag(hx_unit *u, const char *flag)
     u->flags[u->flag_count++] = flag;
 }
 
+pid_t hx_spawn_process(const char *const *argv, const char *const *extra_env,
+                       const char *log_path)
+{
+    size_t base = 0, more = 0;
+    while (environ[base] != NULL) {
+        base++;
+    }
+    while (extra_env != NULL && extra_env[more] != NULL) {
+        more++;
+    }
+    char **env = calloc(base + more + 1, sizeof(*env));
+    cr_assert(env != NULL);
+    if (more > 0) {
+        memcpy(env, extra_env, more * sizeof(*env));
+    }
+    memcpy(env + more, environ, base * sizeof(*env)); /* the first of a name wins */
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    cr_assert(fd >= 0, "cannot open %s: %s", log_path, strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* Child: async-signal-safe calls only until exec. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) {
+            _exit(127);
+        }
+        int null_fd = open("/dev/null", O_RDONLY);
+        if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) {
+            _exit(127);
+        }
+        execve(argv[0], (char *const *)argv, env);
+        _exit(127);
+    }
+    close(fd);
+    free(env);
+    return pid;
+}
+
 pid_t hx_spawn(hx_unit *u)
 {
     const char *argv[8 + HX_FLAGS_MAX + 1];
@@ -290,27 +331,7 @@ pid_t hx_spawn(hx_unit *u)
         argv[n++] = u->flags[i];
     }
     argv[n] = NULL;
-    int log_fd = open(u->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    cr_assert(log_fd >= 0, "cannot open %s: %s", u->log_path, strerror(errno));
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* Child: async-signal-safe calls only until exec. */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) {
-            _exit(127);
-        }
-        int null_fd = open("/dev/null", O_RDONLY);
-        if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) {
-            _exit(127);
-        }
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(log_fd);
+    pid_t pid = hx_spawn_process(argv, NULL, u->log_path);
     u->pid = pid;
     unit_entry *e = unit_entry_of(u);
     if (e != NULL) {

@@ -108,6 +108,13 @@ void hx_start(hx_unit *u);
 /* Starts it and, without waiting, returns the pid. */
 pid_t hx_spawn(hx_unit *u);
 
+/* Starts argv[0] (a path) with argv, the extra environment entries first
+ * (NULL-ended, may be NULL: they win over the test's own), stdin from
+ * /dev/null, stdout and stderr appended to log_path, and
+ * PR_SET_PDEATHSIG so that it dies with the test.  Asserts. */
+pid_t hx_spawn_process(const char *const *argv, const char *const *extra_env,
+                       const char *log_path);
+
 /* Waits for the unit to answer a stats request, until timeout_ms; false if it
  * did not (or exited). */
 bool hx_wait_ready(hx_unit *u, int timeout_ms);
