@@ -49,6 +49,10 @@ typedef struct client_slot {
     void *arg;
     const tg_wire_space *space;
     msgpack_sbuffer buf;
+    /* A batch (cb NULL): its callback and its requests' types, in order. */
+    tg_client_batch_cb batch_cb;
+    uint32_t batch_count;
+    uint8_t batch_types[TG_WIRE_BATCH_MAX];
 } client_slot;
 
 struct tg_client {
@@ -188,6 +192,27 @@ static void slot_release(tg_client *c, client_slot *s)
     slot_untake(c, s);
 }
 
+/* Decodes one reply (a whole message, or one part of a batch reply) that
+ * must be `expect` or an error; returns the outcome, *reply set unless the
+ * reply broke the schema. */
+static tg_err reply_decode(const void *body, size_t len, const tg_wire_space *space,
+                           tg_wire_type expect, tg_msg *decoded, const tg_msg **reply)
+{
+    const char *why = NULL;
+    *reply = NULL;
+    tg_err err = tg_wire_decode(body, len, space, decoded, &why);
+    if (err == TG_OK && decoded->type != expect && decoded->type != TG_WIRE_ERROR) {
+        why = "reply type does not match the request";
+        err = TG_EPROTO;
+    }
+    if (err != TG_OK) {
+        tg_log_warn("client: malformed reply: %s", why != NULL ? why : "?");
+        return err;
+    }
+    *reply = decoded;
+    return decoded->type == TG_WIRE_ERROR ? (tg_err)decoded->error.code : TG_OK;
+}
+
 /* Decodes the reply, gives the slot back, then runs the user's callback;
  * err is the transport's.  The slot goes back first so that a caller who
  * sends again from (or right after) its callback always finds it free; the
@@ -198,18 +223,8 @@ static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
     static _Thread_local tg_msg decoded;
     const tg_msg *reply = NULL;
     if (err == TG_OK) {
-        const char *why = NULL;
-        err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), s->space, &decoded, &why);
-        if (err == TG_OK && decoded.type != s->expect && decoded.type != TG_WIRE_ERROR) {
-            why = "reply type does not match the request";
-            err = TG_EPROTO;
-        }
-        if (err != TG_OK) {
-            tg_log_warn("client: malformed reply: %s", why != NULL ? why : "?");
-        } else {
-            reply = &decoded;
-            err = decoded.type == TG_WIRE_ERROR ? (tg_err)decoded.error.code : TG_OK;
-        }
+        err = reply_decode(nng_msg_body(msg), nng_msg_len(msg), s->space, s->expect, &decoded,
+                           &reply);
     }
     if (msg != NULL) {
         nng_msg_free(msg);
@@ -220,6 +235,71 @@ static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
     cb(arg, err, reply);
 }
 
+/* Splits a batch reply into its parts.  A unit that refused the whole frame
+ * answers one error reply instead, left in *whole: it stands for every
+ * request of the batch. */
+static tg_err batch_split(nng_msg *msg, uint32_t count, tg_wire_part *parts, tg_msg *whole)
+{
+    const void *body = nng_msg_body(msg);
+    size_t len = nng_msg_len(msg);
+    uint32_t n = 0;
+    const char *why = NULL;
+    whole->type = TG_WIRE_NONE;
+    if (tg_wire_batch_parse(body, len, TG_WIRE_BATCH_OK, parts, &n, &why) == TG_OK) {
+        if (n == count) {
+            return TG_OK;
+        }
+        why = "batch reply: not one reply per request";
+    } else if (tg_wire_decode(body, len, NULL, whole, NULL) == TG_OK &&
+               whole->type == TG_WIRE_ERROR) {
+        return (tg_err)whole->error.code;
+    }
+    tg_log_warn("client: malformed reply: %s", why != NULL ? why : "?");
+    whole->type = TG_WIRE_NONE;
+    return TG_EPROTO;
+}
+
+/* The batch's callbacks, one per request in order, each with its own reply
+ * (a batch of one travelled as a plain request and has a plain reply). */
+static void batch_finish(client_slot *s, tg_err err, nng_msg *msg)
+{
+    static _Thread_local tg_msg whole, decoded;
+    tg_wire_part parts[TG_WIRE_BATCH_MAX];
+    uint32_t count = s->batch_count;
+    uint8_t types[TG_WIRE_BATCH_MAX];
+    memcpy(types, s->batch_types, count);
+    tg_client_batch_cb cb = s->batch_cb;
+    void *arg = s->arg;
+    slot_release(s->client, s);
+    whole.type = TG_WIRE_NONE;
+    if (err == TG_OK && count == 1) {
+        parts[0] = (tg_wire_part){nng_msg_body(msg), nng_msg_len(msg)};
+    } else if (err == TG_OK) {
+        err = batch_split(msg, count, parts, &whole);
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        const tg_msg *reply = whole.type == TG_WIRE_ERROR ? &whole : NULL;
+        tg_err each = err;
+        if (err == TG_OK) {
+            each = reply_decode(parts[i].data, parts[i].len, NULL,
+                                tg_wire_reply_type((tg_wire_type)types[i]), &decoded, &reply);
+        }
+        cb(arg, i, each, reply);
+    }
+    if (msg != NULL) {
+        nng_msg_free(msg);
+    }
+}
+
+static void slot_done(client_slot *s, tg_err err, nng_msg *msg)
+{
+    if (s->batch_cb != NULL) {
+        batch_finish(s, err, msg);
+    } else {
+        slot_finish(s, err, msg);
+    }
+}
+
 static void slot_cb(void *arg)
 {
     client_slot *s = arg;
@@ -227,7 +307,7 @@ static void slot_cb(void *arg)
     if (!s->receiving) {
         if (rv != 0) {
             nng_msg_free(nng_aio_get_msg(s->aio));
-            slot_finish(s, from_nng(rv), NULL);
+            slot_done(s, from_nng(rv), NULL);
             return;
         }
         pthread_mutex_lock(&s->client->lock);
@@ -236,7 +316,7 @@ static void slot_cb(void *arg)
         if (closing) {
             /* Close may already have stopped this AIO: a receive armed now
              * would never call back, and the user's callback must run. */
-            slot_finish(s, TG_ECLOSED, NULL);
+            slot_done(s, TG_ECLOSED, NULL);
             return;
         }
         s->receiving = true;
@@ -245,7 +325,7 @@ static void slot_cb(void *arg)
         nng_ctx_recv(s->ctx, s->aio);
         return;
     }
-    slot_finish(s, rv == 0 ? TG_OK : from_nng(rv), rv == 0 ? nng_aio_get_msg(s->aio) : NULL);
+    slot_done(s, rv == 0 ? TG_OK : from_nng(rv), rv == 0 ? nng_aio_get_msg(s->aio) : NULL);
 }
 
 /* Takes a free slot and resolves the socket; NULL url means by partition. */
@@ -277,6 +357,19 @@ static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nn
     return err;
 }
 
+/* A fresh message holding len bytes of data. */
+static tg_err message_of(const void *data, size_t len, nng_msg **out)
+{
+    if (nng_msg_alloc(out, 0) != 0) {
+        return TG_ENOMEM;
+    }
+    if (nng_msg_append(*out, data, len) != 0) {
+        nng_msg_free(*out);
+        return TG_ENOMEM;
+    }
+    return TG_OK;
+}
+
 /* Encodes req into a fresh message; TG_EINVAL if req breaks the schema. */
 static tg_err request_message(client_slot *s, const tg_msg *req, nng_msg **out)
 {
@@ -286,13 +379,25 @@ static tg_err request_message(client_slot *s, const tg_msg *req, nng_msg **out)
         tg_log_warn("client: request does not encode: %s", why != NULL ? why : "?");
         return err;
     }
-    if (nng_msg_alloc(out, 0) != 0) {
+    return message_of(s->buf.data, s->buf.size, out);
+}
+
+/* Sends msg on a context of sock for slot s, whose callback fields are set;
+ * on error the slot goes back and msg is freed. */
+static tg_err slot_send(tg_client *c, client_slot *s, nng_socket sock, nng_msg *msg,
+                        uint32_t timeout_ms)
+{
+    if (nng_ctx_open(&s->ctx, sock) != 0) {
+        nng_msg_free(msg);
+        slot_untake(c, s);
         return TG_ENOMEM;
     }
-    if (nng_msg_append(*out, s->buf.data, s->buf.size) != 0) {
-        nng_msg_free(*out);
-        return TG_ENOMEM;
-    }
+    uint32_t t = timeout_ms != 0 ? timeout_ms : TG_CLIENT_TIMEOUT_MS_DEFAULT;
+    s->receiving = false;
+    s->deadline_ns = tg_mono_ns() + (int64_t)t * 1000000;
+    nng_aio_set_timeout(s->aio, (nng_duration)t);
+    nng_aio_set_msg(s->aio, msg);
+    nng_ctx_send(s->ctx, s->aio);
     return TG_OK;
 }
 
@@ -309,25 +414,48 @@ static tg_err send_common(tg_client *c, const char *url, uint32_t partition_id, 
     }
     nng_msg *msg = NULL;
     err = request_message(s, req, &msg);
-    if (err == TG_OK && nng_ctx_open(&s->ctx, sock) != 0) {
-        nng_msg_free(msg);
-        err = TG_ENOMEM;
-    }
     if (err != TG_OK) {
         slot_untake(c, s);
         return err;
     }
-    uint32_t t = timeout_ms != 0 ? timeout_ms : TG_CLIENT_TIMEOUT_MS_DEFAULT;
     s->cb = cb;
+    s->batch_cb = NULL;
     s->arg = arg;
     s->expect = tg_wire_reply_type(req->type);
     s->space = space;
-    s->receiving = false;
-    s->deadline_ns = tg_mono_ns() + (int64_t)t * 1000000;
-    nng_aio_set_timeout(s->aio, (nng_duration)t);
-    nng_aio_set_msg(s->aio, msg);
-    nng_ctx_send(s->ctx, s->aio);
-    return TG_OK;
+    return slot_send(c, s, sock, msg, timeout_ms);
+}
+
+tg_err tg_client_send_batch(tg_client *c, uint32_t partition_id, tg_wire_batch *b,
+                            uint32_t timeout_ms, tg_client_batch_cb cb, void *arg)
+{
+    TG_ASSERT(cb != NULL && b->count >= 1 && b->count <= TG_WIRE_BATCH_MAX);
+    client_slot *s;
+    nng_socket sock;
+    tg_err err = slot_take(c, NULL, partition_id, &sock, &s);
+    if (err != TG_OK) {
+        return err;
+    }
+    /* One request travels alone: the unit's plain path is the cheaper. */
+    tg_wire_part one = tg_wire_batch_part(b, 0);
+    const uint8_t *data = one.data;
+    size_t len = one.len;
+    if (b->count > 1) {
+        tg_wire_batch_message(b, &data, &len);
+    }
+    nng_msg *msg = NULL;
+    if (message_of(data, len, &msg) != TG_OK) {
+        slot_untake(c, s);
+        return TG_ENOMEM;
+    }
+    s->cb = NULL;
+    s->batch_cb = cb;
+    s->arg = arg;
+    s->batch_count = b->count;
+    memcpy(s->batch_types, b->types, b->count);
+    s->expect = b->count > 1 ? TG_WIRE_BATCH_OK : tg_wire_reply_type((tg_wire_type)b->types[0]);
+    s->space = NULL;
+    return slot_send(c, s, sock, msg, timeout_ms);
 }
 
 tg_err tg_client_send(tg_client *c, uint32_t partition_id, const tg_msg *req, uint32_t timeout_ms,

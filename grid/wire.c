@@ -1659,6 +1659,9 @@ tg_wire_type tg_wire_reply_type(tg_wire_type request)
     if (request >= TG_WIRE_GRID_REQUEST_FIRST && request <= TG_WIRE_GRID_REQUEST_LAST) {
         return (tg_wire_type)(request + TG_WIRE_GRID_REPLY_OFFSET);
     }
+    if (request == TG_WIRE_BATCH) {
+        return TG_WIRE_BATCH_OK;
+    }
     if (request < TG_WIRE_BOOKING_CREATE || request > TG_WIRE_REQUEST_LAST) {
         return TG_WIRE_NONE;
     }
@@ -1667,6 +1670,9 @@ tg_wire_type tg_wire_reply_type(tg_wire_type request)
 
 const char *tg_wire_type_name(tg_wire_type type)
 {
+    if (type == TG_WIRE_BATCH || type == TG_WIRE_BATCH_OK) {
+        return type == TG_WIRE_BATCH ? "batch" : "batch_ok"; /* framing: grid/batch.c */
+    }
     const wire_message *m = message_lookup((uint64_t)type);
     return m != NULL ? m->name : NULL;
 }

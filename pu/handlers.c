@@ -1,5 +1,5 @@
 /*
- * handlers.c — one request in, one reply out.
+ * handlers.c — one request in, one reply out (or a batch of each).
  *
  * pu_handle decodes strictly (grid/wire.c), refuses anything that is not a
  * request, routes by partition (a booking id names its partition), runs the
@@ -582,7 +582,9 @@ static void count_outcome(pu_server *s, tg_wire_type type, tg_err err)
     __atomic_fetch_add(&s->ops[t][err], 1, __ATOMIC_RELAXED);
 }
 
-void pu_handle(pu_ctx *c, const void *body, size_t len)
+/* Handles one request (alone, or one part of a batch) and encodes its reply
+ * into c->buf. */
+static void handle_one(pu_ctx *c, const void *body, size_t len, bool in_batch)
 {
     const char *why = NULL;
     c->rep.type = TG_WIRE_NONE;
@@ -596,6 +598,10 @@ void pu_handle(pu_ctx *c, const void *body, size_t len)
         .changes_capacity = TG_WIRE_CHANGES_MAX,
     };
     tg_err err = tg_wire_decode(body, len, &space, &c->req, &why);
+    if (err == TG_OK && in_batch && !tg_wire_batchable(c->req.type)) {
+        why = "batch: request type not allowed in a batch";
+        err = TG_EINVAL;
+    }
     if (err == TG_OK) {
         err = dispatch(c, &why);
     }
@@ -611,4 +617,40 @@ void pu_handle(pu_ctx *c, const void *body, size_t len)
         tg_err again = tg_wire_encode(&c->rep, &c->buf, NULL);
         (void)again; /* an error reply with a short message always encodes */
     }
+}
+
+/* A batch: its parts run in order, each exactly as if it came alone, and
+ * their replies go out in one batch reply.  A frame that does not parse is
+ * refused whole before anything runs. */
+static bool handle_batch(pu_ctx *c, const void *body, size_t len)
+{
+    tg_wire_part parts[TG_WIRE_BATCH_MAX];
+    uint32_t n = 0;
+    const char *why = NULL;
+    if (tg_wire_batch_parse(body, len, TG_WIRE_BATCH, parts, &n, &why) != TG_OK) {
+        count_outcome(c->srv, TG_WIRE_NONE, TG_EPROTO);
+        tg_wire_error(&c->rep, TG_EPROTO, why);
+        return tg_wire_encode(&c->rep, &c->buf, NULL) == TG_OK;
+    }
+    bool ok = tg_wire_batch_reply_begin(&c->batch, n) == TG_OK;
+    for (uint32_t i = 0; i < n; i++) {
+        handle_one(c, parts[i].data, parts[i].len, true);
+        ok = ok && tg_wire_batch_reply_add(&c->batch, c->buf.data, c->buf.size) == TG_OK;
+    }
+    msgpack_sbuffer t = c->buf;
+    c->buf = c->batch;
+    c->batch = t;
+    /* Out of memory for the reply after the parts ran: no reply at all, so
+     * the requester times out ("did it run?  read the booking") rather than
+     * being told that operations which ran failed. */
+    return ok;
+}
+
+bool pu_handle(pu_ctx *c, const void *body, size_t len)
+{
+    if (tg_wire_is_type(body, len, TG_WIRE_BATCH)) {
+        return handle_batch(c, body, len);
+    }
+    handle_one(c, body, len, false);
+    return true;
 }

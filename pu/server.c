@@ -124,6 +124,7 @@ static tg_err contexts_open(pu_server *s)
         pu_ctx *c = &s->ctxs[i];
         c->srv = s;
         msgpack_sbuffer_init(&c->buf);
+        msgpack_sbuffer_init(&c->batch);
         c->big = malloc(sizeof(*c->big));
         if (c->big == NULL || nng_aio_alloc(&c->aio, ctx_cb, c) != 0 ||
             nng_ctx_open(&c->ctx, s->rep) != 0) {
@@ -316,9 +317,9 @@ tg_err pu_server_start(pu_server *s)
 static void ctx_reply(pu_ctx *c)
 {
     nng_msg *msg = nng_aio_get_msg(c->aio);
-    pu_handle(c, nng_msg_body(msg), nng_msg_len(msg));
+    bool reply = pu_handle(c, nng_msg_body(msg), nng_msg_len(msg));
     nng_msg_clear(msg);
-    if (nng_msg_append(msg, c->buf.data, c->buf.size) != 0) {
+    if (!reply || nng_msg_append(msg, c->buf.data, c->buf.size) != 0) {
         nng_msg_free(msg);
         ctx_receive(c); /* out of memory: the requester times out */
         return;
@@ -409,6 +410,7 @@ void pu_server_close(pu_server *s)
             nng_aio_free(c->aio); /* waits for a callback still running */
         }
         msgpack_sbuffer_destroy(&c->buf);
+        msgpack_sbuffer_destroy(&c->batch);
         free(c->big);
     }
     free(s->ctxs);

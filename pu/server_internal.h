@@ -87,6 +87,7 @@ typedef struct pu_ctx {
     bool sending;   /* the AIO carries a reply; only this context's callback */
     uint32_t state; /* PU_CTX_*; atomic: read by pu_server_stop */
     msgpack_sbuffer buf;
+    msgpack_sbuffer batch; /* a batch reply being assembled; swapped with buf */
     tg_msg req;
     tg_msg rep;
     pu_reply_space *big;
@@ -122,9 +123,11 @@ pu_served *pu_server_entry(pu_server *s, uint32_t partition_id);
 /* Adds p in state RESTORING (partition_create). */
 tg_err pu_server_add_restoring(pu_server *s, pu_partition *p);
 
-/* Decodes the request in body, runs it, and leaves the encoded reply in
- * c->buf.  Never fails: every problem becomes an error reply. */
-void pu_handle(pu_ctx *c, const void *body, size_t len);
+/* Decodes the request (or batch of requests, wire.h) in body, runs it, and
+ * leaves the encoded reply in c->buf.  Every problem becomes an error reply;
+ * false only when a batch ran but its reply could not be built (out of
+ * memory): then nothing is sent. */
+bool pu_handle(pu_ctx *c, const void *body, size_t len);
 
 /* Oldest unpersisted age of a partition in ms (0 if all persisted). */
 uint64_t pu_unpersisted_age_ms(pu_server *s, pu_served *e, uint64_t persisted, int64_t now_ms);

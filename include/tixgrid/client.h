@@ -71,6 +71,17 @@ tg_err tg_client_send(tg_client *c, uint32_t partition_id, const tg_msg *req, ui
 tg_err tg_client_send_to(tg_client *c, const char *url, const tg_msg *req, uint32_t timeout_ms,
                          const tg_wire_space *space, tg_client_cb cb, void *arg);
 
+/* A batch (tixgrid/wire.h) to the unit serving partition_id, every request
+ * of which is about that partition: one message, one round trip.  Once
+ * this returned TG_OK, cb runs once per request, in the batch's order, all
+ * on one of nng's threads, with what tg_client_send's callback would have
+ * got for that request alone (the reply valid only during its call; a
+ * transport error or a frame the unit refused whole is every request's
+ * outcome).  b may be reset or reused as soon as this returns. */
+typedef void (*tg_client_batch_cb)(void *arg, uint32_t index, tg_err err, const tg_msg *reply);
+tg_err tg_client_send_batch(tg_client *c, uint32_t partition_id, tg_wire_batch *b,
+                            uint32_t timeout_ms, tg_client_batch_cb cb, void *arg);
+
 /* Blocking forms for tools and tests: wait for the reply and copy it into
  * *reply (whose arrays point into space).  Returns what the callback got. */
 tg_err tg_client_call(tg_client *c, uint32_t partition_id, const tg_msg *req, uint32_t timeout_ms,

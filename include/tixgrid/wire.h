@@ -78,6 +78,9 @@ typedef enum {
     TG_WIRE_PARTITION_RESTORE = 21,
     TG_WIRE_PARTITION_RESET = 22,
     TG_WIRE_REQUEST_LAST = 22,
+    /* Framing, not an operation: many requests for one unit in one message
+     * (see "Batches" below); never counted among TG_WIRE_REQUEST_LAST. */
+    TG_WIRE_BATCH = 63,
 
     TG_WIRE_ERROR = 64,
     TG_WIRE_REPLY_OFFSET = 64,
@@ -104,6 +107,7 @@ typedef enum {
     TG_WIRE_PARTITION_CREATE_OK = 84,
     TG_WIRE_PARTITION_RESTORE_OK = 85,
     TG_WIRE_PARTITION_RESET_OK = 86,
+    TG_WIRE_BATCH_OK = 127,
 
     TG_WIRE_SEAT_CHANGES = 128,
 
@@ -599,5 +603,75 @@ tg_wire_type tg_wire_reply_type(tg_wire_type request);
 
 /* "seats_hold", "seats_hold_ok", "error", ...; NULL for unknown types. */
 const char *tg_wire_type_name(tg_wire_type type);
+
+/* ---- Batches ------------------------------------------------------------- */
+
+/*
+ * A batch carries up to TG_WIRE_BATCH_MAX whole requests to one unit in one
+ * message, [63, 1, [bin, ...]], each bin one encoded request; the unit runs
+ * them in order, each exactly as if it had come alone, and answers
+ * [127, 1, [bin, ...]] with their replies (ok or error) in the same order.
+ * Under load a gateway loop gathers the requests of one turn of its loop
+ * into a batch per partition: one message, one pair of nng hand-offs and one
+ * wake-up of the loop for many operations, instead of one each.
+ *
+ * Only the short seat and booking operations travel in batches
+ * (tg_wire_batchable: requests whose replies carry no large array).  A
+ * batch inside a batch, or any other request, gets an error reply of its
+ * own; a malformed frame is refused whole with one error reply.
+ *
+ * Encoding goes into one growing buffer: the header is written with fixed
+ * widths (array32, bin32) and patched, so that nothing is encoded twice.
+ */
+#define TG_WIRE_BATCH_MAX 64u
+
+typedef struct {
+    msgpack_sbuffer buf;     /* the batch message so far */
+    msgpack_sbuffer scratch; /* one request, encoded before it is appended */
+    uint32_t count;
+    uint8_t types[TG_WIRE_BATCH_MAX]; /* the requests' types, in order */
+} tg_wire_batch;
+
+/* One request or reply inside a batch: bytes of the batch message. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+} tg_wire_part;
+
+/* True for the request types a batch may carry. */
+bool tg_wire_batchable(tg_wire_type type);
+
+void tg_wire_batch_init(tg_wire_batch *b);
+void tg_wire_batch_destroy(tg_wire_batch *b);
+/* Empties b for the next batch; its buffers stay allocated. */
+void tg_wire_batch_reset(tg_wire_batch *b);
+
+/* Appends req.  TG_EINVAL (with *why) when req breaks the schema, is not
+ * batchable or b is full (TG_WIRE_BATCH_MAX requests: check count first),
+ * TG_ENOMEM when a buffer cannot grow; b is unchanged on error. */
+tg_err tg_wire_batch_add(tg_wire_batch *b, const tg_msg *req, const char **why);
+
+/* The finished message (count patched in); valid until b changes.  A batch
+ * of one request may instead be sent as part 0 alone (tg_wire_batch_part). */
+void tg_wire_batch_message(tg_wire_batch *b, const uint8_t **data, size_t *len);
+tg_wire_part tg_wire_batch_part(const tg_wire_batch *b, uint32_t index);
+
+/* Starts a batch reply of count parts in out (emptied first); append each
+ * reply with tg_wire_batch_reply_add.  TG_ENOMEM when out cannot grow. */
+tg_err tg_wire_batch_reply_begin(msgpack_sbuffer *out, uint32_t count);
+tg_err tg_wire_batch_reply_add(msgpack_sbuffer *out, const void *reply, size_t len);
+
+/* True when buf looks like a message of type `type` (its first two bytes):
+ * a cheap test before tg_wire_batch_parse. */
+bool tg_wire_is_type(const void *buf, size_t len, tg_wire_type type);
+
+/* Splits a batch (type TG_WIRE_BATCH) or batch reply (TG_WIRE_BATCH_OK) of
+ * exactly len bytes into its parts, which point into buf.  TG_EPROTO with
+ * *why for a frame that breaks the schema: another type or version, more than
+ * TG_WIRE_BATCH_MAX or no parts, a part that is not a bin, bytes left over.
+ * The parts themselves are not decoded. */
+tg_err tg_wire_batch_parse(const void *buf, size_t len, tg_wire_type type,
+                           tg_wire_part parts[TG_WIRE_BATCH_MAX], uint32_t *count,
+                           const char **why);
 
 #endif

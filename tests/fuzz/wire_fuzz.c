@@ -114,6 +114,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_round_trip(&first, 1);
     }
 
+    /* A batch frame: its parts lie inside the input and msgpack-c reads the
+     * whole frame; each part is a message like any other. */
+    static tg_wire_part parts[TG_WIRE_BATCH_MAX];
+    uint32_t count = 0;
+    err = tg_wire_batch_parse(data, size, TG_WIRE_BATCH, parts, &count, &why);
+    CHECK(err == TG_OK || err == TG_EPROTO);
+    CHECK((err == TG_OK) == (count > 0));
+    for (uint32_t i = 0; err == TG_OK && i < count; i++) {
+        CHECK(parts[i].data >= data && parts[i].data + parts[i].len <= data + size);
+        tg_err part_err = tg_wire_decode(parts[i].data, parts[i].len, &mine, &first, &why);
+        CHECK(part_err == TG_OK || part_err == TG_EPROTO);
+    }
+    if (err == TG_OK) {
+        check_msgpack_c_reads(data, size);
+    }
+
     /* Any text makes an error reply that encodes. */
     char text[512];
     size_t n = size < sizeof(text) - 1 ? size : sizeof(text) - 1;
