@@ -160,6 +160,134 @@ static bool space_alloc(tg_wire_space *s, unsigned space)
            ((space & GW_SPACE_ROWS) == 0 || s->rows != NULL);
 }
 
+/* ---- Batches ---------------------------------------------------------------
+ *
+ * A batch's calls are chained in order through batch_next.  Their replies
+ * arrive on one nng thread, in order, one callback each; every call is
+ * filled in, and the whole chain is queued for the loop with one lock and
+ * one wake-up after the last.  The first call is queued last of all, so its
+ * cursor stays ours until then. */
+
+static void calls_complete(gw_call *head, gw_call *tail)
+{
+    gw_worker *w = head->worker;
+    for (gw_call *c = head; c != tail; c = c->batch_next) {
+        c->next = c->batch_next;
+    }
+    tail->next = NULL;
+    pthread_mutex_lock(&w->lock);
+    if (w->done_tail != NULL) {
+        w->done_tail->next = head;
+    } else {
+        w->done_head = head;
+    }
+    w->done_tail = tail;
+    pthread_mutex_unlock(&w->lock);
+    uv_async_send(&w->wakeup);
+}
+
+static void batch_reply_cb(void *arg, uint32_t index, tg_err err, const tg_msg *reply)
+{
+    gw_call *head = arg;
+    gw_call *call = index == 0 ? head : head->batch_cursor;
+    call->err = err;
+    if (reply != NULL) {
+        call->reply = *reply;
+    } else {
+        call->reply.type = TG_WIRE_NONE;
+    }
+    head->batch_cursor = call->batch_next;
+    if (call->batch_next == NULL) {
+        calls_complete(head, call);
+    }
+}
+
+static void batch_send(gw_worker *w, gw_batch *b)
+{
+    gw_call *head = b->head;
+    atomic_fetch_add_explicit(&w->metrics.grid_batches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->metrics.grid_batched, b->wire.count, memory_order_relaxed);
+    tg_err err = tg_client_send_batch(w->gw->client, b->partition_id, &b->wire,
+                                      w->gw->cfg.grid_timeout_ms, batch_reply_cb, head);
+    if (err != TG_OK) {
+        /* Nothing was sent: every request of the batch has this outcome. */
+        for (gw_call *c = head; c != NULL; c = c->batch_next) {
+            c->err = err;
+            c->reply.type = TG_WIRE_NONE;
+        }
+        calls_complete(head, b->tail);
+    }
+    tg_wire_batch_reset(&b->wire);
+    b->head = b->tail = NULL;
+}
+
+void gw_batches_flush(gw_worker *w)
+{
+    for (uint32_t i = 0; i < w->batches_open; i++) {
+        if (w->batches[i].head != NULL) {
+            batch_send(w, &w->batches[i]);
+        }
+    }
+    w->batches_open = 0;
+}
+
+static void on_flush(uv_prepare_t *handle)
+{
+    gw_batches_flush(handle->loop->data);
+}
+
+void gw_batches_init(gw_worker *w)
+{
+    for (uint32_t i = 0; i < GW_BATCHES_OPEN_MAX; i++) {
+        tg_wire_batch_init(&w->batches[i].wire);
+    }
+    uv_prepare_init(&w->loop, &w->flush);
+    uv_prepare_start(&w->flush, on_flush);
+}
+
+/* The open batch for the partition, opening one; NULL when all are open. */
+static gw_batch *batch_for(gw_worker *w, uint32_t partition_id)
+{
+    for (uint32_t i = 0; i < w->batches_open; i++) {
+        if (w->batches[i].partition_id == partition_id) {
+            return &w->batches[i];
+        }
+    }
+    if (w->batches_open == GW_BATCHES_OPEN_MAX) {
+        return NULL;
+    }
+    gw_batch *b = &w->batches[w->batches_open++];
+    b->partition_id = partition_id;
+    return b;
+}
+
+/* Adds the call's request to its partition's batch; TG_EBUSY when no batch
+ * is free (the caller sends it alone). */
+static tg_err batch_add(gw_call *call, uint32_t partition_id, const tg_msg *msg)
+{
+    gw_worker *w = call->worker;
+    gw_batch *b = batch_for(w, partition_id);
+    if (b == NULL) {
+        return TG_EBUSY;
+    }
+    const char *why = NULL;
+    tg_err err = tg_wire_batch_add(&b->wire, msg, &why);
+    if (err != TG_OK) {
+        tg_log_warn("gateway: request does not encode: %s", why != NULL ? why : "?");
+        return err;
+    }
+    if (b->head == NULL) {
+        b->head = call;
+    } else {
+        b->tail->batch_next = call;
+    }
+    b->tail = call;
+    if (b->wire.count >= w->gw->cfg.grid_batch_max) {
+        batch_send(w, b); /* stays open, empty, for the rest of the turn */
+    }
+    return TG_OK;
+}
+
 tg_err gw_grid_send(gw_req *r, uint32_t partition_id, const tg_msg *msg, unsigned space,
                     gw_grid_done done)
 {
@@ -171,12 +299,18 @@ tg_err gw_grid_send(gw_req *r, uint32_t partition_id, const tg_msg *msg, unsigne
     call->kind = GW_CALL_GRID;
     call->req = r;
     call->grid_done = done;
-    if (!space_alloc(&call->space, space)) {
-        gw_call_release(call);
-        return TG_ENOMEM;
+    tg_err err = TG_EBUSY;
+    if (space == GW_SPACE_NONE && r->gw->cfg.grid_batch_max > 1 && tg_wire_batchable(msg->type)) {
+        err = batch_add(call, partition_id, msg);
     }
-    tg_err err = tg_client_send(r->gw->client, partition_id, msg, r->gw->cfg.grid_timeout_ms,
-                                space != GW_SPACE_NONE ? &call->space : NULL, grid_reply_cb, call);
+    if (err == TG_EBUSY) {
+        err = space_alloc(&call->space, space) ? TG_OK : TG_ENOMEM;
+        if (err == TG_OK) {
+            err = tg_client_send(r->gw->client, partition_id, msg, r->gw->cfg.grid_timeout_ms,
+                                 space != GW_SPACE_NONE ? &call->space : NULL, grid_reply_cb,
+                                 call);
+        }
+    }
     if (err != TG_OK) {
         gw_call_release(call);
         return err;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "tixgrid/cli.h"
+#include "tixgrid/wire.h"
 
 #define PROGRAM "tixgrid-gateway"
 
@@ -54,6 +55,8 @@ static const number_setting numbers[] = {
      60000, "an idle HTTP/2 connection"},
     {"grid-timeout-ms", "TIXGRID_GATEWAY_GRID_TIMEOUT_MS", U32(grid_timeout_ms), 10, 60000, 2000,
      "one request to a processing unit (then 503)"},
+    {"grid-batch-max", "TIXGRID_GATEWAY_GRID_BATCH_MAX", U32(grid_batch_max), 1, TG_WIRE_BATCH_MAX,
+     TG_WIRE_BATCH_MAX, "seat operations a loop turn sends to a unit in one message (1: each alone)"},
     {"map-refresh-ms", "TIXGRID_GATEWAY_MAP_REFRESH_MS", U32(map_refresh_ms), 50, 60000, 1000,
      "re-read of the partition map"},
     {"events-cache-ms", "TIXGRID_GATEWAY_EVENTS_CACHE_MS", U32(events_cache_ms), 0, 3600000, 2000,

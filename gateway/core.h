@@ -40,9 +40,26 @@ typedef struct gw_call {
     gw_db_done db_done;
     void *job;
     void (*job_free)(void *job);
+    /* In a batch: the next call of the batch, in order; the first call's
+     * cursor is the call whose reply comes next (nng's thread only). */
+    struct gw_call *batch_next, *batch_cursor;
     /* Last: gw_call_take zeroes everything before it. */
     tg_msg reply;
 } gw_call;
+
+/* ---- Batches to the units ------------------------------------------------ */
+
+/* The seat operations of one turn of a loop, gathered per partition and
+ * sent when the loop is about to wait for I/O (uv_prepare): under load many
+ * requests share one message and one wake-up; when idle a batch holds one
+ * request and travels as a plain request, no later than before. */
+#define GW_BATCHES_OPEN_MAX 8u /* partitions per turn; more go alone */
+
+typedef struct {
+    uint32_t partition_id;
+    tg_wire_batch wire;
+    gw_call *head, *tail; /* NULL head: not open */
+} gw_batch;
 
 /* ---- Metrics ------------------------------------------------------------- */
 
@@ -58,6 +75,8 @@ typedef struct {
     _Atomic uint64_t latency[GW_ROUTES_MAX + 1][GW_LATENCY_BUCKETS + 1];
     _Atomic uint64_t latency_sum_us[GW_ROUTES_MAX + 1];
     _Atomic uint64_t holds_ok, holds_failed, sales, connections_refused, busy_refused;
+    /* Messages of seat operations sent to units, and the operations in them. */
+    _Atomic uint64_t grid_batches, grid_batched;
 } gw_metrics;
 
 /* ---- Verified tokens, per worker ----------------------------------------- */
@@ -96,6 +115,9 @@ struct gw_worker {
     pthread_mutex_t lock;
     gw_call *done_head, *done_tail;
     gw_token_entry tokens[GW_TOKEN_CACHE_SLOTS]; /* loop thread only */
+    uv_prepare_t flush;                      /* sends the open batches */
+    gw_batch batches[GW_BATCHES_OPEN_MAX];   /* loop thread only */
+    uint32_t batches_open;
     atomic_bool stopping;
     bool stopped; /* under lock: the loop has returned (the thread parks) */
     pthread_cond_t stopped_cond, park_cond;
@@ -156,6 +178,9 @@ void gw_call_complete(gw_call *call);
 void gw_calls_drain(gw_worker *w);
 /* Loop thread: the request went away; its call's result will be dropped. */
 void gw_req_gone(gw_req *r);
+/* Loop thread: prepares and sends the worker's batches. */
+void gw_batches_init(gw_worker *w);
+void gw_batches_flush(gw_worker *w);
 
 /* http.c */
 void gw_dispatch_init(gw_gateway *gw);

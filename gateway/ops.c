@@ -126,11 +126,14 @@ static void metrics_grid(gw_gateway *gw, text *t)
         "# TYPE tixgrid_http_in_service gauge\ntixgrid_http_in_service %u\n"
         "# TYPE tixgrid_http_refused_total counter\n"
         "tixgrid_http_refused_total{reason=\"connections\"} %llu\n"
-        "tixgrid_http_refused_total{reason=\"busy\"} %llu\n",
+        "tixgrid_http_refused_total{reason=\"busy\"} %llu\n"
+        "# TYPE tixgrid_grid_batches_total counter\ntixgrid_grid_batches_total %llu\n"
+        "# TYPE tixgrid_grid_batched_requests_total counter\ntixgrid_grid_batched_requests_total %llu\n",
         (unsigned long long)METRIC(holds_ok), (unsigned long long)METRIC(holds_failed),
         (unsigned long long)METRIC(sales), (unsigned long long)gw_map_epoch(gw),
         (unsigned long long)gw_audit_backlog(gw), connections, in_service,
-        (unsigned long long)METRIC(connections_refused), (unsigned long long)METRIC(busy_refused));
+        (unsigned long long)METRIC(connections_refused), (unsigned long long)METRIC(busy_refused),
+        (unsigned long long)METRIC(grid_batches), (unsigned long long)METRIC(grid_batched));
 }
 
 void gw_on_metrics(gw_req *r)

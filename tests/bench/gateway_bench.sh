@@ -354,13 +354,25 @@ gateway_wrk() {
     read -r rps p50 p99 < <(wrk_figures "$out")
 }
 
+# per_message BEFORE AFTER: seat operations per message to the units
+# between two /metrics snapshots (the gateway's batches, gateway/README.md).
+per_message() {
+    awk '
+        /^tixgrid_grid_batches_total / { m[FILENAME == ARGV[1]] = $2 }
+        /^tixgrid_grid_batched_requests_total / { r[FILENAME == ARGV[1]] = $2 }
+        END { d = m[0] - m[1]; printf "%.1f", (d > 0 ? (r[0] - r[1]) / d : 0) }' "$1" "$2"
+}
+
 # gateway_round N: round N's seats follow round N-1's.
 gateway_round() {
+    curl -s "$gateway_url/metrics" >"$tmp/metrics-round-before.txt"
     cpu_count "${grid_parts[@]}" -- \
         gateway_wrk "$tmp/wrk-gateway-$1.txt" $((partition_base + ($1 - 1) * cores * wrk_seats)) "$seconds"
+    curl -s "$gateway_url/metrics" >"$tmp/metrics-round-after.txt"
     gateway_rps+=("$rps") gateway_hps+=("$hps") gateway_p50+=("$p50") gateway_p99+=("$p99")
-    printf '  round %s  gateway  %10.0f requests/s (%7.0f holds/s)  p50 %6s us  p99 %6s us   failed %s (%s)\n' \
-        "$1" "$rps" "$hps" "$p50" "$p99" "$failed" "$statuses"
+    printf '  round %s  gateway  %10.0f requests/s (%7.0f holds/s)  p50 %6s us  p99 %6s us   failed %s (%s), %s operations per message\n' \
+        "$1" "$rps" "$hps" "$p50" "$p99" "$failed" "$statuses" \
+        "$(per_message "$tmp/metrics-round-before.txt" "$tmp/metrics-round-after.txt")"
     ((failed == 0)) || errors=1
 }
 
