@@ -6,6 +6,12 @@
 #
 # Usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N]
 #                                     [--connections N] [--rate N]
+#                                     [--background-nice N]
+#
+# --background-nice N runs PostgreSQL and the persister at nice N (default 0:
+# as started).  On two shared cores a burst then goes to the seat path first
+# and the write-behind catches up after it, as it would on machines of its
+# own; the catch-up time printed after each round says what that deferred.
 #
 # scripts/bench runs it as the `gateway` benchmark (BUILD_DIR build-bench/,
 # where bench_http_load is); it is never a test.  Run as root: scripts/demo
@@ -31,6 +37,9 @@
 #     The CPU time (user + system) of the grid's processes and of nginx
 #     during the rounds, per request answered, is printed too: unlike
 #     requests/s it hardly depends on what else the machine runs.
+#     After each gateway round, the time until the write-behind is idle
+#     again (the drain's offsets in PostgreSQL stop moving and the gateway's
+#     audit queue is empty): what the round left PostgreSQL to catch up.
 #  4. Latency, open loop: bench_http_load at RATE requests/s (holds and
 #     releases alternating, tests/bench/http_load.c) on the gateway for
 #     SECONDS after 2 s of warm-up, then the same rate of GET / on nginx as
@@ -47,13 +56,21 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd -P)
 
-usage="usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N] [--connections N] [--rate N]"
+usage="usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N] [--connections N] [--rate N] [--background-nice N]"
 (($# >= 1)) || { echo "$usage" >&2; exit 64; }
 build=$1
 shift
-seconds=10 rounds=3 connections=64 rate=10000
+seconds=10 rounds=3 connections=64 rate=10000 background_nice=0
 while (($# > 0)); do
     case $1 in
+        --background-nice)
+            if [[ ! ${2:-} =~ ^[0-9]+$ ]] || (($2 > 19)); then
+                echo "gateway_bench: $1 wants 0..19" >&2
+                exit 64
+            fi
+            background_nice=$2
+            shift 2
+            ;;
         --seconds | --rounds | --connections | --rate)
             [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "gateway_bench: $1 wants a positive number" >&2; exit 64; }
             declare "${1#--}=$2"
@@ -363,6 +380,28 @@ per_message() {
         END { d = m[0] - m[1]; printf "%.1f", (d > 0 ? (r[0] - r[1]) / d : 0) }' "$1" "$2"
 }
 
+# catch_up: seconds until the write-behind is idle again after a round: the
+# drain's offsets (partition_offsets.last_seq) unchanged for 0.5 s and the
+# gateway's audit queue empty.  Sets caught_up (seconds, or "over 60").
+catch_up() {
+    local start=$EPOCHREALTIME last='' now backlog stable=0 polls=0
+    caught_up="over 60"
+    while ((polls++ < 600)); do
+        now=$(psql -X -At "$conninfo" -c 'SELECT coalesce(sum(last_seq), 0) FROM partition_offsets' 2>/dev/null) || now=''
+        backlog=$(curl -s "$gateway_url/metrics" | awk '/^tixgrid_audit_backlog / { print $2 }')
+        if [[ -n $now && $now == "$last" && $backlog == 0 ]]; then
+            if ((++stable == 5)); then
+                caught_up=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { d = b - a - 0.5; printf "%.1f", d < 0 ? 0 : d }')
+                return 0
+            fi
+        else
+            stable=0
+        fi
+        last=$now
+        sleep 0.1
+    done
+}
+
 # gateway_round N: round N's seats follow round N-1's.
 gateway_round() {
     curl -s "$gateway_url/metrics" >"$tmp/metrics-round-before.txt"
@@ -370,9 +409,10 @@ gateway_round() {
         gateway_wrk "$tmp/wrk-gateway-$1.txt" $((partition_base + ($1 - 1) * cores * wrk_seats)) "$seconds"
     curl -s "$gateway_url/metrics" >"$tmp/metrics-round-after.txt"
     gateway_rps+=("$rps") gateway_hps+=("$hps") gateway_p50+=("$p50") gateway_p99+=("$p99")
-    printf '  round %s  gateway  %10.0f requests/s (%7.0f holds/s)  p50 %6s us  p99 %6s us   failed %s (%s), %s operations per message\n' \
+    catch_up
+    printf '  round %s  gateway  %10.0f requests/s (%7.0f holds/s)  p50 %6s us  p99 %6s us   failed %s (%s), %s operations per message, write-behind idle %s s after\n' \
         "$1" "$rps" "$hps" "$p50" "$p99" "$failed" "$statuses" \
-        "$(per_message "$tmp/metrics-round-before.txt" "$tmp/metrics-round-after.txt")"
+        "$(per_message "$tmp/metrics-round-before.txt" "$tmp/metrics-round-after.txt")" "$caught_up"
     ((failed == 0)) || errors=1
 }
 
@@ -427,6 +467,11 @@ field() { sed -E "s/.* $2=([^ ]+).*/\\1/" <<<"$1"; }
 errors=0
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 grid_start
+if ((background_nice > 0)); then
+    # shellcheck disable=SC2046  # one pid per word
+    renice -n "$background_nice" -p $(part_pids postgres) $(part_pids persister) >/dev/null
+    echo "PostgreSQL and the persister run at nice $background_nice"
+fi
 nginx_start
 tokens=()
 for ((t = 1; t <= cores; t++)); do
