@@ -263,14 +263,19 @@ void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *d
 
 void gw_reply_json(gw_req *r, int status, json_t *body)
 {
-    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    /* Most replies (a hold, a booking) fit the stack: no malloc, no strlen.
+     * reply_send copies the bytes into the request's pool. */
+    char small[2048];
+    size_t n = body != NULL ? json_dumpb(body, small, sizeof(small), JSON_COMPACT) : 0;
+    char *text = n > sizeof(small) ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    if (text == NULL) {
+    if (n == 0 || (n > sizeof(small) && text == NULL)) {
         static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
         reply_send(r, 500, "application/json", oom, sizeof(oom) - 1);
         return;
     }
-    reply_send(r, status, "application/json", text, strlen(text));
+    reply_send(r, status, "application/json", text != NULL ? text : small,
+               text != NULL ? strlen(text) : n);
     free(text);
 }
 
