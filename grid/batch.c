@@ -11,10 +11,10 @@
 
 #include "tixgrid/wire.h"
 
-#define ARRAY32 0xddu
-#define BIN32 0xc6u
+#define ARRAY32      0xddu
+#define BIN32        0xc6u
 #define HEADER_BYTES 8u /* fixarray(3), type, version, array32 marker, count */
-#define COUNT_AT 4u
+#define COUNT_AT     4u
 
 bool tg_wire_batchable(tg_wire_type type)
 {
@@ -180,11 +180,16 @@ static bool read_uint(reader *r, uint64_t *v)
         return true;
     }
     switch (*m) {
-    case 0xcc: return be(r, 1, v);
-    case 0xcd: return be(r, 2, v);
-    case 0xce: return be(r, 4, v);
-    case 0xcf: return be(r, 8, v);
-    default: return false;
+    case 0xcc:
+        return be(r, 1, v);
+    case 0xcd:
+        return be(r, 2, v);
+    case 0xce:
+        return be(r, 4, v);
+    case 0xcf:
+        return be(r, 8, v);
+    default:
+        return false;
     }
 }
 
@@ -243,8 +248,7 @@ static const char *frame_parse(reader *r, tg_wire_type type, tg_wire_part *parts
 }
 
 tg_err tg_wire_batch_parse(const void *buf, size_t len, tg_wire_type type,
-                           tg_wire_part parts[TG_WIRE_BATCH_MAX], uint32_t *count,
-                           const char **why)
+                           tg_wire_part parts[TG_WIRE_BATCH_MAX], uint32_t *count, const char **why)
 {
     reader r = {buf, (const uint8_t *)buf + len};
     *count = 0;

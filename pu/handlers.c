@@ -582,9 +582,24 @@ static void count_outcome(pu_server *s, tg_wire_type type, tg_err err)
     __atomic_fetch_add(&s->ops[t][err], 1, __ATOMIC_RELAXED);
 }
 
-/* Handles one request (alone, or one part of a batch) and encodes its reply
- * into c->buf. */
-static void handle_one(pu_ctx *c, const void *body, size_t len, bool in_batch)
+/* A part of a batch must be a batchable request about the batch's
+ * partition (the first part's): a batch is answered when all of its changes
+ * are, which is one partition's question. */
+static const char *batch_part_refusal(const tg_msg *m, uint32_t *batch_partition)
+{
+    uint32_t id = 0;
+    if (!tg_wire_batchable(m->type) || !request_partition(m, &id)) {
+        return "batch: request type not allowed in a batch";
+    }
+    if (*batch_partition == UINT32_MAX) {
+        *batch_partition = id;
+    }
+    return id == *batch_partition ? NULL : "batch: every request must be about one partition";
+}
+
+/* Handles one request (alone, or one part of a batch: then batch_partition
+ * is not NULL) and encodes its reply into c->buf. */
+static void handle_one(pu_ctx *c, const void *body, size_t len, uint32_t *batch_partition)
 {
     const char *why = NULL;
     c->rep.type = TG_WIRE_NONE;
@@ -598,8 +613,8 @@ static void handle_one(pu_ctx *c, const void *body, size_t len, bool in_batch)
         .changes_capacity = TG_WIRE_CHANGES_MAX,
     };
     tg_err err = tg_wire_decode(body, len, &space, &c->req, &why);
-    if (err == TG_OK && in_batch && !tg_wire_batchable(c->req.type)) {
-        why = "batch: request type not allowed in a batch";
+    if (err == TG_OK && batch_partition != NULL &&
+        (why = batch_part_refusal(&c->req, batch_partition)) != NULL) {
         err = TG_EINVAL;
     }
     if (err == TG_OK) {
@@ -633,8 +648,9 @@ static bool handle_batch(pu_ctx *c, const void *body, size_t len)
         return tg_wire_encode(&c->rep, &c->buf, NULL) == TG_OK;
     }
     bool ok = tg_wire_batch_reply_begin(&c->batch, n) == TG_OK;
+    uint32_t partition = UINT32_MAX;
     for (uint32_t i = 0; i < n; i++) {
-        handle_one(c, parts[i].data, parts[i].len, true);
+        handle_one(c, parts[i].data, parts[i].len, &partition);
         ok = ok && tg_wire_batch_reply_add(&c->batch, c->buf.data, c->buf.size) == TG_OK;
     }
     msgpack_sbuffer t = c->buf;
@@ -651,6 +667,6 @@ bool pu_handle(pu_ctx *c, const void *body, size_t len)
     if (tg_wire_is_type(body, len, TG_WIRE_BATCH)) {
         return handle_batch(c, body, len);
     }
-    handle_one(c, body, len, false);
+    handle_one(c, body, len, NULL);
     return true;
 }

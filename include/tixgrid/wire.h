@@ -607,7 +607,7 @@ const char *tg_wire_type_name(tg_wire_type type);
 /* ---- Batches ------------------------------------------------------------- */
 
 /*
- * A batch carries up to TG_WIRE_BATCH_MAX whole requests to one unit in one
+ * A batch carries up to TG_WIRE_BATCH_MAX whole requests about one partition in one
  * message, [63, 1, [bin, ...]], each bin one encoded request; the unit runs
  * them in order, each exactly as if it had come alone, and answers
  * [127, 1, [bin, ...]] with their replies (ok or error) in the same order.

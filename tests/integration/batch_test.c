@@ -14,10 +14,10 @@
 #include <pthread.h>
 #include <string.h>
 
-#define P 5u
+#define P     5u
 #define SEATS 20u
 #define ALICE UINT64_C(1001)
-#define BOB UINT64_C(1002)
+#define BOB   UINT64_C(1002)
 
 static hx_unit unit;
 static tg_client *client;
@@ -26,7 +26,11 @@ static nng_socket raw;
 static void start_unit(void)
 {
     hx_unit_init(&unit, "batch");
-    hx_layout l = {.partition_id = P, .event_id = 77, .sections = 1, .rows = 2, .seats = 10,
+    hx_layout l = {.partition_id = P,
+                   .event_id = 77,
+                   .sections = 1,
+                   .rows = 2,
+                   .seats = 10,
                    .log_records = 4096};
     hx_write_layout(&unit, &l);
     hx_start(&unit);
@@ -47,8 +51,8 @@ TestSuite(batch, .init = start_unit, .fini = stop_unit, .timeout = 60);
 typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    uint32_t calls;         /* callbacks so far */
-    uint32_t order_errors;  /* callbacks out of order */
+    uint32_t calls;        /* callbacks so far */
+    uint32_t order_errors; /* callbacks out of order */
     tg_err err[TG_WIRE_BATCH_MAX];
     tg_msg reply[TG_WIRE_BATCH_MAX];
     bool has_reply[TG_WIRE_BATCH_MAX];
@@ -309,11 +313,13 @@ Test(batch, malformed_frames_are_refused_whole_and_change_nothing)
 
     frame_begin(3, TG_WIRE_BATCH, TG_WIRE_VERSION, 2);
     frame_bin(one, one_len);
-    refused_whole(frame.data, frame.size, "a part missing", "batch: parts: an item is not a complete bin");
+    refused_whole(frame.data, frame.size, "a part missing",
+                  "batch: parts: an item is not a complete bin");
 
     frame_begin(3, TG_WIRE_BATCH, TG_WIRE_VERSION, 1);
     msgpack_sbuffer_write(&frame, (const char *)one, one_len); /* a request, not a bin */
-    refused_whole(frame.data, frame.size, "not a bin", "batch: parts: an item is not a complete bin");
+    refused_whole(frame.data, frame.size, "not a bin",
+                  "batch: parts: an item is not a complete bin");
 
     frame_begin(3, TG_WIRE_BATCH, TG_WIRE_VERSION, 1);
     frame_bin(one, one_len);
@@ -347,11 +353,15 @@ Test(batch, a_bad_part_gets_its_own_error_and_the_others_run)
     uint8_t nested[512];
     size_t nested_len = frame.size;
     memcpy(nested, frame.data, nested_len); /* a whole batch, holding the same hold */
-    frame_begin(3, TG_WIRE_BATCH, TG_WIRE_VERSION, 4);
-    frame_bin("\xc1", 1);            /* never valid msgpack */
-    frame_bin(l, l_len);             /* a valid request that batches may not carry */
-    frame_bin(nested, nested_len);   /* a batch inside a batch */
-    frame_bin(h, h_len);             /* a good hold: runs */
+    tg_msg elsewhere = hold_req(tg_booking_id_make(P + 1, 1), ALICE, 8);
+    uint8_t e[256];
+    size_t e_len = encode(&elsewhere, e, sizeof(e));
+    frame_begin(3, TG_WIRE_BATCH, TG_WIRE_VERSION, 5);
+    frame_bin("\xc1", 1);          /* never valid msgpack */
+    frame_bin(l, l_len);           /* a valid request that batches may not carry */
+    frame_bin(nested, nested_len); /* a batch inside a batch */
+    frame_bin(h, h_len);           /* a good hold: runs, and names the batch's partition */
+    frame_bin(e, e_len);           /* a hold about another partition */
 
     static uint8_t reply[1 << 16];
     int64_t n = hx_raw_call(raw, frame.data, frame.size, reply, sizeof(reply));
@@ -361,7 +371,7 @@ Test(batch, a_bad_part_gets_its_own_error_and_the_others_run)
     const char *why = NULL;
     cr_assert_eq(tg_wire_batch_parse(reply, (size_t)n, TG_WIRE_BATCH_OK, parts, &count, &why),
                  TG_OK, "reply: %s", why ? why : "?");
-    cr_assert_eq(count, 4);
+    cr_assert_eq(count, 5);
     static tg_msg rep;
     const tg_err want[3] = {TG_EPROTO, TG_EINVAL, TG_EPROTO};
     for (uint32_t i = 0; i < 3; i++) {
@@ -374,6 +384,10 @@ Test(batch, a_bad_part_gets_its_own_error_and_the_others_run)
     }
     cr_assert_eq(tg_wire_decode(parts[3].data, parts[3].len, NULL, &rep, NULL), TG_OK);
     cr_assert_eq(rep.type, TG_WIRE_SEATS_HOLD_OK);
+    cr_assert_eq(tg_wire_decode(parts[4].data, parts[4].len, NULL, &rep, NULL), TG_OK);
+    cr_assert_eq(rep.type, TG_WIRE_ERROR);
+    cr_assert_eq(rep.error.code, (uint32_t)TG_EINVAL);
+    cr_assert_str_eq(rep.error.message, "batch: every request must be about one partition");
     seat_is(8, TG_SEAT_SELECTED, a);
     msgpack_sbuffer_destroy(&frame);
 }

@@ -138,8 +138,8 @@ static void refused(msgpack_sbuffer s, const char *sentence)
 {
     uint32_t count = 7;
     const char *why = NULL;
-    cr_assert_eq(tg_wire_batch_parse(s.data, s.size, TG_WIRE_BATCH, parts, &count, &why),
-                 TG_EPROTO, "%s", sentence);
+    cr_assert_eq(tg_wire_batch_parse(s.data, s.size, TG_WIRE_BATCH, parts, &count, &why), TG_EPROTO,
+                 "%s", sentence);
     cr_assert_str_eq(why, sentence);
     cr_assert_eq(count, 0);
     msgpack_sbuffer_destroy(&s);
