@@ -9,7 +9,7 @@
 #include "sandbox.h"
 #include "tixgrid/cli.h"
 
-#define PROGRAM "tixgrid-sandbox-pay"
+#define PROGRAM          "tixgrid-sandbox-pay"
 #define SECRET_BYTES_MIN 16u
 
 static const char *const mode_names[] = {"normal", "fail", "delay", "timeout", "decline"};
@@ -73,8 +73,10 @@ static int set(sbx_config *cfg, const char *name, const char *v)
         snprintf(cfg->secret, sizeof(cfg->secret), "%s", v);
     } else if (strcmp(name, "mode") == 0) {
         if (sbx_mode_parse(v) < 0) {
-            return tg_cli_usage_error(PROGRAM, "--mode: one of normal, fail, delay, timeout, "
-                                               "decline (got \"%s\")", v);
+            return tg_cli_usage_error(PROGRAM,
+                                      "--mode: one of normal, fail, delay, timeout, "
+                                      "decline (got \"%s\")",
+                                      v);
         }
         cfg->mode = (sbx_mode)sbx_mode_parse(v);
     } else if (strcmp(name, "delay-ms") == 0 || strcmp(name, "webhook-attempts") == 0) {

@@ -18,9 +18,9 @@
 
 #include <stdint.h>
 
-#define SBX_URL_BYTES 512u
-#define SBX_SECRET_BYTES_MAX 256u
-#define SBX_PAYMENTS_MAX 4096u      /* more are refused with 503 */
+#define SBX_URL_BYTES         512u
+#define SBX_SECRET_BYTES_MAX  256u
+#define SBX_PAYMENTS_MAX      4096u /* more are refused with 503 */
 #define SBX_WEBHOOK_QUEUE_MAX 1024u /* deliveries waiting; more are dropped (logged) */
 
 typedef enum {

@@ -50,8 +50,7 @@ static void reply(h2o_req_t *req, int status, const char *type, const char *body
                       : status == 303 ? "See Other"
                       : status < 500  ? "Client Error"
                                       : "Server Error";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type,
-                   strlen(type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
     h2o_send_inline(req, body, len);
 }
 
@@ -74,19 +73,18 @@ static void reply_error(h2o_req_t *req, int status, const char *message)
 
 static json_t *payment_json(const sbx_payment *p)
 {
-    return json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:I}", "paymentId", p->id, "status",
-                     sbx_status_name(p->status), "orderId", p->order_id, "amount",
-                     (json_int_t)p->amount, "currency", p->currency, "refunds",
-                     (json_int_t)p->refunds, "webhooksDelivered",
-                     (json_int_t)p->webhooks_delivered);
+    return json_pack(
+        "{s:s,s:s,s:s,s:I,s:s,s:I,s:I}", "paymentId", p->id, "status", sbx_status_name(p->status),
+        "orderId", p->order_id, "amount", (json_int_t)p->amount, "currency", p->currency, "refunds",
+        (json_int_t)p->refunds, "webhooksDelivered", (json_int_t)p->webhooks_delivered);
 }
 
 /* ---- The API's modes ---------------------------------------------------------- */
 
 typedef struct {
     uv_timer_t timer;
-    h2o_req_t *req;  /* NULL once the client went away */
-    void **slot;     /* in the request's pool: points back here until answered */
+    h2o_req_t *req; /* NULL once the client went away */
+    void **slot;    /* in the request's pool: points back here until answered */
     int status;
     char *body;
 } delayed;
@@ -211,7 +209,8 @@ static bool create_fields(json_t *b, sbx_payment *p)
     json_t *amount = json_object_get(b, "amount");
     if (order == NULL || strlen(order) == 0 || strlen(order) >= sizeof(p->order_id) ||
         currency == NULL || strlen(currency) != 3 || !json_is_integer(amount) ||
-        json_integer_value(amount) < 0 || !url_field(b, "notifyUrl", p->notify_url, SBX_URL_BYTES) ||
+        json_integer_value(amount) < 0 ||
+        !url_field(b, "notifyUrl", p->notify_url, SBX_URL_BYTES) ||
         !url_field(b, "successUrl", p->success_url, SBX_URL_BYTES) ||
         !url_field(b, "failUrl", p->fail_url, SBX_URL_BYTES)) {
         return false;
@@ -230,8 +229,9 @@ static void on_create(h2o_req_t *req)
     bool ok = json_is_object(b) && create_fields(b, &p);
     json_decref(b);
     if (!ok) {
-        reply_error(req, 400, "expected {orderId, amount >= 0, currency (3 letters), "
-                              "notifyUrl, successUrl, failUrl (http URLs), description?}");
+        reply_error(req, 400,
+                    "expected {orderId, amount >= 0, currency (3 letters), "
+                    "notifyUrl, successUrl, failUrl (http URLs), description?}");
         return;
     }
     if (!sbx_store_create(&p, &stored)) {
@@ -243,8 +243,9 @@ static void on_create(h2o_req_t *req)
     }
     char url[SBX_URL_BYTES + 48];
     snprintf(url, sizeof(url), "%s/pay/%s", sbx.cfg->public_url, stored.id);
-    api_reply(req, 201, json_pack("{s:s,s:s,s:s}", "paymentId", stored.id, "paymentUrl", url,
-                                  "status", sbx_status_name(stored.status)));
+    api_reply(req, 201,
+              json_pack("{s:s,s:s,s:s}", "paymentId", stored.id, "paymentUrl", url, "status",
+                        sbx_status_name(stored.status)));
 }
 
 static void on_payment(h2o_req_t *req, const char *id, const char *rest)
@@ -278,19 +279,21 @@ static void on_control(h2o_req_t *req)
     int m = mode != NULL ? sbx_mode_parse(mode) : -1;
     bool delay_ok = delay == NULL || (json_is_integer(delay) && json_integer_value(delay) >= 0 &&
                                       json_integer_value(delay) <= 600000);
-    uint32_t delay_ms = delay != NULL && delay_ok ? (uint32_t)json_integer_value(delay)
-                                                  : sbx.delay_ms;
+    uint32_t delay_ms =
+        delay != NULL && delay_ok ? (uint32_t)json_integer_value(delay) : sbx.delay_ms;
     json_decref(b);
     if (m < 0 || !delay_ok) {
-        reply_error(req, 400, "expected {mode: normal|fail|delay|timeout|decline, "
-                              "delay_ms?: 0..600000}");
+        reply_error(req, 400,
+                    "expected {mode: normal|fail|delay|timeout|decline, "
+                    "delay_ms?: 0..600000}");
         return;
     }
     sbx.mode = (sbx_mode)m;
     sbx.delay_ms = delay_ms;
     tg_log(TG_LOG_INFO, "mode %s, delay %u ms", sbx_mode_name(sbx.mode), sbx.delay_ms);
-    reply_json(req, 200, json_pack("{s:s,s:I}", "mode", sbx_mode_name(sbx.mode), "delay_ms",
-                                   (json_int_t)sbx.delay_ms));
+    reply_json(req, 200,
+               json_pack("{s:s,s:I}", "mode", sbx_mode_name(sbx.mode), "delay_ms",
+                         (json_int_t)sbx.delay_ms));
 }
 
 /* ---- The buyer's page ------------------------------------------------------------ */
@@ -300,8 +303,12 @@ static void html_escape(const char *text, char *out, size_t size)
 {
     size_t n = 0;
     for (const char *c = text; *c != '\0' && n + 7 < size; c++) {
-        const char *e = *c == '&' ? "&amp;" : *c == '<' ? "&lt;" : *c == '>' ? "&gt;"
-                        : *c == '"' ? "&quot;" : *c == '\'' ? "&#39;" : NULL;
+        const char *e = *c == '&'    ? "&amp;"
+                        : *c == '<'  ? "&lt;"
+                        : *c == '>'  ? "&gt;"
+                        : *c == '"'  ? "&quot;"
+                        : *c == '\'' ? "&#39;"
+                                     : NULL;
         if (e != NULL) {
             n += (size_t)snprintf(out + n, size - n, "%s", e);
         } else {
@@ -322,20 +329,20 @@ static void on_page(h2o_req_t *req, const char *id)
     html_escape(p.description, description, sizeof(description));
     html_escape(p.order_id, order, sizeof(order));
     const char *decided = p.status == SBX_PENDING ? "" : " disabled";
-    int n = snprintf(page, sizeof(page),
-                     "<!doctype html><html><head><meta charset=\"utf-8\">"
-                     "<title>Sandbox payment %s</title></head><body>"
-                     "<h1>tixgrid sandbox payment</h1>"
-                     "<p>%s (order %s)</p><p><strong>%lld.%02lld %s</strong></p>"
-                     "<p>Status: <span id=\"status\">%s</span></p>"
-                     "<form method=\"post\" action=\"/pay/%s/approve\">"
-                     "<button type=\"submit\"%s>Approve</button></form>"
-                     "<form method=\"post\" action=\"/pay/%s/decline\">"
-                     "<button type=\"submit\"%s>Decline</button></form>"
-                     "<p>No money moves here: this is the sandbox provider.</p></body></html>",
-                     p.id, description, order, (long long)(p.amount / 100),
-                     (long long)(p.amount % 100), p.currency, sbx_status_name(p.status), p.id,
-                     decided, p.id, decided);
+    int n =
+        snprintf(page, sizeof(page),
+                 "<!doctype html><html><head><meta charset=\"utf-8\">"
+                 "<title>Sandbox payment %s</title></head><body>"
+                 "<h1>tixgrid sandbox payment</h1>"
+                 "<p>%s (order %s)</p><p><strong>%lld.%02lld %s</strong></p>"
+                 "<p>Status: <span id=\"status\">%s</span></p>"
+                 "<form method=\"post\" action=\"/pay/%s/approve\">"
+                 "<button type=\"submit\"%s>Approve</button></form>"
+                 "<form method=\"post\" action=\"/pay/%s/decline\">"
+                 "<button type=\"submit\"%s>Decline</button></form>"
+                 "<p>No money moves here: this is the sandbox provider.</p></body></html>",
+                 p.id, description, order, (long long)(p.amount / 100), (long long)(p.amount % 100),
+                 p.currency, sbx_status_name(p.status), p.id, decided, p.id, decided);
     reply(req, 200, "text/html; charset=utf-8", page, (size_t)n < sizeof(page) ? (size_t)n : 0);
 }
 
@@ -426,8 +433,7 @@ static bool listen_start(const sbx_config *cfg)
     struct sockaddr_storage ss;
     if (uv_ip4_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(cfg->listen_host, cfg->listen_port, (struct sockaddr_in6 *)&ss) != 0) {
-        tg_log(TG_LOG_ERROR, "listen address %s is not an IPv4 or IPv6 address",
-               cfg->listen_host);
+        tg_log(TG_LOG_ERROR, "listen address %s is not an IPv4 or IPv6 address", cfg->listen_host);
         return false;
     }
     uv_tcp_init(&sbx.loop, &sbx.listener);

@@ -113,7 +113,7 @@ sbx_decide_result sbx_store_decide(const char *id, bool approve, sbx_payment *ou
 {
     pthread_mutex_lock(&store.lock);
     sbx_payment *p = find_locked(id);
-    sbx_decide_result res = p == NULL ? SBX_DECIDE_UNKNOWN
+    sbx_decide_result res = p == NULL                  ? SBX_DECIDE_UNKNOWN
                             : p->status != SBX_PENDING ? SBX_DECIDE_ALREADY
                                                        : SBX_DECIDE_OK;
     if (res == SBX_DECIDE_OK) {
