@@ -22,9 +22,10 @@ const gw_config *gw_config_of(gw_gateway *gw)
 static int open_parts(gw_gateway *gw)
 {
     const gw_config *cfg = &gw->cfg;
-    if (gw_auth_init() != TG_OK) {
+    if (gw_auth_init() != TG_OK || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         return TG_EXIT_FAILURE;
     }
+    gw_breaker_init(&gw->breaker, cfg->breaker_threshold, cfg->breaker_timeout_s * 1000u);
     tg_err err = gw_jwt_secret_load(tg_env("TIXGRID_JWT_SECRET", NULL), cfg->data_dir, &gw->jwt);
     if (err != TG_OK) {
         return err == TG_EINVAL ? TG_EXIT_USAGE : TG_EXIT_FAILURE;
