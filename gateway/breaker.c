@@ -88,6 +88,15 @@ void gw_breaker_record(gw_breaker *b, bool success, bool probe, int64_t now_ms)
     pthread_mutex_unlock(&b->lock);
 }
 
+void gw_breaker_abandon(gw_breaker *b, bool probe)
+{
+    pthread_mutex_lock(&b->lock);
+    if (probe && b->state == GW_BREAKER_HALF_OPEN) {
+        b->probe_out = false;
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
 gw_breaker_view gw_breaker_read(gw_breaker *b, int64_t now_ms)
 {
     pthread_mutex_lock(&b->lock);

@@ -61,6 +61,11 @@ bool gw_breaker_admit(gw_breaker *b, int64_t now_ms, bool *probe, uint32_t *retr
 /* The outcome of an admitted call. */
 void gw_breaker_record(gw_breaker *b, bool success, bool probe, int64_t now_ms);
 
+/* An admitted call whose outcome will never be known (its request went
+ * away first, or it could not be sent): it counts for nothing, and a probe
+ * gives its turn to the next call. */
+void gw_breaker_abandon(gw_breaker *b, bool probe);
+
 /* The state as of now_ms: an open breaker whose timeout has passed shows as
  * HalfOpen, since the next call will be its probe. */
 gw_breaker_view gw_breaker_read(gw_breaker *b, int64_t now_ms);

@@ -33,6 +33,11 @@ typedef struct gw_pay_call {
     char payment_id[GW_PAYMENT_ID_BYTES];
 } gw_pay_call;
 
+static int64_t mono_ms(void)
+{
+    return tg_mono_ns() / 1000000;
+}
+
 const gw_provider *gw_provider_of(gw_gateway *gw)
 {
     return gw->cfg.payment_provider_url[0] != '\0' ? &gw_provider_rest : NULL;
@@ -40,7 +45,7 @@ const gw_provider *gw_provider_of(gw_gateway *gw)
 
 gw_breaker_view gw_pay_breaker(gw_gateway *gw)
 {
-    return gw_breaker_read(&gw->breaker, (tg_mono_ns() / 1000000));
+    return gw_breaker_read(&gw->breaker, mono_ms());
 }
 
 /* ---- The breaker around every call ---------------------------------------- */
@@ -50,7 +55,7 @@ void gw_pay_finish(gw_req *r, gw_pay_result *res)
     gw_pay_call *c = r->pay_call;
     TG_ASSERT(c != NULL);
     r->pay_call = NULL;
-    gw_breaker_record(&r->gw->breaker, !res->provider_failed, c->probe, (tg_mono_ns() / 1000000));
+    gw_breaker_record(&r->gw->breaker, !res->provider_failed, c->probe, mono_ms());
     if (res->err != TG_OK) {
         tg_log(TG_LOG_WARN, "payment provider: %s: %s",
                c->op == PAY_CREATE   ? "create"
@@ -69,7 +74,7 @@ static tg_err pay_start(gw_req *r, pay_op op, gw_pay_done done, gw_pay_call **ou
     }
     bool probe;
     uint32_t retry_ms;
-    if (!gw_breaker_admit(&r->gw->breaker, (tg_mono_ns() / 1000000), &probe, &retry_ms)) {
+    if (!gw_breaker_admit(&r->gw->breaker, mono_ms(), &probe, &retry_ms)) {
         return TG_EUNAVAILABLE;
     }
     gw_pay_call *c = gw_alloc(r, sizeof(*c));
@@ -79,16 +84,19 @@ static tg_err pay_start(gw_req *r, pay_op op, gw_pay_done done, gw_pay_call **ou
     return TG_OK;
 }
 
+void gw_pay_abandon(gw_req *r)
+{
+    gw_pay_call *c = r->pay_call;
+    r->pay_call = NULL;
+    gw_breaker_abandon(&r->gw->breaker, c->probe);
+}
+
 /* A call that could not start gives the breaker its admission back: it
  * never reached the provider, so it says nothing about it. */
 static tg_err pay_started(gw_req *r, tg_err err)
 {
     if (err != TG_OK) {
-        gw_pay_call *c = r->pay_call;
-        r->pay_call = NULL;
-        if (c->probe) {
-            gw_breaker_record(&r->gw->breaker, false, true, (tg_mono_ns() / 1000000));
-        }
+        gw_pay_abandon(r);
     }
     return err;
 }

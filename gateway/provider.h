@@ -64,6 +64,10 @@ extern const gw_provider gw_provider_rest;
 /* For providers: the outcome of the call in flight. */
 void gw_pay_finish(gw_req *r, gw_pay_result *res);
 
+/* r went away with a provider call in flight (call.c, loop thread): its
+ * outcome will not be counted, and a probe lets the next call probe. */
+void gw_pay_abandon(gw_req *r);
+
 /* The provider configured, or NULL (payments answer 503). */
 const gw_provider *gw_provider_of(gw_gateway *gw);
 

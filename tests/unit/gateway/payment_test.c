@@ -110,6 +110,22 @@ Test(gateway_breaker, outcomes_of_calls_admitted_before_it_opened_change_nothing
     cr_assert_eq(gw_breaker_read(&b, 20).retry_after_ms, 990);
 }
 
+Test(gateway_breaker, an_abandoned_probe_lets_the_next_call_probe)
+{
+    gw_breaker_init(&b, 1, 1000);
+    cr_assert(call(0, false));
+    bool probe, next;
+    uint32_t retry;
+    cr_assert(gw_breaker_admit(&b, 1000, &probe, &retry));
+    cr_assert(probe);
+    gw_breaker_abandon(&b, probe);
+    cr_assert_eq(gw_breaker_read(&b, 1001).state, GW_BREAKER_HALF_OPEN);
+    cr_assert(gw_breaker_admit(&b, 1001, &next, &retry), "the probe's turn was given back");
+    cr_assert(next);
+    gw_breaker_record(&b, true, next, 1002);
+    cr_assert_eq(gw_breaker_read(&b, 1002).state, GW_BREAKER_CLOSED);
+}
+
 Test(gateway_breaker, state_names_are_the_seeds)
 {
     cr_assert_str_eq(gw_breaker_state_name(GW_BREAKER_CLOSED), "Closed");
