@@ -40,11 +40,30 @@ static const char usage[] =
     "  --secret S             TIXGRID_PAYMENT_WEBHOOK_SECRET  webhook key, 16..256 bytes "
     "(required;\n"
     "                                                      prefer the variable)\n"
+    "  --secret-file FILE     TIXGRID_PAYMENT_WEBHOOK_SECRET_FILE  the secret is FILE's first line\n"
     "  --mode M               TIXGRID_SANDBOX_MODE         normal|fail|delay|timeout|decline\n"
     "  --delay-ms N           TIXGRID_SANDBOX_DELAY_MS     the API's delay in delay mode (2000)\n"
     "  --webhook-attempts N   TIXGRID_SANDBOX_WEBHOOK_ATTEMPTS  per webhook, 1..20 (5)\n\n"
     "POST /control {\"mode\": M, \"delay_ms\": N} changes the mode while it runs.\n"
     "Exit status: 0 after SIGTERM/SIGINT, 64 bad flags, 69 the port is taken, 1 other.\n";
+
+static int set(sbx_config *cfg, const char *name, const char *v);
+
+/* The secret from a file (its first line), so that it never shows in ps. */
+static int secret_file(sbx_config *cfg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[SBX_SECRET_BYTES_MAX + 2] = "";
+    bool read = f != NULL && fgets(line, sizeof(line), f) != NULL;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (!read) {
+        return tg_cli_usage_error(PROGRAM, "--secret-file: cannot read %s", path);
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    return set(cfg, "secret", line);
+}
 
 static int set(sbx_config *cfg, const char *name, const char *v)
 {
@@ -71,6 +90,8 @@ static int set(sbx_config *cfg, const char *name, const char *v)
                                       SECRET_BYTES_MIN, SBX_SECRET_BYTES_MAX);
         }
         snprintf(cfg->secret, sizeof(cfg->secret), "%s", v);
+    } else if (strcmp(name, "secret-file") == 0) {
+        return secret_file(cfg, v);
     } else if (strcmp(name, "mode") == 0) {
         if (sbx_mode_parse(v) < 0) {
             return tg_cli_usage_error(PROGRAM,
@@ -96,6 +117,7 @@ static const struct {
     {"listen", "TIXGRID_SANDBOX_LISTEN"},
     {"public-url", "TIXGRID_SANDBOX_PUBLIC_URL"},
     {"secret", "TIXGRID_PAYMENT_WEBHOOK_SECRET"},
+    {"secret-file", "TIXGRID_PAYMENT_WEBHOOK_SECRET_FILE"},
     {"mode", "TIXGRID_SANDBOX_MODE"},
     {"delay-ms", "TIXGRID_SANDBOX_DELAY_MS"},
     {"webhook-attempts", "TIXGRID_SANDBOX_WEBHOOK_ATTEMPTS"},

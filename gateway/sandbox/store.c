@@ -100,11 +100,14 @@ static void webhook_queue_locked(const sbx_payment *p)
     d->payment = (uint32_t)(p - store.payments);
     char now[TG_RFC3339_BYTES];
     tg_format_rfc3339(now, tg_now_ms());
-    snprintf(d->body, sizeof(d->body),
+    /* Formatted apart: the payment and the queue are both in `store`. */
+    char body[sizeof(d->body)];
+    snprintf(body, sizeof(body),
              "{\"paymentId\":\"%s\",\"status\":\"%s\",\"orderId\":\"%s\",\"amount\":%lld,"
              "\"currency\":\"%s\",\"timestamp\":\"%s\"}",
              p->id, sbx_status_name(p->status), p->order_id, (long long)p->amount, p->currency,
              now);
+    memcpy(d->body, body, sizeof(body));
     sbx_sign(store.secret, d->body, d->signature);
     pthread_cond_signal(&store.wake);
 }
