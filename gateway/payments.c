@@ -429,6 +429,7 @@ static void hook_paid_recorded(gw_req *r, void *job)
         return; /* paid in the grid; the redelivery records it */
     }
     hook_audit(r, "payment_confirm", "ok");
+    atomic_fetch_add_explicit(&r->worker->metrics.sales, 1, memory_order_relaxed);
     hook_answer(r, "paid");
 }
 
