@@ -108,6 +108,23 @@ void payh_wait_booking(gwh_gateway *gw, const char *auth, uint64_t booking, cons
                    PAYH_WAIT_MS);
 }
 
+json_t *payh_wait_return(gwh_gateway *gw, const char *location, const char *status)
+{
+    cr_assert(strncmp(location, gw->url, strlen(gw->url)) == 0, "Location %s", location);
+    int64_t deadline = hx_now_ms() + PAYH_WAIT_MS;
+    json_t *ret;
+    do {
+        ret = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "%s", location + strlen(gw->url)), 200);
+        if (strcmp(gwh_str(ret, "status"), status) == 0) {
+            return ret;
+        }
+        hx_sleep_ms(50);
+    } while (hx_now_ms() < deadline);
+    cr_assert_fail("the return %s shows %s, not %s, after %d ms", location, gwh_str(ret, "status"),
+                   status, PAYH_WAIT_MS);
+    return NULL;
+}
+
 const char *payh_seat_status(gwh_gateway *gw, const char *auth, uint32_t s)
 {
     json_t *page = gwh_expect(

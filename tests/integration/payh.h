@@ -40,6 +40,11 @@ gwh_resp *payh_webhook(gwh_gateway *gw, const char *body, const char *signature)
 /* Waits until GET /api/bookings/{id} says status. */
 void payh_wait_booking(gwh_gateway *gw, const char *auth, uint64_t booking, const char *status);
 
+/* Waits until the browser's return (the gateway path of the provider's
+ * redirect) shows status: the webhook records the payment just after it
+ * changed the booking.  Returns the answer. */
+json_t *payh_wait_return(gwh_gateway *gw, const char *location, const char *status);
+
 /* The status of seat_no s of the concert (GET /api/seats). */
 const char *payh_seat_status(gwh_gateway *gw, const char *auth, uint32_t s);
 
