@@ -5,8 +5,9 @@
  * answer (nobody else waits for it), and a confirmation that arrives after
  * the payment window (refunded; the seat stays with its new holder).
  *
- * The grid (gwh.h) with tixgrid-sandbox-pay; the sandbox is stopped,
- * restarted on its port, or told to answer slowly (POST /control).
+ * The grid (gwh.h) with tixgrid-sandbox-pay; the sandbox is told to fail,
+ * to hang or to answer slowly (POST /control), stopped, and restarted on
+ * its port.
  */
 #include "payh.h"
 
@@ -52,13 +53,25 @@ Test(gateway_payment_faults, provider_down_opens_the_breaker_which_half_opens_an
     snprintf(early_pay, sizeof(early_pay), "%s",
              gwh_str(gwh_expect(payh_initiate(gw, buyer, early), 200), "payment_id"));
     uint16_t port = g->sandbox->port;
-    gwh_sandbox_stop_ok(g->sandbox);
 
-    /* Three failures in a row: 502 each, the bookings stay created; then open. */
-    uint64_t b[4];
+    /* Three failures in a row, each a 502 that leaves its booking created:
+     * the provider answers 500, then never answers (the gateway gives up
+     * after --payment-timeout-ms), then is down.  The third opens it. */
+    static const char *const how[] = {"{\"mode\": \"fail\"}", "{\"mode\": \"timeout\"}", NULL};
+    uint64_t b[3];
     for (int i = 0; i < 3; i++) {
+        if (how[i] != NULL) {
+            gwh_expect(gwh_http(g->sandbox, "POST", NULL, how[i], "/control"), 200);
+        } else {
+            gwh_sandbox_stop_ok(g->sandbox);
+        }
         b[i] = payh_booking_with_seats(gw, buyer, 710 + 2 * (uint32_t)i, 1);
-        gwh_expect_error(payh_initiate(gw, buyer, b[i]), 502, "provider_error");
+        int64_t t0 = hx_now_ms();
+        const char *why = gwh_expect_error(payh_initiate(gw, buyer, b[i]), 502, "provider_error");
+        int64_t took = hx_now_ms() - t0;
+        cr_assert(i != 0 || strstr(why, "HTTP 500") != NULL, "%s", why);
+        cr_assert(i != 1 || (took >= 1900 && took < 5000),
+                  "a hung provider: 502 after %" PRId64 " ms, not the 2 s timeout", took);
         cr_assert_str_eq(payh_seat_status(gw, buyer, 710 + 2 * (uint32_t)i), "SELECTED");
         cr_assert_str_eq(gwh_str(breaker(gw), "circuit_breaker.state"), i < 2 ? "Closed" : "Open");
     }
