@@ -17,7 +17,8 @@
  * webhook can ever name a payment this gateway does not know.  If the
  * provider fails, the booking stays created (502; 503 while the breaker is
  * open); if payment_begin is refused, the recorded payment is marked failed
- * and can never pay for the booking.
+ * and can never pay for the booking (a unit that did not answer in time may
+ * have begun it: that payment stays pending).
  *
  * The webhook's body must be a JSON object (the core answers 400 before the
  * handler otherwise) and X-Signature the HMAC-SHA256 of its raw bytes under
@@ -211,6 +212,12 @@ static void init_begun(gw_req *r, tg_err err, const tg_msg *reply)
 {
     init_state *st = r->state;
     init_audit(r, err == TG_OK ? "ok" : tg_errname(err), payment_detail(st->created.payment_id));
+    if (err == TG_ETIMEDOUT) {
+        /* The unit may have begun it: the payment stays pending, and
+         * payment-status gives the buyer its page if it did. */
+        gw_reply_grid_error(r, err, NULL, st->layout->partition_id);
+        return;
+    }
     if (err != TG_OK) {
         st->begin_err = err;
         sql_submit(r, init_marked_failed,
@@ -584,6 +591,7 @@ typedef struct {
     char payment_id[GW_PAYMENT_ID_BYTES];
     char pay_status[16];
     char refund[16];
+    char payment_url[GW_URL_BYTES];
 } status_state;
 
 /* pending, completed, failed or expired: the booking's status says where
@@ -615,6 +623,9 @@ static void status_answer(gw_req *r, const char *provider_status)
     if (provider_status != NULL) {
         json_object_set_new(j, "provider_status", json_string(provider_status));
     }
+    if (st->booking_status == TG_BOOKING_PENDING_PAYMENT && st->payment_url[0] != '\0') {
+        json_object_set_new(j, "payment_url", json_string(st->payment_url));
+    }
     gw_reply_json(r, 200, j);
 }
 
@@ -638,6 +649,8 @@ static void status_loaded(gw_req *r, void *job)
     snprintf(st->payment_id, sizeof(st->payment_id), "%s", j->values[0]);
     snprintf(st->pay_status, sizeof(st->pay_status), "%s", j->values[1]);
     snprintf(st->refund, sizeof(st->refund), "%s", j->values[2]);
+    snprintf(st->payment_url, sizeof(st->payment_url), "%s",
+             j->values[3] != NULL ? j->values[3] : "");
     /* While it is pending, what the provider says now helps a buyer who
      * paid but whose webhook is late; it changes nothing here. */
     if (st->booking_status != TG_BOOKING_PENDING_PAYMENT ||
@@ -656,7 +669,7 @@ static void status_read(gw_req *r, tg_err err, const tg_msg *reply)
     st->booking_status = reply->booking_get_ok.status;
     char booking[24];
     sql_submit(r, status_loaded,
-               "SELECT id, status, refund_status FROM payments WHERE booking_id = $1"
+               "SELECT id, status, refund_status, payment_url FROM payments WHERE booking_id = $1"
                " ORDER BY created_at DESC, id LIMIT 1",
                1, u64_text(booking, st->id));
 }

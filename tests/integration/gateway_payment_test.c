@@ -61,6 +61,7 @@ Test(gateway_payment, a_purchase_through_the_sandbox_page_sells_the_seats_and_re
     cr_assert_str_eq(gwh_str(st, "payment_id"), pay);
     cr_assert_str_eq(gwh_str(st, "status"), "pending");
     cr_assert_str_eq(gwh_str(st, "provider_status"), "PENDING");
+    cr_assert_str_eq(gwh_str(st, "payment_url"), gwh_str(started, "payment_url"));
     gwh_expect_error(payh_initiate(gw, buyer, b), 409, "booking_state");
 
     /* The buyer's page, then Approve: the browser comes back to the gateway. */
