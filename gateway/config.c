@@ -76,6 +76,8 @@ static const number_setting numbers[] = {
      "provider failures in a row that open the circuit breaker"},
     {"breaker-timeout-s", "TIXGRID_PAYMENT_BREAKER_TIMEOUT_S", U32(breaker_timeout_s), 1, 3600,
      60, "the breaker stays open this long, then lets one probe through"},
+    {"refund-retry-s", "TIXGRID_PAYMENT_REFUND_RETRY_S", U32(refund_retry_s), 1, 3600, 30,
+     "a late payment's refund the provider did not make is asked for again this often"},
 };
 #define NUMBERS_COUNT (sizeof(numbers) / sizeof(numbers[0]))
 

@@ -49,6 +49,7 @@ typedef struct {
     uint32_t payment_timeout_ms;      /* one call to the provider */
     uint32_t breaker_threshold;       /* provider failures in a row that open the breaker */
     uint32_t breaker_timeout_s;       /* open this long before a probe */
+    uint32_t refund_retry_s;          /* owed refunds are tried again this often */
 } gw_config;
 
 /* Defaults, then TIXGRID_* variables, then flags.  Returns -1 when the

@@ -132,6 +132,12 @@ tg_err gw_audit_open(gw_gateway *gw, gw_audit_log **out);
 void gw_audit_close(gw_audit_log *a);
 uint64_t gw_audit_backlog(gw_gateway *gw);
 
+/* refunds.c: the thread that retries refunds owed (none without a provider:
+ * *out is NULL then). */
+typedef struct gw_refunds gw_refunds;
+tg_err gw_refunds_open(gw_gateway *gw, gw_refunds **out);
+void gw_refunds_close(gw_refunds *f);
+
 /* ---- The process --------------------------------------------------------- */
 
 struct gw_gateway {
@@ -145,6 +151,7 @@ struct gw_gateway {
     gw_map *map;
     gw_audit_log *audit;
     gw_breaker breaker; /* guards every call to the payment provider */
+    gw_refunds *refunds;
     uint32_t worker_count;
     gw_worker *workers;
     int listen_fd_family;

@@ -262,6 +262,10 @@ uint32_t gw_map_partitions(gw_gateway *gw, uint32_t *ids, uint32_t max);
  * the outcome ("ok" or a tg_errname) and detail (stolen, may be NULL). */
 void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t event_id,
               const uint32_t *seat_nos, uint32_t seat_count, const char *outcome, json_t *detail);
+/* The same for what the gateway does on its own (no request: no client IP,
+ * user 0), from any thread. */
+void gw_audit_system(gw_gateway *gw, const char *action, tg_booking_id booking,
+                     uint64_t event_id, const char *outcome, json_t *detail);
 /* False when the audit queue is past its high-water mark: purchase
  * operations answer 503 until it drains. */
 bool gw_audit_accepting(gw_gateway *gw);

@@ -36,7 +36,7 @@ static int open_parts(gw_gateway *gw)
             TG_OK ||
         tg_client_open(&client_cfg, &gw->client) != TG_OK ||
         gw_db_pool_open(gw, &gw->db) != TG_OK || gw_audit_open(gw, &gw->audit) != TG_OK ||
-        gw_map_open(gw, &gw->map) != TG_OK) {
+        gw_map_open(gw, &gw->map) != TG_OK || gw_refunds_open(gw, &gw->refunds) != TG_OK) {
         tg_log(TG_LOG_ERROR, "start-up failed: out of memory or threads");
         return TG_EXIT_FAILURE;
     }
@@ -74,6 +74,7 @@ static void stop_watchdog_start(void)
  * used. */
 static void close_parts(gw_gateway *gw)
 {
+    gw_refunds_close(gw->refunds); /* it uses the map and the audit log */
     if (gw->map != NULL) {
         gw_map_close(gw->map);
     }

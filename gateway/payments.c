@@ -33,7 +33,8 @@
  *     completed with a refund due, audited (payment_late), and refunded
  *     through the provider.  A refund that cannot be made now (provider
  *     down, breaker open) answers 5xx, so that the provider delivers the
- *     webhook again and the refund is tried again; it stays 'due' meanwhile.
+ *     webhook again and the refund is tried again; it stays 'due' meanwhile
+ *     (refunds.c also asks again by itself).
  *   FAILED for a pending payment → payment_fail: failed, seats FREE.
  *   Anything else (repeats, other statuses) → 200 with nothing changed.
  * While the breaker is open webhooks are still processed: they come from

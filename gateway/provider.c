@@ -124,6 +124,21 @@ tg_err gw_pay_refund(gw_req *r, const char *payment_id, int64_t amount_minor, gw
                : pay_started(r, gw_provider_of(r->gw)->refund(r, payment_id, amount_minor));
 }
 
+tg_err gw_pay_refund_now(gw_gateway *gw, const char *payment_id, int64_t amount_minor,
+                         gw_pay_result *res)
+{
+    const gw_provider *p = gw_provider_of(gw);
+    bool probe;
+    uint32_t retry_ms;
+    *res = (gw_pay_result){0};
+    if (p == NULL || !gw_breaker_admit(&gw->breaker, mono_ms(), &probe, &retry_ms)) {
+        return TG_EBUSY;
+    }
+    tg_err err = p->refund_now(&gw->cfg, payment_id, amount_minor, res);
+    gw_breaker_record(&gw->breaker, !res->provider_failed, probe, mono_ms());
+    return err;
+}
+
 /* ---- The REST provider ------------------------------------------------------- */
 
 /* A string field of the answer into out; false when missing or too long. */
@@ -224,13 +239,71 @@ static tg_err rest_status(gw_req *r, const char *payment_id)
     return gw_http_send(r, "GET", url, NULL, cfg->payment_timeout_ms, rest_answered);
 }
 
+#define REFUND_URL_BYTES (GW_URL_BYTES + GW_PAYMENT_ID_BYTES + 24)
+
+static void refund_request(const gw_config *cfg, const char *payment_id, int64_t amount_minor,
+                           char url[REFUND_URL_BYTES], char body[48])
+{
+    snprintf(url, REFUND_URL_BYTES, "%s/v1/payments/%s/refund", cfg->payment_provider_url,
+             payment_id);
+    snprintf(body, 48, "{\"amount\":%lld}", (long long)amount_minor);
+}
+
 static tg_err rest_refund(gw_req *r, const char *payment_id, int64_t amount_minor)
 {
-    const gw_config *cfg = &r->gw->cfg;
-    char url[GW_URL_BYTES + GW_PAYMENT_ID_BYTES + 24], body[48];
-    snprintf(url, sizeof(url), "%s/v1/payments/%s/refund", cfg->payment_provider_url, payment_id);
-    snprintf(body, sizeof(body), "{\"amount\":%lld}", (long long)amount_minor);
-    return gw_http_send(r, "POST", url, body, cfg->payment_timeout_ms, rest_answered);
+    char url[REFUND_URL_BYTES], body[48];
+    refund_request(&r->gw->cfg, payment_id, amount_minor, url, body);
+    return gw_http_send(r, "POST", url, body, r->gw->cfg.payment_timeout_ms, rest_answered);
+}
+
+typedef struct {
+    char *data;
+    size_t len;
+} answer_buffer;
+
+static size_t answer_collect(char *data, size_t size, size_t n, void *arg)
+{
+    answer_buffer *b = arg;
+    size_t keep = b->len + size * n > GW_HTTP_BODY_MAX ? GW_HTTP_BODY_MAX - b->len : size * n;
+    memcpy(b->data + b->len, data, keep);
+    b->len += keep;
+    return size * n;
+}
+
+static tg_err rest_refund_now(const gw_config *cfg, const char *payment_id, int64_t amount_minor,
+                              gw_pay_result *res)
+{
+    char url[REFUND_URL_BYTES], body[48], error[CURL_ERROR_SIZE] = "";
+    refund_request(cfg, payment_id, amount_minor, url, body);
+    answer_buffer answer = {.data = calloc(1, GW_HTTP_BODY_MAX + 1)};
+    CURL *e = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    gw_http_result http = {.err = TG_ENOMEM, .body = "", .error = "out of memory"};
+    if (e != NULL && h != NULL && answer.data != NULL) {
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->payment_timeout_ms);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, answer_collect);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &answer);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error);
+        CURLcode code = curl_easy_perform(e);
+        http.err = code == CURLE_OK                   ? TG_OK
+                   : code == CURLE_OPERATION_TIMEDOUT ? TG_ETIMEDOUT
+                                                      : TG_EUNAVAILABLE;
+        http.error = error[0] != '\0' ? error : curl_easy_strerror(code);
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &http.status);
+        http.body = answer.data;
+        http.len = answer.len;
+    }
+    *res = (gw_pay_result){0};
+    json_decref(answer_read(&http, res));
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    free(answer.data);
+    return res->err;
 }
 
 const gw_provider gw_provider_rest = {
@@ -238,4 +311,5 @@ const gw_provider gw_provider_rest = {
     .create = rest_create,
     .status = rest_status,
     .refund = rest_refund,
+    .refund_now = rest_refund_now,
 };

@@ -56,6 +56,11 @@ typedef struct {
     tg_err (*create)(gw_req *r, const gw_pay_order *order);
     tg_err (*status)(gw_req *r, const char *payment_id);
     tg_err (*refund)(gw_req *r, const char *payment_id, int64_t amount_minor);
+    /* The refund again, blocking until the provider answered (or the
+     * timeout): only for the gateway's own background threads (refunds.c),
+     * never a loop thread.  Fills *res; returns res->err. */
+    tg_err (*refund_now)(const gw_config *cfg, const char *payment_id, int64_t amount_minor,
+                         gw_pay_result *res);
 } gw_provider;
 
 /* The REST provider (the sandbox's protocol) at cfg.payment_provider_url. */
@@ -77,6 +82,11 @@ const gw_provider *gw_provider_of(gw_gateway *gw);
 tg_err gw_pay_create(gw_req *r, const gw_pay_order *order, gw_pay_done done);
 tg_err gw_pay_status(gw_req *r, const char *payment_id, gw_pay_done done);
 tg_err gw_pay_refund(gw_req *r, const char *payment_id, int64_t amount_minor, gw_pay_done done);
+
+/* refund_now through the breaker (a background thread; blocks); TG_EBUSY
+ * when the breaker refused (nothing was asked). */
+tg_err gw_pay_refund_now(gw_gateway *gw, const char *payment_id, int64_t amount_minor,
+                         gw_pay_result *res);
 
 /* The breaker's state now (any thread). */
 gw_breaker_view gw_pay_breaker(gw_gateway *gw);

@@ -249,3 +249,47 @@ Test(gateway_payment,
     cr_assert_eq(gwh_int(cb, "circuit_breaker.timeout_seconds"), 60);
     gwh_stop_ok(g);
 }
+
+Test(gateway_payment, a_refund_the_provider_could_not_make_at_once_is_made_later)
+{
+    static const char *const replay[] = {"--payment-window-ms", "1000", NULL};
+    static const char *const sandbox[] = {"--webhook-attempts", "1", NULL};
+    static const char *const flags[] = {"--allow-reset",    "--auth-rate", "0",
+                                        "--refund-retry-s", "1",           NULL};
+    gwh_options o = {
+        .sandbox = true, .replay_flags = replay, .sandbox_flags = sandbox, .gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 1100, 1);
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    payh_wait_booking(gw, buyer, b, "expired");
+
+    /* Approved too late while the provider's API fails: the refund is owed,
+     * and the sandbox delivers that webhook only once. */
+    gwh_expect(gwh_http(g->sandbox, "POST", NULL, "{\"mode\": \"fail\"}", "/control"), 200);
+    payh_click(g->sandbox, pay, true);
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT refund_status FROM payments WHERE id = '%s'", pay);
+    payh_wait_pg(g, sql, "due");
+
+    /* The provider mends; the gateway's own retry refunds it. */
+    gwh_expect(gwh_http(g->sandbox, "POST", NULL, "{\"mode\": \"normal\"}", "/control"), 200);
+    payh_wait_pg(g, sql, "refunded");
+    json_t *at_provider =
+        gwh_expect(gwh_http(g->sandbox, "GET", NULL, NULL, "/v1/payments/%s", pay), 200);
+    cr_assert_str_eq(gwh_str(at_provider, "status"), "REFUNDED");
+    cr_assert_eq(gwh_int(at_provider, "refunds"), 1);
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 1100), "FREE");
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome || ':' ||"
+             " coalesce(host(client_ip), 'system'), ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_late', 'payment_refund')",
+             b);
+    payh_wait_pg(g, sql,
+                 "payment_late:refund_due:127.0.0.1,payment_refund:provider_error:127.0.0.1,"
+                 "payment_refund:ok:system");
+    gwh_stop_ok(g);
+}

@@ -633,7 +633,7 @@ gwh_grid *gwh_start(const gwh_options *o)
     const char *const *flags = o->gateway_flags != NULL ? o->gateway_flags : default_flags;
     const char *with_payments[GWH_FLAGS_MAX + 1];
     if (o->sandbox) {
-        gwh_gateway *sb = gwh_sandbox_start(g, 0, NULL);
+        gwh_gateway *sb = gwh_sandbox_start(g, 0, o->sandbox_flags);
         int n = 0;
         while (flags[n] != NULL) {
             cr_assert(n + 4 < GWH_FLAGS_MAX, "too many gateway flags");

@@ -123,6 +123,7 @@ Test(gateway_config, payments_take_a_provider_url_a_secret_and_the_breaker_setti
     cr_assert_eq(cfg.breaker_threshold, 5);
     cr_assert_eq(cfg.breaker_timeout_s, 60);
     cr_assert_eq(cfg.payment_timeout_ms, 15000);
+    cr_assert_eq(cfg.refund_retry_s, 30);
     setenv("TIXGRID_PAYMENT_WEBHOOK_SECRET", "0123456789abcdef-secret", 1);
     const char *argv[] = {"tixgrid-gateway",
                           "--db",
