@@ -94,7 +94,7 @@ typedef struct {
     uint32_t partitions[GWH_PARTITIONS_MAX]; /* partition ids, e.g. 1 and 3 */
     uint32_t unit_of[GWH_PARTITIONS_MAX];    /* the unit (index) each is placed on */
     const char *const *gateway_flags;        /* extra flags of the first gateway, NULL-ended */
-    bool sandbox;                            /* start tixgrid-sandbox-pay and wire the gateway to it */
+    bool sandbox;                            /* start tixgrid-sandbox-pay, wire the gateway to it */
     const char *const *sandbox_flags;        /* extra flags of the sandbox, NULL-ended */
     const char *const *replay_flags;         /* extra flags of `tixgrid-persister replay` */
 } gwh_options;
