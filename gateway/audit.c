@@ -79,10 +79,12 @@ static void name_copy(char *dst, const char *src)
     snprintf(dst, GW_AUDIT_NAME_BYTES + 1, "%s", src);
 }
 
-void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t event_id,
-              const uint32_t *seat_nos, uint32_t seat_count, const char *outcome, json_t *detail)
+/* Queues one record; client_ip "" and user 0 for the system. */
+static void audit_push(gw_audit_log *a, const char *client_ip, uint64_t user_id,
+                       const char *action, tg_booking_id booking, uint64_t event_id,
+                       const uint32_t *seat_nos, uint32_t seat_count, const char *outcome,
+                       json_t *detail)
 {
-    gw_audit_log *a = r->gw->audit;
     char *detail_text = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
     json_decref(detail);
     pthread_mutex_lock(&a->lock);
@@ -91,13 +93,13 @@ void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t eve
         pthread_mutex_unlock(&a->lock);
         free(detail_text);
         tg_log(TG_LOG_ERROR, "audit queue full: record %s of user %llu dropped", action,
-               (unsigned long long)r->who.user_id);
+               (unsigned long long)user_id);
         return;
     }
     audit_record *rec = &a->ring[(a->head + a->count) % a->capacity];
     rec->logged_ms = tg_now_ms();
-    memcpy(rec->client_ip, r->client_ip, sizeof(rec->client_ip));
-    rec->user_id = r->who.user_id;
+    snprintf(rec->client_ip, sizeof(rec->client_ip), "%s", client_ip);
+    rec->user_id = user_id;
     rec->booking_id = booking;
     rec->event_id = event_id;
     name_copy(rec->action, action);
@@ -113,6 +115,19 @@ void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t eve
         pthread_cond_signal(&a->wake);
     }
     pthread_mutex_unlock(&a->lock);
+}
+
+void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t event_id,
+              const uint32_t *seat_nos, uint32_t seat_count, const char *outcome, json_t *detail)
+{
+    audit_push(r->gw->audit, r->client_ip, r->who.user_id, action, booking, event_id, seat_nos,
+               seat_count, outcome, detail);
+}
+
+void gw_audit_system(gw_gateway *gw, const char *action, tg_booking_id booking,
+                     uint64_t event_id, const char *outcome, json_t *detail)
+{
+    audit_push(gw->audit, "", 0, action, booking, event_id, NULL, 0, outcome, detail);
 }
 
 /* ---- The writer ---------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /*
  * bookings.c — POST /api/bookings, GET /api/bookings[/{id}],
- * PATCH /api/bookings/cancel, and the payment routes' placeholders.
+ * PATCH /api/bookings/cancel (the payment routes are payments.c's).
  *
  * A booking lives in one partition (its id says which), so create, read and
  * cancel are one request to that partition's unit, which checks that the
@@ -219,45 +219,4 @@ void gw_on_booking_cancel(gw_req *r)
     if (err != TG_OK) {
         gw_reply_grid_error(r, err, NULL, st->layout->partition_id);
     }
-}
-
-/* ---- payments (a provider arrives with the payments work) ------------------ */
-
-static void payment_initiate_done(gw_req *r, tg_err err, const tg_msg *reply)
-{
-    one_state *st = r->state;
-    if (err != TG_OK) {
-        gw_reply_grid_error(r, err, reply, st->layout->partition_id);
-        return;
-    }
-    gw_audit(r, "payment_begin", st->id, st->layout->event_id, NULL, 0, "payments_unavailable",
-             NULL);
-    gw_reply_error_retry(r, 503, "payments_unavailable", 60,
-                         "no payment provider is configured on this gateway yet; the booking "
-                         "stays created");
-}
-
-void gw_on_payment_initiate(gw_req *r)
-{
-    uint64_t id;
-    if (!gw_body_u64(r, "booking_id", 1, (UINT64_C(1) << 53) - 1, &id, NULL)) {
-        return;
-    }
-    booking_read(r, id, payment_initiate_done);
-}
-
-static void payment_status_done(gw_req *r, tg_err err, const tg_msg *reply)
-{
-    one_state *st = r->state;
-    if (err != TG_OK) {
-        gw_reply_grid_error(r, err, reply, st->layout->partition_id);
-        return;
-    }
-    gw_reply_error(r, 404, "no_payment", "no payment was started for booking %llu",
-                   (unsigned long long)st->id);
-}
-
-void gw_on_payment_status(gw_req *r)
-{
-    booking_read(r, r->params[0], payment_status_done);
 }

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "provider.h"
 #include "tixgrid/assert.h"
 #include "tixgrid/log.h"
 
@@ -119,6 +120,9 @@ void gw_calls_drain(gw_worker *w)
 
 void gw_req_gone(gw_req *r)
 {
+    if (r->pay_call != NULL) {
+        gw_pay_abandon(r); /* its outcome will never come back to count */
+    }
     if (r->pending != NULL) {
         r->pending->req = NULL;
         r->pending = NULL;

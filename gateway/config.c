@@ -73,10 +73,30 @@ static const number_setting numbers[] = {
      "attempts a client IP may make at once"},
     {"audit-queue-max", "TIXGRID_GATEWAY_AUDIT_QUEUE_MAX", U32(audit_queue_max), 1024, 16777216,
      65536, "audit records waiting for PostgreSQL"},
+    {"payment-timeout-ms", "TIXGRID_PAYMENT_TIMEOUT_MS", U32(payment_timeout_ms), 100, 120000,
+     15000, "one call to the payment provider (then 502)"},
+    {"breaker-threshold", "TIXGRID_PAYMENT_BREAKER_THRESHOLD", U32(breaker_threshold), 1, 1000, 5,
+     "provider failures in a row that open the circuit breaker"},
+    {"breaker-timeout-s", "TIXGRID_PAYMENT_BREAKER_TIMEOUT_S", U32(breaker_timeout_s), 1, 3600,
+     60, "the breaker stays open this long, then lets one probe through"},
+    {"refund-retry-s", "TIXGRID_PAYMENT_REFUND_RETRY_S", U32(refund_retry_s), 1, 3600, 30,
+     "a late payment's refund the provider did not make is asked for again this often"},
 };
 #define NUMBERS_COUNT (sizeof(numbers) / sizeof(numbers[0]))
 
-enum { OPT_LISTEN = 1000, OPT_DB, OPT_DATA_DIR, OPT_STATIC, OPT_ALLOW_RESET, OPT_NUMBER };
+enum {
+    OPT_LISTEN = 1000,
+    OPT_DB,
+    OPT_DATA_DIR,
+    OPT_STATIC,
+    OPT_ALLOW_RESET,
+    OPT_PROVIDER_URL,
+    OPT_WEBHOOK_SECRET,
+    OPT_PUBLIC_URL,
+    OPT_NUMBER
+};
+/* The options before the numbers in from_flags' table. */
+#define NAMED_OPTIONS (OPT_NUMBER - OPT_LISTEN)
 
 static void usage_print(void)
 {
@@ -87,7 +107,14 @@ static void usage_print(void)
            "  --data-dir DIR           TIXGRID_DATA_DIR         where a generated JWT secret is "
            "kept (.)\n"
            "  --static DIR             TIXGRID_GATEWAY_STATIC   files served under / (none)\n"
-           "  --allow-reset            TIXGRID_ALLOW_RESET=1    POST /api/reset answers\n");
+           "  --allow-reset            TIXGRID_ALLOW_RESET=1    POST /api/reset answers\n"
+           "  --payment-provider-url URL  TIXGRID_PAYMENT_PROVIDER_URL  the payment provider "
+           "(none: payments answer 503)\n"
+           "  --payment-webhook-secret S  TIXGRID_PAYMENT_WEBHOOK_SECRET  key of the webhooks' "
+           "HMAC-SHA256, %u..%u bytes (prefer the variable: flags show in ps)\n"
+           "  --public-url URL         TIXGRID_GATEWAY_PUBLIC_URL  how browsers reach this gateway "
+           "(http://HOST:PORT of --listen)\n",
+           GW_SECRET_BYTES_MIN, GW_SECRET_BYTES_MAX);
     for (size_t i = 0; i < NUMBERS_COUNT; i++) {
         printf("  --%-22s %-36s %s (%u)\n", numbers[i].flag, numbers[i].env, numbers[i].help,
                numbers[i].fallback);
@@ -115,6 +142,34 @@ static int set_string(char *dst, size_t size, const char *text, const char *what
         return tg_cli_usage_error(PROGRAM, "%s: expected 1..%zu bytes", what, size - 1);
     }
     memcpy(dst, text, n + 1);
+    return -1;
+}
+
+/* An http:// or https:// URL without a trailing slash (paths are appended). */
+static int set_url(char *dst, size_t size, const char *text, const char *what)
+{
+    size_t n = strlen(text);
+    bool scheme = strncmp(text, "http://", 7) == 0 || strncmp(text, "https://", 8) == 0;
+    if (!scheme || n >= size || strpbrk(text, " \t\r\n\"'<>") != NULL) {
+        return tg_cli_usage_error(PROGRAM, "%s: expected an http:// or https:// URL of at most "
+                                           "%zu bytes, got \"%s\"", what, size - 1, text);
+    }
+    memcpy(dst, text, n + 1);
+    while (n > 0 && dst[n - 1] == '/') {
+        dst[--n] = '\0';
+    }
+    return -1;
+}
+
+static int set_secret(gw_config *cfg, const char *text, const char *what)
+{
+    size_t n = strlen(text);
+    if (n < GW_SECRET_BYTES_MIN || n > GW_SECRET_BYTES_MAX) {
+        return tg_cli_usage_error(PROGRAM,
+                                  "%s: the webhook secret must have %u..%u bytes (got %zu)", what,
+                                  GW_SECRET_BYTES_MIN, GW_SECRET_BYTES_MAX, n);
+    }
+    memcpy(cfg->payment_webhook_secret, text, n + 1);
     return -1;
 }
 
@@ -172,6 +227,16 @@ static int from_environment(gw_config *cfg)
     if ((v = tg_env("TIXGRID_GATEWAY_STATIC", NULL)) != NULL && rc < 0) {
         rc = set_string(cfg->static_dir, sizeof(cfg->static_dir), v, "TIXGRID_GATEWAY_STATIC");
     }
+    if ((v = tg_env("TIXGRID_PAYMENT_PROVIDER_URL", NULL)) != NULL && rc < 0) {
+        rc = set_url(cfg->payment_provider_url, sizeof(cfg->payment_provider_url), v,
+                     "TIXGRID_PAYMENT_PROVIDER_URL");
+    }
+    if ((v = tg_env("TIXGRID_PAYMENT_WEBHOOK_SECRET", NULL)) != NULL && rc < 0) {
+        rc = set_secret(cfg, v, "TIXGRID_PAYMENT_WEBHOOK_SECRET");
+    }
+    if ((v = tg_env("TIXGRID_GATEWAY_PUBLIC_URL", NULL)) != NULL && rc < 0) {
+        rc = set_url(cfg->public_url, sizeof(cfg->public_url), v, "TIXGRID_GATEWAY_PUBLIC_URL");
+    }
     if ((v = tg_env("TIXGRID_ALLOW_RESET", NULL)) != NULL) {
         cfg->allow_reset = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
     }
@@ -197,6 +262,13 @@ static int from_flag(gw_config *cfg, int opt, int index, const char *arg)
     case OPT_ALLOW_RESET:
         cfg->allow_reset = true;
         return -1;
+    case OPT_PROVIDER_URL:
+        return set_url(cfg->payment_provider_url, sizeof(cfg->payment_provider_url), arg,
+                       "--payment-provider-url");
+    case OPT_WEBHOOK_SECRET:
+        return set_secret(cfg, arg, "--payment-webhook-secret");
+    case OPT_PUBLIC_URL:
+        return set_url(cfg->public_url, sizeof(cfg->public_url), arg, "--public-url");
     case OPT_NUMBER:
         return set_number(cfg, &numbers[index], arg, "--");
     default:
@@ -206,13 +278,17 @@ static int from_flag(gw_config *cfg, int opt, int index, const char *arg)
 
 static int from_flags(gw_config *cfg, int argc, char **argv)
 {
-    struct option opts[NUMBERS_COUNT + 6];
+    struct option opts[NUMBERS_COUNT + NAMED_OPTIONS + 1];
     size_t n = 0;
     opts[n++] = (struct option){"listen", required_argument, NULL, OPT_LISTEN};
     opts[n++] = (struct option){"db", required_argument, NULL, OPT_DB};
     opts[n++] = (struct option){"data-dir", required_argument, NULL, OPT_DATA_DIR};
     opts[n++] = (struct option){"static", required_argument, NULL, OPT_STATIC};
     opts[n++] = (struct option){"allow-reset", no_argument, NULL, OPT_ALLOW_RESET};
+    opts[n++] = (struct option){"payment-provider-url", required_argument, NULL, OPT_PROVIDER_URL};
+    opts[n++] = (struct option){"payment-webhook-secret", required_argument, NULL,
+                                OPT_WEBHOOK_SECRET};
+    opts[n++] = (struct option){"public-url", required_argument, NULL, OPT_PUBLIC_URL};
     for (size_t i = 0; i < NUMBERS_COUNT; i++) {
         opts[n++] = (struct option){numbers[i].flag, required_argument, NULL, OPT_NUMBER};
     }
@@ -221,7 +297,7 @@ static int from_flags(gw_config *cfg, int argc, char **argv)
     opterr = 0;
     int opt, index = 0, rc = -1;
     while (rc < 0 && (opt = getopt_long(argc, argv, "", opts, &index)) != -1) {
-        rc = from_flag(cfg, opt, index - 5, optarg);
+        rc = from_flag(cfg, opt, index - NAMED_OPTIONS, optarg);
     }
     if (rc < 0 && optind < argc) {
         rc = tg_cli_usage_error(PROGRAM, "unexpected argument \"%s\"; see --help", argv[optind]);
@@ -245,6 +321,19 @@ int gw_config_parse(gw_config *cfg, int argc, char **argv)
     int rc = from_environment(cfg);
     if (rc < 0) {
         rc = from_flags(cfg, argc, argv);
+    }
+    if (rc < 0 && cfg->payment_provider_url[0] != '\0' && cfg->payment_webhook_secret[0] == '\0') {
+        rc = tg_cli_usage_error(PROGRAM, "a payment provider needs its webhook secret: set "
+                                         "TIXGRID_PAYMENT_WEBHOOK_SECRET (%u..%u bytes)",
+                                GW_SECRET_BYTES_MIN, GW_SECRET_BYTES_MAX);
+    }
+    if (rc < 0 && cfg->public_url[0] == '\0') {
+        /* A wildcard address is no address a browser can use: loopback. */
+        bool any = strcmp(cfg->listen_host, "0.0.0.0") == 0 || strcmp(cfg->listen_host, "::") == 0;
+        bool v6 = strchr(cfg->listen_host, ':') != NULL;
+        snprintf(cfg->public_url, sizeof(cfg->public_url), "http://%s%s%s:%u",
+                 v6 && !any ? "[" : "", any ? "127.0.0.1" : cfg->listen_host,
+                 v6 && !any ? "]" : "", cfg->listen_port);
     }
     if (rc < 0 && cfg->db[0] == '\0') {
         rc = tg_cli_usage_error(PROGRAM, "--db (or TIXGRID_DB) is required: a libpq connection "

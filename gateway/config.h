@@ -12,6 +12,9 @@
 #include <stdint.h>
 
 #define GW_PATH_BYTES 256u
+#define GW_URL_BYTES 512u
+#define GW_SECRET_BYTES_MIN 16u
+#define GW_SECRET_BYTES_MAX 256u
 
 typedef struct {
     char listen_host[64]; /* "0.0.0.0", "127.0.0.1", "::" */
@@ -39,6 +42,15 @@ typedef struct {
     uint32_t auth_burst;              /* ... and the burst above that rate */
     uint32_t audit_queue_max;         /* audit records waiting to be written */
     bool allow_reset;                 /* POST /api/reset answers (tests, demos) */
+    /* Payments (gateway/README.md, "Payments"); no provider URL: payments
+     * answer 503 payments_unavailable. */
+    char payment_provider_url[GW_URL_BYTES]; /* "http://127.0.0.1:8090" ("" none) */
+    char payment_webhook_secret[GW_SECRET_BYTES_MAX + 1]; /* HMAC-SHA256 key of webhooks */
+    char public_url[GW_URL_BYTES];    /* how browsers and the provider reach this gateway */
+    uint32_t payment_timeout_ms;      /* one call to the provider */
+    uint32_t breaker_threshold;       /* provider failures in a row that open the breaker */
+    uint32_t breaker_timeout_s;       /* open this long before a probe */
+    uint32_t refund_retry_s;          /* owed refunds are tried again this often */
 } gw_config;
 
 /* Defaults, then TIXGRID_* variables, then flags.  Returns -1 when the

@@ -11,7 +11,10 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+#include <curl/curl.h>
+
 #include "auth.h"
+#include "breaker.h"
 #include "config.h"
 #include "gateway.h"
 #include "ratelimit.h"
@@ -19,7 +22,7 @@
 
 /* ---- Operations in flight ------------------------------------------------ */
 
-typedef enum { GW_CALL_GRID = 1, GW_CALL_DB = 2 } gw_call_kind;
+typedef enum { GW_CALL_GRID = 1, GW_CALL_DB = 2, GW_CALL_HTTP = 3 } gw_call_kind;
 
 /* One operation of one request that completes on another thread.  Owned by
  * its worker: taken from the worker's free list when the operation starts,
@@ -35,7 +38,7 @@ typedef struct gw_call {
     gw_grid_done grid_done;
     tg_err err;
     tg_wire_space space; /* arrays malloc'd for the large replies asked for */
-    /* GW_CALL_DB */
+    /* GW_CALL_DB, and GW_CALL_HTTP (outbound.c), whose done is db_done too */
     gw_db_run db_run;
     gw_db_done db_done;
     void *job;
@@ -118,6 +121,11 @@ struct gw_worker {
     uv_prepare_t flush;                      /* sends the open batches */
     gw_batch batches[GW_BATCHES_OPEN_MAX];   /* loop thread only */
     uint32_t batches_open;
+    /* Outbound HTTP (outbound.c), loop thread only: libcurl's multi
+     * interface driven by this loop. */
+    CURLM *curl_multi;
+    uv_timer_t curl_timer;
+    uint32_t http_in_flight;
     atomic_bool stopping;
     bool stopped; /* under lock: the loop has returned (the thread parks) */
     pthread_cond_t stopped_cond, park_cond;
@@ -146,6 +154,12 @@ tg_err gw_audit_open(gw_gateway *gw, gw_audit_log **out);
 void gw_audit_close(gw_audit_log *a);
 uint64_t gw_audit_backlog(gw_gateway *gw);
 
+/* refunds.c: the thread that retries refunds owed (none without a provider:
+ * *out is NULL then). */
+typedef struct gw_refunds gw_refunds;
+tg_err gw_refunds_open(gw_gateway *gw, gw_refunds **out);
+void gw_refunds_close(gw_refunds *f);
+
 /* ---- The process --------------------------------------------------------- */
 
 struct gw_gateway {
@@ -158,6 +172,8 @@ struct gw_gateway {
     gw_db_pool *db;
     gw_map *map;
     gw_audit_log *audit;
+    gw_breaker breaker; /* guards every call to the payment provider */
+    gw_refunds *refunds;
     uint32_t worker_count;
     gw_worker *workers;
     int listen_fd_family;
@@ -181,6 +197,10 @@ void gw_req_gone(gw_req *r);
 /* Loop thread: prepares and sends the worker's batches. */
 void gw_batches_init(gw_worker *w);
 void gw_batches_flush(gw_worker *w);
+
+/* outbound.c: the worker's libcurl multi handle on its loop (worker_init,
+ * before the loop runs). */
+tg_err gw_outbound_init(gw_worker *w);
 
 /* http.c */
 void gw_dispatch_init(gw_gateway *gw);

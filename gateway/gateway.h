@@ -97,6 +97,7 @@ struct gw_req {
     /* Private to the core (server.c, call.c, http.c). */
     struct st_h2o_req_t *h2o;
     struct gw_call *pending;
+    struct gw_pay_call *pay_call; /* provider.c: the provider call in flight */
     int64_t started_ns;
     bool replied;
 };
@@ -172,6 +173,26 @@ typedef void (*gw_db_done)(gw_req *r, void *job);
 tg_err gw_db_submit(gw_req *r, gw_db_run run, gw_db_done done, void *job,
                     void (*job_free)(void *job));
 
+/* An HTTP request to another service (the payment provider), through the
+ * worker loop's libcurl multi handle: it never blocks the loop.  done runs
+ * on r's loop thread if r is still alive, with the answer (valid during the
+ * call).  On an error return done never runs (TG_EBUSY: the worker's calls
+ * are all in flight). */
+typedef struct {
+    tg_err err;        /* TG_OK: an HTTP answer came (any status); TG_ETIMEDOUT; TG_EUNAVAILABLE */
+    long status;       /* the HTTP status when err is TG_OK */
+    const char *body;  /* NUL-terminated (truncated past GW_HTTP_BODY_MAX) */
+    size_t len;
+    const char *error; /* libcurl's words when err is not TG_OK */
+} gw_http_result;
+typedef void (*gw_http_done)(gw_req *r, const gw_http_result *res);
+
+#define GW_HTTP_BODY_MAX (64u << 10)
+
+/* method "GET" or "POST"; body: JSON sent as application/json, or NULL. */
+tg_err gw_http_send(gw_req *r, const char *method, const char *url, const char *body,
+                    uint32_t timeout_ms, gw_http_done done);
+
 /* ---- The partition map (process-wide) ----------------------------------- */
 
 typedef struct {
@@ -241,6 +262,10 @@ uint32_t gw_map_partitions(gw_gateway *gw, uint32_t *ids, uint32_t max);
  * the outcome ("ok" or a tg_errname) and detail (stolen, may be NULL). */
 void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t event_id,
               const uint32_t *seat_nos, uint32_t seat_count, const char *outcome, json_t *detail);
+/* The same for what the gateway does on its own (no request: no client IP,
+ * user 0), from any thread. */
+void gw_audit_system(gw_gateway *gw, const char *action, tg_booking_id booking,
+                     uint64_t event_id, const char *outcome, json_t *detail);
 /* False when the audit queue is past its high-water mark: purchase
  * operations answer 503 until it drains. */
 bool gw_audit_accepting(gw_gateway *gw);
@@ -270,8 +295,12 @@ void gw_on_booking_create(gw_req *r);
 void gw_on_bookings_list(gw_req *r);
 void gw_on_booking_get(gw_req *r);
 void gw_on_booking_cancel(gw_req *r);
+/* payments.c */
 void gw_on_payment_initiate(gw_req *r);
 void gw_on_payment_status(gw_req *r);
+void gw_on_payment_webhook(gw_req *r);
+void gw_on_payment_return(gw_req *r);
+void gw_on_breaker_status(gw_req *r);
 /* ops.c */
 void gw_on_healthz(gw_req *r);
 void gw_on_readyz(gw_req *r);

@@ -22,9 +22,10 @@ const gw_config *gw_config_of(gw_gateway *gw)
 static int open_parts(gw_gateway *gw)
 {
     const gw_config *cfg = &gw->cfg;
-    if (gw_auth_init() != TG_OK) {
+    if (gw_auth_init() != TG_OK || curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         return TG_EXIT_FAILURE;
     }
+    gw_breaker_init(&gw->breaker, cfg->breaker_threshold, cfg->breaker_timeout_s * 1000u);
     tg_err err = gw_jwt_secret_load(tg_env("TIXGRID_JWT_SECRET", NULL), cfg->data_dir, &gw->jwt);
     if (err != TG_OK) {
         return err == TG_EINVAL ? TG_EXIT_USAGE : TG_EXIT_FAILURE;
@@ -35,7 +36,7 @@ static int open_parts(gw_gateway *gw)
             TG_OK ||
         tg_client_open(&client_cfg, &gw->client) != TG_OK ||
         gw_db_pool_open(gw, &gw->db) != TG_OK || gw_audit_open(gw, &gw->audit) != TG_OK ||
-        gw_map_open(gw, &gw->map) != TG_OK) {
+        gw_map_open(gw, &gw->map) != TG_OK || gw_refunds_open(gw, &gw->refunds) != TG_OK) {
         tg_log(TG_LOG_ERROR, "start-up failed: out of memory or threads");
         return TG_EXIT_FAILURE;
     }
@@ -73,6 +74,7 @@ static void stop_watchdog_start(void)
  * used. */
 static void close_parts(gw_gateway *gw)
 {
+    gw_refunds_close(gw->refunds); /* it uses the map and the audit log */
     if (gw->map != NULL) {
         gw_map_close(gw->map);
     }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "tixgrid/clock.h"
 #include "tixgrid/log.h"
 
 #define GW_RESET_PARTITIONS_MAX 4096u
@@ -136,6 +137,18 @@ static void metrics_grid(gw_gateway *gw, text *t)
         (unsigned long long)METRIC(grid_batches), (unsigned long long)METRIC(grid_batched));
 }
 
+/* The payment provider's circuit breaker: 0 closed, 1 open, 2 half-open. */
+static void metrics_payments(gw_gateway *gw, text *t)
+{
+    gw_breaker_view v = gw_breaker_read(&gw->breaker, tg_mono_ns() / 1000000);
+    put(t,
+        "# TYPE tixgrid_payment_breaker_state gauge\ntixgrid_payment_breaker_state %d\n"
+        "# TYPE tixgrid_payment_breaker_failures gauge\ntixgrid_payment_breaker_failures %u\n"
+        "# TYPE tixgrid_payment_breaker_refused_total counter\n"
+        "tixgrid_payment_breaker_refused_total %llu\n",
+        (int)v.state, v.failures, (unsigned long long)v.refused);
+}
+
 void gw_on_metrics(gw_req *r)
 {
     text t = {.buf = malloc(GW_METRICS_BYTES_MAX), .cap = GW_METRICS_BYTES_MAX};
@@ -146,6 +159,7 @@ void gw_on_metrics(gw_req *r)
     t.buf[0] = '\0';
     metrics_requests(r->gw, &t);
     metrics_grid(r->gw, &t);
+    metrics_payments(r->gw, &t);
     gw_reply_raw(r, 200, "text/plain; version=0.0.4", t.buf, t.len);
     free(t.buf);
 }

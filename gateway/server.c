@@ -200,6 +200,9 @@ static tg_err worker_init(gw_gateway *gw, gw_worker *w, uint32_t index, int fd)
     uv_tcp_init(&w->loop, &w->listener);
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     gw_batches_init(w);
+    if (gw_outbound_init(w) != TG_OK) {
+        return TG_ENOMEM;
+    }
     if (uv_tcp_open(&w->listener, fd) != 0 ||
         uv_listen((uv_stream_t *)&w->listener, GW_LISTEN_BACKLOG, on_accept) != 0) {
         tg_log(TG_LOG_ERROR, "worker %u cannot adopt its listening socket", index);

@@ -43,7 +43,7 @@ static const pst_command commands[] = {
      pst_cmd_run},
     {"ingest", "ingest PARTITION FILE [--epoch N]",
      "write change-log records (JSON lines; FILE - is stdin) as the drain would", pst_cmd_ingest},
-    {"replay", "replay PARTITION --pu URL [--epoch N]",
+    {"replay", "replay PARTITION --pu URL [--epoch N] [--hold-ttl-ms N] [--payment-window-ms N]",
      "load a partition from PostgreSQL into the unit at URL (layout, seats, live bookings)",
      pst_cmd_replay},
 };

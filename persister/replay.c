@@ -64,6 +64,8 @@ typedef struct {
     const char *pu_url;
     bool epoch_given;
     uint64_t epoch;
+    uint32_t hold_ttl_ms;       /* 0: the unit's default */
+    uint32_t payment_window_ms; /* 0: the unit's default */
 } pst_replay_args;
 
 /* Everything read from PostgreSQL, and the partition_create request. */
@@ -85,7 +87,9 @@ typedef struct {
 
 static int replay_usage(void)
 {
-    return tg_cli_usage_error(PST_PROGRAM, "usage: %s replay PARTITION --pu URL [--epoch N]",
+    return tg_cli_usage_error(PST_PROGRAM,
+                              "usage: %s replay PARTITION --pu URL [--epoch N] [--hold-ttl-ms N] "
+                              "[--payment-window-ms N]",
                               PST_PROGRAM);
 }
 
@@ -138,6 +142,28 @@ static int replay_check(const char *partition, const char *epoch, pst_replay_arg
     return 0;
 }
 
+/* --hold-ttl-ms and --payment-window-ms: 1 s .. 1 day; 1 set, 0 not this
+ * flag, -1 a usage error (printed). */
+static int replay_duration(int argc, char **argv, int *i, pst_replay_args *a)
+{
+    static const char *const names[] = {"--hold-ttl-ms", "--payment-window-ms"};
+    for (int k = 0; k < 2; k++) {
+        const char *value = NULL;
+        int got = replay_flag(argc, argv, i, names[k], &value);
+        uint64_t v;
+        if (got < 0 || (got > 0 && tg_parse_u64(value, 1000, 86400000, &v) != TG_OK)) {
+            tg_cli_usage_error(PST_PROGRAM, "replay: %s needs a whole number of ms from 1000 "
+                                            "to 86400000", names[k]);
+            return -1;
+        }
+        if (got > 0) {
+            *(k == 0 ? &a->hold_ttl_ms : &a->payment_window_ms) = (uint32_t)v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int replay_parse(int argc, char **argv, pst_replay_args *a)
 {
     const char *partition = NULL, *epoch = NULL;
@@ -145,6 +171,10 @@ static int replay_parse(int argc, char **argv, pst_replay_args *a)
         const char *value = NULL;
         int pu = replay_flag(argc, argv, &i, "--pu", &value);
         int ep = pu == 0 ? replay_flag(argc, argv, &i, "--epoch", &value) : 0;
+        int du = pu == 0 && ep == 0 ? replay_duration(argc, argv, &i, a) : 0;
+        if (du < 0) {
+            return TG_EXIT_USAGE;
+        }
         if (pu < 0 || ep < 0) {
             return tg_cli_usage_error(PST_PROGRAM, "replay: %s needs a value", argv[i]);
         }
@@ -152,6 +182,8 @@ static int replay_parse(int argc, char **argv, pst_replay_args *a)
             a->pu_url = value;
         } else if (ep > 0) {
             epoch = value;
+        } else if (du > 0) {
+            continue;
         } else if (strncmp(argv[i], "--", 2) == 0) {
             return tg_cli_usage_error(PST_PROGRAM, "replay: unknown option '%s'", argv[i]);
         } else if (partition != NULL) {
@@ -546,6 +578,8 @@ int pst_cmd_replay(pst_context *ctx, int argc, char **argv)
         replay_free(&d);
         return TG_EXIT_FAILURE;
     }
+    d.create.partition_create.hold_ttl_ms = a.hold_ttl_ms;
+    d.create.partition_create.payment_window_ms = a.payment_window_ms;
     code = replay_send(&a, &d);
     if (code == TG_EXIT_OK) {
         tg_log_info("replay: partition %" PRIu32 " of event %" PRId64 " restored into %s: %" PRId64

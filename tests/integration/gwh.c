@@ -62,6 +62,7 @@ static gwh_grid grid;
 static bool grid_started;
 static gwh_gateway gateways[GWH_GATEWAYS_MAX];
 static int gateway_count;
+static gwh_gateway sandbox;
 static bool curl_ready;
 
 /* Everything handed to a test that lives until the end of the test. */
@@ -346,13 +347,21 @@ static size_t discard_cb(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
+static long probe(const gwh_gateway *gw, const char *path);
+
 /* GET /readyz's status (0: no answer). */
 static long readyz_probe(const gwh_gateway *gw)
+{
+    return probe(gw, "/readyz");
+}
+
+/* GET path's status (0: no answer). */
+static long probe(const gwh_gateway *gw, const char *path)
 {
     CURL *h = curl_easy_init();
     cr_assert(h != NULL);
     char url[96];
-    snprintf(url, sizeof(url), "%s/readyz", gw->url);
+    snprintf(url, sizeof(url), "%s%s", gw->url, path);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 1000L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard_cb);
@@ -467,6 +476,75 @@ void gwh_gateway_stop_ok(gwh_gateway *gw)
               tail_of(gw->log_path, 2000));
 }
 
+/* ---- The payment sandbox ------------------------------------------------------------ */
+
+/* Spawns the sandbox and waits for /healthz: 1 up, 0 its port was taken. */
+static int sandbox_launch(gwh_gateway *sb, const char *const *flags)
+{
+    char listen[32];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%u", sb->port);
+    snprintf(sb->url, sizeof(sb->url), "http://127.0.0.1:%u", sb->port);
+    const char *argv[GWH_FLAGS_MAX + 8] = {env_bin("TIXGRID_SANDBOX_BIN"), "--listen", listen,
+                                           "--secret", GWH_WEBHOOK_SECRET};
+    int n = 5;
+    for (int i = 0; flags != NULL && flags[i] != NULL; i++) {
+        cr_assert(i < GWH_FLAGS_MAX, "too many sandbox flags");
+        argv[n++] = flags[i];
+    }
+    argv[n] = NULL;
+    const char *const env[] = {"TIXGRID_LOG_LEVEL=info", NULL};
+    sb->pid = spawn(argv, env, sb->log_path);
+    int64_t deadline = hx_now_ms() + GWH_READY_TIMEOUT_MS;
+    while (probe(sb, "/healthz") != 200) {
+        int exit_status;
+        if (waitpid(sb->pid, &exit_status, WNOHANG) == sb->pid) {
+            sb->pid = 0;
+            if (log_contains(sb->log_path, PORT_TAKEN_TEXT)) {
+                return 0;
+            }
+            cr_assert_fail("the sandbox exited at start (status %#x)%s", exit_status,
+                           tail_of(sb->log_path, 1500));
+        }
+        cr_assert(hx_now_ms() < deadline, "the sandbox did not answer /healthz in %d ms%s",
+                  GWH_READY_TIMEOUT_MS, tail_of(sb->log_path, 1500));
+        hx_sleep_ms(20);
+    }
+    return 1;
+}
+
+gwh_gateway *gwh_sandbox_start(gwh_grid *g, uint16_t port, const char *const *flags)
+{
+    gwh_gateway *sb = &sandbox;
+    cr_assert(sb->pid == 0, "the sandbox runs already");
+    if (sb->curl != NULL) {
+        curl_easy_cleanup(sb->curl);
+    }
+    memset(sb, 0, sizeof(*sb));
+    snprintf(sb->log_path, sizeof(sb->log_path), "%s/sandbox.log", g->dir);
+    int attempt = 0;
+    do {
+        sb->port = port != 0 ? port : free_port();
+        cr_assert(attempt++ < PORT_ATTEMPTS, "the sandbox found no free port");
+    } while (sandbox_launch(sb, flags) == 0 && port == 0);
+    cr_assert(sb->pid > 0, "the sandbox could not listen on port %u%s", port,
+              tail_of(sb->log_path, 1500));
+    sb->curl = curl_easy_init();
+    cr_assert(sb->curl != NULL);
+    g->sandbox = sb;
+    return sb;
+}
+
+void gwh_sandbox_stop_ok(gwh_gateway *sb)
+{
+    cr_assert(sb->pid > 0, "the sandbox is not running");
+    int status = 0;
+    bool exited = child_stop(sb->pid, &status);
+    sb->pid = 0;
+    cr_assert(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the sandbox ended with status %#x after SIGTERM, not exit 0%s", status,
+              tail_of(sb->log_path, 2000));
+}
+
 /* ---- The grid ----------------------------------------------------------------------- */
 
 static void drain_start(gwh_grid *g)
@@ -511,7 +589,14 @@ static void partitions_place(gwh_grid *g, const gwh_options *o)
         char partition[16];
         snprintf(partition, sizeof(partition), "%u", o->partitions[i]);
         persister_ok(g->pg, (const char *const[]){"place", partition, u->name, NULL});
-        persister_ok(g->pg, (const char *const[]){"replay", partition, "--pu", u->rep_url, NULL});
+        const char *args[GWH_FLAGS_MAX + 8] = {"replay", partition, "--pu", u->rep_url};
+        int n = 4;
+        for (int k = 0; o->replay_flags != NULL && o->replay_flags[k] != NULL; k++) {
+            cr_assert(k < GWH_FLAGS_MAX, "too many replay flags");
+            args[n++] = o->replay_flags[k];
+        }
+        args[n] = NULL;
+        persister_ok(g->pg, args);
     }
 }
 
@@ -545,7 +630,24 @@ gwh_grid *gwh_start(const gwh_options *o)
     units_start(g, o);
     partitions_place(g, o);
     drain_start(g);
-    g->gw = gwh_gateway_start(g, o->gateway_flags != NULL ? o->gateway_flags : default_flags);
+    const char *const *flags = o->gateway_flags != NULL ? o->gateway_flags : default_flags;
+    const char *with_payments[GWH_FLAGS_MAX + 1];
+    if (o->sandbox) {
+        gwh_gateway *sb = gwh_sandbox_start(g, 0, o->sandbox_flags);
+        int n = 0;
+        while (flags[n] != NULL) {
+            cr_assert(n + 4 < GWH_FLAGS_MAX, "too many gateway flags");
+            with_payments[n] = flags[n];
+            n++;
+        }
+        with_payments[n++] = "--payment-provider-url";
+        with_payments[n++] = keep_string(sb->url);
+        with_payments[n++] = "--payment-webhook-secret";
+        with_payments[n++] = GWH_WEBHOOK_SECRET;
+        with_payments[n] = NULL;
+        flags = with_payments;
+    }
+    g->gw = gwh_gateway_start(g, flags);
     return g;
 }
 
@@ -569,6 +671,9 @@ void gwh_stop_ok(gwh_grid *g)
             hx_stop_ok(&g->units[i]);
         }
     }
+    if (sandbox.pid > 0) {
+        gwh_sandbox_stop_ok(&sandbox);
+    }
 }
 
 void gwh_fini_all(void)
@@ -578,6 +683,8 @@ void gwh_fini_all(void)
         child_kill(&gateways[i].pid);
     }
     gateway_count = 0;
+    gateway_handles_close(&sandbox);
+    child_kill(&sandbox.pid);
     child_kill(&grid.drain);
     if (grid.db != NULL) {
         PQfinish(grid.db);

@@ -94,6 +94,9 @@ typedef struct {
     uint32_t partitions[GWH_PARTITIONS_MAX]; /* partition ids, e.g. 1 and 3 */
     uint32_t unit_of[GWH_PARTITIONS_MAX];    /* the unit (index) each is placed on */
     const char *const *gateway_flags;        /* extra flags of the first gateway, NULL-ended */
+    bool sandbox;                            /* start tixgrid-sandbox-pay, wire the gateway to it */
+    const char *const *sandbox_flags;        /* extra flags of the sandbox, NULL-ended */
+    const char *const *replay_flags;         /* extra flags of `tixgrid-persister replay` */
 } gwh_options;
 
 typedef struct {
@@ -116,6 +119,7 @@ typedef struct {
     pid_t drain;         /* tixgrid-persister run; 0 once stopped */
     char drain_log[96];  /* <test folder>/drain.log */
     gwh_gateway *gw;     /* the first gateway */
+    gwh_gateway *sandbox; /* the payment sandbox (gwh_options.sandbox), or NULL */
 } gwh_grid;
 
 /* Brings the grid up (see the top of the file); o may be NULL: one unit
@@ -141,6 +145,20 @@ void gwh_fini_all(void);
 
 /* Prints the last lines of a gateway's log on stderr. */
 void gwh_dump_log(const gwh_gateway *gw);
+
+/* ---- The payment sandbox ----------------------------------------------------- */
+
+/* The webhook secret the sandbox signs with and the gateway checks. */
+#define GWH_WEBHOOK_SECRET "gwh-webhook-secret-0123456789"
+
+/* Starts tixgrid-sandbox-pay (TIXGRID_SANDBOX_BIN) on port (0: a free one)
+ * with these extra flags (NULL-ended, may be NULL) and waits until it
+ * answers GET /healthz.  The result is a gwh_gateway (index 0): gwh_send
+ * and gwh_http talk to it, its log is shown when a check fails. */
+gwh_gateway *gwh_sandbox_start(gwh_grid *g, uint16_t port, const char *const *flags);
+
+/* SIGTERM; asserts the sandbox exits with 0. */
+void gwh_sandbox_stop_ok(gwh_gateway *sandbox);
 
 /* ---- HTTP ------------------------------------------------------------------ */
 

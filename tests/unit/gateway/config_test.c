@@ -21,6 +21,9 @@ static void env_clear(void)
     unsetenv("TIXGRID_GATEWAY_LISTEN");
     unsetenv("TIXGRID_GATEWAY_THREADS");
     unsetenv("TIXGRID_ALLOW_RESET");
+    unsetenv("TIXGRID_PAYMENT_PROVIDER_URL");
+    unsetenv("TIXGRID_PAYMENT_WEBHOOK_SECRET");
+    unsetenv("TIXGRID_GATEWAY_PUBLIC_URL");
 }
 
 TestSuite(gateway_config, .init = env_clear);
@@ -108,4 +111,53 @@ Test(gateway_config, help_and_version_exit_zero, .init = cr_redirect_stdout)
     cr_assert_eq(parse(&cfg, 2, help), TG_EXIT_OK);
     const char *version[] = {"tixgrid-gateway", "--version"};
     cr_assert_eq(parse(&cfg, 2, version), TG_EXIT_OK);
+}
+
+Test(gateway_config, payments_take_a_provider_url_a_secret_and_the_breaker_settings)
+{
+    gw_config cfg;
+    const char *none[] = {"tixgrid-gateway", "--db", "dbname=x", "--listen", "0.0.0.0:9000"};
+    cr_assert_eq(parse(&cfg, 5, none), -1);
+    cr_assert_str_eq(cfg.payment_provider_url, "", "no provider unless configured");
+    cr_assert_str_eq(cfg.public_url, "http://127.0.0.1:9000");
+    cr_assert_eq(cfg.breaker_threshold, 5);
+    cr_assert_eq(cfg.breaker_timeout_s, 60);
+    cr_assert_eq(cfg.payment_timeout_ms, 15000);
+    cr_assert_eq(cfg.refund_retry_s, 30);
+    setenv("TIXGRID_PAYMENT_WEBHOOK_SECRET", "0123456789abcdef-secret", 1);
+    const char *argv[] = {"tixgrid-gateway",
+                          "--db",
+                          "dbname=x",
+                          "--payment-provider-url",
+                          "http://127.0.0.1:8090/",
+                          "--breaker-threshold",
+                          "3",
+                          "--breaker-timeout-s",
+                          "2",
+                          "--public-url",
+                          "https://tix.example"};
+    cr_assert_eq(parse(&cfg, 11, argv), -1);
+    cr_assert_str_eq(cfg.payment_provider_url, "http://127.0.0.1:8090", "no trailing slash");
+    cr_assert_str_eq(cfg.payment_webhook_secret, "0123456789abcdef-secret");
+    cr_assert_str_eq(cfg.public_url, "https://tix.example");
+    cr_assert_eq(cfg.breaker_threshold, 3);
+    cr_assert_eq(cfg.breaker_timeout_s, 2);
+}
+
+Test(gateway_config, a_provider_without_a_good_secret_or_a_bad_url_is_a_usage_error,
+     .init = cr_redirect_stderr)
+{
+    env_clear();
+    gw_config cfg;
+    const char *no_secret[] = {"tixgrid-gateway", "--db", "dbname=x", "--payment-provider-url",
+                               "http://127.0.0.1:8090"};
+    cr_assert_eq(parse(&cfg, 5, no_secret), TG_EXIT_USAGE);
+    const char *short_secret[] = {"tixgrid-gateway", "--db", "dbname=x", "--payment-webhook-secret",
+                                  "short"};
+    cr_assert_eq(parse(&cfg, 5, short_secret), TG_EXIT_USAGE);
+    const char *bad_url[] = {"tixgrid-gateway", "--db", "dbname=x", "--payment-provider-url",
+                             "ftp://x"};
+    cr_assert_eq(parse(&cfg, 5, bad_url), TG_EXIT_USAGE);
+    const char *zero[] = {"tixgrid-gateway", "--db", "dbname=x", "--breaker-threshold", "0"};
+    cr_assert_eq(parse(&cfg, 5, zero), TG_EXIT_USAGE);
 }

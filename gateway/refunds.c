@@ -1,0 +1,164 @@
+/*
+ * refunds.c — refunds that are owed and could not be made when the late
+ * confirmation came in (the provider down, the breaker open), tried again
+ * in the background.
+ *
+ * The webhook records a late payment as completed with refund_status 'due'
+ * before it asks the provider for the refund (payments.c); if that fails,
+ * it answers 5xx and the provider's redelivery retries.  A provider that
+ * gives up redelivering would leave the money owed for good, so one thread
+ * per gateway looks every cfg.refund_retry_s for payments that have been
+ * 'due' for at least that long, asks the provider again (through the
+ * breaker: an open breaker waits for the next round), and records
+ * 'refunded' with an audit record of the system.  A round takes at most
+ * REFUNDS_PER_ROUND payments, oldest first.
+ *
+ * This thread may block (PostgreSQL, the provider's answer): it is not a
+ * loop thread.  Several gateways may retry the same refund at once; the
+ * provider's refund is idempotent and the update only moves 'due' to
+ * 'refunded', so that costs a call, never a second refund.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core.h"
+#include "provider.h"
+#include "tixgrid/log.h"
+
+#define REFUNDS_PER_ROUND "16" /* payments one round takes at most */
+
+struct gw_refunds {
+    gw_gateway *gw;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stopping; /* under lock */
+    PGconn *db;    /* the thread's own */
+};
+
+static const char due_sql[] = "SELECT id, booking_id, amount_minor FROM payments"
+                              " WHERE status = 'completed' AND refund_status = 'due'"
+                              "   AND updated_at < now() - make_interval(secs => $1)"
+                              " ORDER BY updated_at LIMIT " REFUNDS_PER_ROUND;
+
+static const char refunded_sql[] =
+    "UPDATE payments SET refund_status = 'refunded', refunded_at = now(), updated_at = now()"
+    " WHERE id = $1 AND refund_status = 'due'";
+
+static uint64_t event_of(gw_gateway *gw, tg_booking_id booking)
+{
+    const gw_layout *l =
+        tg_booking_id_valid(booking) ? gw_map_layout(gw, tg_booking_id_partition(booking)) : NULL;
+    return l != NULL ? l->event_id : 0;
+}
+
+static void refund_one(gw_refunds *f, const char *id, tg_booking_id booking, int64_t amount)
+{
+    gw_pay_result res;
+    tg_err err = gw_pay_refund_now(f->gw, id, amount, &res);
+    if (err == TG_EBUSY) {
+        return; /* the breaker is open: next round */
+    }
+    json_t *detail = json_pack("{s:s,s:b}", "payment_id", id, "retried", 1);
+    if (err != TG_OK) {
+        tg_log(TG_LOG_WARN, "refund of payment %s still owed: %s", id, res.message);
+        gw_audit_system(f->gw, "payment_refund", booking, event_of(f->gw, booking),
+                        "provider_error", detail);
+        return;
+    }
+    const char *params[] = {id};
+    PGresult *r = PQexecParams(f->db, refunded_sql, 1, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    gw_audit_system(f->gw, "payment_refund", booking, event_of(f->gw, booking),
+                    ok ? "ok" : "db_unavailable", detail);
+    tg_log(ok ? TG_LOG_INFO : TG_LOG_WARN, "refund of payment %s made%s", id,
+           ok ? "" : ", but not recorded: PostgreSQL refused (the next round records it)");
+}
+
+static void round_run(gw_refunds *f)
+{
+    if (f->db == NULL || PQstatus(f->db) != CONNECTION_OK) {
+        PQfinish(f->db);
+        if ((f->db = gw_db_connect(&f->gw->cfg, "refunds")) == NULL) {
+            return;
+        }
+    }
+    char secs[16];
+    snprintf(secs, sizeof(secs), "%u", f->gw->cfg.refund_retry_s);
+    const char *params[] = {secs};
+    PGresult *due = PQexecParams(f->db, due_sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(due) != PGRES_TUPLES_OK) {
+        tg_log(TG_LOG_WARN, "refunds owed not read: %s", PQresultErrorMessage(due));
+        PQclear(due);
+        return;
+    }
+    for (int i = 0; i < PQntuples(due); i++) {
+        refund_one(f, PQgetvalue(due, i, 0), strtoull(PQgetvalue(due, i, 1), NULL, 10),
+                   strtoll(PQgetvalue(due, i, 2), NULL, 10));
+    }
+    PQclear(due);
+}
+
+/* Waits one interval unless stopping; true when stopping. */
+static bool pause_for_round(gw_refunds *f)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += f->gw->cfg.refund_retry_s;
+    pthread_mutex_lock(&f->lock);
+    while (!f->stopping && pthread_cond_timedwait(&f->wake, &f->lock, &until) == 0) {
+    }
+    bool stopping = f->stopping;
+    pthread_mutex_unlock(&f->lock);
+    return stopping;
+}
+
+static void *refunds_thread(void *arg)
+{
+    gw_refunds *f = arg;
+    while (!pause_for_round(f)) {
+        round_run(f);
+    }
+    PQfinish(f->db);
+    return NULL;
+}
+
+tg_err gw_refunds_open(gw_gateway *gw, gw_refunds **out)
+{
+    *out = NULL;
+    if (gw_provider_of(gw) == NULL) {
+        return TG_OK; /* no provider, no refunds */
+    }
+    gw_refunds *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return TG_ENOMEM;
+    }
+    f->gw = gw;
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->wake, NULL);
+    if (pthread_create(&f->thread, NULL, refunds_thread, f) != 0) {
+        free(f);
+        return TG_ESYSTEM;
+    }
+    *out = f;
+    return TG_OK;
+}
+
+void gw_refunds_close(gw_refunds *f)
+{
+    if (f == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&f->lock);
+    f->stopping = true;
+    pthread_cond_signal(&f->wake);
+    pthread_mutex_unlock(&f->lock);
+    pthread_join(f->thread, NULL);
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->wake);
+    free(f);
+}

@@ -1,0 +1,295 @@
+/*
+ * gateway_payment_test.c — buying a ticket end to end through the sandbox
+ * provider, a declined payment, and the webhook's guarantees: signed or
+ * refused, idempotent by payment id.
+ *
+ * The grid (gwh.h) with tixgrid-sandbox-pay wired to the gateway
+ * (--payment-provider-url, the shared webhook secret).  The buyer pays as a
+ * person would: initiatePayment, then the sandbox's page, whose Approve or
+ * Decline sends the signed webhook and the browser back to the gateway.
+ * Each outcome is checked in the grid (booking, seats), through the API
+ * (payment-status, the browser's return) and in PostgreSQL (payments,
+ * seats, the outbox and the audit log, written behind).
+ */
+#include "payh.h"
+
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+static void fini(void)
+{
+    gwh_fini_all();
+}
+
+TestSuite(gateway_payment, .fini = fini, .timeout = 90);
+
+static gwh_grid *start(void)
+{
+    gwh_options o = {.sandbox = true};
+    return gwh_start(&o);
+}
+
+/* SELECT ... for the payment, as text. */
+static const char *pg_payment(gwh_grid *g, const char *payment_id, const char *expr)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT %s FROM payments WHERE id = '%s'", expr, payment_id);
+    return pgt_query_text(g->db, sql);
+}
+
+Test(gateway_payment, a_purchase_through_the_sandbox_page_sells_the_seats_and_reaches_postgresql)
+{
+    gwh_grid *g = start();
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 100, 2);
+
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    cr_assert_eq((uint64_t)gwh_int(started, "booking_id"), b);
+    cr_assert_str_eq(gwh_str(started, "status"), "pending_payment");
+    cr_assert_eq(gwh_int(started, "amount.amount"), 2 * 24900);
+    cr_assert_str_eq(gwh_str(started, "amount.currency"), "EUR");
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    const char *page = payh_page_path(gwh_str(started, "payment_url"));
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 100), "RESERVED");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 101), "RESERVED");
+    json_t *st = gwh_expect(
+        gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64 "/payment-status", b), 200);
+    cr_assert_str_eq(gwh_str(st, "payment_id"), pay);
+    cr_assert_str_eq(gwh_str(st, "status"), "pending");
+    cr_assert_str_eq(gwh_str(st, "provider_status"), "PENDING");
+    cr_assert_str_eq(gwh_str(st, "payment_url"), gwh_str(started, "payment_url"));
+    gwh_expect_error(payh_initiate(gw, buyer, b), 409, "booking_state");
+
+    /* The buyer's page, then Approve: the browser comes back to the gateway. */
+    gwh_resp *shown = gwh_http(g->sandbox, "GET", NULL, NULL, "%s", page);
+    cr_assert_eq(shown->status, 200);
+    cr_assert(strstr(shown->body, "Approve") != NULL && strstr(shown->body, "498.00 EUR") != NULL,
+              "%s", shown->body);
+    const char *back = payh_click(g->sandbox, pay, true);
+    cr_assert(strncmp(back, gw->url, strlen(gw->url)) == 0, "Location %s", back);
+    cr_assert(strstr(back, "/api/payments/success?paymentId=") != NULL, "Location %s", back);
+
+    payh_wait_booking(gw, buyer, b, "paid");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 100), "SOLD");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 101), "SOLD");
+    st = gwh_expect(gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64 "/payment-status", b),
+                    200);
+    cr_assert_str_eq(gwh_str(st, "status"), "completed");
+    cr_assert_str_eq(gwh_str(st, "refund"), "none");
+    json_t *ret = payh_wait_return(gw, back, "completed");
+    cr_assert_str_eq(gwh_str(ret, "returned"), "success");
+    cr_assert_eq((uint64_t)gwh_int(ret, "booking_id"), b);
+    /* The sandbox counts the delivery once the gateway's answer reached it. */
+    json_t *at_provider = NULL;
+    for (int64_t deadline = hx_now_ms() + PAYH_WAIT_MS; hx_now_ms() < deadline; hx_sleep_ms(50)) {
+        at_provider =
+            gwh_expect(gwh_http(g->sandbox, "GET", NULL, NULL, "/v1/payments/%s", pay), 200);
+        if (gwh_int(at_provider, "webhooksDelivered") > 0) {
+            break;
+        }
+    }
+    cr_assert_str_eq(gwh_str(at_provider, "status"), "CONFIRMED");
+    cr_assert_eq(gwh_int(at_provider, "webhooksDelivered"), 1);
+
+    /* PostgreSQL: the payment, the sold seats, the notification, the audit. */
+    gwh_wait_drained(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
+    cr_assert_str_eq(pg_payment(g, pay, "status || '/' || refund_status || '/' || amount_minor"),
+                     "completed/none/49800");
+    char sql[512], want[96];
+    snprintf(want, sizeof(want), "%" PRIu64 "/sandbox/1", b);
+    cr_assert_str_eq(pg_payment(g, pay, "booking_id || '/' || provider || '/' || webhooks"), want);
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(status || ':' || booking_id, ',' ORDER BY seat_no) FROM seats"
+             " WHERE event_id = 1 AND seat_no IN (100, 101)");
+    snprintf(want, sizeof(want), "SOLD:%" PRIu64 ",SOLD:%" PRIu64, b, b);
+    cr_assert_str_eq(pgt_query_text(g->db, sql), want);
+    snprintf(sql, sizeof(sql), "SELECT status FROM bookings WHERE id = %" PRIu64, b);
+    cr_assert_str_eq(pgt_query_text(g->db, sql), "paid");
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*)::text FROM notification_outbox WHERE booking_id = %" PRIu64
+             " AND kind = 'payment_confirmed'",
+             b);
+    payh_wait_pg(g, sql, "1");
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND action LIKE 'payment%%'",
+             b);
+    payh_wait_pg(g, sql, "payment_begin:ok,payment_confirm:ok");
+    gwh_stop_ok(g);
+}
+
+Test(gateway_payment, a_declined_payment_fails_the_booking_and_frees_its_seats)
+{
+    gwh_grid *g = start();
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+
+    /* Declined on the page. */
+    uint64_t b = payh_booking_with_seats(gw, buyer, 300, 1);
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    const char *back = payh_click(g->sandbox, pay, false);
+    cr_assert(strstr(back, "/api/payments/fail?paymentId=") != NULL, "Location %s", back);
+    payh_wait_booking(gw, buyer, b, "failed");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 300), "FREE");
+    json_t *st = gwh_expect(
+        gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64 "/payment-status", b), 200);
+    cr_assert_str_eq(gwh_str(st, "status"), "failed");
+    json_t *ret = payh_wait_return(gw, back, "failed");
+    cr_assert_str_eq(gwh_str(ret, "returned"), "fail");
+    /* The page cannot be used twice. */
+    gwh_resp *again = gwh_http(g->sandbox, "POST", NULL, NULL, "/pay/%s/approve", pay);
+    cr_assert_eq(again->status, 409);
+
+    /* Declined by the provider itself (decline mode): the same end. */
+    gwh_expect(gwh_http(g->sandbox, "POST", NULL, "{\"mode\": \"decline\"}", "/control"), 200);
+    uint64_t c = payh_booking_with_seats(gw, buyer, 302, 1);
+    gwh_expect(payh_initiate(gw, buyer, c), 200);
+    payh_wait_booking(gw, buyer, c, "failed");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 302), "FREE");
+    /* Another buyer takes the freed seat. */
+    const char *other = gwh_login(gw, GWH_BUYER2, GWH_BUYER2_PASSWORD);
+    payh_booking_with_seats(gw, other, 300, 1);
+
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT status || '/' || refund_status FROM payments WHERE id = '%s'", pay);
+    cr_assert_str_eq(pgt_query_text(g->db, sql), "failed/none");
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*)::text FROM payments WHERE booking_id = %" PRIu64
+             " AND status = 'failed'",
+             c);
+    payh_wait_pg(g, sql, "1");
+    gwh_stop_ok(g);
+}
+
+Test(gateway_payment,
+     a_webhook_sent_ten_times_sells_once_and_unsigned_or_forged_ones_change_nothing)
+{
+    gwh_grid *g = start();
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 500, 1);
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    const char *body = payh_webhook_body(pay, "CONFIRMED");
+
+    /* Missing, forged, or signed for another body or secret: 401, no change. */
+    gwh_expect_error(payh_webhook(gw, body, NULL), 401, "missing_signature");
+    gwh_expect_error(payh_webhook(gw, body, "00"), 401, "invalid_signature");
+    gwh_expect_error(payh_webhook(gw, body, payh_sign("not-the-webhook-secret", body)), 401,
+                     "invalid_signature");
+    const char *other = payh_webhook_body(pay, "FAILED");
+    gwh_expect_error(payh_webhook(gw, body, payh_sign(GWH_WEBHOOK_SECRET, other)), 401,
+                     "invalid_signature");
+    gwh_resp *r401 = payh_webhook(gw, body, "00");
+    cr_assert(gwh_header(r401, "www-authenticate") != NULL);
+    cr_assert_str_eq(
+        gwh_str(gwh_expect(gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64, b), 200),
+                "status"),
+        "pending_payment");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 500), "RESERVED");
+    /* Signed but malformed, or about a payment nobody made. */
+    const char *no_id = "{\"status\":\"CONFIRMED\"}";
+    gwh_expect_error(payh_webhook(gw, no_id, payh_sign(GWH_WEBHOOK_SECRET, no_id)), 400,
+                     "missing_field");
+    const char *bad_id = payh_webhook_body("pay/../x", "CONFIRMED");
+    gwh_expect_error(payh_webhook(gw, bad_id, payh_sign(GWH_WEBHOOK_SECRET, bad_id)), 400,
+                     "invalid_field");
+    const char *unknown = payh_webhook_body("pay_unknown", "CONFIRMED");
+    gwh_expect_error(payh_webhook(gw, unknown, payh_sign(GWH_WEBHOOK_SECRET, unknown)), 404,
+                     "not_found");
+
+    /* The genuine one, ten times: one sale. */
+    const char *sig = payh_sign(GWH_WEBHOOK_SECRET, body);
+    for (int i = 0; i < 10; i++) {
+        json_t *ok = gwh_expect(payh_webhook(gw, body, sig), 200);
+        cr_assert_str_eq(gwh_str(ok, "result"), i == 0 ? "paid" : "duplicate", "delivery %d", i);
+        cr_assert_eq((uint64_t)gwh_int(ok, "booking_id"), b);
+    }
+    /* A FAILED after the sale changes nothing either. */
+    json_t *late_fail =
+        gwh_expect(payh_webhook(gw, other, payh_sign(GWH_WEBHOOK_SECRET, other)), 200);
+    cr_assert_str_eq(gwh_str(late_fail, "result"), "duplicate");
+    payh_wait_booking(gw, buyer, b, "paid");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 500), "SOLD");
+    json_t *av = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200);
+    cr_assert_eq(gwh_int(av, "totals.SOLD"), 1);
+    gwh_expect_error(payh_initiate(gw, buyer, b), 409, "booking_state");
+    gwh_resp *metrics = gwh_http(gw, "GET", NULL, NULL, "/metrics");
+    cr_assert(strstr(metrics->body, "\ntixgrid_sales_total 1\n") != NULL, "one sale in /metrics");
+
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT status || '/' || webhooks || '/' || provider_status FROM payments"
+             " WHERE id = '%s'",
+             pay);
+    cr_assert_str_eq(pgt_query_text(g->db, sql), "completed/11/FAILED");
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*)::text FROM audit_log WHERE booking_id = %" PRIu64
+             " AND action = 'payment_confirm'",
+             b);
+    payh_wait_pg(g, sql, "1");
+
+    /* A booking without seats cannot be paid; the breaker is closed, in the seed's format. */
+    uint64_t empty = gwh_booking_create(gw, buyer, GWH_DEMO_EVENT);
+    gwh_expect_error(payh_initiate(gw, buyer, empty), 409, "no_seats");
+    json_t *cb =
+        gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/payments/circuit-breaker-status"), 200);
+    cr_assert(json_is_true(gwh_json_at(cb, "success")));
+    cr_assert_str_eq(gwh_str(cb, "circuit_breaker.state"), "Closed");
+    cr_assert_eq(gwh_int(cb, "circuit_breaker.failure_count"), 0);
+    cr_assert_eq(gwh_int(cb, "circuit_breaker.threshold"), 5);
+    cr_assert_eq(gwh_int(cb, "circuit_breaker.timeout_seconds"), 60);
+    gwh_stop_ok(g);
+}
+
+Test(gateway_payment, a_refund_the_provider_could_not_make_at_once_is_made_later)
+{
+    static const char *const replay[] = {"--payment-window-ms", "1000", NULL};
+    static const char *const sandbox[] = {"--webhook-attempts", "1", NULL};
+    static const char *const flags[] = {"--allow-reset",    "--auth-rate", "0",
+                                        "--refund-retry-s", "1",           NULL};
+    gwh_options o = {
+        .sandbox = true, .replay_flags = replay, .sandbox_flags = sandbox, .gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 1100, 1);
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    payh_wait_booking(gw, buyer, b, "expired");
+
+    /* Approved too late while the provider's API fails: the refund is owed,
+     * and the sandbox delivers that webhook only once. */
+    gwh_expect(gwh_http(g->sandbox, "POST", NULL, "{\"mode\": \"fail\"}", "/control"), 200);
+    payh_click(g->sandbox, pay, true);
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT refund_status FROM payments WHERE id = '%s'", pay);
+    payh_wait_pg(g, sql, "due");
+
+    /* The provider mends; the gateway's own retry refunds it. */
+    gwh_expect(gwh_http(g->sandbox, "POST", NULL, "{\"mode\": \"normal\"}", "/control"), 200);
+    payh_wait_pg(g, sql, "refunded");
+    json_t *at_provider =
+        gwh_expect(gwh_http(g->sandbox, "GET", NULL, NULL, "/v1/payments/%s", pay), 200);
+    cr_assert_str_eq(gwh_str(at_provider, "status"), "REFUNDED");
+    cr_assert_eq(gwh_int(at_provider, "refunds"), 1);
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 1100), "FREE");
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome || ':' ||"
+             " coalesce(host(client_ip), 'system'), ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_late', 'payment_refund')",
+             b);
+    payh_wait_pg(g, sql,
+                 "payment_late:refund_due:127.0.0.1,payment_refund:provider_error:127.0.0.1,"
+                 "payment_refund:ok:system");
+    gwh_stop_ok(g);
+}
