@@ -113,7 +113,8 @@ struct pu_repl_part {
 
 /* ---- Parked replies ------------------------------------------------------------ */
 
-/* The mark every IN_SYNC link acknowledged; the head when none is. */
+/* The mark every IN_SYNC link acknowledged; UINT64_MAX when no link is in
+ * sync (no reply waits for a backup that could not take over yet). */
 static uint64_t release_mark(pu_repl_part *r)
 {
     uint64_t mark = UINT64_MAX;

@@ -303,7 +303,33 @@ Test(repl, a_new_backup_is_filled_while_the_primary_keeps_selling)
     cr_assert_gt(rep.repl_status_ok.links[0].records_sent, 0u, "the tail followed the copy");
 }
 
-/* ---- Delta catch-up -------------------------------------------------------------- */
+/* ---- Restart and delta catch-up ------------------------------------------------- */
+
+Test(repl, a_backup_killed_and_restarted_keeps_its_place_and_its_copy)
+{
+    start_pair(4, 50);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    sell(0, 5, 2);
+    tg_booking_id b = hx_booking_create(pc, P, USER);
+    hx_kill(&backup); /* still named: the primary keeps trying it */
+    bc = NULL;
+    tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
+    req.seats_hold = (__typeof__(req.seats_hold)){.booking_id = b, .user_id = USER};
+    req.seats_hold.seats.count = 1;
+    req.seats_hold.seats.ids[0] = 40;
+    cr_assert_eq(tg_client_call_to(pc, primary.rep_url, &req, 800, NULL, &rep), TG_ETIMEDOUT,
+                 "acknowledged while its only backup was dead");
+    hx_start(&backup);
+    bc = hx_client(&backup, P, 64);
+    wait_in_sync();
+    assert_copies_equal(200);
+    status_of(pc, &rep);
+    cr_assert_eq(rep.repl_status_ok.links[0].snapshots, 1u, "the restarted copy was kept");
+    cr_assert_eq(hold_range(pc, b, 41, 1), TG_OK);
+}
+
+
 
 Test(repl, a_backup_restarted_with_a_stale_segment_catches_up_by_delta)
 {
