@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 typedef tg_err (*pu_handler)(pu_ctx *c, pu_partition *p);
 
@@ -512,6 +513,23 @@ static tg_err on_repl_backups(pu_ctx *c, pu_partition *p)
     return pu_repl_configure(c->srv, e, q->backups, q->backup_count);
 }
 
+/* With e->apply_lock held: waits (bounded) until the records before `first`
+ * are applied, for a message that overtook the one before it. */
+static void wait_turn(pu_served *e, pu_partition *p, uint64_t first)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)PU_REPL_REORDER_WAIT_MS * 1000000;
+    until.tv_sec += until.tv_nsec / 1000000000;
+    until.tv_nsec %= 1000000000;
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    while (info.replica && first > info.applied_seq + 1 &&
+           pthread_cond_timedwait(&e->applied, &e->apply_lock, &until) == 0) {
+        pu_partition_describe(p, &info);
+    }
+}
+
 static tg_err on_repl_append(pu_ctx *c, pu_partition *p)
 {
     const __typeof__(c->req.repl_append) *q = &c->req.repl_append;
@@ -530,7 +548,11 @@ static tg_err on_repl_append(pu_ctx *c, pu_partition *p)
     pu_served *e = pu_server_entry(c->srv, q->partition_id);
     uint64_t applied = 0;
     pthread_mutex_lock(&e->apply_lock);
+    if (q->record_count > 0) {
+        wait_turn(e, p, records[0].seq);
+    }
     tg_err err = pu_replica_apply(p, q->epoch, records, q->record_count, q->persisted, &applied);
+    pthread_cond_broadcast(&e->applied);
     pthread_mutex_unlock(&e->apply_lock);
     pu_partition_info info;
     pu_partition_describe(p, &info);

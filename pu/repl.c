@@ -5,14 +5,18 @@
  *
  * Links.  A partition's backups are named by repl_backups or by the map
  * (pu_repl_configure).  Each backup gets a link: a thread with its own nng
- * REQ socket dialled to the backup's REP address.  The thread sends one
- * repl_append at a time, carrying every record published since the last one
- * (up to REPL_BATCH_MAX): while a message is in flight, the records of all
- * the requests made meanwhile pile up and go together in the next one, so a
- * busy partition sends few large messages and no request waits for a round
- * trip of its own.  The backup answers how far it has applied; that is the
- * link's ack, and where the next message starts.
- *
+ * REQ socket dialled to the backup's REP address.  The thread keeps up to
+ * REPL_IN_FLIGHT (two) repl_append in flight, each carrying every record
+ * published since the one before (up to REPL_BATCH_MAX): the records of all
+ * the requests made while a batch travels go together in the next one, so
+ * a busy partition sends few large messages and no request waits for a
+ * round trip of its own, nor for a whole batch ahead of it.  The backup
+ * answers how far it has applied; that is the link's ack.  The backup's
+ * contexts may take the two in either order: the later one waits there,
+ * briefly, for the earlier (handlers.c).  Replies released by an ack are
+ * sent right after the next batch is, so that answering the clients
+ * overlaps the next round trip.
+
  * Link states.  PROBING: an empty repl_append asks the backup how far it is.
  * The answer decides: the records after it are still in our ring → send
  * them (delta catch-up: a backup restarted with a stale segment gets only
@@ -28,9 +32,9 @@
  *
  * Gap repair.  The backup applies in sequence order only; a message that
  * starts past its last applied record is not applied, and its answer (the
- * last applied) makes the link resend from there.  A message whose answer
- * was lost (timeout) is sent again from the same place: applying is
- * idempotent (replica.c).
+ * last applied) makes the link wait for what is in flight and resend from
+ * there.  A message whose answer was lost (timeout) is sent again the same
+ * way: applying is idempotent (replica.c).
  *
  * Parked replies.  A request that changed a partition with backups reads
  * the partition's log head after its change (pu_handle) and parks its reply
@@ -56,6 +60,7 @@
 #include "tixgrid/log.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +87,24 @@ typedef struct {
     tg_wire_row rows[TG_ROWS_MAX];
 } link_scratch;
 
+/* Batches one link has in flight: while one travels, the records of the
+ * requests made meanwhile go in the next, instead of waiting a round trip. */
+#define REPL_IN_FLIGHT 2u
+
+struct pu_link;
+
+/* One repl_append in flight: its nng context and AIO (send, then receive). */
+typedef struct {
+    struct pu_link *link;
+    nng_ctx ctx;
+    nng_aio *aio;
+    bool sending;         /* the AIO carries the request; slot_cb only */
+    bool done;            /* the reply (or a failure) is in; under part->lock */
+    int result;           /* nng's result; under part->lock */
+    uint64_t first, last; /* the records it carries */
+    uint64_t head;        /* the log head when they were read */
+} link_slot;
+
 typedef struct pu_link {
     pu_repl_part *part;
     char name[TG_PU_NAME_BYTES];
@@ -94,6 +117,9 @@ typedef struct pu_link {
     uint64_t acked;                                   /* atomic */
     uint64_t records_sent, snapshots, snapshot_items; /* atomic */
     bool refused_logged;
+    bool release_due; /* an ack came in whose replies are not sent yet */
+    link_slot slots[REPL_IN_FLIGHT];
+    uint32_t oldest, in_flight; /* the slots in flight: a ring; link thread */
     msgpack_sbuffer buf;
     tg_msg msg, reply;
     link_scratch *scratch;
@@ -179,9 +205,8 @@ bool pu_repl_park(pu_ctx *c)
 
 /* ---- Talking to a backup ------------------------------------------------------- */
 
-/* Sends l->msg and waits for the reply into l->reply: TG_OK, the code of an
- * error reply, TG_ETIMEDOUT, or TG_EPROTO. */
-static tg_err link_call(pu_link *l)
+/* Sends l->msg: TG_OK, TG_ETIMEDOUT, or TG_EINVAL (it does not encode). */
+static tg_err link_send(pu_link *l)
 {
     const char *why = NULL;
     tg_err err = tg_wire_encode(&l->msg, &l->buf, &why);
@@ -190,16 +215,20 @@ static tg_err link_call(pu_link *l)
                      why != NULL ? why : "?");
         return err;
     }
-    int rv = nng_send(l->sock, l->buf.data, l->buf.size, 0);
+    return nng_send(l->sock, l->buf.data, l->buf.size, 0) == 0 ? TG_OK : TG_ETIMEDOUT;
+}
+
+/* Waits for the reply to l->msg into l->reply: TG_OK, the code of an
+ * error reply, TG_ETIMEDOUT, or TG_EPROTO. */
+static tg_err link_recv(pu_link *l)
+{
+    const char *why = NULL;
     void *body = NULL;
     size_t len = 0;
-    if (rv == 0) {
-        rv = nng_recv(l->sock, &body, &len, NNG_FLAG_ALLOC);
-    }
-    if (rv != 0) {
+    if (nng_recv(l->sock, &body, &len, NNG_FLAG_ALLOC) != 0) {
         return TG_ETIMEDOUT;
     }
-    err = tg_wire_decode(body, len, NULL, &l->reply, &why);
+    tg_err err = tg_wire_decode(body, len, NULL, &l->reply, &why);
     nng_free(body, len);
     if (err == TG_OK && l->reply.type != tg_wire_reply_type(l->msg.type) &&
         l->reply.type != TG_WIRE_ERROR) {
@@ -210,6 +239,12 @@ static tg_err link_call(pu_link *l)
         return err;
     }
     return l->reply.type == TG_WIRE_ERROR ? (tg_err)l->reply.error.code : TG_OK;
+}
+
+static tg_err link_call(pu_link *l)
+{
+    tg_err err = link_send(l);
+    return err == TG_OK ? link_recv(l) : err;
 }
 
 static bool link_stopping(pu_link *l)
@@ -233,15 +268,27 @@ static uint64_t part_epoch(const pu_link *l)
     return info.map_epoch;
 }
 
-/* Records the backup's ack and releases what it allows. */
-static void link_acked(pu_link *l, uint64_t applied)
+/* Sends the replies the link's last ack released.  The streaming loop
+ * calls it right after sending the next batch, so that answering the
+ * clients overlaps the next round trip instead of delaying it. */
+static void link_release(pu_link *l)
 {
+    if (!l->release_due) {
+        return;
+    }
+    l->release_due = false;
     pu_repl_part *r = l->part;
     pthread_mutex_lock(&r->lock);
-    __atomic_store_n(&l->acked, applied, __ATOMIC_RELEASE);
     pu_ctx *released = release_locked(r);
     pthread_mutex_unlock(&r->lock);
     send_released(released);
+}
+
+/* Records the backup's ack; link_release sends what it allows. */
+static void link_acked(pu_link *l, uint64_t applied)
+{
+    __atomic_store_n(&l->acked, applied, __ATOMIC_RELEASE);
+    l->release_due = true;
 }
 
 static void link_set_state(pu_link *l, uint32_t state)
@@ -496,14 +543,45 @@ static uint32_t link_probe(pu_link *l)
     return TG_REPL_LINK_FILLING;
 }
 
-/* Waits for records at the cursor (or a stop); bounded. */
-static void link_wait(pu_link *l)
+/* ---- Streaming: two batches in flight ------------------------------------------- */
+
+/* Completion of a slot's send, then of its receive (nng's thread). */
+static void slot_cb(void *arg)
 {
-    pu_repl_part *r = l->part;
-    pu_partition *p = r->entry->p;
+    link_slot *s = arg;
+    int rv = nng_aio_result(s->aio);
+    if (s->sending) {
+        s->sending = false;
+        if (rv == 0) {
+            nng_ctx_recv(s->ctx, s->aio);
+            return;
+        }
+        nng_msg_free(nng_aio_get_msg(s->aio)); /* not sent: still ours */
+    }
+    pu_repl_part *r = s->link->part;
     pthread_mutex_lock(&r->lock);
-    uint64_t head = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE);
-    if (!l->stop && head < l->cursor) {
+    s->result = rv;
+    s->done = true;
+    pthread_cond_broadcast(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+}
+
+static bool slot_done(link_slot *s)
+{
+    pthread_mutex_lock(&s->link->part->lock);
+    bool done = s->done;
+    pthread_mutex_unlock(&s->link->part->lock);
+    return done;
+}
+
+/* Waits on the partition's wake-up (new records, a completed slot, a stop)
+ * at most REPL_IDLE_WAIT_MS, unless `ready` already holds. */
+static void link_wait_for(pu_link *l, bool (*ready)(pu_link *))
+{
+    link_release(l);
+    pu_repl_part *r = l->part;
+    pthread_mutex_lock(&r->lock);
+    if (!ready(l)) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += (long)REPL_IDLE_WAIT_MS * 1000000;
@@ -512,45 +590,142 @@ static void link_wait(pu_link *l)
         pthread_cond_timedwait(&r->wake, &r->lock, &until);
     }
     pthread_mutex_unlock(&r->lock);
-    if (head >= l->cursor) {
-        struct timespec ts = {0, (long)REPL_PENDING_WAIT_US * 1000};
-        nanosleep(&ts, NULL); /* a record at the cursor is being written */
-    }
 }
 
-/* Sends what the ring holds from the cursor on; returns the next state.  A
- * link is in sync once an ack covers the head it saw before reading. */
-static uint32_t link_stream(pu_link *l, uint32_t state)
+/* With the partition's lock held: is there anything for the loop to do? */
+static bool work_ready(pu_link *l)
+{
+    const pu_partition *p = l->part->entry->p;
+    link_slot *oldest = &l->slots[l->oldest];
+    bool room = l->in_flight < REPL_IN_FLIGHT;
+    bool records = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE) >= l->cursor;
+    return (room && records) || (l->in_flight > 0 && oldest->done);
+}
+
+/* Sends the records from the cursor on in a free slot; false if none. */
+static bool slot_send(pu_link *l)
 {
     pu_partition *p = l->part->entry->p;
-    if (cursor_lost(p, l->cursor)) {
-        return link_fill(l);
-    }
     uint64_t head = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE);
     uint32_t n = pu_log_read(p, l->cursor, l->scratch->records, REPL_BATCH_MAX);
+    nng_msg *msg = NULL;
+    const char *why = NULL;
     if (n == 0) {
-        if (l->cursor > head) {
-            link_wait(l);
-            return TG_REPL_LINK_IN_SYNC; /* everything up to head is applied */
-        }
-        link_wait(l); /* the record at the cursor is being written */
-        return state;
+        return false;
     }
     append_message(l, n);
-    tg_err err = link_call(l);
-    if (err == TG_ETIMEDOUT) {
-        return state; /* sent again from the same cursor */
+    if (tg_wire_encode(&l->msg, &l->buf, &why) != TG_OK || nng_msg_alloc(&msg, 0) != 0 ||
+        nng_msg_append(msg, l->buf.data, l->buf.size) != 0) {
+        tg_log_error("pu: cannot make a repl_append for %s: %s", l->name, why ? why : "no memory");
+        nng_msg_free(msg);
+        return false;
+    }
+    link_slot *s = &l->slots[(l->oldest + l->in_flight) % REPL_IN_FLIGHT];
+    s->first = l->cursor;
+    s->last = l->scratch->records[n - 1].seq;
+    s->head = head;
+    s->done = false;
+    s->sending = true;
+    nng_aio_set_msg(s->aio, msg);
+    nng_ctx_send(s->ctx, s->aio);
+    l->in_flight++;
+    l->cursor = s->last + 1;
+    __atomic_fetch_add(&l->records_sent, n, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* The oldest slot's reply: TG_OK with l->reply, an error code, or
+ * TG_ETIMEDOUT. */
+static tg_err slot_take(pu_link *l, link_slot *s)
+{
+    l->oldest = (l->oldest + 1) % REPL_IN_FLIGHT;
+    l->in_flight--;
+    if (s->result != 0) {
+        return TG_ETIMEDOUT;
+    }
+    nng_msg *msg = nng_aio_get_msg(s->aio);
+    const char *why = NULL;
+    tg_err err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), NULL, &l->reply, &why);
+    nng_msg_free(msg);
+    if (err == TG_OK && l->reply.type != TG_WIRE_REPL_APPEND_OK && l->reply.type != TG_WIRE_ERROR) {
+        err = TG_EPROTO;
     }
     if (err != TG_OK) {
-        link_refused(l, err);
-        return TG_REPL_LINK_PROBING;
+        tg_log_warn("pu: malformed reply from backup %s", l->name);
+        return err;
+    }
+    return l->reply.type == TG_WIRE_ERROR ? (tg_err)l->reply.error.code : TG_OK;
+}
+
+static bool oldest_done(pu_link *l)
+{
+    return l->slots[l->oldest].done;
+}
+
+/* Waits for every slot in flight and forgets their replies (after an
+ * error, a timeout or a gap: the cursor then goes back to the last ack). */
+static void link_drain(pu_link *l)
+{
+    while (l->in_flight > 0) {
+        link_slot *s = &l->slots[l->oldest];
+        while (!slot_done(s)) {
+            link_wait_for(l, oldest_done);
+        }
+        tg_err err = slot_take(l, s);
+        if (err == TG_OK && l->reply.repl_append_ok.applied_seq > l->acked) {
+            link_acked(l, l->reply.repl_append_ok.applied_seq);
+        }
+    }
+    l->cursor = __atomic_load_n(&l->acked, __ATOMIC_ACQUIRE) + 1;
+}
+
+/* Handles the oldest slot's reply; returns the next state. */
+static uint32_t link_ack(pu_link *l, uint32_t state)
+{
+    link_slot *s = &l->slots[l->oldest];
+    tg_err err = slot_take(l, s);
+    if (err != TG_OK) {
+        link_drain(l); /* sent again from the last ack */
+        if (err != TG_ETIMEDOUT) {
+            link_refused(l, err);
+            return TG_REPL_LINK_PROBING;
+        }
+        return state;
     }
     l->refused_logged = false;
     uint64_t applied = l->reply.repl_append_ok.applied_seq;
-    __atomic_fetch_add(&l->records_sent, n, __ATOMIC_RELAXED);
-    l->cursor = applied + 1; /* after a gap or a short apply: resend from there */
-    link_acked(l, applied);
-    return applied >= head ? TG_REPL_LINK_IN_SYNC : state;
+    if (applied > __atomic_load_n(&l->acked, __ATOMIC_ACQUIRE)) {
+        link_acked(l, applied);
+    }
+    if (applied < s->last) {
+        link_drain(l); /* a gap or a short apply: resend from the backup's last */
+    }
+    return applied >= s->head ? TG_REPL_LINK_IN_SYNC : state;
+}
+
+/* One step of streaming: send a batch if a slot is free and records are
+ * there, else take the oldest reply, else wait.  A link is in sync once an
+ * ack covers the head it saw before reading its batch. */
+static uint32_t link_stream(pu_link *l, uint32_t state)
+{
+    pu_partition *p = l->part->entry->p;
+    if (l->in_flight == 0 && cursor_lost(p, l->cursor)) {
+        return link_fill(l);
+    }
+    if (l->in_flight < REPL_IN_FLIGHT && slot_send(l)) {
+        link_release(l); /* the last ack's replies, while this batch travels */
+        return state;
+    }
+    if (l->in_flight > 0 && slot_done(&l->slots[l->oldest])) {
+        return link_ack(l, state);
+    }
+    uint64_t head = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE);
+    bool caught_up = l->in_flight == 0 && l->cursor > head;
+    link_wait_for(l, work_ready);
+    if (l->in_flight == 0 && !caught_up && head >= l->cursor) {
+        sched_yield(); /* the record at the cursor is being written */
+    }
+    return caught_up ? TG_REPL_LINK_IN_SYNC : state;
 }
 
 static void *link_main(void *arg)
@@ -559,6 +734,9 @@ static void *link_main(void *arg)
     uint32_t state = TG_REPL_LINK_PROBING;
     while (!link_stopping(l)) {
         uint32_t next = state == TG_REPL_LINK_PROBING ? link_probe(l) : link_stream(l, state);
+        if (next == TG_REPL_LINK_PROBING) {
+            link_drain(l);
+        }
         if (next != state) {
             link_set_state(l, next);
         }
@@ -567,6 +745,7 @@ static void *link_main(void *arg)
         }
         state = next;
     }
+    link_drain(l);
     return NULL;
 }
 
@@ -586,12 +765,33 @@ static tg_err link_open(pu_link *l)
     nng_socket_set_ms(l->sock, NNG_OPT_RECONNMINT, 20);
     nng_socket_set_ms(l->sock, NNG_OPT_RECONNMAXT, 250);
     nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
+    for (uint32_t i = 0; i < REPL_IN_FLIGHT; i++) {
+        link_slot *s = &l->slots[i];
+        s->link = l;
+        if (nng_aio_alloc(&s->aio, slot_cb, s) != 0 || nng_ctx_open(&s->ctx, l->sock) != 0) {
+            return TG_ENOMEM;
+        }
+        nng_aio_set_timeout(s->aio, REPL_CALL_TIMEOUT_MS);
+    }
     rv = nng_dial(l->sock, l->url, NULL, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         tg_log_error("pu: cannot dial backup %s at %s: %s", l->name, l->url, nng_strerror(rv));
         return TG_EINVAL;
     }
     return TG_OK;
+}
+
+/* Frees what link_open allocated (the socket stays: see the top). */
+static void link_free(pu_link *l)
+{
+    for (uint32_t i = 0; i < REPL_IN_FLIGHT; i++) {
+        if (l->slots[i].aio != NULL) {
+            nng_aio_free(l->slots[i].aio); /* waits for a callback still running */
+        }
+    }
+    msgpack_sbuffer_destroy(&l->buf);
+    free(l->scratch);
+    free(l);
 }
 
 static pu_link *link_start(pu_repl_part *r, const tg_wire_backup *b)
@@ -609,9 +809,7 @@ static pu_link *link_start(pu_repl_part *r, const tg_wire_backup *b)
     snprintf(l->url, sizeof(l->url), "%s", b->rep_url);
     msgpack_sbuffer_init(&l->buf);
     if (link_open(l) != TG_OK || pthread_create(&l->thread, NULL, link_main, l) != 0) {
-        msgpack_sbuffer_destroy(&l->buf);
-        free(scratch);
-        free(l);
+        link_free(l);
         return NULL;
     }
     return l;
@@ -624,9 +822,7 @@ static void link_stop_join(pu_link *l)
     pthread_cond_broadcast(&l->part->wake);
     pthread_mutex_unlock(&l->part->lock);
     pthread_join(l->thread, NULL);
-    msgpack_sbuffer_destroy(&l->buf);
-    free(l->scratch);
-    free(l);
+    link_free(l);
 }
 
 static pu_repl_part *part_get(pu_server *s, pu_served *e)

@@ -223,8 +223,8 @@ static tg_err batch_check(const pu_partition *p, const pu_log_record *records, u
                                        tg_seat_word_state(r->word) >= TG_SEAT_STATE_COUNT)) {
             return TG_EINVAL;
         }
-        if (r->kind == PU_REC_BOOKING &&
-            (r->ident == 0 || r->status == TG_BOOKING_EMPTY || r->status >= TG_BOOKING_STATUS_COUNT)) {
+        if (r->kind == PU_REC_BOOKING && (r->ident == 0 || r->status == TG_BOOKING_EMPTY ||
+                                          r->status >= TG_BOOKING_STATUS_COUNT)) {
             return TG_EINVAL;
         }
     }

@@ -199,6 +199,7 @@ static tg_err add_entry(pu_server *s, pu_partition *p, uint32_t state)
                                   .pub_cursor = info.log_persisted + 1,
                                   .pub_from = info.log_persisted + 1};
         pthread_mutex_init(&s->parts[n].apply_lock, NULL);
+        pthread_cond_init(&s->parts[n].applied, NULL);
         __atomic_store_n(&s->part_count, n + 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&s->table_lock);
@@ -436,6 +437,7 @@ void pu_server_close(pu_server *s)
     for (uint32_t i = 0; i < s->part_count; i++) {
         pu_partition_detach(s->parts[i].p);
         pthread_mutex_destroy(&s->parts[i].apply_lock);
+        pthread_cond_destroy(&s->parts[i].applied);
     }
     pthread_mutex_destroy(&s->samples_lock);
     pthread_mutex_destroy(&s->table_lock);

@@ -39,6 +39,11 @@ enum {
  * waiting for their acks (repl.c). */
 typedef struct pu_repl_part pu_repl_part;
 
+/* A primary has up to two repl_append in flight per backup, and the
+ * backup's contexts may take them in either order: one that arrives after a
+ * gap waits this long for the message before it (handlers.c). */
+#define PU_REPL_REORDER_WAIT_MS 5u
+
 /* States of a served partition. */
 enum {
     PU_PART_READY = 0,     /* serving requests */
@@ -56,6 +61,7 @@ typedef struct {
     uint32_t role; /* PU_ROLE_*; atomic */
     bool restore_began;
     pthread_mutex_t apply_lock; /* backups: one repl_append or repl_snapshot at a time */
+    pthread_cond_t applied;     /* backups: signalled after every repl_append (apply_lock) */
     pu_repl_part *repl;         /* NULL until backups are named; then fixed; atomic */
     uint64_t pub_cursor; /* next log seq to read for publishing */
     uint64_t pub_from;   /* first seq the next event covers */

@@ -329,8 +329,6 @@ Test(repl, a_backup_killed_and_restarted_keeps_its_place_and_its_copy)
     cr_assert_eq(hold_range(pc, b, 41, 1), TG_OK);
 }
 
-
-
 Test(repl, a_backup_restarted_with_a_stale_segment_catches_up_by_delta)
 {
     enum { ROWS = 10, PER_ROW = 2000, SEATS = ROWS * PER_ROW };
@@ -362,9 +360,10 @@ Test(repl, a_backup_restarted_with_a_stale_segment_catches_up_by_delta)
     status_of(pc, &rep);
     const tg_wire_repl_link *l = &rep.repl_status_ok.links[0];
     cr_assert_eq(l->snapshots, 0u, "no state transfer: the primary's ring had what it missed");
-    cr_assert_eq(l->records_sent, rep.repl_status_ok.log_head - stale,
-                 "exactly the records it missed (%llu), not a copy of %u seats",
-                 (unsigned long long)(rep.repl_status_ok.log_head - stale), SEATS);
+    uint64_t missed = rep.repl_status_ok.log_head - stale;
+    cr_assert_geq(l->records_sent, missed, "it got the %llu records it missed",
+                  (unsigned long long)missed);
+    cr_assert_leq(l->records_sent, 2 * missed, "and little more (a batch resent at worst)");
     cr_assert_lt(l->records_sent, (uint64_t)SEATS / 10);
     assert_copies_equal(SEATS);
 }
