@@ -464,6 +464,7 @@ static tg_err link_snapshot(pu_link *l)
     }
     if (err == TG_OK) {
         l->cursor = base + 1;
+        __atomic_store_n(&l->acked, base, __ATOMIC_RELEASE); /* not in sync: holds nothing */
         tg_log_info("pu %s: partition %u: state transfer to %s done at %llu", l->part->srv->name,
                     l->part->entry->id, l->name, (unsigned long long)base);
     }
@@ -540,6 +541,7 @@ static uint32_t link_probe(pu_link *l)
         return link_fill(l); /* ahead of us (another history), or too far behind */
     }
     l->cursor = applied + 1;
+    __atomic_store_n(&l->acked, applied, __ATOMIC_RELEASE); /* where a resend starts */
     return TG_REPL_LINK_FILLING;
 }
 
