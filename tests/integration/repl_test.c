@@ -18,6 +18,8 @@
 
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -286,6 +288,119 @@ Test(repl, the_backup_applies_in_order_and_refuses_an_older_epoch)
     sell(20, 5, 2);
     wait_in_sync();
     assert_copies_equal(200);
+}
+
+/* ---- Gap repair, seen from the primary ---------------------------------------------- */
+
+/* A backup played by the test: it answers repl_append like a unit would,
+ * except that once it claims to have applied only the first record of a
+ * batch (as a backup whose apply stopped part-way), and it keeps a log of
+ * the ranges it was sent.  Runs in a thread of its own; the main thread
+ * reads the log under the lock. */
+#define FAKE_LOG_MAX 256
+typedef struct {
+    nng_socket sock;
+    pthread_mutex_t lock;
+    bool stop;
+    uint64_t applied;
+    uint64_t lied_at; /* the batch's first record, once it lied */
+    uint32_t count;
+    uint64_t first[FAKE_LOG_MAX], last[FAKE_LOG_MAX];
+} fake_backup;
+
+static fake_backup fake;
+
+/* The answer to one decoded repl_append: in order, after a gap, or short. */
+static uint64_t fake_apply(const tg_msg *req)
+{
+    uint32_t n = req->repl_append.record_count;
+    if (n == 0) {
+        return fake.applied;
+    }
+    uint64_t first = req->repl_append.records[0].seq, last = req->repl_append.records[n - 1].seq;
+    pthread_mutex_lock(&fake.lock);
+    if (fake.count < FAKE_LOG_MAX) {
+        fake.first[fake.count] = first;
+        fake.last[fake.count++] = last;
+    }
+    if (first <= fake.applied + 1 && last > fake.applied) {
+        bool lie = fake.lied_at == 0 && last - fake.applied >= 3;
+        fake.lied_at = lie ? first : fake.lied_at;
+        fake.applied = lie ? fake.applied + 1 : last;
+    }
+    uint64_t applied = fake.applied;
+    pthread_mutex_unlock(&fake.lock);
+    return applied;
+}
+
+static void *fake_main(void *unused)
+{
+    (void)unused;
+    static tg_wire_log_record records[TG_WIRE_LOG_RECORDS_MAX];
+    static tg_msg req, reply;
+    tg_wire_space space = {.records = records, .records_capacity = TG_WIRE_LOG_RECORDS_MAX};
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    while (!__atomic_load_n(&fake.stop, __ATOMIC_ACQUIRE)) {
+        void *body = NULL;
+        size_t len = 0;
+        if (nng_recv(fake.sock, &body, &len, NNG_FLAG_ALLOC) != 0) {
+            continue; /* the receive timeout: look at stop again */
+        }
+        bool append = tg_wire_decode(body, len, &space, &req, NULL) == TG_OK &&
+                      req.type == TG_WIRE_REPL_APPEND;
+        nng_free(body, len);
+        if (append) {
+            reply = (tg_msg){.type = TG_WIRE_REPL_APPEND_OK};
+            reply.repl_append_ok.epoch = req.repl_append.epoch;
+            reply.repl_append_ok.applied_seq = fake_apply(&req);
+        } else {
+            tg_wire_error(&reply, TG_EINVAL, "the fake backup takes only repl_append");
+        }
+        if (tg_wire_encode(&reply, &buf, NULL) == TG_OK) {
+            nng_send(fake.sock, buf.data, buf.size, 0);
+        }
+    }
+    msgpack_sbuffer_destroy(&buf);
+    return NULL;
+}
+
+Test(repl, a_backup_that_applied_part_of_a_batch_gets_the_rest_again)
+{
+    start_pair(4, 50);
+    hx_unit fake_unit = {.pid = 0};
+    snprintf(fake_unit.name, sizeof(fake_unit.name), "fake-backup");
+    snprintf(fake_unit.rep_url, sizeof(fake_unit.rep_url), "ipc://%s/fake.rep", primary.dir);
+    pthread_mutex_init(&fake.lock, NULL);
+    cr_assert_eq(nng_rep0_open(&fake.sock), 0);
+    nng_socket_set_ms(fake.sock, NNG_OPT_RECVTIMEO, 100);
+    cr_assert_eq(nng_listen(fake.sock, fake_unit.rep_url, NULL, 0), 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, fake_main, NULL), 0);
+    cr_assert_eq(name_backup(1, &fake_unit), TG_OK);
+    wait_in_sync();
+    sell(0, 5, 8); /* a hold's eight seat records: a batch of three or more */
+    wait_in_sync();
+    pthread_mutex_lock(&fake.lock);
+    uint64_t lied_at = fake.lied_at, applied = fake.applied;
+    /* Batches are consecutive ranges and the one it lied about covered
+     * lied_at + 1: one that starts there is the rest sent again. */
+    bool resent = false;
+    for (uint32_t i = 0; i < fake.count && lied_at != 0; i++) {
+        resent = resent || fake.first[i] == lied_at + 1;
+    }
+    uint32_t count = fake.count;
+    pthread_mutex_unlock(&fake.lock);
+    cr_assert_neq(lied_at, 0u, "the fake never got a batch of three records");
+    cr_assert(resent,
+              "after an ack of record %llu only, the rest was never sent again (%u "
+              "messages)",
+              (unsigned long long)lied_at, count);
+    status_of(pc, &rep);
+    cr_assert_eq(applied, rep.repl_status_ok.log_head, "the fake has every record in the end");
+    __atomic_store_n(&fake.stop, true, __ATOMIC_RELEASE);
+    pthread_join(thread, NULL);
+    hx_stop_ok(&primary); /* the fake's socket stays open: see harness.h */
 }
 
 /* ---- State transfer under load -------------------------------------------------- */
