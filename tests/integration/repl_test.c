@@ -8,11 +8,14 @@
  *   - a client is answered only once the backup applied its change: with
  *     the backup stopped (SIGSTOP) a hold is not acknowledged in time;
  *   - the backup applies in order (a message after a gap is not applied)
- *     and refuses an older epoch;
+ *     and refuses an older epoch; a backup that acknowledges only part of
+ *     a batch (played by the test) gets the rest again;
  *   - a new backup is filled by state transfer while it_load keeps selling
  *     on the primary, and then both copies are identical;
- *   - a backup restarted with a stale segment catches up by delta: the
- *     primary sends only the records it missed (repl_status counters).
+ *   - a backup killed while named holds replies back and, restarted with
+ *     its segment, continues where it was; one named again after a restart
+ *     catches up by delta: the primary sends only the records it missed
+ *     (repl_status counters), no state transfer.
  */
 #include "harness.h"
 
