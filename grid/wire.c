@@ -441,6 +441,44 @@ ELEMENT(partition_restore_booking, "partition_restore.bookings[]", tg_wire_booki
 ELEMENT(partition_restore_seat, "partition_restore.seats[]", tg_wire_change,
         F_UINT(PRS, tg_wire_change, seat_id, 0, SEAT_MAX), F_WORD(PRS, tg_wire_change, word));
 
+#define RBK "repl_backups.backups[]."
+ELEMENT(repl_backups_backup, "repl_backups.backups[]", tg_wire_backup,
+        F_STR(RBK, tg_wire_backup, name), F_STR(RBK, tg_wire_backup, rep_url));
+
+#define RAR "repl_append.records[]."
+ELEMENT(repl_append_record, "repl_append.records[]", tg_wire_log_record,
+        F_UINT(RAR, tg_wire_log_record, seq, 1, TG_WIRE_ID_MAX),
+        F_UINT(RAR, tg_wire_log_record, kind, 0, 2),
+        F_UINT(RAR, tg_wire_log_record, ident, 0, UINT32_MAX),
+        F_UINT(RAR, tg_wire_log_record, status, 0, TG_BOOKING_STATUS_COUNT - 1),
+        F_UINT(RAR, tg_wire_log_record, word, 0, UINT64_MAX),
+        F_INT(RAR, tg_wire_log_record, deadline_ms, INT64_MIN, INT64_MAX),
+        F_INT(RAR, tg_wire_log_record, created_ms, INT64_MIN, INT64_MAX),
+        F_UINT(RAR, tg_wire_log_record, version, 0, UINT32_MAX));
+
+#define RSB "repl_snapshot.bookings[]."
+ELEMENT(repl_snapshot_booking, "repl_snapshot.bookings[]", tg_wire_booking_state,
+        F_BOOKING(RSB, tg_wire_booking_state, booking_id),
+        F_UINT(RSB, tg_wire_booking_state, user_id, 1, TG_WIRE_ID_MAX),
+        F_UINT(RSB, tg_wire_booking_state, status, TG_BOOKING_CREATED,
+               TG_BOOKING_STATUS_COUNT - 1),
+        F_UINT(RSB, tg_wire_booking_state, version, 0, UINT32_MAX),
+        F_INT(RSB, tg_wire_booking_state, created_ms, INT64_MIN, INT64_MAX),
+        F_INT(RSB, tg_wire_booking_state, deadline_ms, INT64_MIN, INT64_MAX));
+
+#define RSS "repl_snapshot.seats[]."
+ELEMENT(repl_snapshot_seat, "repl_snapshot.seats[]", tg_wire_change,
+        F_UINT(RSS, tg_wire_change, seat_id, 0, SEAT_MAX), F_WORD(RSS, tg_wire_change, word));
+
+#define RSL "repl_status_ok.links[]."
+ELEMENT(repl_status_link, "repl_status_ok.links[]", tg_wire_repl_link,
+        F_STR(RSL, tg_wire_repl_link, name),
+        F_UINT(RSL, tg_wire_repl_link, state, 0, TG_REPL_LINK_STATE_COUNT - 1),
+        F_UINT(RSL, tg_wire_repl_link, acked_seq, 0, TG_WIRE_ID_MAX),
+        F_UINT(RSL, tg_wire_repl_link, records_sent, 0, UINT64_MAX),
+        F_UINT(RSL, tg_wire_repl_link, snapshots, 0, UINT64_MAX),
+        F_UINT(RSL, tg_wire_repl_link, snapshot_items, 0, UINT64_MAX));
+
 /* The grid manager's pieces: a member and a placement in the map (five
  * fields) and in a status reply (the same five, then what the manager
  * knows of them); a held partition as registration and heartbeats say. */
@@ -535,6 +573,21 @@ BODY(partition_restore, PARTITION(partition_restore.partition_id),
      LIST_SPACE(partition_restore.seat_count, partition_restore.seats, TG_WIRE_CHANGES_MAX,
                 partition_restore_seat, SPACE_CHANGES));
 BODY(partition_reset, PARTITION(partition_reset.partition_id));
+BODY(repl_backups, PARTITION(repl_backups.partition_id), ID(repl_backups.epoch),
+     LIST(repl_backups.backup_count, repl_backups.backups, TG_GRID_BACKUPS_MAX,
+          repl_backups_backup));
+BODY(repl_append, PARTITION(repl_append.partition_id), ID(repl_append.epoch),
+     ID(repl_append.persisted),
+     LIST_SPACE(repl_append.record_count, repl_append.records, TG_WIRE_LOG_RECORDS_MAX,
+                repl_append_record, SPACE_RECORDS));
+BODY(repl_snapshot, PARTITION(repl_snapshot.partition_id),
+     U(repl_snapshot.phase, TG_WIRE_SNAPSHOT_BEGIN, TG_WIRE_SNAPSHOT_END),
+     ID(repl_snapshot.epoch), ID(repl_snapshot.base_seq),
+     LIST_SPACE(repl_snapshot.booking_count, repl_snapshot.bookings,
+                TG_WIRE_RESTORE_BOOKINGS_MAX, repl_snapshot_booking, SPACE_BOOKINGS),
+     LIST_SPACE(repl_snapshot.seat_count, repl_snapshot.seats, TG_WIRE_CHANGES_MAX,
+                repl_snapshot_seat, SPACE_CHANGES));
+BODY(repl_status, PARTITION(repl_status.partition_id));
 
 /* Replies. */
 BODY(error, U(error.code, 1, TG_ERR_COUNT_ - 1), F_STR("", tg_msg, error.message),
@@ -592,6 +645,13 @@ EMPTY_BODY(partition_create_ok);
 EMPTY_BODY(partition_restore_ok);
 BODY(partition_reset_ok, U(partition_reset_ok.bookings_cancelled, 0, TG_BOOKINGS_MAX),
      U(partition_reset_ok.seats_freed, 0, TG_BOOKINGS_MAX * TG_BOOKING_SEATS_MAX));
+EMPTY_BODY(repl_backups_ok);
+BODY(repl_append_ok, ID(repl_append_ok.epoch), ID(repl_append_ok.applied_seq));
+EMPTY_BODY(repl_snapshot_ok);
+BODY(repl_status_ok, U(repl_status_ok.role, 0, TG_REPL_ROLE_COUNT - 1),
+     ID(repl_status_ok.epoch), ID(repl_status_ok.log_head), ID(repl_status_ok.acked_seq),
+     LIST(repl_status_ok.link_count, repl_status_ok.links, TG_GRID_BACKUPS_MAX,
+          repl_status_link));
 
 /* Events. */
 BODY(seat_changes, PARTITION(seat_changes.partition_id),
@@ -673,6 +733,49 @@ static const char *check_log_read_ok(const tg_msg *m)
     }
     if (n > 0 && records[n - 1].seq > m->log_read_ok.log_head) {
         return "log_read_ok.records: beyond log_head";
+    }
+    return NULL;
+}
+
+static const char *check_repl_backups(const tg_msg *m)
+{
+    const __typeof__(m->repl_backups) *r = &m->repl_backups;
+    for (uint32_t i = 0; i < r->backup_count; i++) {
+        if (r->backups[i].name[0] == '\0') {
+            return "repl_backups.backups[].name: empty";
+        }
+        if (r->backups[i].rep_url[0] == '\0') {
+            return "repl_backups.backups[].rep_url: empty";
+        }
+        for (uint32_t k = 0; k < i; k++) {
+            if (strcmp(r->backups[i].name, r->backups[k].name) == 0) {
+                return "repl_backups.backups: a name appears twice";
+            }
+        }
+    }
+    return NULL;
+}
+
+static const char *check_repl_append(const tg_msg *m)
+{
+    const tg_wire_log_record *records = m->repl_append.records;
+    for (uint32_t i = 0; i < m->repl_append.record_count; i++) {
+        if (i > 0 && records[i].seq != records[i - 1].seq + 1) {
+            return "repl_append.records: sequence numbers are not consecutive";
+        }
+        if (records[i].kind == 1 && tg_seat_word_state(records[i].word) >= TG_SEAT_STATE_COUNT) {
+            return "repl_append.records[].word: seat word has no valid state";
+        }
+    }
+    return NULL;
+}
+
+static const char *check_repl_status_ok(const tg_msg *m)
+{
+    for (uint32_t i = 0; i < m->repl_status_ok.link_count; i++) {
+        if (m->repl_status_ok.links[i].name[0] == '\0') {
+            return "repl_status_ok.links[].name: empty";
+        }
     }
     return NULL;
 }
@@ -874,6 +977,10 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_PARTITION_CREATE, partition_create, NULL),
     MESSAGE(TG_WIRE_PARTITION_RESTORE, partition_restore, NULL),
     MESSAGE(TG_WIRE_PARTITION_RESET, partition_reset, NULL),
+    MESSAGE(TG_WIRE_REPL_BACKUPS, repl_backups, check_repl_backups),
+    MESSAGE(TG_WIRE_REPL_APPEND, repl_append, check_repl_append),
+    MESSAGE(TG_WIRE_REPL_SNAPSHOT, repl_snapshot, NULL),
+    MESSAGE(TG_WIRE_REPL_STATUS, repl_status, NULL),
     MESSAGE(TG_WIRE_ERROR, error, NULL),
     MESSAGE(TG_WIRE_BOOKING_CREATE_OK, booking_create_ok, NULL),
     MESSAGE(TG_WIRE_BOOKING_GET_OK, booking_get_ok, NULL),
@@ -897,6 +1004,10 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_PARTITION_CREATE_OK, partition_create_ok, NULL),
     MESSAGE(TG_WIRE_PARTITION_RESTORE_OK, partition_restore_ok, NULL),
     MESSAGE(TG_WIRE_PARTITION_RESET_OK, partition_reset_ok, NULL),
+    MESSAGE(TG_WIRE_REPL_BACKUPS_OK, repl_backups_ok, NULL),
+    MESSAGE(TG_WIRE_REPL_APPEND_OK, repl_append_ok, NULL),
+    MESSAGE(TG_WIRE_REPL_SNAPSHOT_OK, repl_snapshot_ok, NULL),
+    MESSAGE(TG_WIRE_REPL_STATUS_OK, repl_status_ok, check_repl_status_ok),
     MESSAGE(TG_WIRE_SEAT_CHANGES, seat_changes, check_seat_changes),
     MESSAGE(TG_WIRE_GRID_MAP, grid_map, check_grid_map),
     MESSAGE(TG_WIRE_PU_REGISTER, pu_register, check_pu_register),

@@ -32,7 +32,7 @@
 #include <sched.h>
 #include <string.h>
 
-static tg_err lock_raw(pu_booking_rec *b)
+tg_err pu_booking_lock_raw(pu_booking_rec *b)
 {
     for (uint32_t i = 0; i < TG_BOOKING_LOCK_SPINS + TG_BOOKING_LOCK_YIELDS; i++) {
         uint32_t unlocked = 0;
@@ -63,7 +63,7 @@ tg_err pu_booking_lock(pu_partition *p, tg_booking_id id, uint64_t user_id, pu_b
         return TG_ENOT_FOUND;
     }
     pu_booking_rec *b = pu_booking_slot(p, seq);
-    tg_err err = lock_raw(b);
+    tg_err err = pu_booking_lock_raw(b);
     if (err != TG_OK) {
         return err;
     }
@@ -211,7 +211,7 @@ tg_err pu_booking_create(pu_partition *p, uint64_t user_id, int64_t now_ms, pu_b
             return TG_EBOOKINGS_FULL;
         }
         pu_booking_rec *b = pu_booking_slot(p, seq);
-        if (lock_raw(b) != TG_OK) {
+        if (pu_booking_lock_raw(b) != TG_OK) {
             continue;
         }
         if (!slot_reusable(p, b)) { /* the peek raced with another claim */

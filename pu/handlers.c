@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 typedef tg_err (*pu_handler)(pu_ctx *c, pu_partition *p);
 
@@ -490,6 +491,161 @@ static tg_err on_partition_reset(pu_ctx *c, pu_partition *p)
     return err;
 }
 
+/* ---- Replication (the sending side is repl.c) ------------------------------ */
+
+/* To a primary, without a manager: these are the partition's backups.  With
+ * a manager the map names them (member.c), and the request is refused. */
+static tg_err on_repl_backups(pu_ctx *c, pu_partition *p)
+{
+    const __typeof__(c->req.repl_backups) *q = &c->req.repl_backups;
+    if (c->srv->cfg.manager_urls != NULL) {
+        tg_wire_error(&c->rep, TG_EPARTITION_STATE,
+                      "this unit follows the grid manager's map: the map names the backups");
+        return TG_EPARTITION_STATE;
+    }
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    if (q->epoch < info.map_epoch) {
+        return TG_ESTALE_EPOCH;
+    }
+    (void)pu_partition_raise_epoch(p, q->epoch);
+    pu_served *e = pu_server_entry(c->srv, info.partition_id);
+    return pu_repl_configure(c->srv, e, q->backups, q->backup_count);
+}
+
+/* With e->apply_lock held: waits (bounded) until the records before `first`
+ * are applied, for a message that overtook the one before it. */
+static void wait_turn(pu_served *e, pu_partition *p, uint64_t first)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)PU_REPL_REORDER_WAIT_MS * 1000000;
+    until.tv_sec += until.tv_nsec / 1000000000;
+    until.tv_nsec %= 1000000000;
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    while (info.replica && first > info.applied_seq + 1 &&
+           pthread_cond_timedwait(&e->applied, &e->apply_lock, &until) == 0) {
+        pu_partition_describe(p, &info);
+    }
+}
+
+static tg_err on_repl_append(pu_ctx *c, pu_partition *p)
+{
+    const __typeof__(c->req.repl_append) *q = &c->req.repl_append;
+    pu_log_record *records = c->big->append.records;
+    for (uint32_t i = 0; i < q->record_count; i++) {
+        const tg_wire_log_record *w = &q->records[i];
+        records[i] = (pu_log_record){.seq = w->seq,
+                                     .ident = w->ident,
+                                     .kind = (uint8_t)w->kind,
+                                     .status = (uint8_t)w->status,
+                                     .word = w->word,
+                                     .deadline_ms = w->deadline_ms,
+                                     .created_ms = w->created_ms,
+                                     .version = w->version};
+    }
+    pu_served *e = pu_server_entry(c->srv, q->partition_id);
+    uint64_t applied = 0;
+    pthread_mutex_lock(&e->apply_lock);
+    if (q->record_count > 0) {
+        wait_turn(e, p, records[0].seq);
+    }
+    tg_err err = pu_replica_apply(p, q->epoch, records, q->record_count, q->persisted, &applied);
+    pthread_cond_broadcast(&e->applied);
+    pthread_mutex_unlock(&e->apply_lock);
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    c->rep.repl_append_ok.epoch = info.map_epoch;
+    c->rep.repl_append_ok.applied_seq = applied;
+    return err;
+}
+
+static tg_err snapshot_items(pu_partition *p, const __typeof__(((tg_msg *)0)->repl_snapshot) *q)
+{
+    tg_err err = TG_OK;
+    for (uint32_t i = 0; err == TG_OK && i < q->booking_count; i++) {
+        const tg_wire_booking_state *w = &q->bookings[i];
+        pu_booking_info b = {.id = w->booking_id,
+                             .user_id = w->user_id,
+                             .status = (tg_booking_status)w->status,
+                             .version = w->version,
+                             .created_ms = w->created_ms,
+                             .deadline_ms = w->deadline_ms};
+        err = pu_restore_booking(p, &b);
+    }
+    for (uint32_t i = 0; err == TG_OK && i < q->seat_count; i++) {
+        err = pu_restore_seat(p, q->seats[i].seat_id, q->seats[i].word);
+    }
+    return err;
+}
+
+/* One state-transfer message; table_lock held.  A partition that serves as
+ * a primary here is never overwritten. */
+static tg_err snapshot_locked(pu_served *e, const __typeof__(((tg_msg *)0)->repl_snapshot) *q)
+{
+    bool ready = __atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == PU_PART_READY;
+    bool backup = __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP;
+    tg_err err = TG_OK;
+    if (q->phase == TG_WIRE_SNAPSHOT_BEGIN) {
+        if (ready && !backup) {
+            return TG_EPARTITION_STATE;
+        }
+        __atomic_store_n(&e->state, PU_PART_RESTORING, __ATOMIC_RELEASE);
+        err = pu_replica_begin(e->p, q->epoch, q->base_seq);
+        e->restore_began = err == TG_OK;
+        if (err == TG_OK) {
+            __atomic_store_n(&e->role, PU_ROLE_BACKUP, __ATOMIC_RELEASE);
+        }
+    } else if (!e->restore_began || ready) {
+        return TG_EPARTITION_STATE;
+    }
+    if (err == TG_OK) {
+        err = snapshot_items(e->p, q);
+    }
+    if (err == TG_OK && q->phase == TG_WIRE_SNAPSHOT_END) {
+        err = pu_replica_end(e->p);
+        if (err == TG_OK) {
+            e->restore_began = false;
+            __atomic_store_n(&e->state, PU_PART_READY, __ATOMIC_RELEASE);
+        }
+    }
+    return err;
+}
+
+static tg_err on_repl_snapshot(pu_ctx *c, pu_partition *unused)
+{
+    (void)unused;
+    pu_served *e = pu_server_entry(c->srv, c->req.repl_snapshot.partition_id);
+    if (e == NULL) {
+        return TG_EUNAVAILABLE; /* partition_create comes first */
+    }
+    pthread_mutex_lock(&c->srv->table_lock);
+    pthread_mutex_lock(&e->apply_lock);
+    tg_err err = snapshot_locked(e, &c->req.repl_snapshot);
+    pthread_mutex_unlock(&e->apply_lock);
+    pthread_mutex_unlock(&c->srv->table_lock);
+    return err;
+}
+
+static tg_err on_repl_status(pu_ctx *c, pu_partition *p)
+{
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    __typeof__(c->rep.repl_status_ok) *st = &c->rep.repl_status_ok;
+    memset(st, 0, sizeof(*st));
+    st->epoch = info.map_epoch;
+    st->log_head = info.log_head;
+    if (info.replica) {
+        st->role = TG_REPL_ROLE_BACKUP;
+        return TG_OK;
+    }
+    st->role = TG_REPL_ROLE_PRIMARY;
+    st->acked_seq = info.log_head;
+    pu_repl_status(pu_server_entry(c->srv, info.partition_id), &c->rep);
+    return TG_OK;
+}
+
 static const pu_handler handlers[TG_WIRE_REQUEST_LAST + 1] = {
     [TG_WIRE_BOOKING_CREATE] = on_booking_create,
     [TG_WIRE_BOOKING_GET] = on_booking_get,
@@ -513,6 +669,29 @@ static const pu_handler handlers[TG_WIRE_REQUEST_LAST + 1] = {
     [TG_WIRE_PARTITION_CREATE] = on_partition_create,
     [TG_WIRE_PARTITION_RESTORE] = on_partition_restore,
     [TG_WIRE_PARTITION_RESET] = on_partition_reset,
+    [TG_WIRE_REPL_BACKUPS] = on_repl_backups,
+    [TG_WIRE_REPL_APPEND] = on_repl_append,
+    [TG_WIRE_REPL_SNAPSHOT] = on_repl_snapshot,
+    [TG_WIRE_REPL_STATUS] = on_repl_status,
+};
+
+/* Requests that may change a partition (a booking expired on the spot
+ * counts: an error reply can follow a change).  On a backup they are
+ * refused; on a primary with backups their reply waits for the acks. */
+static const bool changes_partition[TG_WIRE_REQUEST_LAST + 1] = {
+    [TG_WIRE_BOOKING_CREATE] = true,  [TG_WIRE_SEATS_HOLD] = true,
+    [TG_WIRE_SEATS_HOLD_BEST] = true, [TG_WIRE_SEATS_RELEASE] = true,
+    [TG_WIRE_BOOKING_CANCEL] = true,  [TG_WIRE_PAYMENT_BEGIN] = true,
+    [TG_WIRE_PAYMENT_CONFIRM] = true, [TG_WIRE_PAYMENT_FAIL] = true,
+    [TG_WIRE_SEATS_BLOCK] = true,     [TG_WIRE_SEATS_UNBLOCK] = true,
+    [TG_WIRE_PARTITION_RESET] = true,
+};
+
+/* Requests a backup refuses besides those: its log is trimmed by its
+ * primary, and it has no backups of its own. */
+static const bool primary_only[TG_WIRE_REQUEST_LAST + 1] = {
+    [TG_WIRE_LOG_ACK] = true,
+    [TG_WIRE_REPL_BACKUPS] = true,
 };
 
 /* The partition a request is about; false for requests about none (stats). */
@@ -550,6 +729,9 @@ static bool request_partition(const tg_msg *m, uint32_t *id)
     case TG_WIRE_LOG_READ: *id = m->log_read.partition_id; return true;
     case TG_WIRE_LOG_ACK: *id = m->log_ack.partition_id; return true;
     case TG_WIRE_PARTITION_RESET: *id = m->partition_reset.partition_id; return true;
+    case TG_WIRE_REPL_BACKUPS: *id = m->repl_backups.partition_id; return true;
+    case TG_WIRE_REPL_APPEND: *id = m->repl_append.partition_id; return true;
+    case TG_WIRE_REPL_STATUS: *id = m->repl_status.partition_id; return true;
     default: return false;
     }
 }
@@ -572,8 +754,21 @@ static tg_err dispatch(pu_ctx *c, const char **why)
         *why = "partition is not served by this processing unit";
         return TG_EUNAVAILABLE;
     }
+    pu_served *e = p != NULL ? pu_server_entry(c->srv, id) : NULL;
+    bool backup = e != NULL && __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP;
+    if (backup && (changes_partition[type] || primary_only[type])) {
+        *why = "partition is a backup on this processing unit: ask its primary";
+        return TG_EUNAVAILABLE;
+    }
     c->rep.type = tg_wire_reply_type(type);
-    return handlers[type](c, p);
+    tg_err err = handlers[type](c, p);
+    if (e != NULL && changes_partition[type] && __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE)) {
+        pu_partition_info info;
+        pu_partition_describe(p, &info);
+        c->park_entry = e; /* read after the change: the head covers its records */
+        c->park_seq = info.log_head;
+    }
+    return err;
 }
 
 static void count_outcome(pu_server *s, tg_wire_type type, tg_err err)
@@ -603,7 +798,7 @@ static void handle_one(pu_ctx *c, const void *body, size_t len, uint32_t *batch_
 {
     const char *why = NULL;
     c->rep.type = TG_WIRE_NONE;
-    /* Arrays of the two requests that carry them (see pu_reply_space). */
+    /* Arrays of the requests that carry them (see pu_reply_space). */
     tg_wire_space space = {
         .rows = c->big->create.rows,
         .rows_capacity = TG_ROWS_MAX,
@@ -611,6 +806,8 @@ static void handle_one(pu_ctx *c, const void *body, size_t len, uint32_t *batch_
         .bookings_capacity = TG_WIRE_RESTORE_BOOKINGS_MAX,
         .changes = c->big->restore.seats,
         .changes_capacity = TG_WIRE_CHANGES_MAX,
+        .records = c->big->append.wire,
+        .records_capacity = TG_WIRE_LOG_RECORDS_MAX,
     };
     tg_err err = tg_wire_decode(body, len, &space, &c->req, &why);
     if (err == TG_OK && batch_partition != NULL &&

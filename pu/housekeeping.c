@@ -137,6 +137,9 @@ void *pu_housekeeping_main(void *arg)
             if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {
                 continue; /* being restored: nobody else may touch it yet */
             }
+            if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
+                continue; /* a replica changes only by its primary's records */
+            }
             publish_partition(s, e, hk);
             if (tick % PU_SAMPLE_EVERY_TICKS == 0) {
                 sample_head(s, e, mono_ms);

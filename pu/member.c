@@ -20,9 +20,11 @@
  * For each partition the map makes this unit the primary of, the
  * partition's epoch in shared memory is raised to the map's
  * (pu_partition_raise_epoch): never lowered, so a unit never acts on an
- * epoch older than one it has seen.  The drain (log_read) and, with
- * replication, the backups read it from there.  Copies the map gives to
- * other units are left alone: serving them as a backup is replication's job.
+ * epoch older than one it has seen.  The drain (log_read) and the backups
+ * read it from there.  The map's backups of such a partition become its
+ * replication links (repl.c): the primary streams to exactly the units the
+ * map names.  Replicas this unit holds are not reported as held: the map
+ * decides who the primary is, and a backup's copy must never be adopted.
  *
  * Removal: a heartbeat reply with leave set makes the unit stop as after
  * SIGTERM (the signal is sent to the process; main's sigwait takes it).
@@ -129,8 +131,9 @@ static uint32_t gather_held(pu_member *m)
     int64_t now_ms = tg_mono_ns() / 1000000;
     for (uint32_t i = 0; i < parts && n < TG_PU_PARTITIONS_MAX; i++) {
         pu_served *e = &s->parts[i];
-        if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {
-            continue;
+        if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY ||
+            __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
+            continue; /* a replica is the map's backup, never a copy to adopt */
         }
         pu_partition_info info;
         pu_partition_describe(e->p, &info);
@@ -237,6 +240,25 @@ static void heartbeat(pu_member *m)
 
 /* ---- The map --------------------------------------------------------------- */
 
+/* Names the map's backups of a partition this unit is the primary of. */
+static void follow_backups(pu_member *m, const tg_msg *map, const tg_wire_placement *p)
+{
+    const __typeof__(map->grid_map) *g = &map->grid_map;
+    tg_wire_backup backups[TG_GRID_BACKUPS_MAX];
+    uint32_t n = 0;
+    for (uint32_t b = 0; b < p->backups.count && n < TG_GRID_BACKUPS_MAX; b++) {
+        const tg_wire_member *u = &g->members[p->backups.members[b]];
+        snprintf(backups[n].name, sizeof(backups[n].name), "%s", u->name);
+        snprintf(backups[n].rep_url, sizeof(backups[n].rep_url), "%s", u->rep_url);
+        n++;
+    }
+    pu_served *e = pu_server_entry(m->srv, p->partition_id);
+    if (e != NULL && pu_repl_configure(m->srv, e, backups, n) != TG_OK) {
+        tg_log_warn("pu %s: partition %u: cannot follow the map's backups", m->srv->name,
+                    p->partition_id);
+    }
+}
+
 static void apply_map(pu_member *m, const tg_msg *map)
 {
     const __typeof__(map->grid_map) *g = &map->grid_map;
@@ -250,9 +272,11 @@ static void apply_map(pu_member *m, const tg_msg *map)
     for (uint32_t k = 0; me >= 0 && k < g->placement_count; k++) {
         const tg_wire_placement *p = &g->placements[k];
         pu_partition *part = p->primary == me ? pu_server_find(m->srv, p->partition_id) : NULL;
-        if (part == NULL) {
-            continue;
+        pu_served *e = part != NULL ? pu_server_entry(m->srv, p->partition_id) : NULL;
+        if (part == NULL || __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) != PU_ROLE_PRIMARY) {
+            continue; /* a replica the map makes primary: promotion, not yet */
         }
+        follow_backups(m, map, p);
         pu_partition_info before;
         pu_partition_describe(part, &before);
         uint64_t now = pu_partition_raise_epoch(part, p->epoch);

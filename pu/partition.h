@@ -137,6 +137,8 @@ typedef struct {
     uint64_t log_head;         /* last sequence number reserved (0: none yet) */
     uint64_t log_persisted;    /* last sequence number acknowledged as persisted */
     bool restoring;            /* made for a restore that has not ended */
+    bool replica;              /* a backup's copy (pu_replica_*) */
+    uint64_t applied_seq;      /* replicas: last record applied in order */
 } pu_partition_info;
 
 void pu_partition_describe(const pu_partition *p, pu_partition_info *out);
@@ -369,5 +371,51 @@ uint32_t pu_log_read(const pu_partition *p, uint64_t from_seq, pu_log_record *ou
 /* Marks every record up to seq as persisted, freeing its ring space.
  * Monotonic: a smaller seq is ignored.  TG_EINVAL beyond what was written. */
 tg_err pu_log_ack(pu_partition *p, uint64_t seq);
+
+/* ---- Replica (a backup's copy; replica.c) --------------------------------- */
+
+/* A backup holds a full copy of its primary's segment and its primary's
+ * change log, record for record at the same sequence numbers, so that it can
+ * take over without losing an acknowledged change or a record the persister
+ * has not drained.  It is filled by a state transfer (begin → seats and
+ * bookings in any order, read while the primary keeps selling → end at a
+ * base sequence) and then kept up by applying the primary's records in
+ * sequence order.  Only one thread applies to a replica at a time (the
+ * caller serialises); readers may read it meanwhile.
+ *
+ * Applying is idempotent and never moves an object back: a seat record
+ * applies only if its version is newer than the seat's word, a booking
+ * record only if its booking is not older than the slot's (sequence, then
+ * version).  That is what makes a snapshot read while the primary sells
+ * correct: records after the base may repeat what the snapshot already saw,
+ * and the copy converges to the primary's state once the tail is applied. */
+
+/* Starts (or starts over) the state transfer of a partition created with
+ * cfg.restoring, or of a replica: wipes it, marks it a replica, sets its
+ * epoch and continues its log at base_seq.  TG_EPARTITION_STATE for a
+ * partition that serves as a primary (a live primary is never overwritten);
+ * TG_ESTALE_EPOCH for an epoch older than the partition's. */
+tg_err pu_replica_begin(pu_partition *p, uint64_t epoch, uint64_t base_seq);
+
+/* Ends a state transfer: rebuilds seat lists and counters from the words
+ * (nothing logged), records base_seq as applied, clears the restoring mark.
+ * Seats and bookings come in through pu_restore_seat and pu_restore_booking
+ * between begin and end. */
+tg_err pu_replica_end(pu_partition *p);
+
+/* Applies n consecutive records (records[i].seq = records[0].seq + i) of
+ * epoch `epoch`; *applied receives the last sequence applied afterwards.
+ * Records at or below it are skipped (sent twice); records after a gap
+ * (records[0].seq > applied + 1) are not applied: *applied tells the sender
+ * where to resend from.  persisted is the primary's persisted mark: the
+ * copy's ring is trimmed to it (never past what was applied).  Errors:
+ * TG_ESTALE_EPOCH (epoch older than the replica's: a deposed primary),
+ * TG_EPARTITION_STATE (not a replica, or being filled), TG_EINVAL (records
+ * not consecutive, or naming a seat out of range): nothing is applied then;
+ * TG_ELOG_FULL (the copy's ring has no room: its primary's persisted mark
+ * was not sent): the records before the one without room are applied, and
+ * *applied says so. */
+tg_err pu_replica_apply(pu_partition *p, uint64_t epoch, const pu_log_record *records, uint32_t n,
+                        uint64_t persisted, uint64_t *applied);
 
 #endif

@@ -161,8 +161,52 @@ static void counters_rebuild(pu_partition *p)
     free(rows);
 }
 
+/* A seat joins the list of the booking its word names, when the booking's
+ * slot holds that booking; seats are visited ascending, so lists are too. */
+static void relist_seats(pu_partition *p)
+{
+    for (uint32_t seat = 0; seat < p->hdr->seat_count; seat++) {
+        tg_seat_word w = pu_seat_load(p, seat);
+        tg_seat_state st = tg_seat_word_state(w);
+        bool held = st == TG_SEAT_SELECTED || st == TG_SEAT_RESERVED || st == TG_SEAT_SOLD;
+        pu_booking_rec *b = held ? seat_owner(p, w) : NULL;
+        if (b != NULL && b->seat_count < TG_BOOKING_SEATS_MAX) {
+            b->seats[b->seat_count++] = seat;
+        }
+    }
+}
+
+void pu_partition_relist(pu_partition *p)
+{
+    clear_locks_and_lists(p);
+    relist_seats(p);
+    counters_rebuild(p);
+}
+
+/* A replica is a prefix of its primary's log, applied in order: what a
+ * crash of the applier can leave is one record half applied, past
+ * last_applied_seq.  Its slot and anything after it are forgotten (the
+ * primary sends them again), and lists and counters are rebuilt from the
+ * words; nothing is logged, or the copy's log would stop being the
+ * primary's.  The half-applied record is applied again idempotently
+ * (replica.c). */
+static tg_err recover_replica(pu_partition *p)
+{
+    uint64_t applied = __atomic_load_n(&p->hdr->last_applied_seq, __ATOMIC_ACQUIRE);
+    uint64_t persisted = __atomic_load_n(&p->hdr->log_persisted, __ATOMIC_ACQUIRE);
+    __atomic_store_n(&p->hdr->log_head, applied, __ATOMIC_RELEASE);
+    if (persisted > applied) {
+        __atomic_store_n(&p->hdr->log_persisted, applied, __ATOMIC_RELEASE);
+    }
+    pu_partition_relist(p);
+    return TG_OK;
+}
+
 tg_err pu_partition_recover(pu_partition *p)
 {
+    if (__atomic_load_n(&p->hdr->replica, __ATOMIC_ACQUIRE) != 0) {
+        return recover_replica(p);
+    }
     clear_locks_and_lists(p);
     fill_log_holes(p);
     tg_err err = relog_bookings(p);

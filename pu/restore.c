@@ -24,7 +24,7 @@
 /* Puts every mutable region back as pu_partition_create left it, so a
  * restore that failed half-way can start over.  Stale log slots must go too:
  * the new incarnation reuses their sequence numbers. */
-static void partition_wipe(pu_partition *p)
+void pu_partition_wipe(pu_partition *p)
 {
     pu_header *h = p->hdr;
     memset(p->seats, 0, sizeof(tg_seat_word) * h->seat_count);
@@ -45,7 +45,7 @@ tg_err pu_restore_begin(pu_partition *p, uint64_t epoch, uint64_t log_base)
     if (__atomic_load_n(&p->hdr->restoring, __ATOMIC_ACQUIRE) == 0) {
         return TG_EPARTITION_STATE;
     }
-    partition_wipe(p);
+    pu_partition_wipe(p);
     __atomic_store_n(&p->hdr->map_epoch, epoch, __ATOMIC_RELEASE);
     __atomic_store_n(&p->hdr->log_head, log_base, __ATOMIC_RELEASE);
     __atomic_store_n(&p->hdr->log_persisted, log_base, __ATOMIC_RELEASE);

@@ -520,6 +520,8 @@ void pu_partition_describe(const pu_partition *p, pu_partition_info *out)
         .log_head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE),
         .log_persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE),
         .restoring = __atomic_load_n(&h->restoring, __ATOMIC_ACQUIRE) != 0,
+        .replica = __atomic_load_n(&h->replica, __ATOMIC_ACQUIRE) != 0,
+        .applied_seq = __atomic_load_n(&h->last_applied_seq, __ATOMIC_ACQUIRE),
     };
 }
 

@@ -40,7 +40,7 @@
 #include "partition.h"
 
 #define PU_MAGIC UINT64_C(0x315452415047544e) /* "NTGPART1" read as little-endian bytes */
-#define PU_LAYOUT_VERSION 3u
+#define PU_LAYOUT_VERSION 4u
 #define PU_CACHE_LINE 64u
 
 typedef struct {
@@ -70,10 +70,11 @@ typedef struct {
 
     /* Grid state: written by the processing unit's grid layer. */
     alignas(PU_CACHE_LINE) uint64_t map_epoch;
-    uint64_t last_applied_seq; /* backups: last replicated record applied */
+    uint64_t last_applied_seq; /* replicas: last replicated record applied (replica.c) */
     uint64_t bookings_created; /* atomic counter */
     uint32_t restoring;        /* 1 from a restore's creation until pu_restore_end */
-    uint8_t reserved1[36];
+    uint32_t replica;          /* 1: a backup's copy, written only by pu_replica_* */
+    uint8_t reserved1[32];
 
     /* Log cursors, each on its own line: writers and the persister would
      * otherwise bounce one line between cores on every operation. */
@@ -185,6 +186,18 @@ static inline _Bool pu_status_live(tg_booking_status s)
 {
     return s == TG_BOOKING_CREATED || s == TG_BOOKING_PENDING_PAYMENT;
 }
+
+/* Takes a booking's lock word (bounded spin, then yield; TG_EBUSY). */
+tg_err pu_booking_lock_raw(pu_booking_rec *b);
+
+/* Puts seats, bookings, counters and the log back as pu_partition_create
+ * left them (restore.c); a restore or a state transfer starts with it. */
+void pu_partition_wipe(pu_partition *p);
+
+/* Rebuilds every booking's seat list from the seat words (a seat joins the
+ * list of the booking in its slot, if the slot holds that booking) and
+ * recounts the counters; logs nothing (recover.c). */
+void pu_partition_relist(pu_partition *p);
 
 /* Locks the booking id names and checks it exists, belongs to this
  * partition and to user_id (unless PU_USER_SYSTEM). */

@@ -196,14 +196,20 @@ static tg_err add_entry(pu_server *s, pu_partition *p, uint32_t state)
         s->parts[n] = (pu_served){.id = info.partition_id,
                                   .p = p,
                                   .state = state,
+                                  .role = info.replica ? PU_ROLE_BACKUP : PU_ROLE_PRIMARY,
                                   .pub_cursor = info.log_persisted + 1,
                                   .pub_from = info.log_persisted + 1};
+        pthread_mutex_init(&s->parts[n].apply_lock, NULL);
+        pthread_cond_init(&s->parts[n].applied, NULL);
         __atomic_store_n(&s->part_count, n + 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&s->table_lock);
     if (err == TG_OK) {
         tg_log_info("pu %s: %s partition %u (event %llu, %u seats)", s->name,
-                    state == PU_PART_READY ? "serving" : "restoring", info.partition_id,
+                    state != PU_PART_READY ? "restoring"
+                    : info.replica         ? "backing up"
+                                           : "serving",
+                    info.partition_id,
                     (unsigned long long)info.event_id, info.seat_count);
     }
     return err;
@@ -313,13 +319,28 @@ tg_err pu_server_start(pu_server *s)
     return TG_OK;
 }
 
-/* A request arrived: handle it and send the reply from the same message. */
+/* A request arrived: handle it and send the reply from the same message,
+ * at once or, for a change its backups must apply first, once they did. */
 static void ctx_reply(pu_ctx *c)
 {
     nng_msg *msg = nng_aio_get_msg(c->aio);
-    bool reply = pu_handle(c, nng_msg_body(msg), nng_msg_len(msg));
+    c->park_entry = NULL;
+    if (!pu_handle(c, nng_msg_body(msg), nng_msg_len(msg))) {
+        nng_msg_free(msg); /* a batch ran but its reply could not be built */
+        ctx_receive(c);
+        return;
+    }
+    if (c->park_entry != NULL && pu_repl_park(c)) {
+        return;
+    }
+    pu_ctx_send(c);
+}
+
+void pu_ctx_send(pu_ctx *c)
+{
+    nng_msg *msg = nng_aio_get_msg(c->aio);
     nng_msg_clear(msg);
-    if (!reply || nng_msg_append(msg, c->buf.data, c->buf.size) != 0) {
+    if (nng_msg_append(msg, c->buf.data, c->buf.size) != 0) {
         nng_msg_free(msg);
         ctx_receive(c); /* out of memory: the requester times out */
         return;
@@ -378,6 +399,7 @@ void pu_server_stop(pu_server *s)
     }
     pu_member_stop(s->member); /* the manager hears nothing more: it declares the unit dead */
     s->member = NULL;
+    pu_repl_stop(s);
     int64_t deadline = tg_mono_ns() + (int64_t)PU_STOP_DRAIN_MS * 1000000;
     while (s->ctxs != NULL && !contexts_idle(s) && tg_mono_ns() < deadline) {
         for (uint32_t i = 0; i < s->nctx; i++) {
@@ -417,8 +439,11 @@ void pu_server_close(pu_server *s)
     if (s->pub_open) {
         nng_close(s->pub);
     }
+    pu_repl_free(s);
     for (uint32_t i = 0; i < s->part_count; i++) {
         pu_partition_detach(s->parts[i].p);
+        pthread_mutex_destroy(&s->parts[i].apply_lock);
+        pthread_cond_destroy(&s->parts[i].applied);
     }
     pthread_mutex_destroy(&s->samples_lock);
     pthread_mutex_destroy(&s->table_lock);

@@ -28,6 +28,22 @@ typedef struct {
     int64_t mono_ms;
 } pu_head_sample;
 
+/* What a served partition is on this unit (atomic; moves only during a
+ * state transfer, under table_lock). */
+enum {
+    PU_ROLE_PRIMARY = 0, /* sells; streams its records to its backups (repl.c) */
+    PU_ROLE_BACKUP = 1,  /* a replica: applies its primary's records, serves reads only */
+};
+
+/* A primary partition's replication: its links to backups, the replies
+ * waiting for their acks (repl.c). */
+typedef struct pu_repl_part pu_repl_part;
+
+/* A primary has up to two repl_append in flight per backup, and the
+ * backup's contexts may take them in either order: one that arrives after a
+ * gap waits this long for the message before it (handlers.c). */
+#define PU_REPL_REORDER_WAIT_MS 5u
+
 /* States of a served partition. */
 enum {
     PU_PART_READY = 0,     /* serving requests */
@@ -42,7 +58,11 @@ typedef struct {
     uint32_t id;
     pu_partition *p;
     uint32_t state;
+    uint32_t role; /* PU_ROLE_*; atomic */
     bool restore_began;
+    pthread_mutex_t apply_lock; /* backups: one repl_append or repl_snapshot at a time */
+    pthread_cond_t applied;     /* backups: signalled after every repl_append (apply_lock) */
+    pu_repl_part *repl;         /* NULL until backups are named; then fixed; atomic */
     uint64_t pub_cursor; /* next log seq to read for publishing */
     uint64_t pub_from;   /* first seq the next event covers */
     uint32_t sample_next;
@@ -66,6 +86,10 @@ typedef union {
         tg_wire_booking_state bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
         tg_wire_change seats[TG_WIRE_CHANGES_MAX];
     } restore;
+    struct {
+        tg_wire_log_record wire[TG_WIRE_LOG_RECORDS_MAX];
+        pu_log_record records[TG_WIRE_LOG_RECORDS_MAX];
+    } append;
 } pu_reply_space;
 
 /* Where a context is, for stopping: only a pending receive may be
@@ -91,6 +115,11 @@ typedef struct pu_ctx {
     tg_msg req;
     tg_msg rep;
     pu_reply_space *big;
+    /* Set by pu_handle for a request that changed a partition with backups:
+     * its reply waits until they applied every record up to park_seq. */
+    pu_served *park_entry;
+    uint64_t park_seq;
+    struct pu_ctx *park_next; /* in the partition's parked list (repl.c) */
 } pu_ctx;
 
 struct pu_server {
@@ -119,6 +148,31 @@ struct pu_server {
 
 /* The entry for a partition in any state, or NULL. */
 pu_served *pu_server_entry(pu_server *s, uint32_t partition_id);
+
+/* Sends the reply pu_handle left in c->buf (server.c); any thread. */
+void pu_ctx_send(pu_ctx *c);
+
+/* ---- Replication (repl.c) ------------------------------------------------ */
+
+/* Names the backups of a primary partition (repl_backups, or the map):
+ * starts a link to each new one, stops links to those no longer named.
+ * Same names and addresses: nothing changes. */
+tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backups, uint32_t n);
+
+/* After a request changed e (c->park_seq set): true if the reply must wait
+ * for the backups' acks (it is then sent by the link that gets the last
+ * one); false to send it now.  Wakes the links either way. */
+bool pu_repl_park(pu_ctx *c);
+
+/* Stops every link and drops the replies still waiting: a reply that no
+ * backup acknowledged is never sent, exactly as if the unit had crashed. */
+void pu_repl_stop(pu_server *s);
+
+/* Frees what pu_repl_configure allocated (after pu_repl_stop). */
+void pu_repl_free(pu_server *s);
+
+/* Fills a repl_status_ok for a primary partition. */
+void pu_repl_status(pu_served *e, tg_msg *rep);
 
 /* Adds p in state RESTORING (partition_create). */
 tg_err pu_server_add_restoring(pu_server *s, pu_partition *p);

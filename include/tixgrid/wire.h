@@ -51,7 +51,8 @@
  *   128..159  events published by a processing unit (nng PUB/SUB)
  *   160..191  the grid manager: 160 the map it publishes, 161..175 requests
  *             to it (nng REQ/REP), 177..191 their ok replies (request + 16)
- *   192..255  reserved: replication */
+ *   192..255  reserved
+ * Replication travels as requests to the backup's REP socket (23..26). */
 typedef enum {
     TG_WIRE_NONE = 0, /* not a message: what a failed decode leaves in out->type */
 
@@ -77,7 +78,11 @@ typedef enum {
     TG_WIRE_PARTITION_CREATE = 20,
     TG_WIRE_PARTITION_RESTORE = 21,
     TG_WIRE_PARTITION_RESET = 22,
-    TG_WIRE_REQUEST_LAST = 22,
+    TG_WIRE_REPL_BACKUPS = 23,  /* to a primary: these are the partition's backups */
+    TG_WIRE_REPL_APPEND = 24,   /* primary to backup: change records to apply */
+    TG_WIRE_REPL_SNAPSHOT = 25, /* primary to backup: state transfer */
+    TG_WIRE_REPL_STATUS = 26,   /* either: the partition's replication state */
+    TG_WIRE_REQUEST_LAST = 26,
     /* Framing, not an operation: many requests for one unit in one message
      * (see "Batches" below); never counted among TG_WIRE_REQUEST_LAST. */
     TG_WIRE_BATCH = 63,
@@ -107,6 +112,10 @@ typedef enum {
     TG_WIRE_PARTITION_CREATE_OK = 84,
     TG_WIRE_PARTITION_RESTORE_OK = 85,
     TG_WIRE_PARTITION_RESET_OK = 86,
+    TG_WIRE_REPL_BACKUPS_OK = 87,
+    TG_WIRE_REPL_APPEND_OK = 88,
+    TG_WIRE_REPL_SNAPSHOT_OK = 89,
+    TG_WIRE_REPL_STATUS_OK = 90,
     TG_WIRE_BATCH_OK = 127,
 
     TG_WIRE_SEAT_CHANGES = 128,
@@ -226,6 +235,46 @@ typedef struct {
     uint32_t seat_id;
     uint64_t word;
 } tg_wire_change;
+
+/* ---- Pieces of replication ------------------------------------------------ */
+
+/* One backup of a partition, as repl_backups names it. */
+typedef struct {
+    char name[TG_PU_NAME_BYTES]; /* the backup unit's name; never empty */
+    char rep_url[TG_URL_BYTES];  /* its REP address; never empty */
+} tg_wire_backup;
+
+/* What a partition is on the unit that answers repl_status. */
+typedef enum {
+    TG_REPL_ROLE_PRIMARY = 0,
+    TG_REPL_ROLE_BACKUP = 1,
+    TG_REPL_ROLE_COUNT = 2
+} tg_repl_role;
+
+/* A primary's link to one backup. */
+typedef enum {
+    TG_REPL_LINK_PROBING = 0, /* asking the backup how far it is */
+    TG_REPL_LINK_FILLING = 1, /* state transfer, then catching up: acks do not wait for it */
+    TG_REPL_LINK_IN_SYNC = 2, /* every client reply waits for its ack */
+    TG_REPL_LINK_STATE_COUNT = 3
+} tg_repl_link_state;
+
+/* Phases of repl_snapshot (as partition_restore's). */
+enum {
+    TG_WIRE_SNAPSHOT_BEGIN = 0, /* wipes the copy; epoch and base_seq apply */
+    TG_WIRE_SNAPSHOT_DATA = 1,
+    TG_WIRE_SNAPSHOT_END = 2, /* then records from base_seq + 1 follow by repl_append */
+};
+
+/* One link in repl_status_ok. */
+typedef struct {
+    char name[TG_PU_NAME_BYTES];
+    uint32_t state;          /* tg_repl_link_state */
+    uint64_t acked_seq;      /* the backup has applied every record up to this one */
+    uint64_t records_sent;   /* change records sent by repl_append, in total */
+    uint64_t snapshots;      /* state transfers started */
+    uint64_t snapshot_items; /* seats and bookings sent by state transfers */
+} tg_wire_repl_link;
 
 /* ---- Pieces of the grid manager's messages ------------------------------ */
 
@@ -400,6 +449,32 @@ typedef struct {
         struct {
             uint32_t partition_id;
         } partition_reset;
+        struct {
+            uint32_t partition_id;
+            uint64_t epoch; /* the partition's epoch on the primary rises to it */
+            uint32_t backup_count;
+            tg_wire_backup backups[TG_GRID_BACKUPS_MAX]; /* distinct names */
+        } repl_backups;
+        struct {
+            uint32_t partition_id;
+            uint64_t epoch;     /* the primary's epoch for the partition */
+            uint64_t persisted; /* the primary's persisted mark */
+            uint32_t record_count;
+            tg_wire_log_record *records; /* space: records; consecutive seqs; none: a probe */
+        } repl_append;
+        struct {
+            uint32_t partition_id;
+            uint32_t phase; /* TG_WIRE_SNAPSHOT_* */
+            uint64_t epoch;
+            uint64_t base_seq; /* the copy's log continues after it */
+            uint32_t booking_count;
+            tg_wire_booking_state *bookings; /* space: bookings */
+            uint32_t seat_count;
+            tg_wire_change *seats; /* space: changes */
+        } repl_snapshot;
+        struct {
+            uint32_t partition_id;
+        } repl_status;
 
         /* Replies.  Types without fields (release, cancel, confirm, fail,
          * block, unblock, log_ack and the stats request) have no member. */
@@ -476,6 +551,18 @@ typedef struct {
             uint32_t bookings_cancelled; /* <= TG_BOOKINGS_MAX */
             uint32_t seats_freed;        /* <= TG_BOOKING_SEATS_MAX per cancelled booking */
         } partition_reset_ok;
+        struct {
+            uint64_t epoch;       /* the backup's epoch for the partition */
+            uint64_t applied_seq; /* every record up to it is applied */
+        } repl_append_ok;
+        struct {
+            uint32_t role;        /* tg_repl_role */
+            uint64_t epoch;
+            uint64_t log_head;    /* last sequence in the log (a backup: last applied) */
+            uint64_t acked_seq;   /* primary: every in-sync backup applied up to it */
+            uint32_t link_count;  /* primary: its backups */
+            tg_wire_repl_link links[TG_GRID_BACKUPS_MAX];
+        } repl_status_ok;
 
         /* Events. */
         struct {

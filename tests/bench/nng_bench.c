@@ -28,6 +28,13 @@
  * request at once; a warm-up precedes each measured run.  Round-trip
  * latencies go into a histogram (10 us buckets) for p50 and p99.
  *
+ * --backup measures replication instead: the same unit holding and
+ * releasing with no backup, then with one backup (a second tixgrid-pu on
+ * the same machine, named by repl_backups; every reply waits for its ack),
+ * alternated, same client, same slots.  The ratio with/without backup is
+ * the figure of merit (target >= 70%).  Both units share the machine's
+ * cores with the client, as a primary and its backup on one host would.
+ *
  * The program never closes its nng sockets: nng 1.5.2's nng_close can hang
  * once a peer has gone away (tests/integration/harness.h); it stops its
  * servers with SIGTERM (SIGKILL after a bound), removes the unit's segment
@@ -77,6 +84,7 @@
 
 static const char usage[] =
     "usage: bench_nng [--seconds N] [--rounds N] [--inflight N] [--contexts N] [--pub]\n"
+    "                 [--backup]\n"
     "\n"
     "Round trips per second over ipc:// with N requests in flight (default 64)\n"
     "against a raw nng REP echo server and against tixgrid-pu holding and\n"
@@ -84,8 +92,10 @@ static const char usage[] =
     "with the same number of REP contexts (default 64), N seconds each\n"
     "(default 5; also TIXGRID_BENCH_SECONDS).  --pub lets the unit publish\n"
     "seat changes too.  --rounds N alternates the two N times (default 1) and\n"
-    "prints the medians: use it on a busy machine.  The unit is TIXGRID_PU_BIN,\n"
-    "or the one built with this program.\n";
+    "prints the medians: use it on a busy machine.  --backup compares the unit\n"
+    "without a backup and with one (a second unit; replies wait for its acks)\n"
+    "instead of echo and hold.  The unit is TIXGRID_PU_BIN, or the one built\n"
+    "with this program.\n";
 
 typedef struct {
     uint32_t seconds;
@@ -93,6 +103,7 @@ typedef struct {
     uint32_t inflight;
     uint32_t contexts;
     bool pub;
+    bool backup; /* compare no backup with one backup instead of echo with hold */
 } options;
 
 #define ROUNDS_MAX 20u
@@ -478,6 +489,8 @@ static int parse(int argc, char **argv, options *o)
                                                        : NULL;
         if (strcmp(a, "--pub") == 0) {
             o->pub = true;
+        } else if (strcmp(a, "--backup") == 0) {
+            o->backup = true;
         } else if (dst != NULL && i + 1 < argc && tg_parse_u64(argv[i + 1], 1, max, &v) == TG_OK) {
             *dst = (uint32_t)v;
             i++;
@@ -595,6 +608,100 @@ static bool compare(const options *o, server *echo, server *unit)
     return ok;
 }
 
+/* ---- --backup: hold/release without and with one backup -------------------- */
+
+typedef struct {
+    tg_client *client;
+    const char *url;
+    const char *backup_name, *backup_url;
+    uint64_t epoch;
+    tg_msg *rep;
+} repl_ctl;
+
+/* Names the backup (or none) to the unit; waits until it is in sync. */
+static bool repl_name(repl_ctl *r, bool with_backup)
+{
+    tg_msg req = {.type = TG_WIRE_REPL_BACKUPS};
+    req.repl_backups.partition_id = PARTITION;
+    req.repl_backups.epoch = ++r->epoch;
+    if (with_backup) {
+        req.repl_backups.backup_count = 1;
+        snprintf(req.repl_backups.backups[0].name, TG_PU_NAME_BYTES, "%s", r->backup_name);
+        snprintf(req.repl_backups.backups[0].rep_url, TG_URL_BYTES, "%s", r->backup_url);
+    }
+    if (tg_client_call_to(r->client, r->url, &req, REQUEST_TIMEOUT_MS, NULL, r->rep) != TG_OK) {
+        return false;
+    }
+    tg_msg st = {.type = TG_WIRE_REPL_STATUS};
+    st.repl_status.partition_id = PARTITION;
+    for (int waited = 0; with_backup && waited < START_TIMEOUT_MS; waited += 10) {
+        if (tg_client_call_to(r->client, r->url, &st, REQUEST_TIMEOUT_MS, NULL, r->rep) != TG_OK) {
+            return false;
+        }
+        const __typeof__(r->rep->repl_status_ok) *s = &r->rep->repl_status_ok;
+        if (s->link_count == 1 && s->links[0].state == TG_REPL_LINK_IN_SYNC) {
+            return true;
+        }
+        sleep_ms(10);
+    }
+    return !with_backup;
+}
+
+static bool compare_backup(const options *o, server *unit, repl_ctl *r)
+{
+    static run_result none_runs[ROUNDS_MAX], one_runs[ROUNDS_MAX];
+    bool ok = true;
+    for (uint32_t i = 0; ok && i < o->rounds; i++) {
+        ok = repl_name(r, false);
+        none_runs[i] = measure(unit->bench, o->seconds);
+        ok = ok && repl_name(r, true);
+        one_runs[i] = measure(unit->bench, o->seconds);
+        ok = ok && none_runs[i].failed == 0 && one_runs[i].failed == 0;
+        if (o->rounds > 1) {
+            printf(" round %u\n", i + 1);
+            print_result("hold/release, no backup", &none_runs[i]);
+            print_result("hold/release, one backup", &one_runs[i]);
+            fflush(stdout);
+        }
+    }
+    if (!ok) {
+        fprintf(stderr, "%s: naming the backup or a request failed\n", PROGRAM);
+        return false;
+    }
+    qsort(none_runs, o->rounds, sizeof(run_result), by_rate);
+    qsort(one_runs, o->rounds, sizeof(run_result), by_rate);
+    const run_result *a = &none_runs[o->rounds / 2], *b = &one_runs[o->rounds / 2];
+    if (o->rounds > 1) {
+        printf(" medians of %u rounds\n", o->rounds);
+    }
+    print_result("hold/release, no backup", a);
+    print_result("hold/release, one backup", b);
+    double ratio = 100.0 * b->rate / a->rate;
+    printf("  ratio one backup/none: %.0f%% (target >= %.0f%%)%s\n", ratio, TARGET_PERCENT,
+           ratio >= TARGET_PERCENT ? "" : "  BELOW TARGET");
+    return true;
+}
+
+/* The unit, a second unit as its backup, and the comparison. */
+static bool run_backup(const options *o, server *unit, const char *pu_url,
+                       char *const backup_argv[], const char *backup_url, const char *backup_log)
+{
+    server backup = {.log = backup_log};
+    backup.pid = spawn(backup_argv, backup_log);
+    tg_client_config cfg = {.inflight_max = 4};
+    repl_ctl r = {.url = pu_url, .backup_name = backup_argv[2], .backup_url = backup_url};
+    r.rep = malloc(sizeof(*r.rep));
+    bool ok = backup.pid > 0 && wait_listening(backup.pid, backup_url) && r.rep != NULL &&
+              tg_client_open(&cfg, &r.client) == TG_OK;
+    if (!ok) {
+        fprintf(stderr, "%s: the backup did not start (see %s)\n", PROGRAM, backup_log);
+    }
+    ok = ok && compare_backup(o, unit, &r);
+    ok &= server_stop(&backup, "the backup");
+    free(r.rep);
+    return ok; /* the client stays open: see the top of this file */
+}
+
 static int run(const options *o, const char *self, const char *dir)
 {
     char echo_url[256], pu_url[256], contexts[16], echo_log[256], pu_log[256], name[64];
@@ -612,27 +719,38 @@ static int run(const options *o, const char *self, const char *dir)
     char *pu_argv[] = {(char *)pu_bin, "--name", name, "--listen", pu_url, "--partition",
                        (char *)layout, "--contexts", contexts, "--unpersisted",
                        "--log-level", "warn", o->pub ? "--pub" : NULL, pub_url, NULL};
-    printf("nng round trips over ipc://: %u in flight, %u REP contexts, %u s each "
-           "(after %d ms warm-up)\n",
-           o->inflight, o->contexts, o->seconds, WARMUP_MS);
+    char backup_url[256], backup_log[256], backup_name[64];
+    snprintf(backup_url, sizeof(backup_url), "ipc://%s/backup.rep", dir);
+    snprintf(backup_log, sizeof(backup_log), "%s/backup.log", dir);
+    snprintf(backup_name, sizeof(backup_name), "bench-%d-b", (int)getpid());
+    char *backup_argv[] = {(char *)pu_bin, "--name", backup_name, "--listen", backup_url,
+                           "--contexts", contexts, "--unpersisted", "--log-level", "warn", NULL};
+    printf("%s over ipc://: %u in flight, %u REP contexts, %u s each (after %d ms warm-up)\n",
+           o->backup ? "replication, holds" : "nng round trips", o->inflight, o->contexts,
+           o->seconds, WARMUP_MS);
     fflush(stdout);
     server echo = {0}, unit = {0};
-    bool ok = layout != NULL && server_start(&echo, echo_argv, echo_url, echo_log, o, false) &&
+    bool ok = layout != NULL &&
+              (o->backup || server_start(&echo, echo_argv, echo_url, echo_log, o, false)) &&
               server_start(&unit, pu_argv, pu_url, pu_log, o, true);
     if (ok) {
-        ok = compare(o, &echo, &unit);
+        ok = o->backup ? run_backup(o, &unit, pu_url, backup_argv, backup_url, backup_log)
+                       : compare(o, &echo, &unit);
     }
     ok &= server_stop(&echo, "the echo server");
     ok &= server_stop(&unit, "tixgrid-pu");
     char shm[128];
     snprintf(shm, sizeof(shm), "/dev/shm/tixgrid-%s-p%u", name, PARTITION);
     unlink(shm);
+    snprintf(shm, sizeof(shm), "/dev/shm/tixgrid-%s-p%u", backup_name, PARTITION);
+    unlink(shm);
     return ok ? 0 : 1;
 }
 
 static void remove_dir(const char *dir)
 {
-    const char *files[] = {"echo.rep", "pu.rep", "pu.pub", "layout.json", "echo.log", "pu.log"};
+    const char *files[] = {"echo.rep", "pu.rep",   "pu.pub",    "layout.json",
+                           "echo.log", "pu.log",   "backup.rep", "backup.log"};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[256];
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]);

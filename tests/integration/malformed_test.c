@@ -132,6 +132,10 @@ static uint32_t sample_requests(tg_msg *out)
     out[TG_WIRE_LAYOUT - 1].layout.partition_id = P;
     out[TG_WIRE_LOG_READ - 1].log_read = (__typeof__(out[0].log_read)){P, 1, 100};
     out[TG_WIRE_LOG_ACK - 1].log_ack.partition_id = P;
+    out[TG_WIRE_REPL_BACKUPS - 1].repl_backups.partition_id = P;
+    out[TG_WIRE_REPL_APPEND - 1].repl_append.partition_id = P;
+    out[TG_WIRE_REPL_SNAPSHOT - 1].repl_snapshot.partition_id = P;
+    out[TG_WIRE_REPL_STATUS - 1].repl_status.partition_id = P;
     return n;
 }
 

@@ -685,6 +685,10 @@ Test(requests, every_request_about_a_partition_not_served_is_unavailable)
     reqs[TG_WIRE_LOG_ACK].log_ack.partition_id = UNSERVED;
     reqs[TG_WIRE_PARTITION_RESTORE].partition_restore.partition_id = UNSERVED;
     reqs[TG_WIRE_PARTITION_RESET].partition_reset.partition_id = UNSERVED;
+    reqs[TG_WIRE_REPL_BACKUPS].repl_backups.partition_id = UNSERVED;
+    reqs[TG_WIRE_REPL_APPEND].repl_append.partition_id = UNSERVED;
+    reqs[TG_WIRE_REPL_SNAPSHOT].repl_snapshot.partition_id = UNSERVED;
+    reqs[TG_WIRE_REPL_STATUS].repl_status.partition_id = UNSERVED;
     for (uint32_t t = 1; t <= TG_WIRE_REQUEST_LAST; t++) {
         if (t == TG_WIRE_STATS || t == TG_WIRE_PARTITION_CREATE) {
             continue; /* about no partition, or making one */

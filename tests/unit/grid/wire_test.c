@@ -152,6 +152,10 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_PARTITION_CREATE,
     TG_WIRE_PARTITION_RESTORE,
     TG_WIRE_PARTITION_RESET,
+    TG_WIRE_REPL_BACKUPS,
+    TG_WIRE_REPL_APPEND,
+    TG_WIRE_REPL_SNAPSHOT,
+    TG_WIRE_REPL_STATUS,
     TG_WIRE_ERROR,
     TG_WIRE_BOOKING_CREATE_OK,
     TG_WIRE_BOOKING_GET_OK,
@@ -175,6 +179,10 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_PARTITION_CREATE_OK,
     TG_WIRE_PARTITION_RESTORE_OK,
     TG_WIRE_PARTITION_RESET_OK,
+    TG_WIRE_REPL_BACKUPS_OK,
+    TG_WIRE_REPL_APPEND_OK,
+    TG_WIRE_REPL_SNAPSHOT_OK,
+    TG_WIRE_REPL_STATUS_OK,
     TG_WIRE_SEAT_CHANGES,
     TG_WIRE_GRID_MAP,
     TG_WIRE_PU_REGISTER,
@@ -307,6 +315,59 @@ static void gen_partition_restore(int v, tg_msg *m)
     }
 }
 
+static void gen_log_record(int v, tg_wire_log_record *r, uint64_t seq)
+{
+    r->seq = seq;
+    r->kind = (uint32_t)pick(v, 0, 2);
+    r->ident = (uint32_t)pick(v, 0, UINT32_MAX);
+    r->status = (uint32_t)pick(v, 0, TG_BOOKING_STATUS_COUNT - 1);
+    r->word = r->kind == 1 ? gen_word(v) : pick(v, 0, UINT64_MAX);
+    r->deadline_ms = pick_i(v, INT64_MIN, INT64_MAX);
+    r->created_ms = pick_i(v, INT64_MIN, INT64_MAX);
+    r->version = (uint32_t)pick(v, 0, UINT32_MAX);
+}
+
+static void gen_repl_backups(int v, tg_msg *m)
+{
+    __typeof__(m->repl_backups) *r = &m->repl_backups;
+    r->partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+    r->epoch = pick(v, 0, TG_WIRE_ID_MAX);
+    r->backup_count = pick_count(v, TG_GRID_BACKUPS_MAX);
+    for (uint32_t i = 0; i < r->backup_count; i++) {
+        gen_text(v, r->backups[i].name, sizeof(r->backups[i].name) - 2);
+        size_t n = strlen(r->backups[i].name);
+        r->backups[i].name[n] = (char)('0' + i); /* names never empty, always distinct */
+        r->backups[i].name[n + 1] = '\0';
+        gen_text(v, r->backups[i].rep_url, sizeof(r->backups[i].rep_url));
+        if (r->backups[i].rep_url[0] == '\0') {
+            snprintf(r->backups[i].rep_url, sizeof(r->backups[i].rep_url), "u"); /* never empty */
+        }
+    }
+}
+
+static void gen_repl_append(int v, tg_msg *m)
+{
+    uint32_t n = pick_count(v, TG_WIRE_LOG_RECORDS_MAX);
+    uint64_t first = v == V_MAX ? TG_WIRE_ID_MAX - n + 1 : pick(v, 1, 1u << 30);
+    m->repl_append.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+    m->repl_append.epoch = pick(v, 0, TG_WIRE_ID_MAX);
+    m->repl_append.persisted = pick(v, 0, TG_WIRE_ID_MAX);
+    m->repl_append.record_count = n;
+    m->repl_append.records = src_records;
+    for (uint32_t i = 0; i < n; i++) {
+        gen_log_record(v, &src_records[i], first + i);
+    }
+}
+
+static void gen_repl_snapshot(int v, tg_msg *m)
+{
+    gen_partition_restore(v, m); /* the same fields in the same order */
+    _Static_assert(offsetof(tg_msg, repl_snapshot.seats) ==
+                       offsetof(tg_msg, partition_restore.seats),
+                   "repl_snapshot mirrors partition_restore");
+    m->repl_snapshot.phase = (uint32_t)pick(v, TG_WIRE_SNAPSHOT_BEGIN, TG_WIRE_SNAPSHOT_END);
+}
+
 static void gen_requests(int v, tg_msg *m)
 {
     switch (m->type) {
@@ -376,6 +437,18 @@ static void gen_requests(int v, tg_msg *m)
         break;
     case TG_WIRE_PARTITION_RESTORE:
         gen_partition_restore(v, m);
+        break;
+    case TG_WIRE_REPL_BACKUPS:
+        gen_repl_backups(v, m);
+        break;
+    case TG_WIRE_REPL_APPEND:
+        gen_repl_append(v, m);
+        break;
+    case TG_WIRE_REPL_SNAPSHOT:
+        gen_repl_snapshot(v, m);
+        break;
+    case TG_WIRE_REPL_STATUS:
+        m->repl_status.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
         break;
     default:
         break;
@@ -447,7 +520,7 @@ static void gen_stats_ok(int v, tg_msg *m)
     m->stats_ok.oldest_unpersisted_age_ms = pick(v, 0, UINT64_MAX);
     m->stats_ok.op_count = pick_count(v, TG_WIRE_STATS_OPS_MAX);
     for (uint32_t i = 0; i < m->stats_ok.op_count; i++) {
-        uint32_t pair = (start + i * 31u) % pairs; /* 31 is prime to 22 * 30: all distinct */
+        uint32_t pair = (start + i * 31u) % pairs; /* 31 is prime to 26 * 30: all distinct */
         m->stats_ok.ops[i].type = 1 + pair / TG_ERR_COUNT_;
         m->stats_ok.ops[i].code = pair % TG_ERR_COUNT_;
         m->stats_ok.ops[i].count = pick(v, 0, UINT64_MAX);
@@ -472,6 +545,25 @@ static void gen_log_read_ok(int v, tg_msg *m)
         r->deadline_ms = pick_i(v, INT64_MIN, INT64_MAX);
         r->created_ms = pick_i(v, INT64_MIN, INT64_MAX);
         r->version = (uint32_t)pick(v, 0, UINT32_MAX);
+    }
+}
+
+static void gen_repl_status_ok(int v, tg_msg *m)
+{
+    __typeof__(m->repl_status_ok) *st = &m->repl_status_ok;
+    st->role = (uint32_t)pick(v, 0, TG_REPL_ROLE_COUNT - 1);
+    st->epoch = pick(v, 0, TG_WIRE_ID_MAX);
+    st->log_head = pick(v, 0, TG_WIRE_ID_MAX);
+    st->acked_seq = pick(v, 0, TG_WIRE_ID_MAX);
+    st->link_count = pick_count(v, TG_GRID_BACKUPS_MAX);
+    for (uint32_t i = 0; i < st->link_count; i++) {
+        tg_wire_repl_link *l = &st->links[i];
+        snprintf(l->name, sizeof(l->name), "pu%u", i);
+        l->state = (uint32_t)pick(v, 0, TG_REPL_LINK_STATE_COUNT - 1);
+        l->acked_seq = pick(v, 0, TG_WIRE_ID_MAX);
+        l->records_sent = pick(v, 0, UINT64_MAX);
+        l->snapshots = pick(v, 0, UINT64_MAX);
+        l->snapshot_items = pick(v, 0, UINT64_MAX);
     }
 }
 
@@ -524,6 +616,13 @@ static void gen_replies(int v, tg_msg *m)
     case TG_WIRE_PARTITION_RESET_OK: /* wire.md: 4,194,304 bookings, 16 seats each */
         m->partition_reset_ok.bookings_cancelled = (uint32_t)pick(v, 0, 4194304);
         m->partition_reset_ok.seats_freed = (uint32_t)pick(v, 0, 4194304 * 16);
+        break;
+    case TG_WIRE_REPL_APPEND_OK:
+        m->repl_append_ok.epoch = pick(v, 0, TG_WIRE_ID_MAX);
+        m->repl_append_ok.applied_seq = pick(v, 0, TG_WIRE_ID_MAX);
+        break;
+    case TG_WIRE_REPL_STATUS_OK:
+        gen_repl_status_ok(v, m);
         break;
     default:
         break;
@@ -1091,8 +1190,8 @@ Test(wire_reject, input_that_is_not_a_message_array)
 Test(wire_reject, unknown_message_types)
 {
     expect_reject("92 00 01", "unknown message type");
-    expect_reject("92 17 01", "unknown message type");    /* 23: after the last request */
-    expect_reject("92 57 01", "unknown message type");    /* 87: after the last reply */
+    expect_reject("92 1b 01", "unknown message type");    /* 27: after the last request */
+    expect_reject("92 5b 01", "unknown message type");    /* 91: after the last reply */
     expect_reject("92 cc 81 01", "unknown message type"); /* 129 */
     expect_reject("92 cd 01 00 01", "unknown message type");
     expect_reject("92 cf 00 00 01 00 00 00 00 11 01", "unknown message type");
@@ -1335,6 +1434,42 @@ Test(wire_reject, trailing_bytes_and_truncation)
                         "message is larger than TG_WIRE_MESSAGE_BYTES_MAX", "big");
 }
 
+Test(wire_reject, replication_messages_that_break_the_schema)
+{
+    /* repl_append: partition 1, epoch 7, persisted 2, records 3 and 5. */
+    expect_reject("96 18 01 01 07 02 92 98 03 00 00 00 00 00 00 00 98 05 00 00 00 00 00 00 00",
+                  "repl_append.records: sequence numbers are not consecutive");
+    expect_reject("96 18 01 01 07 02 91 98 03 01 00 00 cf e0 00 00 00 00 00 00 00 00 00 00",
+                  "repl_append.records[].word: seat word has no valid state");
+    expect_reject("96 18 01 01 07 02 91 98 00 00 00 00 00 00 00 00",
+                  "repl_append.records[].seq: out of range");
+    expect_reject("96 18 01 01 07 02 91 97 03 00 00 00 00 00 00",
+                  "repl_append.records[]: wrong number of fields");
+    expect_reject("96 18 01 01 07 02 c0", "repl_append.records: not an array");
+    expect_reject("96 18 01 01 d0 ff 02 90", "repl_append.epoch: out of range");
+    expect_reject("95 18 01 01 07 02", "repl_append: wrong number of fields");
+    /* repl_backups: partition 1, epoch 2. */
+    expect_reject("95 17 01 01 02 91 92 a0 a1 75", "repl_backups.backups[].name: empty");
+    expect_reject("95 17 01 01 02 91 92 a1 62 a0", "repl_backups.backups[].rep_url: empty");
+    expect_reject("95 17 01 01 02 92 92 a1 62 a1 75 92 a1 62 a1 76",
+                  "repl_backups.backups: a name appears twice");
+    expect_reject("95 17 01 01 02 99 92 a1 61 a1 75 92 a1 62 a1 75 92 a1 63 a1 75 92 a1 64 a1 75"
+                  " 92 a1 65 a1 75 92 a1 66 a1 75 92 a1 67 a1 75 92 a1 68 a1 75 92 a1 69 a1 75",
+                  "repl_backups.backups: too many items");
+    /* repl_snapshot: partition 1, phase 3. */
+    expect_reject("98 19 01 01 03 01 00 90 90", "repl_snapshot.phase: out of range");
+    expect_reject("98 19 01 01 00 01 00 91 96 00 01 01 00 00 00 90",
+                  "repl_snapshot.bookings[].booking_id: booking sequence is 0");
+    expect_reject("98 19 01 01 00 01 00 90 91 92 00 cf e0 00 00 00 00 00 00 00",
+                  "repl_snapshot.seats[].word: seat word has no valid state");
+    /* repl_status_ok: a link in no known state, or without a name. */
+    expect_reject("97 5a 01 00 01 00 00 91 96 a1 62 03 00 00 00 00",
+                  "repl_status_ok.links[].state: out of range");
+    expect_reject("97 5a 01 00 01 00 00 91 96 a0 00 00 00 00 00",
+                  "repl_status_ok.links[].name: empty");
+    expect_reject("97 5a 01 02 01 00 00 90", "repl_status_ok.role: out of range");
+}
+
 Test(wire_reject, rules_across_fields)
 {
     /* log_read_ok: epoch 0, head 10, records 3 and 5. */
@@ -1351,7 +1486,7 @@ Test(wire_reject, rules_across_fields)
     expect_reject("96 51 01 00 00 00 92 93 01 00 05 93 01 00 06",
                   "stats_ok.ops: a (type, code) pair appears twice");
     expect_reject("96 51 01 00 00 00 91 93 00 00 05", "stats_ok.ops[].type: out of range");
-    expect_reject("96 51 01 00 00 00 91 93 17 00 05", "stats_ok.ops[].type: out of range");
+    expect_reject("96 51 01 00 00 00 91 93 1b 00 05", "stats_ok.ops[].type: out of range");
     expect_reject("96 51 01 00 00 00 91 93 01 1e 05", "stats_ok.ops[].code: out of range");
     expect_reject("96 cc 80 01 00 05 04 90", "seat_changes.from_seq: after to_seq");
     expect_reject("96 cc 80 01 00 00 04 90", "seat_changes.from_seq: out of range");

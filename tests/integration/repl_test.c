@@ -1,0 +1,530 @@
+/*
+ * repl_test.c — replication between two real tixgrid-pu processes: a
+ * primary holding the partition and a backup named to it by repl_backups
+ * (pu/README.md, "Replication").
+ *
+ *   - a hold on the primary is on the backup seat for seat, and the backup
+ *     refuses to sell;
+ *   - a client is answered only once the backup applied its change: with
+ *     the backup stopped (SIGSTOP) a hold is not acknowledged in time;
+ *   - the backup applies in order (a message after a gap is not applied)
+ *     and refuses an older epoch; a backup that acknowledges only part of
+ *     a batch (played by the test) gets the rest again;
+ *   - a new backup is filled by state transfer while it_load keeps selling
+ *     on the primary, and then both copies are identical;
+ *   - a backup killed while named holds replies back and, restarted with
+ *     its segment, continues where it was; one named again after a restart
+ *     catches up by delta: the primary sends only the records it missed
+ *     (repl_status counters), no state transfer.
+ */
+#include "harness.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define P               7u
+#define EVENT           4242u
+#define USER            UINT64_C(1001)
+#define SYNC_TIMEOUT_MS 15000
+
+static hx_unit primary, backup;
+static tg_client *pc, *bc; /* routed to the primary, to the backup */
+static tg_msg rep;         /* large: keep it off the stack */
+static uint64_t words_p[TG_PARTITION_SEATS_MAX / 16], words_b[TG_PARTITION_SEATS_MAX / 16];
+
+static void start_pair(uint32_t rows, uint32_t seats_per_row)
+{
+    hx_layout layout = {.partition_id = P,
+                        .event_id = EVENT,
+                        .sections = 1,
+                        .rows = rows,
+                        .seats = seats_per_row,
+                        .log_records = 1u << 16};
+    hx_unit_init(&primary, "replp");
+    hx_write_layout(&primary, &layout);
+    hx_add_flag(&primary, "--unpersisted");
+    hx_start(&primary);
+    hx_unit_init(&backup, "replb");
+    hx_start(&backup);
+    pc = hx_client(&primary, P, 64);
+    bc = hx_client(&backup, P, 64);
+}
+
+static void stop_all(void)
+{
+    hx_fini_all();
+    pc = bc = NULL;
+}
+
+TestSuite(repl, .fini = stop_all, .timeout = 60);
+
+/* ---- Helpers ------------------------------------------------------------- */
+
+/* Names the backup (or none) to the primary under epoch. */
+static tg_err name_backup(uint64_t epoch, const hx_unit *b)
+{
+    tg_msg req = {.type = TG_WIRE_REPL_BACKUPS};
+    req.repl_backups.partition_id = P;
+    req.repl_backups.epoch = epoch;
+    if (b != NULL) {
+        req.repl_backups.backup_count = 1;
+        snprintf(req.repl_backups.backups[0].name, TG_PU_NAME_BYTES, "%s", b->name);
+        snprintf(req.repl_backups.backups[0].rep_url, TG_URL_BYTES, "%s", b->rep_url);
+    }
+    return hx_call(pc, P, &req, &rep);
+}
+
+static void status_of(tg_client *c, tg_msg *out)
+{
+    tg_msg req = {.type = TG_WIRE_REPL_STATUS};
+    req.repl_status.partition_id = P;
+    tg_err err = hx_call(c, P, &req, out);
+    cr_assert_eq(err, TG_OK, "repl_status: %s", tg_errname(err));
+}
+
+/* Waits until the backup is in sync and has applied the primary's head. */
+static void wait_in_sync(void)
+{
+    int64_t limit = hx_now_ms() + SYNC_TIMEOUT_MS;
+    for (;;) {
+        status_of(pc, &rep);
+        const __typeof__(rep.repl_status_ok) *st = &rep.repl_status_ok;
+        bool done = st->link_count == 1 && st->links[0].state == TG_REPL_LINK_IN_SYNC &&
+                    st->links[0].acked_seq == st->log_head;
+        if (done) {
+            return;
+        }
+        if (hx_now_ms() > limit) {
+            hx_dump_log(&primary);
+            hx_dump_log(&backup);
+            cr_assert_fail("backup not in sync after %d ms (links %u, state %u, acked %llu, "
+                           "head %llu)",
+                           SYNC_TIMEOUT_MS, st->link_count, st->links[0].state,
+                           (unsigned long long)st->links[0].acked_seq,
+                           (unsigned long long)st->log_head);
+        }
+        hx_sleep_ms(20);
+    }
+}
+
+static void assert_copies_equal(uint32_t seat_count)
+{
+    hx_seat_words(pc, P, seat_count, words_p);
+    hx_seat_words(bc, P, seat_count, words_b);
+    for (uint32_t s = 0; s < seat_count; s++) {
+        cr_assert_eq(words_b[s], words_p[s], "seat %u: backup %#llx, primary %#llx", s,
+                     (unsigned long long)words_b[s], (unsigned long long)words_p[s]);
+    }
+    tg_msg info = {.type = TG_WIRE_PARTITION_INFO};
+    info.partition_info.partition_id = P;
+    cr_assert_eq(hx_call(pc, P, &info, &rep), TG_OK);
+    uint64_t head = rep.partition_info_ok.log_head;
+    uint64_t created = rep.partition_info_ok.bookings_created;
+    cr_assert_eq(hx_call(bc, P, &info, &rep), TG_OK);
+    cr_assert_eq(rep.partition_info_ok.log_head, head, "the backup's log is the primary's");
+    cr_assert_leq(rep.partition_info_ok.bookings_created, created);
+}
+
+static tg_err hold_range(tg_client *c, tg_booking_id b, uint32_t first, uint32_t n)
+{
+    uint32_t seats[TG_BOOKING_SEATS_MAX];
+    for (uint32_t i = 0; i < n; i++) {
+        seats[i] = first + i;
+    }
+    return hx_hold(c, b, USER, seats, n, &rep);
+}
+
+/* Bookings of `per` seats each over [first, first + count * per). */
+static void sell(uint32_t first, uint32_t count, uint32_t per)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        tg_booking_id b = hx_booking_create(pc, P, USER);
+        cr_assert_eq(hold_range(pc, b, first + i * per, per), TG_OK);
+    }
+}
+
+/* True when every thread of pid is stopped ('T' in /proc/PID/task/TID/stat). */
+static bool all_threads_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    bool stopped = dir != NULL;
+    struct dirent *de;
+    while (stopped && (de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        char stat[320], text[256] = "";
+        snprintf(stat, sizeof(stat), "/proc/%d/task/%s/stat", (int)pid, de->d_name);
+        FILE *f = fopen(stat, "r");
+        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        text[n] = '\0';
+        if (f != NULL) {
+            fclose(f);
+        }
+        const char *after_name = strrchr(text, ')'); /* "tid (comm) S ..." */
+        stopped = after_name != NULL && after_name[1] == ' ' && after_name[2] == 'T';
+    }
+    if (dir != NULL) {
+        closedir(dir);
+    }
+    return stopped;
+}
+
+/* SIGSTOP, and wait (bounded) until no thread of the unit can run: the
+ * signal is delivered asynchronously, and a thread still running could
+ * apply a change and acknowledge it. */
+static void freeze(hx_unit *u)
+{
+    cr_assert_eq(kill(u->pid, SIGSTOP), 0);
+    int64_t limit = hx_now_ms() + 5000;
+    while (!all_threads_stopped(u->pid)) {
+        cr_assert_lt(hx_now_ms(), limit, "the unit did not stop");
+        hx_sleep_ms(1);
+    }
+}
+
+/* ---- Streaming and ack after apply -------------------------------------- */
+
+Test(repl, holds_on_the_primary_are_on_the_backup_seat_for_seat)
+{
+    start_pair(10, 100);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    sell(0, 40, 4);
+    tg_booking_id paid = hx_booking_create(pc, P, USER);
+    cr_assert_eq(hold_range(pc, paid, 500, 3), TG_OK);
+    tg_msg req = {.type = TG_WIRE_PAYMENT_BEGIN};
+    req.payment_begin = (__typeof__(req.payment_begin)){paid, USER};
+    cr_assert_eq(hx_call(pc, P, &req, &rep), TG_OK);
+    req = (tg_msg){.type = TG_WIRE_PAYMENT_CONFIRM};
+    req.payment_confirm.booking_id = paid;
+    cr_assert_eq(hx_call(pc, P, &req, &rep), TG_OK);
+    /* Every acknowledged change is on the backup already: no waiting. */
+    assert_copies_equal(1000);
+    cr_assert_eq(hx_booking_get(bc, paid, USER, &rep), TG_OK);
+    cr_assert_eq(rep.booking_get_ok.status, (uint32_t)TG_BOOKING_PAID);
+    cr_assert_eq(rep.booking_get_ok.seats.count, 3u);
+    /* The backup serves reads and refuses to sell. */
+    req = (tg_msg){.type = TG_WIRE_BOOKING_CREATE};
+    req.booking_create = (__typeof__(req.booking_create)){P, USER};
+    cr_assert_eq(hx_call(bc, P, &req, &rep), TG_EUNAVAILABLE);
+    status_of(bc, &rep);
+    cr_assert_eq(rep.repl_status_ok.role, (uint32_t)TG_REPL_ROLE_BACKUP);
+    /* Both stop cleanly, the primary with its link to the backup open. */
+    hx_stop_ok(&primary);
+    hx_stop_ok(&backup);
+}
+
+Test(repl, a_client_is_answered_only_after_the_backup_applied_the_change)
+{
+    start_pair(4, 50);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    tg_booking_id b = hx_booking_create(pc, P, USER);
+    freeze(&backup);
+    tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
+    req.seats_hold = (__typeof__(req.seats_hold)){.booking_id = b, .user_id = USER};
+    req.seats_hold.seats.count = 2;
+    req.seats_hold.seats.ids[0] = 10;
+    req.seats_hold.seats.ids[1] = 11;
+    int64_t t0 = hx_now_ms();
+    tg_err err = tg_client_call_to(pc, primary.rep_url, &req, 1500, NULL, &rep);
+    cr_assert_eq(err, TG_ETIMEDOUT, "a hold was acknowledged with its backup stopped: %s",
+                 tg_errname(err));
+    cr_assert_geq(hx_now_ms() - t0, 1400);
+    /* The primary did it; only the acknowledgement waits. */
+    cr_assert_eq(hx_seat_get(pc, P, 10, &rep), TG_OK);
+    cr_assert_eq(tg_seat_word_state(rep.seat_get_ok.seat.word), TG_SEAT_SELECTED);
+    cr_assert_eq(kill(backup.pid, SIGCONT), 0);
+    t0 = hx_now_ms();
+    cr_assert_eq(hold_range(pc, b, 12, 1), TG_OK);
+    cr_assert_lt(hx_now_ms() - t0, 3000, "the backup came back: acknowledgements flow again");
+    wait_in_sync();
+    assert_copies_equal(200);
+    cr_assert_eq(hx_seat_get(bc, P, 11, &rep), TG_OK);
+    cr_assert_eq(tg_seat_word_booking(rep.seat_get_ok.seat.word), tg_booking_id_seq(b));
+}
+
+/* ---- Order and epochs on the backup ----------------------------------------- */
+
+/* Sends a repl_append straight to the backup. */
+static tg_err raw_append(uint64_t epoch, uint64_t seq, uint32_t seat, uint64_t word)
+{
+    static tg_wire_log_record record;
+    record = (tg_wire_log_record){
+        .seq = seq, .kind = 1, .ident = seat, .word = word, .version = tg_seat_word_version(word)};
+    tg_msg req = {.type = TG_WIRE_REPL_APPEND};
+    req.repl_append = (__typeof__(req.repl_append)){
+        .partition_id = P, .epoch = epoch, .record_count = 1, .records = &record};
+    return tg_client_call_to(bc, backup.rep_url, &req, 3000, hx_space(), &rep);
+}
+
+Test(repl, the_backup_applies_in_order_and_refuses_an_older_epoch)
+{
+    start_pair(4, 50);
+    cr_assert_eq(name_backup(3, &backup), TG_OK);
+    wait_in_sync();
+    sell(0, 5, 2);
+    wait_in_sync();
+    status_of(bc, &rep);
+    uint64_t applied = rep.repl_status_ok.log_head;
+    cr_assert_eq(rep.repl_status_ok.epoch, 3u);
+    uint64_t sold = tg_seat_word_make(TG_SEAT_SOLD, 9, 77);
+    /* A record after a gap waits: the answer says where to resend from. */
+    cr_assert_eq(raw_append(3, applied + 3, 150, sold), TG_OK);
+    cr_assert_eq(rep.repl_append_ok.applied_seq, applied);
+    cr_assert_eq(hx_seat_get(bc, P, 150, &rep), TG_OK);
+    cr_assert_eq(tg_seat_word_state(rep.seat_get_ok.seat.word), TG_SEAT_FREE);
+    /* A deposed primary's records (an older epoch) are refused. */
+    cr_assert_eq(raw_append(2, applied + 1, 150, sold), TG_ESTALE_EPOCH);
+    cr_assert_eq(hx_seat_get(bc, P, 150, &rep), TG_OK);
+    cr_assert_eq(tg_seat_word_state(rep.seat_get_ok.seat.word), TG_SEAT_FREE);
+    /* The real primary goes on undisturbed. */
+    sell(20, 5, 2);
+    wait_in_sync();
+    assert_copies_equal(200);
+}
+
+/* ---- Gap repair, seen from the primary ---------------------------------------------- */
+
+/* A backup played by the test: it answers repl_append like a unit would,
+ * except that once it claims to have applied only the first record of a
+ * batch (as a backup whose apply stopped part-way), and it keeps a log of
+ * the ranges it was sent.  Runs in a thread of its own; the main thread
+ * reads the log under the lock. */
+#define FAKE_LOG_MAX 256
+typedef struct {
+    nng_socket sock;
+    pthread_mutex_t lock;
+    bool stop;
+    uint64_t applied;
+    uint64_t lied_at; /* the batch's first record, once it lied */
+    uint32_t count;
+    uint64_t first[FAKE_LOG_MAX], last[FAKE_LOG_MAX];
+} fake_backup;
+
+static fake_backup fake;
+
+/* The answer to one decoded repl_append: in order, after a gap, or short. */
+static uint64_t fake_apply(const tg_msg *req)
+{
+    uint32_t n = req->repl_append.record_count;
+    if (n == 0) {
+        return fake.applied;
+    }
+    uint64_t first = req->repl_append.records[0].seq, last = req->repl_append.records[n - 1].seq;
+    pthread_mutex_lock(&fake.lock);
+    if (fake.count < FAKE_LOG_MAX) {
+        fake.first[fake.count] = first;
+        fake.last[fake.count++] = last;
+    }
+    if (first <= fake.applied + 1 && last > fake.applied) {
+        bool lie = fake.lied_at == 0 && last - fake.applied >= 3;
+        fake.lied_at = lie ? first : fake.lied_at;
+        fake.applied = lie ? fake.applied + 1 : last;
+    }
+    uint64_t applied = fake.applied;
+    pthread_mutex_unlock(&fake.lock);
+    return applied;
+}
+
+static void *fake_main(void *unused)
+{
+    (void)unused;
+    static tg_wire_log_record records[TG_WIRE_LOG_RECORDS_MAX];
+    static tg_msg req, reply;
+    tg_wire_space space = {.records = records, .records_capacity = TG_WIRE_LOG_RECORDS_MAX};
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    while (!__atomic_load_n(&fake.stop, __ATOMIC_ACQUIRE)) {
+        void *body = NULL;
+        size_t len = 0;
+        if (nng_recv(fake.sock, &body, &len, NNG_FLAG_ALLOC) != 0) {
+            continue; /* the receive timeout: look at stop again */
+        }
+        bool append = tg_wire_decode(body, len, &space, &req, NULL) == TG_OK &&
+                      req.type == TG_WIRE_REPL_APPEND;
+        nng_free(body, len);
+        if (append) {
+            reply = (tg_msg){.type = TG_WIRE_REPL_APPEND_OK};
+            reply.repl_append_ok.epoch = req.repl_append.epoch;
+            reply.repl_append_ok.applied_seq = fake_apply(&req);
+        } else {
+            tg_wire_error(&reply, TG_EINVAL, "the fake backup takes only repl_append");
+        }
+        if (tg_wire_encode(&reply, &buf, NULL) == TG_OK) {
+            nng_send(fake.sock, buf.data, buf.size, 0);
+        }
+    }
+    msgpack_sbuffer_destroy(&buf);
+    return NULL;
+}
+
+Test(repl, a_backup_that_applied_part_of_a_batch_gets_the_rest_again)
+{
+    start_pair(4, 50);
+    hx_unit fake_unit = {.pid = 0};
+    snprintf(fake_unit.name, sizeof(fake_unit.name), "fake-backup");
+    snprintf(fake_unit.rep_url, sizeof(fake_unit.rep_url), "ipc://%s/fake.rep", primary.dir);
+    pthread_mutex_init(&fake.lock, NULL);
+    cr_assert_eq(nng_rep0_open(&fake.sock), 0);
+    nng_socket_set_ms(fake.sock, NNG_OPT_RECVTIMEO, 100);
+    cr_assert_eq(nng_listen(fake.sock, fake_unit.rep_url, NULL, 0), 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, fake_main, NULL), 0);
+    cr_assert_eq(name_backup(1, &fake_unit), TG_OK);
+    wait_in_sync();
+    sell(0, 5, 8); /* a hold's eight seat records: a batch of three or more */
+    wait_in_sync();
+    pthread_mutex_lock(&fake.lock);
+    uint64_t lied_at = fake.lied_at, applied = fake.applied;
+    /* Batches are consecutive ranges and the one it lied about covered
+     * lied_at + 1: one that starts there is the rest sent again. */
+    bool resent = false;
+    for (uint32_t i = 0; i < fake.count && lied_at != 0; i++) {
+        resent = resent || fake.first[i] == lied_at + 1;
+    }
+    uint32_t count = fake.count;
+    pthread_mutex_unlock(&fake.lock);
+    cr_assert_neq(lied_at, 0u, "the fake never got a batch of three records");
+    cr_assert(resent,
+              "after an ack of record %llu only, the rest was never sent again (%u "
+              "messages)",
+              (unsigned long long)lied_at, count);
+    status_of(pc, &rep);
+    cr_assert_eq(applied, rep.repl_status_ok.log_head, "the fake has every record in the end");
+    __atomic_store_n(&fake.stop, true, __ATOMIC_RELEASE);
+    pthread_join(thread, NULL);
+    hx_stop_ok(&primary); /* the fake's socket stays open: see harness.h */
+}
+
+/* ---- State transfer under load -------------------------------------------------- */
+
+/* Runs it_load's burst against the primary; returns once it reported `ops`
+ * acknowledged operations past `after`. */
+static uint32_t burst_progress(hx_helper *h, uint32_t after, uint32_t ops)
+{
+    static char line[4096];
+    uint32_t acked = after;
+    int64_t limit = hx_now_ms() + 20000;
+    while (acked < after + ops && hx_now_ms() < limit &&
+           hx_helper_line(h, line, sizeof(line), 5000)) {
+        cr_assert(sscanf(line, "progress %u", &acked) == 1, "it_load: %s", line);
+    }
+    cr_assert_geq(acked, after + ops, "the burst stalled at %u operations", acked);
+    return acked;
+}
+
+static void burst_end(hx_helper *h)
+{
+    static char line[4096];
+    hx_helper_stop(h);
+    bool ended = false;
+    while (!ended && hx_helper_line(h, line, sizeof(line), 15000)) {
+        cr_assert(strncmp(line, "unexpected ", 11) != 0, "it_load: %s", line);
+        ended = strncmp(line, "end ", 4) == 0;
+    }
+    cr_assert(ended, "it_load did not report");
+    int status = hx_helper_wait(h, 5000);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "it_load: status %#x", status);
+}
+
+Test(repl, a_new_backup_is_filled_while_the_primary_keeps_selling)
+{
+    enum { ROWS = 40, PER_ROW = 200, SEATS = ROWS * PER_ROW };
+    start_pair(ROWS, PER_ROW);
+    static hx_helper h;
+    char partition[16], seats[16];
+    snprintf(partition, sizeof(partition), "%u", P);
+    snprintf(seats, sizeof(seats), "%u", SEATS);
+    char *argv[] = {
+        (char *)hx_load_bin(), "burst", primary.rep_url, partition, "4", seats, "424242", NULL};
+    hx_helper_start(&h, argv);
+    static char line[64];
+    cr_assert(hx_helper_line(&h, line, sizeof(line), 5000) && strcmp(line, "ready") == 0);
+    uint32_t acked = burst_progress(&h, 0, 500);
+    cr_assert_eq(name_backup(1, &backup), TG_OK); /* the copy starts under load */
+    acked = burst_progress(&h, acked, 1000);
+    wait_in_sync();
+    burst_progress(&h, acked, 500); /* and selling goes on with the backup in sync */
+    burst_end(&h);
+    wait_in_sync();
+    assert_copies_equal(SEATS);
+    status_of(pc, &rep);
+    cr_assert_eq(rep.repl_status_ok.links[0].snapshots, 1u);
+    cr_assert_geq(rep.repl_status_ok.links[0].snapshot_items, (uint64_t)SEATS);
+    cr_assert_gt(rep.repl_status_ok.links[0].records_sent, 0u, "the tail followed the copy");
+}
+
+/* ---- Restart and delta catch-up ------------------------------------------------- */
+
+Test(repl, a_backup_killed_and_restarted_keeps_its_place_and_its_copy)
+{
+    start_pair(4, 50);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    sell(0, 5, 2);
+    tg_booking_id b = hx_booking_create(pc, P, USER);
+    hx_kill(&backup); /* still named: the primary keeps trying it */
+    bc = NULL;
+    tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
+    req.seats_hold = (__typeof__(req.seats_hold)){.booking_id = b, .user_id = USER};
+    req.seats_hold.seats.count = 1;
+    req.seats_hold.seats.ids[0] = 40;
+    cr_assert_eq(tg_client_call_to(pc, primary.rep_url, &req, 800, NULL, &rep), TG_ETIMEDOUT,
+                 "acknowledged while its only backup was dead");
+    hx_start(&backup);
+    bc = hx_client(&backup, P, 64);
+    wait_in_sync();
+    assert_copies_equal(200);
+    status_of(pc, &rep);
+    cr_assert_eq(rep.repl_status_ok.links[0].snapshots, 1u, "the restarted copy was kept");
+    cr_assert_eq(hold_range(pc, b, 41, 1), TG_OK);
+}
+
+Test(repl, a_backup_restarted_with_a_stale_segment_catches_up_by_delta)
+{
+    enum { ROWS = 10, PER_ROW = 2000, SEATS = ROWS * PER_ROW };
+    start_pair(ROWS, PER_ROW);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    sell(0, 20, 4);
+    wait_in_sync();
+    status_of(pc, &rep);
+    cr_assert_eq(rep.repl_status_ok.links[0].snapshots, 1u);
+    uint64_t copied = rep.repl_status_ok.links[0].snapshot_items;
+    cr_assert_geq(copied, (uint64_t)SEATS, "the first fill is a full copy");
+
+    hx_kill(&backup); /* its segment stays in /dev/shm, as after a crash */
+    bc = NULL;
+    cr_assert_eq(name_backup(2, NULL), TG_OK); /* it is out of the map meanwhile */
+    sell(1000, 30, 4);
+    status_of(pc, &rep);
+    uint64_t head = rep.repl_status_ok.log_head;
+
+    hx_start(&backup);
+    bc = hx_client(&backup, P, 64);
+    status_of(bc, &rep);
+    uint64_t stale = rep.repl_status_ok.log_head;
+    cr_assert_eq(rep.repl_status_ok.role, (uint32_t)TG_REPL_ROLE_BACKUP, "re-attached as a copy");
+    cr_assert_lt(stale, head, "the backup missed the sales made while it was down");
+    cr_assert_eq(name_backup(3, &backup), TG_OK);
+    wait_in_sync();
+    status_of(pc, &rep);
+    const tg_wire_repl_link *l = &rep.repl_status_ok.links[0];
+    cr_assert_eq(l->snapshots, 0u, "no state transfer: the primary's ring had what it missed");
+    uint64_t missed = rep.repl_status_ok.log_head - stale;
+    cr_assert_geq(l->records_sent, missed, "it got the %llu records it missed",
+                  (unsigned long long)missed);
+    cr_assert_leq(l->records_sent, 2 * missed, "and little more (a batch resent at worst)");
+    cr_assert_lt(l->records_sent, (uint64_t)SEATS / 10);
+    assert_copies_equal(SEATS);
+}
