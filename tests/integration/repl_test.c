@@ -6,7 +6,8 @@
  *   - a hold on the primary is on the backup seat for seat, and the backup
  *     refuses to sell;
  *   - a client is answered only once the backup applied its change: with
- *     the backup stopped (SIGSTOP) a hold is not acknowledged in time;
+ *     the backup stopped (SIGSTOP) a hold is not acknowledged in time, nor
+ *     any request of a batch (tixgrid/wire.h, "Batches");
  *   - the backup applies in order (a message after a gap is not applied)
  *     and refuses an older epoch; a backup that acknowledges only part of
  *     a batch (played by the test) gets the rest again;
@@ -251,6 +252,80 @@ Test(repl, a_client_is_answered_only_after_the_backup_applied_the_change)
     assert_copies_equal(200);
     cr_assert_eq(hx_seat_get(bc, P, 11, &rep), TG_OK);
     cr_assert_eq(tg_seat_word_booking(rep.seat_get_ok.seat.word), tg_booking_id_seq(b));
+}
+
+/* A batch (tixgrid/wire.h): its outcomes, collected by its callbacks. */
+typedef struct {
+    pthread_mutex_t lock;
+    uint32_t calls;
+    tg_err err[2];
+} batch_wait;
+
+static void batch_cb(void *arg, uint32_t index, tg_err err, const tg_msg *reply)
+{
+    (void)reply;
+    batch_wait *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->err[index] = err;
+    w->calls++;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Holds seats `first` and `first + 1` in one batch of two requests and
+ * waits up to 5 s for both callbacks; the outcomes are in w. */
+static void batch_hold_two(tg_booking_id b, uint32_t first, uint32_t timeout_ms, batch_wait *w)
+{
+    static tg_wire_batch batch;
+    tg_wire_batch_init(&batch);
+    for (uint32_t i = 0; i < 2; i++) {
+        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
+        req.seats_hold = (__typeof__(req.seats_hold)){.booking_id = b, .user_id = USER};
+        req.seats_hold.seats.count = 1;
+        req.seats_hold.seats.ids[0] = first + i;
+        cr_assert_eq(tg_wire_batch_add(&batch, &req, NULL), TG_OK);
+    }
+    *w = (batch_wait){.calls = 0};
+    pthread_mutex_init(&w->lock, NULL);
+    cr_assert_eq(tg_client_send_batch(pc, P, &batch, timeout_ms, batch_cb, w), TG_OK);
+    tg_wire_batch_destroy(&batch);
+    int64_t limit = hx_now_ms() + 5000;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        uint32_t calls = w->calls;
+        pthread_mutex_unlock(&w->lock);
+        if (calls == 2) {
+            return;
+        }
+        cr_assert_lt(hx_now_ms(), limit, "the batch's callbacks did not all run");
+        hx_sleep_ms(5);
+    }
+}
+
+Test(repl, a_batch_is_answered_only_after_the_backup_applied_all_of_it)
+{
+    start_pair(4, 50);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    tg_booking_id b = hx_booking_create(pc, P, USER);
+    freeze(&backup);
+    batch_wait w;
+    int64_t t0 = hx_now_ms();
+    batch_hold_two(b, 20, 1500, &w);
+    cr_assert(w.err[0] == TG_ETIMEDOUT && w.err[1] == TG_ETIMEDOUT,
+              "a batch was acknowledged with its backup stopped: %s, %s", tg_errname(w.err[0]),
+              tg_errname(w.err[1]));
+    cr_assert_geq(hx_now_ms() - t0, 1400);
+    cr_assert_eq(kill(backup.pid, SIGCONT), 0);
+    batch_hold_two(b, 30, 3000, &w);
+    cr_assert(w.err[0] == TG_OK && w.err[1] == TG_OK, "after SIGCONT: %s, %s",
+              tg_errname(w.err[0]), tg_errname(w.err[1]));
+    wait_in_sync();
+    assert_copies_equal(200);
+    for (uint32_t seat = 20; seat < 32; seat += seat == 21 ? 9 : 1) {
+        cr_assert_eq(hx_seat_get(bc, P, seat, &rep), TG_OK);
+        cr_assert_eq(tg_seat_word_booking(rep.seat_get_ok.seat.word), tg_booking_id_seq(b),
+                     "seat %u is not the booking's on the backup", seat);
+    }
 }
 
 /* ---- Order and epochs on the backup ----------------------------------------- */
