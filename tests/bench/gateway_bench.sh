@@ -21,7 +21,8 @@
 #     free loopback ports for PostgreSQL and the gateway, its units named
 #     bench<pid>-pu1/-pu2 (TIXGRID_DEMO_PU_PREFIX: a demo already running on
 #     the machine keeps its units and segments), and the gateway on one loop
-#     thread per core (TIXGRID_GATEWAY_THREADS).  The grid's programs are
+#     thread per core (TIXGRID_GATEWAY_THREADS, unless set already).  The
+#     grid's programs are
 #     scripts/demo's build/ (debugoptimized: -O2, assertions on).
 #     `tixgrid-persister seed-users` makes the load users
 #     (userN@load.tixgrid, password load-test-1, persister/README.md).
@@ -169,7 +170,7 @@ free_port TIXGRID_DEMO_PG_PORT
 free_port gateway_port
 free_port nginx_port
 TIXGRID_DEMO_LISTEN=127.0.0.1:$gateway_port
-export TIXGRID_GATEWAY_THREADS=$cores
+export TIXGRID_GATEWAY_THREADS=${TIXGRID_GATEWAY_THREADS:-$cores}
 
 # ---- The grid and its users --------------------------------------------------------
 
