@@ -405,11 +405,13 @@ static tg_err on_partition_create(pu_ctx *c, pu_partition *unused)
     return err;
 }
 
-static tg_err restore_items(pu_partition *p, const __typeof__(((tg_msg *)0)->partition_restore) *q)
+/* The bookings and seat words of a restore or state-transfer message. */
+static tg_err load_items(pu_partition *p, const tg_wire_booking_state *bookings,
+                         uint32_t booking_count, const tg_wire_change *seats, uint32_t seat_count)
 {
     tg_err err = TG_OK;
-    for (uint32_t i = 0; err == TG_OK && i < q->booking_count; i++) {
-        const tg_wire_booking_state *w = &q->bookings[i];
+    for (uint32_t i = 0; err == TG_OK && i < booking_count; i++) {
+        const tg_wire_booking_state *w = &bookings[i];
         pu_booking_info b = {.id = w->booking_id,
                              .user_id = w->user_id,
                              .status = (tg_booking_status)w->status,
@@ -418,10 +420,15 @@ static tg_err restore_items(pu_partition *p, const __typeof__(((tg_msg *)0)->par
                              .deadline_ms = w->deadline_ms};
         err = pu_restore_booking(p, &b);
     }
-    for (uint32_t i = 0; err == TG_OK && i < q->seat_count; i++) {
-        err = pu_restore_seat(p, q->seats[i].seat_id, q->seats[i].word);
+    for (uint32_t i = 0; err == TG_OK && i < seat_count; i++) {
+        err = pu_restore_seat(p, seats[i].seat_id, seats[i].word);
     }
     return err;
+}
+
+static tg_err restore_items(pu_partition *p, const __typeof__(((tg_msg *)0)->partition_restore) *q)
+{
+    return load_items(p, q->bookings, q->booking_count, q->seats, q->seat_count);
 }
 
 /* Runs one restore message; called with the table lock held. */
@@ -563,21 +570,7 @@ static tg_err on_repl_append(pu_ctx *c, pu_partition *p)
 
 static tg_err snapshot_items(pu_partition *p, const __typeof__(((tg_msg *)0)->repl_snapshot) *q)
 {
-    tg_err err = TG_OK;
-    for (uint32_t i = 0; err == TG_OK && i < q->booking_count; i++) {
-        const tg_wire_booking_state *w = &q->bookings[i];
-        pu_booking_info b = {.id = w->booking_id,
-                             .user_id = w->user_id,
-                             .status = (tg_booking_status)w->status,
-                             .version = w->version,
-                             .created_ms = w->created_ms,
-                             .deadline_ms = w->deadline_ms};
-        err = pu_restore_booking(p, &b);
-    }
-    for (uint32_t i = 0; err == TG_OK && i < q->seat_count; i++) {
-        err = pu_restore_seat(p, q->seats[i].seat_id, q->seats[i].word);
-    }
-    return err;
+    return load_items(p, q->bookings, q->booking_count, q->seats, q->seat_count);
 }
 
 /* One state-transfer message; table_lock held.  A partition that serves as
