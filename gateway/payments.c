@@ -17,8 +17,12 @@
  * webhook can ever name a payment this gateway does not know.  If the
  * provider fails, the booking stays created (502; 503 while the breaker is
  * open); if payment_begin is refused, the recorded payment is marked failed
- * and can never pay for the booking (a unit that did not answer in time may
- * have begun it: that payment stays pending).
+ * and can never pay for the booking (a unit that did not answer may have
+ * begun it: that payment stays pending).  Once begun, any other payment
+ * still pending for the booking is marked failed: one payment pays for it.
+ * The price is read before the provider call and the seats freeze only at
+ * payment_begin, so the webhook prices the pending booking again before it
+ * confirms: seats added meanwhile are never sold for the smaller amount.
  *
  * The webhook's body must be a JSON object (the core answers 400 before the
  * handler otherwise) and X-Signature the HMAC-SHA256 of its raw bytes under
@@ -65,6 +69,7 @@ typedef struct {
     int param_count;
     char *params[SQL_PARAMS_MAX]; /* NULL: SQL NULL */
     bool ok;                      /* the statement ran */
+    char sqlstate[6];             /* when it did not: PostgreSQL's SQLSTATE, or "" */
     int rows;                     /* returned, or affected */
     char *values[SQL_COLUMNS_MAX];
 } sql_job;
@@ -92,6 +97,8 @@ static void sql_run(PGconn *db, void *p)
     ExecStatusType st = PQresultStatus(res);
     j->ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
     if (!j->ok) {
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(j->sqlstate, sizeof(j->sqlstate), "%s", code != NULL ? code : "");
         tg_log(TG_LOG_WARN, "payments: %s", PQerrorMessage(db));
     } else if (st == PGRES_TUPLES_OK) {
         j->rows = PQntuples(res);
@@ -193,6 +200,7 @@ typedef struct {
     uint32_t seat_count;
     gw_pay_result created;
     tg_err begin_err;
+    int64_t deadline_ms; /* the payment window's end, once begun */
 } init_state;
 
 static void init_audit(gw_req *r, const char *outcome, json_t *detail)
@@ -209,30 +217,55 @@ static void init_marked_failed(gw_req *r, void *job)
     gw_reply_grid_error(r, st->begin_err, NULL, st->layout->partition_id);
 }
 
-static void init_begun(gw_req *r, tg_err err, const tg_msg *reply)
+/* The payment can never pay for the booking: nothing began it. */
+static void init_not_begun(gw_req *r, tg_err err)
 {
     init_state *st = r->state;
-    init_audit(r, err == TG_OK ? "ok" : tg_errname(err), payment_detail(st->created.payment_id));
-    if (err == TG_ETIMEDOUT) {
-        /* The unit may have begun it: the payment stays pending, and
-         * payment-status gives the buyer its page if it did. */
-        gw_reply_grid_error(r, err, NULL, st->layout->partition_id);
-        return;
-    }
-    if (err != TG_OK) {
-        st->begin_err = err;
-        sql_submit(r, init_marked_failed,
-                   "UPDATE payments SET status = 'failed', updated_at = now()"
-                   " WHERE id = $1 AND status = 'pending'",
-                   1, st->created.payment_id);
-        return;
+    st->begin_err = err;
+    sql_submit(r, init_marked_failed,
+               "UPDATE payments SET status = 'failed', updated_at = now()"
+               " WHERE id = $1 AND status = 'pending'",
+               1, st->created.payment_id);
+}
+
+static void init_answer(gw_req *r, void *job)
+{
+    init_state *st = r->state;
+    if (!((sql_job *)job)->ok) {
+        tg_log(TG_LOG_WARN, "payments: older pending payments of booking %llu not closed",
+               (unsigned long long)st->id);
     }
     gw_reply_json(r, 200,
                   json_pack("{s:I,s:s,s:s,s:s,s:o,s:{s:I,s:s}}", "booking_id", (json_int_t)st->id,
                             "payment_id", st->created.payment_id, "payment_url",
                             st->created.payment_url, "status", "pending_payment", "expires_at",
-                            gw_time_json(reply->payment_begin_ok.deadline_ms), "amount", "amount",
+                            gw_time_json(st->deadline_ms), "amount", "amount",
                             (json_int_t)st->amount, "currency", st->currency));
+}
+
+static void init_begun(gw_req *r, tg_err err, const tg_msg *reply)
+{
+    init_state *st = r->state;
+    init_audit(r, err == TG_OK ? "ok" : tg_errname(err), payment_detail(st->created.payment_id));
+    if (err != TG_OK && reply == NULL) {
+        /* No answer from the unit (timeout, transport, closing): it may
+         * have begun the payment, which then stays pending, and
+         * payment-status gives the buyer its page if it did. */
+        gw_reply_grid_error(r, err, NULL, st->layout->partition_id);
+        return;
+    }
+    if (err != TG_OK) {
+        init_not_begun(r, err); /* the unit refused: nothing began */
+        return;
+    }
+    /* Begun: any other payment still pending for this booking (one whose
+     * start was cut short) can no longer pay for it, nor end it. */
+    st->deadline_ms = reply->payment_begin_ok.deadline_ms;
+    char booking[24];
+    sql_submit(r, init_answer,
+               "UPDATE payments SET status = 'failed', updated_at = now()"
+               " WHERE booking_id = $1 AND id <> $2 AND status = 'pending'",
+               2, u64_text(booking, st->id), st->created.payment_id);
 }
 
 static void init_recorded(gw_req *r, void *job)
@@ -247,7 +280,8 @@ static void init_recorded(gw_req *r, void *job)
     msg.payment_begin.user_id = r->who.user_id;
     tg_err err = gw_grid_send(r, st->layout->partition_id, &msg, GW_SPACE_NONE, init_begun);
     if (err != TG_OK) {
-        init_begun(r, err, NULL);
+        init_audit(r, tg_errname(err), payment_detail(st->created.payment_id));
+        init_not_begun(r, err); /* refused before anything was sent */
     }
 }
 
@@ -433,6 +467,13 @@ static void hook_due_recorded(gw_req *r, void *job)
 
 static void hook_paid_recorded(gw_req *r, void *job)
 {
+    if (strcmp(((sql_job *)job)->sqlstate, "23505") == 0) {
+        /* payments_one_per_paid_booking: another payment of this booking
+         * paid it already (confirming a paid booking is a no-op in the
+         * grid).  This money bought nothing: owed back. */
+        hook_settle(r, hook_due_recorded, "completed", "due");
+        return;
+    }
     if (sql_failed(r, job)) {
         return; /* paid in the grid; the redelivery records it */
     }
@@ -473,6 +514,52 @@ static void hook_fail_done(gw_req *r, tg_err err, const tg_msg *reply)
     hook_settle(r, hook_failed_recorded, "failed", "none");
 }
 
+static void hook_grid(gw_req *r, tg_wire_type type, gw_grid_done done);
+
+static void hook_mismatch_failed(gw_req *r, tg_err err, const tg_msg *reply)
+{
+    hook_state *st = r->state;
+    if (err != TG_OK && err != TG_EBOOKING_STATE && err != TG_ENOT_FOUND) {
+        gw_reply_grid_error(r, err, reply, st->layout->partition_id);
+        return;
+    }
+    hook_audit(r, "payment_confirm", "amount_mismatch");
+    hook_settle(r, hook_due_recorded, "completed", "due");
+}
+
+/* Before a CONFIRMED payment sells anything: the seats of the booking, frozen
+ * since it turned pending_payment, must cost what was paid (seats added while
+ * the payment was being created are refused here).  A booking no longer
+ * pending goes to payment_confirm, which refuses it (late) or finds it paid. */
+static void hook_checked(gw_req *r, tg_err err, const tg_msg *reply)
+{
+    hook_state *st = r->state;
+    if (err != TG_OK && err != TG_ENOT_FOUND) {
+        gw_reply_grid_error(r, err, reply, st->layout->partition_id);
+        return;
+    }
+    if (err == TG_OK && reply->booking_get_ok.status == TG_BOOKING_PENDING_PAYMENT) {
+        const char *currency;
+        if (booking_amount(st->layout, &reply->booking_get_ok, &currency) != st->amount) {
+            hook_grid(r, TG_WIRE_PAYMENT_FAIL, hook_mismatch_failed);
+            return;
+        }
+    }
+    hook_grid(r, TG_WIRE_PAYMENT_CONFIRM, hook_confirmed);
+}
+
+static void hook_check(gw_req *r)
+{
+    hook_state *st = r->state;
+    tg_msg msg = {.type = TG_WIRE_BOOKING_GET};
+    msg.booking_get.booking_id = st->booking;
+    msg.booking_get.user_id = 0; /* the system: the provider speaks for no user */
+    tg_err err = gw_grid_send(r, st->layout->partition_id, &msg, GW_SPACE_NONE, hook_checked);
+    if (err != TG_OK) {
+        gw_reply_grid_error(r, err, NULL, st->layout->partition_id);
+    }
+}
+
 static void hook_grid(gw_req *r, tg_wire_type type, gw_grid_done done)
 {
     hook_state *st = r->state;
@@ -495,7 +582,7 @@ static void hook_decide(gw_req *r)
     bool pending = strcmp(st->pay_status, "pending") == 0;
     if (strcmp(st->status, "CONFIRMED") == 0) {
         if (pending) {
-            hook_grid(r, TG_WIRE_PAYMENT_CONFIRM, hook_confirmed);
+            hook_check(r);
         } else if (strcmp(st->pay_status, "failed") == 0) {
             hook_confirmed(r, TG_EBOOKING_STATE, NULL); /* money for a payment that ended */
         } else if (strcmp(st->refund, "due") == 0) {
@@ -624,7 +711,8 @@ static void status_answer(gw_req *r, const char *provider_status)
     if (provider_status != NULL) {
         json_object_set_new(j, "provider_status", json_string(provider_status));
     }
-    if (st->booking_status == TG_BOOKING_PENDING_PAYMENT && st->payment_url[0] != '\0') {
+    if (st->booking_status == TG_BOOKING_PENDING_PAYMENT && st->payment_url[0] != '\0' &&
+        strcmp(st->pay_status, "pending") == 0) {
         json_object_set_new(j, "payment_url", json_string(st->payment_url));
     }
     gw_reply_json(r, 200, j);
@@ -671,7 +759,7 @@ static void status_read(gw_req *r, tg_err err, const tg_msg *reply)
     char booking[24];
     sql_submit(r, status_loaded,
                "SELECT id, status, refund_status, payment_url FROM payments WHERE booking_id = $1"
-               " ORDER BY created_at DESC, id LIMIT 1",
+               " ORDER BY (status = 'pending') DESC, created_at DESC, id LIMIT 1",
                1, u64_text(booking, st->id));
 }
 

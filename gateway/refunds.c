@@ -44,6 +44,11 @@ static const char due_sql[] = "SELECT id, booking_id, amount_minor FROM payments
                               "   AND updated_at < now() - make_interval(secs => $1)"
                               " ORDER BY updated_at LIMIT " REFUNDS_PER_ROUND;
 
+/* A refund the provider did not make goes to the back of the queue, so that
+ * a few that keep failing never hold up the others. */
+static const char requeue_sql[] =
+    "UPDATE payments SET updated_at = now() WHERE id = $1 AND refund_status = 'due'";
+
 static const char refunded_sql[] =
     "UPDATE payments SET refund_status = 'refunded', refunded_at = now(), updated_at = now()"
     " WHERE id = $1 AND refund_status = 'due'";
@@ -64,6 +69,8 @@ static void refund_one(gw_refunds *f, const char *id, tg_booking_id booking, int
     }
     json_t *detail = json_pack("{s:s,s:b}", "payment_id", id, "retried", 1);
     if (err != TG_OK) {
+        const char *params[] = {id};
+        PQclear(PQexecParams(f->db, requeue_sql, 1, NULL, params, NULL, NULL, 0));
         tg_log(TG_LOG_WARN, "refund of payment %s still owed: %s", id, res.message);
         gw_audit_system(f->gw, "payment_refund", booking, event_of(f->gw, booking),
                         "provider_error", detail);
@@ -77,6 +84,14 @@ static void refund_one(gw_refunds *f, const char *id, tg_booking_id booking, int
                     ok ? "ok" : "db_unavailable", detail);
     tg_log(ok ? TG_LOG_INFO : TG_LOG_WARN, "refund of payment %s made%s", id,
            ok ? "" : ", but not recorded: PostgreSQL refused (the next round records it)");
+}
+
+static bool stopping(gw_refunds *f)
+{
+    pthread_mutex_lock(&f->lock);
+    bool stop = f->stopping;
+    pthread_mutex_unlock(&f->lock);
+    return stop;
 }
 
 static void round_run(gw_refunds *f)
@@ -96,7 +111,7 @@ static void round_run(gw_refunds *f)
         PQclear(due);
         return;
     }
-    for (int i = 0; i < PQntuples(due); i++) {
+    for (int i = 0; i < PQntuples(due) && !stopping(f); i++) {
         refund_one(f, PQgetvalue(due, i, 0), strtoull(PQgetvalue(due, i, 1), NULL, 10),
                    strtoll(PQgetvalue(due, i, 2), NULL, 10));
     }

@@ -2,8 +2,10 @@
  * gateway_payment_faults_test.c — payments when things go wrong: the
  * provider down (the circuit breaker opens, refuses, half-opens, closes on
  * a good probe; webhooks go on meanwhile), a provider that takes 10 s to
- * answer (nobody else waits for it), and a confirmation that arrives after
- * the payment window (refunded; the seat stays with its new holder).
+ * answer (nobody else waits for it), a confirmation that arrives after
+ * the payment window (refunded; the seat stays with its new holder), and
+ * seats added to a booking while its payment was being created (the
+ * confirmation of the smaller amount sells nothing and is refunded).
  *
  * The grid (gwh.h) with tixgrid-sandbox-pay; the sandbox is told to fail,
  * to hang or to answer slowly (POST /control), stopped, and restarted on
@@ -279,5 +281,57 @@ Test(gateway_payment_faults,
     char want[64];
     snprintf(want, sizeof(want), "SELECTED:%" PRIu64, taker);
     cr_assert_str_eq(pgt_query_text(g->db, sql), want);
+    gwh_stop_ok(g);
+}
+
+Test(gateway_payment_faults, seats_added_while_the_payment_was_created_are_never_sold_for_less)
+{
+    gwh_options o = {.sandbox = true};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 900, 1);
+    gwh_expect(gwh_http(g->sandbox, "POST", NULL, "{\"mode\": \"delay\", \"delay_ms\": 2000}",
+                        "/control"),
+               200);
+
+    /* initiatePayment prices one seat, then waits 2 s for the provider;
+     * meanwhile another tab adds a second seat to the booking, still created. */
+    static slow_call call;
+    snprintf(call.url, sizeof(call.url), "%s/api/bookings/initiatePayment", gw->url);
+    snprintf(call.auth, sizeof(call.auth), "%s", buyer);
+    snprintf(call.body, sizeof(call.body), "{\"booking_id\": %" PRIu64 "}", b);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, slow_main, &call), 0);
+    hx_sleep_ms(500);
+    char body[160];
+    snprintf(body, sizeof(body), "{\"booking_id\": %" PRIu64 ", \"seat_id\": %" PRIu64 "}", b,
+             GWH_SEAT_ID(GWH_DEMO_PARTITION, 901));
+    gwh_expect(gwh_http(gw, "PATCH", buyer, body, "/api/seats/select"), 200);
+    pthread_join(t, NULL);
+    cr_assert_eq(call.status, 200, "initiatePayment ended with %ld", call.status);
+    gwh_expect(gwh_http(g->sandbox, "POST", NULL, "{\"mode\": \"normal\"}", "/control"), 200);
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 901), "RESERVED");
+
+    /* The buyer pays the one-seat amount: the two seats are not sold for it. */
+    json_t *st = gwh_expect(
+        gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64 "/payment-status", b), 200);
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(st, "payment_id"));
+    payh_click(g->sandbox, pay, true);
+    payh_wait_booking(gw, buyer, b, "failed");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 900), "FREE");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 901), "FREE");
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT status || '/' || refund_status || '/' || amount_minor FROM payments"
+             " WHERE id = '%s'",
+             pay);
+    payh_wait_pg(g, sql, "completed/refunded/24900");
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_confirm', 'payment_refund')",
+             b);
+    payh_wait_pg(g, sql, "payment_confirm:amount_mismatch,payment_refund:ok");
     gwh_stop_ok(g);
 }
