@@ -43,6 +43,7 @@
 #include <libpq-fe.h>
 
 #include "detector.h"
+#include "placement.h"
 #include "tixgrid/err.h"
 #include "tixgrid/limits.h"
 #include "tixgrid/wire.h"
@@ -79,6 +80,7 @@ typedef struct {
     uint32_t republish_ms;
     uint32_t standby_poll_ms;
     uint32_t refresh_ms;
+    uint32_t backups; /* backups wanted per partition, 0..TG_GRID_BACKUPS_MAX */
 } grid_manager_config;
 
 /* Runs the manager until should_stop(arg) is true (checked at every pass,
@@ -173,6 +175,19 @@ void grid_state_activate(grid_map_state *m, const grid_detector *d, int64_t now_
 /* Builds the map (grid_map, epoch epoch) in out, pointing into scratch. */
 void grid_state_map_msg(const grid_map_state *m, uint64_t epoch, grid_msg_scratch *scratch,
                         tg_msg *out);
+
+/* Scratch for grid_state_place (one per manager; large). */
+typedef struct {
+    grid_place_member members[TG_GRID_MEMBERS_MAX];
+    grid_place_slot slots[TG_GRID_PARTITIONS_MAX];
+    uint32_t index[TG_GRID_PARTITIONS_MAX]; /* slot → index in m->parts */
+} grid_place_scratch;
+
+/* Gives every partition whose primary is alive up to backups_wanted backups
+ * on other alive units (placement.h), and drops backups on units that are
+ * dead or leaving; a partition whose backups change gets epoch + 1 and is
+ * marked dirty (manager_place.c).  Returns how many partitions changed. */
+uint32_t grid_state_place(grid_map_state *m, uint32_t backups_wanted, grid_place_scratch *sc);
 
 /* After a successful write: clears dirty marks, frees removed slots, takes
  * the new epoch. */

@@ -276,7 +276,6 @@ static void apply_map(pu_member *m, const tg_msg *map)
         if (part == NULL || __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) != PU_ROLE_PRIMARY) {
             continue; /* a replica the map makes primary: promotion, not yet */
         }
-        follow_backups(m, map, p);
         pu_partition_info before;
         pu_partition_describe(part, &before);
         uint64_t now = pu_partition_raise_epoch(part, p->epoch);
@@ -284,6 +283,8 @@ static void apply_map(pu_member *m, const tg_msg *map)
             tg_log_info("pu %s: partition %u now at epoch %llu (map %llu)", m->srv->name,
                         p->partition_id, (unsigned long long)now, (unsigned long long)g->epoch);
         }
+        /* After the epoch: links send the new one, which the backups then hold. */
+        follow_backups(m, map, p);
     }
     m->map_epoch = g->epoch;
 }

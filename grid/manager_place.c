@@ -1,0 +1,78 @@
+/*
+ * manager_place.c — the manager's use of placement.h: backups for every
+ * partition that is served (see manager.h, grid_state_place).
+ *
+ * Only a partition whose primary is alive gets backups here: the primary
+ * fills a new backup by state transfer (pu/repl.c), so a backup placed for
+ * a dead primary would be an empty copy.  A backup on a unit that died or
+ * is leaving is dropped at once: a primary waits for every in-sync backup
+ * before it answers a client, so a dead backup left in the map would stop
+ * the partition's sales.  Every change of a partition's backups raises its
+ * epoch, so that the primary (and every backup) sees the new set as newer.
+ *
+ * Rejected: placing backups as soon as a unit registers, inside the
+ * request handler (the loop would place once per registration instead of
+ * once per pass, and loads would be counted while the map is half built).
+ */
+#include "manager.h"
+#include "placement.h"
+
+#include "tixgrid/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static bool member_eligible(const grid_member *u)
+{
+    return u->name[0] != '\0' && !u->removing && u->state == TG_MEMBER_ALIVE;
+}
+
+static bool slot_same(const grid_partition *p, const grid_place_slot *s)
+{
+    return p->primary == s->primary && p->backup_count == s->backup_count &&
+           memcmp(p->backups, s->backups, s->backup_count * sizeof(s->backups[0])) == 0;
+}
+
+/* Takes what placement decided for p; true when p changed. */
+static bool slot_apply(grid_map_state *m, grid_partition *p, const grid_place_slot *s)
+{
+    if (slot_same(p, s)) {
+        return false;
+    }
+    p->backup_count = s->backup_count;
+    memcpy(p->backups, s->backups, sizeof(p->backups));
+    p->epoch = p->epoch < TG_WIRE_ID_MAX ? p->epoch + 1 : TG_WIRE_ID_MAX;
+    p->dirty = true;
+    m->changed = true;
+    tg_log_info("manager: partition %u: primary %s, %u backups%s%s (epoch %llu)",
+                p->partition_id, m->members[p->primary].name, p->backup_count,
+                p->backup_count > 0 ? ", first " : "",
+                p->backup_count > 0 ? m->members[p->backups[0]].name : "",
+                (unsigned long long)p->epoch);
+    return true;
+}
+
+uint32_t grid_state_place(grid_map_state *m, uint32_t backups_wanted, grid_place_scratch *sc)
+{
+    for (uint32_t i = 0; i < TG_GRID_MEMBERS_MAX; i++) {
+        const grid_member *u = &m->members[i];
+        sc->members[i] = (grid_place_member){.zone = u->zone, .eligible = member_eligible(u)};
+    }
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < m->part_count; k++) {
+        const grid_partition *p = &m->parts[k];
+        if (p->primary < 0 || !member_eligible(&m->members[p->primary])) {
+            continue; /* unplaced, or its primary is dead: see the top of this file */
+        }
+        grid_place_slot *s = &sc->slots[n];
+        *s = (grid_place_slot){.primary = p->primary, .backup_count = p->backup_count};
+        memcpy(s->backups, p->backups, sizeof(s->backups));
+        sc->index[n++] = k;
+    }
+    grid_place(sc->members, TG_GRID_MEMBERS_MAX, sc->slots, n, backups_wanted, NULL);
+    uint32_t changed = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        changed += slot_apply(m, &m->parts[sc->index[j]], &sc->slots[j]) ? 1 : 0;
+    }
+    return changed;
+}
