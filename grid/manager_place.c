@@ -14,10 +14,12 @@
  *
  * Only a partition with a live primary (or one just promoted) gets new
  * backups: the primary fills a new backup by state transfer (pu/repl.c),
- * so a backup placed for a dead primary would be an empty copy.  A backup on a unit that died or
- * is leaving is dropped at once: a primary waits for every in-sync backup
- * before it answers a client, so a dead backup left in the map would stop
- * the partition's sales.  Every change of a partition's backups raises its
+ * so a backup placed for a dead primary would be an empty copy.  A backup
+ * on a unit that died or is leaving is dropped at once: a primary waits
+ * for every in-sync backup before it answers a client, so a dead backup
+ * left in the map would stop the partition's sales.  A leaving primary is
+ * left alone (remove-pu refuses a unit that holds partitions; moving them
+ * is the drain's job, not failover's).  Every change of a partition's backups raises its
  * epoch, so that the primary (and every backup) sees the new set as newer.
  *
  * Rejected: placing backups as soon as a unit registers, inside the
@@ -65,8 +67,12 @@ static bool slot_fill(const grid_map_state *m, const grid_partition *p, grid_pla
     }
     *s = (grid_place_slot){.primary = p->primary, .backup_count = p->backup_count};
     memcpy(s->backups, p->backups, sizeof(s->backups));
-    if (member_eligible(&m->members[p->primary])) {
+    const grid_member *primary = &m->members[p->primary];
+    if (member_eligible(primary)) {
         return true;
+    }
+    if (primary->state != TG_MEMBER_DEAD) {
+        return false; /* leaving: see the top of this file */
     }
     int32_t best = promotion_candidate(m, p);
     if (best < 0) {
@@ -105,9 +111,8 @@ static bool slot_apply(grid_map_state *m, grid_partition *p, const grid_place_sl
     p->epoch = p->epoch < TG_WIRE_ID_MAX ? p->epoch + 1 : TG_WIRE_ID_MAX;
     p->dirty = true;
     m->changed = true;
-    tg_log_info("manager: partition %u: primary %s, %u backups%s%s (epoch %llu)",
-                p->partition_id, m->members[p->primary].name, p->backup_count,
-                p->backup_count > 0 ? ", first " : "",
+    tg_log_info("manager: partition %u: primary %s, %u backups%s%s (epoch %llu)", p->partition_id,
+                m->members[p->primary].name, p->backup_count, p->backup_count > 0 ? ", first " : "",
                 p->backup_count > 0 ? m->members[p->backups[0]].name : "",
                 (unsigned long long)p->epoch);
     return true;

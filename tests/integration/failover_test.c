@@ -36,13 +36,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define P          1u
-#define ROWS       10u
-#define PER_ROW    20u
-#define SEATS      (ROWS * PER_ROW)
-#define USER       UINT64_C(1001)
-#define SETTLE_MS  8000
-#define RUN_MS     10000
+#define P         1u
+#define ROWS      10u
+#define PER_ROW   20u
+#define SEATS     (ROWS * PER_ROW)
+#define USER      UINT64_C(1001)
+#define SETTLE_MS 8000
+#define RUN_MS    10000
 
 static char dir[64];
 static pgt_server *pg;
@@ -100,8 +100,16 @@ static void grid_start(void)
     snprintf(manager_url, sizeof(manager_url), "ipc://%s/mgr.rep", dir);
     snprintf(manager_pub, sizeof(manager_pub), "ipc://%s/mgr.pub", dir);
     snprintf(manager_log, sizeof(manager_log), "%s/mgr.log", dir);
-    const char *argv[] = {getenv("TIXGRID_MANAGER_BIN"), "--name", "mgr", "--listen",
-                          manager_url, "--pub", manager_pub, "--db", pg->conninfo, NULL};
+    const char *argv[] = {getenv("TIXGRID_MANAGER_BIN"),
+                          "--name",
+                          "mgr",
+                          "--listen",
+                          manager_url,
+                          "--pub",
+                          manager_pub,
+                          "--db",
+                          pg->conninfo,
+                          NULL};
     cr_assert(argv[0] != NULL, "TIXGRID_MANAGER_BIN is not set (run through meson test)");
     manager_pid = hx_spawn_process(argv, NULL, manager_log);
 }
@@ -173,9 +181,12 @@ static bool seat_words_try(tg_client *c, uint64_t *words)
 {
     for (uint32_t next = 0; next < SEATS;) {
         tg_msg req = {.type = TG_WIRE_SEATS_LIST};
-        req.seats_list = (__typeof__(req.seats_list)){
-            .partition_id = P, .first_seat = next, .count = SEATS, .state = -1, .row = -1,
-            .section = -1};
+        req.seats_list = (__typeof__(req.seats_list)){.partition_id = P,
+                                                      .first_seat = next,
+                                                      .count = SEATS,
+                                                      .state = -1,
+                                                      .row = -1,
+                                                      .section = -1};
         tg_err err = tg_client_call(c, P, &req, HX_CALL_TIMEOUT_MS, hx_space(), &rep);
         if (err != TG_OK || rep.type != TG_WIRE_SEATS_LIST_OK ||
             rep.seats_list_ok.seat_count == 0) {
@@ -271,8 +282,8 @@ static tg_err try_hold(tg_client *c, uint32_t seat, tg_booking_id *out)
     return hx_hold(c, *out, USER, &seat, 1, &rep);
 }
 
-#define ACKED_BOOKINGS 30u
-#define ACKED_PER      2u
+#define ACKED_BOOKINGS    30u
+#define ACKED_PER         2u
 #define FAILOVER_BOUND_MS 3000 /* timeout 1000 + interval 100 + map and promotion, with room */
 
 static tg_booking_id acked[ACKED_BOOKINGS];
@@ -337,14 +348,15 @@ Test(failover, a_killed_primary_is_replaced_by_its_backup_with_every_acknowledge
     int64_t failover_ms = hx_now_ms() - t0;
     cr_assert_eq(err, TG_OK, "the backup never served a hold: %s", tg_errname(err));
     printf("# failover: %lld ms from SIGKILL of the primary to the first hold "
-                    "acknowledged by the promoted backup\n",
+           "acknowledged by the promoted backup\n",
            (long long)failover_ms);
     fflush(stdout); /* a TAP comment: meson's log keeps it */
     cr_assert_lt(failover_ms, FAILOVER_BOUND_MS);
 
     assert_acked_present(cb, 1);
     tg_booking_id twice = 0;
-    cr_assert_eq(try_hold(cb, 0, &twice), TG_ESEAT_TAKEN, "a seat held before the kill is held again");
+    cr_assert_eq(try_hold(cb, 0, &twice), TG_ESEAT_TAKEN,
+                 "a seat held before the kill is held again");
     int64_t epoch = wait_placed(b, c3, SETTLE_MS);
     cr_assert_geq(epoch, 4, "placed, backup, promoted: got %lld", (long long)epoch);
     tg_client *cc = hx_client(c3, P, 16);

@@ -380,7 +380,8 @@ Test(manager_state, a_backup_that_is_not_in_sync_is_never_promoted)
     uint64_t epoch = p->epoch;
     primary_dies(epoch, 40, true, 99, false);
     cr_assert_eq(grid_state_place(m, 2, place_scratch()), 1);
-    cr_assert_eq(p->primary, grid_member_find(m, "pu2"), "pu3 has more records, not all acked ones");
+    cr_assert_eq(p->primary, grid_member_find(m, "pu2"),
+                 "pu3 has more records, not all acked ones");
     grid_state_persisted(m, m->epoch + 1);
 
     /* Neither in sync: the partition waits for its primary. */
