@@ -8,7 +8,7 @@
  *   2. answers up to GRID_REQUESTS_PER_PASS requests, waiting at most
  *      GRID_TICK_MS for the first (nng REP socket, synchronous: the
  *      handlers only touch memory, a few microseconds each);
- *   3. declares silent units dead;
+ *   3. declares silent units dead, and places backups (manager_place.c);
  *   4. when the map changed: writes it (epoch + 1, one transaction), then
  *      publishes it;
  *   5. on their timers: publishes the map again, re-reads grid_partitions
@@ -42,6 +42,7 @@ typedef struct {
     grid_partition *spare; /* grid_db_refresh's scratch */
     grid_detector det;
     grid_msg_scratch scratch;
+    grid_place_scratch place;
     tg_wire_held held[TG_PU_PARTITIONS_MAX]; /* requests' arrays */
     tg_msg req, reply, map_msg;
     msgpack_sbuffer buf;
@@ -292,6 +293,7 @@ static void active_pass(manager *mg)
     serve_requests(mg);
     int64_t now = tg_mono_ns();
     grid_state_detect(&mg->map, &mg->det, now);
+    grid_state_place(&mg->map, mg->cfg.backups, &mg->place);
     if (mg->map.changed && !persist(mg)) {
         return;
     }
@@ -308,7 +310,7 @@ static tg_err config_check(const grid_manager_config *c)
               c->heartbeat_interval_ms <= TG_GRID_HEARTBEAT_INTERVAL_MS_MAX &&
               c->failure_timeout_ms >= 2 * c->heartbeat_interval_ms &&
               c->failure_timeout_ms <= TG_GRID_FAILURE_TIMEOUT_MS_MAX && c->republish_ms > 0 &&
-              c->standby_poll_ms > 0 && c->refresh_ms > 0;
+              c->standby_poll_ms > 0 && c->refresh_ms > 0 && c->backups <= TG_GRID_BACKUPS_MAX;
     return ok ? TG_OK : TG_EINVAL;
 }
 

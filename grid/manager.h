@@ -43,6 +43,7 @@
 #include <libpq-fe.h>
 
 #include "detector.h"
+#include "placement.h"
 #include "tixgrid/err.h"
 #include "tixgrid/limits.h"
 #include "tixgrid/wire.h"
@@ -79,6 +80,7 @@ typedef struct {
     uint32_t republish_ms;
     uint32_t standby_poll_ms;
     uint32_t refresh_ms;
+    uint32_t backups; /* backups wanted per partition, 0..TG_GRID_BACKUPS_MAX */
 } grid_manager_config;
 
 /* Runs the manager until should_stop(arg) is true (checked at every pass,
@@ -106,6 +108,14 @@ typedef struct {
     bool removing;        /* its row must be deleted, then the slot freed */
 } grid_member;
 
+/* What a backup of a partition last reported in a heartbeat. */
+typedef struct {
+    int32_t member;   /* its slot + 1; 0: an empty entry */
+    uint64_t epoch;   /* its epoch for the partition */
+    uint64_t applied; /* its last applied record */
+    bool in_sync;     /* its primary counted it in sync (the last repl_append said so) */
+} grid_backup_report;
+
 /* A partition of the map, with what its primary last reported. */
 typedef struct {
     uint32_t partition_id;
@@ -121,6 +131,9 @@ typedef struct {
     uint64_t log_head;
     uint64_t log_persisted;
     uint64_t unpersisted_age_ms;
+    /* The backups' own reports, by member (kept across changes of the list:
+     * an entry counts only while its member is a backup). */
+    grid_backup_report backup_reports[TG_GRID_BACKUPS_MAX];
 } grid_partition;
 
 typedef struct {
@@ -141,6 +154,9 @@ typedef struct {
 
 /* The member slot named name, or -1. */
 int32_t grid_member_find(const grid_map_state *m, const char *name);
+
+/* The report of backup slot i of p, or NULL when it sent none. */
+const grid_backup_report *grid_backup_report_find(const grid_partition *p, int32_t i);
 
 /* The partition with this id, or NULL (binary search). */
 grid_partition *grid_partition_find(grid_map_state *m, uint32_t partition_id);
@@ -173,6 +189,20 @@ void grid_state_activate(grid_map_state *m, const grid_detector *d, int64_t now_
 /* Builds the map (grid_map, epoch epoch) in out, pointing into scratch. */
 void grid_state_map_msg(const grid_map_state *m, uint64_t epoch, grid_msg_scratch *scratch,
                         tg_msg *out);
+
+/* Scratch for grid_state_place (one per manager; large). */
+typedef struct {
+    grid_place_member members[TG_GRID_MEMBERS_MAX];
+    grid_place_slot slots[TG_GRID_PARTITIONS_MAX];
+    uint32_t index[TG_GRID_PARTITIONS_MAX]; /* slot → index in m->parts */
+} grid_place_scratch;
+
+/* Gives every partition whose primary is dead its most up-to-date in-sync
+ * backup as primary, and every partition whose primary is alive up to
+ * backups_wanted backups on other alive units (placement.h); drops backups
+ * on units that are dead or leaving.  A partition that changes gets epoch
+ * + 1 and is marked dirty (manager_place.c).  Returns how many changed. */
+uint32_t grid_state_place(grid_map_state *m, uint32_t backups_wanted, grid_place_scratch *sc);
 
 /* After a successful write: clears dirty marks, frees removed slots, takes
  * the new epoch. */

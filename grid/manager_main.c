@@ -46,6 +46,7 @@ static const char usage[] =
     "  --standby-poll-ms N          a standby tries the lock this often, 10..5000\n"
     "                               (default 200)\n"
     "  --refresh-ms N               re-read grid_partitions this often (default 1000)\n"
+    "  --backups N                  backups wanted per partition, 0..8 (default 1)\n"
     "  --connect-timeout-s N        PostgreSQL connection timeout (default 10)\n"
     "  --log-level LEVEL            debug, info, warn or error (TIXGRID_LOG_LEVEL)\n"
     "  --help, --version\n"
@@ -98,6 +99,8 @@ static int parse_option(int c, options *o)
         return parse_ms("--standby-poll-ms", optarg, 10, 5000, &g->standby_poll_ms);
     case 'f':
         return parse_ms("--refresh-ms", optarg, 10, 60000, &g->refresh_ms);
+    case 'b':
+        return parse_ms("--backups", optarg, 0, TG_GRID_BACKUPS_MAX, &g->backups);
     case 'c':
         return parse_ms("--connect-timeout-s", optarg, 1, 3600, &g->connect_timeout_s);
     case 'L':
@@ -168,6 +171,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"republish-ms", required_argument, NULL, 'r'},
         {"standby-poll-ms", required_argument, NULL, 's'},
         {"refresh-ms", required_argument, NULL, 'f'},
+        {"backups", required_argument, NULL, 'b'},
         {"connect-timeout-s", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
@@ -179,6 +183,7 @@ static int parse_args(int argc, char **argv, options *o)
         .standby_poll_ms = GRID_STANDBY_POLL_MS_DEFAULT,
         .refresh_ms = GRID_REFRESH_MS_DEFAULT,
         .connect_timeout_s = 10,
+        .backups = 1,
     };
     int rc = parse_env(o);
     opterr = 0;

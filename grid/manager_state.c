@@ -16,12 +16,15 @@
  * to the first alive unit that reports holding it (replay loaded it there),
  * with its epoch raised above both the map's and the unit's; a unit that
  * reports a higher epoch than the map for a partition it is primary of
- * (replay --epoch) raises the map's.  Copies held by units that are not the
- * primary stay out of the map: they become backups with replication.
+ * (replay --epoch) raises the map's.  A primary's copy held by a unit that
+ * is not the map's primary stays out of the map.  A backup's copy (role
+ * backup in a heartbeat) is never adopted: its report (epoch, last applied
+ * record, in sync) is kept for failover while the map names it a backup.
  *
- * Death.  A dead unit stays the primary of its partitions: they are
- * unavailable (state primary_dead) until the unit comes back (it keeps its
- * segments across a crash) or, with replication, a backup is promoted.
+ * Death.  A dead unit's partitions go to their most up-to-date in-sync
+ * backup (manager_place.c); without one they stay unavailable (state
+ * primary_dead) until the unit comes back (it keeps its segments across a
+ * crash).
  *
  * Epochs.  m->epoch is the map's epoch as PostgreSQL holds it; any change
  * sets m->changed, and the loop writes the change under epoch + 1 and only
@@ -140,12 +143,57 @@ static uint64_t epoch_after(uint64_t a, uint64_t b)
     return top < TG_WIRE_ID_MAX ? top + 1 : TG_WIRE_ID_MAX;
 }
 
+const grid_backup_report *grid_backup_report_find(const grid_partition *p, int32_t i)
+{
+    for (uint32_t k = 0; k < TG_GRID_BACKUPS_MAX; k++) {
+        if (p->backup_reports[k].member == i + 1) {
+            return &p->backup_reports[k];
+        }
+    }
+    return NULL;
+}
+
+static bool is_backup(const grid_partition *p, int32_t i)
+{
+    for (uint32_t b = 0; b < p->backup_count; b++) {
+        if (p->backups[b] == i) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A backup's copy (slot i), reported by a heartbeat: kept only while the
+ * map names it a backup; the entry of a member that is no backup any more
+ * is reused. */
+static void apply_backup_report(grid_partition *p, int32_t i, const tg_wire_held *h)
+{
+    if (!is_backup(p, i)) {
+        return;
+    }
+    grid_backup_report *slot = (grid_backup_report *)grid_backup_report_find(p, i);
+    for (uint32_t k = 0; slot == NULL && k < TG_GRID_BACKUPS_MAX; k++) {
+        grid_backup_report *r = &p->backup_reports[k];
+        if (r->member == 0 || !is_backup(p, r->member - 1)) {
+            slot = r;
+        }
+    }
+    if (slot != NULL) {
+        *slot = (grid_backup_report){
+            .member = i + 1, .epoch = h->epoch, .applied = h->log_head, .in_sync = h->in_sync};
+    }
+}
+
 /* One partition a unit (slot i) says it holds. */
 static void apply_report(grid_map_state *m, int32_t i, const tg_wire_held *h, int64_t report_ns,
                          bool registering)
 {
     const grid_member *u = &m->members[i];
     grid_partition *p = grid_partition_find(m, h->partition_id);
+    if (p != NULL && h->role == TG_WIRE_HELD_BACKUP) {
+        apply_backup_report(p, i, h);
+        return; /* a replica is never adopted as a primary */
+    }
     if (p == NULL || (registering && h->event_id != p->event_id)) {
         if (registering) {
             tg_log_warn("manager: unit %s holds partition %u (event %llu), which grid_partitions "

@@ -525,7 +525,9 @@ ELEMENT(heartbeat_held, "heartbeat.held[]", tg_wire_held,
         F_UINT(HBH, tg_wire_held, epoch, 0, TG_WIRE_ID_MAX),
         F_UINT(HBH, tg_wire_held, log_head, 0, TG_WIRE_ID_MAX),
         F_UINT(HBH, tg_wire_held, log_persisted, 0, TG_WIRE_ID_MAX),
-        F_UINT(HBH, tg_wire_held, unpersisted_age_ms, 0, UINT64_MAX));
+        F_UINT(HBH, tg_wire_held, unpersisted_age_ms, 0, UINT64_MAX),
+        F_UINT(HBH, tg_wire_held, role, TG_WIRE_HELD_PRIMARY, TG_WIRE_HELD_BACKUP),
+        F_BOOL(HBH, tg_wire_held, in_sync));
 
 /* Requests. */
 BODY(booking_create, PARTITION(booking_create.partition_id), ID(booking_create.user_id));
@@ -579,7 +581,8 @@ BODY(repl_backups, PARTITION(repl_backups.partition_id), ID(repl_backups.epoch),
 BODY(repl_append, PARTITION(repl_append.partition_id), ID(repl_append.epoch),
      ID(repl_append.persisted),
      LIST_SPACE(repl_append.record_count, repl_append.records, TG_WIRE_LOG_RECORDS_MAX,
-                repl_append_record, SPACE_RECORDS));
+                repl_append_record, SPACE_RECORDS),
+     F_BOOL("", tg_msg, repl_append.in_sync));
 BODY(repl_snapshot, PARTITION(repl_snapshot.partition_id),
      U(repl_snapshot.phase, TG_WIRE_SNAPSHOT_BEGIN, TG_WIRE_SNAPSHOT_END),
      ID(repl_snapshot.epoch), ID(repl_snapshot.base_seq),

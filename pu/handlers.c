@@ -559,6 +559,9 @@ static tg_err on_repl_append(pu_ctx *c, pu_partition *p)
         wait_turn(e, p, records[0].seq);
     }
     tg_err err = pu_replica_apply(p, q->epoch, records, q->record_count, q->persisted, &applied);
+    if (err == TG_OK) {
+        __atomic_store_n(&e->in_sync, q->in_sync, __ATOMIC_RELEASE);
+    }
     pthread_cond_broadcast(&e->applied);
     pthread_mutex_unlock(&e->apply_lock);
     pu_partition_info info;
@@ -589,6 +592,7 @@ static tg_err snapshot_locked(pu_served *e, const __typeof__(((tg_msg *)0)->repl
         e->restore_began = err == TG_OK;
         if (err == TG_OK) {
             __atomic_store_n(&e->role, PU_ROLE_BACKUP, __ATOMIC_RELEASE);
+            __atomic_store_n(&e->in_sync, false, __ATOMIC_RELEASE);
         }
     } else if (!e->restore_began || ready) {
         return TG_EPARTITION_STATE;

@@ -23,8 +23,12 @@
  * epoch older than one it has seen.  The drain (log_read) and the backups
  * read it from there.  The map's backups of such a partition become its
  * replication links (repl.c): the primary streams to exactly the units the
- * map names.  Replicas this unit holds are not reported as held: the map
- * decides who the primary is, and a backup's copy must never be adopted.
+ * map names.  A registration lists primaries only (what the manager may
+ * adopt); heartbeats also list backups, with role backup, their last
+ * applied record and whether the primary counts them in sync: the manager
+ * promotes only such a backup.  A backup the map makes primary is promoted
+ * (pu_repl_promote); a primary the map replaces at a newer epoch is
+ * deposed (pu_repl_depose): it answers nothing it had not answered.
  *
  * Removal: a heartbeat reply with leave set makes the unit stop as after
  * SIGTERM (the signal is sent to the process; main's sigwait takes it).
@@ -123,17 +127,42 @@ static int compare_held(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Every partition this unit serves, ascending: m->held[0..n). */
-static uint32_t gather_held(pu_member *m)
+/* A backup's copy as a heartbeat reports it: its epoch, its last applied
+ * record, and whether its primary counts it in sync. */
+static tg_wire_held backup_held(pu_served *e)
+{
+    pu_partition_info info;
+    pu_partition_describe(e->p, &info);
+    uint64_t applied = info.applied_seq;
+    return (tg_wire_held){
+        .partition_id = info.partition_id,
+        .event_id = info.event_id,
+        .epoch = info.map_epoch,
+        .log_head = applied,
+        .log_persisted = info.log_persisted <= applied ? info.log_persisted : applied,
+        .role = TG_WIRE_HELD_BACKUP,
+        .in_sync = __atomic_load_n(&e->in_sync, __ATOMIC_ACQUIRE),
+    };
+}
+
+/* Every partition this unit serves, ascending: m->held[0..n).  Backups
+ * only when with_backups (heartbeats): a registration's list is what the
+ * manager may adopt, and a replica must never be adopted as a primary. */
+static uint32_t gather_held(pu_member *m, bool with_backups)
 {
     pu_server *s = m->srv;
     uint32_t n = 0, parts = __atomic_load_n(&s->part_count, __ATOMIC_ACQUIRE);
     int64_t now_ms = tg_mono_ns() / 1000000;
     for (uint32_t i = 0; i < parts && n < TG_PU_PARTITIONS_MAX; i++) {
         pu_served *e = &s->parts[i];
-        if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY ||
-            __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
-            continue; /* a replica is the map's backup, never a copy to adopt */
+        if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {
+            continue;
+        }
+        if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
+            if (with_backups) {
+                m->held[n++] = backup_held(e);
+            }
+            continue;
         }
         pu_partition_info info;
         pu_partition_describe(e->p, &info);
@@ -182,7 +211,7 @@ static void register_once(pu_member *m)
     snprintf(r->rep_url, sizeof(r->rep_url), "%s", s->cfg.listen_url);
     snprintf(r->pub_url, sizeof(r->pub_url), "%s", s->cfg.pub_url ? s->cfg.pub_url : "");
     snprintf(r->zone, sizeof(r->zone), "%s", m->zone);
-    r->held_count = gather_held(m);
+    r->held_count = gather_held(m, false);
     r->held = m->held;
     tg_err err = call(m, REGISTER_TIMEOUT_MS);
     if (err != TG_OK) {
@@ -219,7 +248,7 @@ static void heartbeat(pu_member *m)
     snprintf(m->msg.heartbeat.name, sizeof(m->msg.heartbeat.name), "%s", m->srv->name);
     m->msg.heartbeat.incarnation = m->incarnation;
     m->msg.heartbeat.map_epoch = m->map_epoch;
-    m->msg.heartbeat.held_count = gather_held(m);
+    m->msg.heartbeat.held_count = gather_held(m, true);
     m->msg.heartbeat.held = m->held;
     tg_err err = call(m, m->interval_ms);
     if (err == TG_OK && m->reply.heartbeat_ok.leave && !m->leaving) {
@@ -259,6 +288,64 @@ static void follow_backups(pu_member *m, const tg_msg *map, const tg_wire_placem
     }
 }
 
+static bool names_backup(const tg_wire_placement *p, int32_t me)
+{
+    for (uint32_t b = 0; b < p->backups.count; b++) {
+        if ((int32_t)p->backups.members[b] == me) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A partition this unit holds that the map gives to another primary (or
+ * lists this unit as a backup of).  A backup takes the map's epoch at once,
+ * so that it refuses the old primary even before the new one reaches it; a
+ * primary that sees a newer epoch with another primary is deposed. */
+static void follow_other(pu_member *m, const tg_wire_placement *p, int32_t me, pu_served *e)
+{
+    pu_partition_info info;
+    pu_partition_describe(e->p, &info);
+    if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
+        if (names_backup(p, me)) {
+            (void)pu_partition_raise_epoch(e->p, p->epoch);
+        }
+        return;
+    }
+    if (p->primary >= 0 && p->epoch > info.map_epoch) {
+        pu_repl_depose(m->srv, e);
+        pu_repl_configure(m->srv, e, NULL, 0); /* its links: nothing to stream any more */
+    }
+}
+
+/* The map's placement of one partition, for this unit (member index me). */
+static void follow_placement(pu_member *m, const tg_msg *map, const tg_wire_placement *p,
+                             int32_t me)
+{
+    pu_partition *part = pu_server_find(m->srv, p->partition_id);
+    pu_served *e = part != NULL ? pu_server_entry(m->srv, p->partition_id) : NULL;
+    if (part == NULL || __atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {
+        return;
+    }
+    if (p->primary != me) {
+        follow_other(m, p, me, e);
+        return;
+    }
+    if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
+        pu_repl_promote(m->srv, e, p->epoch); /* the manager chose it: it was in sync */
+    }
+    pu_partition_info before;
+    pu_partition_describe(part, &before);
+    uint64_t now = pu_partition_raise_epoch(part, p->epoch);
+    if (now != before.map_epoch) {
+        tg_log_info("pu %s: partition %u now at epoch %llu (map %llu)", m->srv->name,
+                    p->partition_id, (unsigned long long)now,
+                    (unsigned long long)map->grid_map.epoch);
+    }
+    /* After the epoch: links send the new one, which the backups then hold. */
+    follow_backups(m, map, p);
+}
+
 static void apply_map(pu_member *m, const tg_msg *map)
 {
     const __typeof__(map->grid_map) *g = &map->grid_map;
@@ -270,20 +357,7 @@ static void apply_map(pu_member *m, const tg_msg *map)
         me = strcmp(g->members[i].name, m->srv->name) == 0 ? (int32_t)i : -1;
     }
     for (uint32_t k = 0; me >= 0 && k < g->placement_count; k++) {
-        const tg_wire_placement *p = &g->placements[k];
-        pu_partition *part = p->primary == me ? pu_server_find(m->srv, p->partition_id) : NULL;
-        pu_served *e = part != NULL ? pu_server_entry(m->srv, p->partition_id) : NULL;
-        if (part == NULL || __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) != PU_ROLE_PRIMARY) {
-            continue; /* a replica the map makes primary: promotion, not yet */
-        }
-        follow_backups(m, map, p);
-        pu_partition_info before;
-        pu_partition_describe(part, &before);
-        uint64_t now = pu_partition_raise_epoch(part, p->epoch);
-        if (now != before.map_epoch) {
-            tg_log_info("pu %s: partition %u now at epoch %llu (map %llu)", m->srv->name,
-                        p->partition_id, (unsigned long long)now, (unsigned long long)g->epoch);
-        }
+        follow_placement(m, map, &g->placements[k], me);
     }
     m->map_epoch = g->epoch;
 }

@@ -148,6 +148,12 @@ void pu_partition_describe(const pu_partition *p, pu_partition_info *out);
  * partition has afterwards.  Any thread (one CAS loop on the header). */
 uint64_t pu_partition_raise_epoch(pu_partition *p, uint64_t epoch);
 
+/* Marks the copy a replica (a deposed primary, which may then be filled by
+ * state transfer) or not (a promoted backup, which then sells and logs its
+ * own records after the ones it applied).  The caller holds the served
+ * entry's apply_lock, so no repl_append is half applied. */
+void pu_partition_set_replica(pu_partition *p, bool replica);
+
 typedef struct {
     char name[TG_NAME_BYTES];
     int64_t price_minor;

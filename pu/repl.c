@@ -118,6 +118,7 @@ typedef struct pu_link {
     uint64_t records_sent, snapshots, snapshot_items; /* atomic */
     bool refused_logged;
     bool release_due; /* an ack came in whose replies are not sent yet */
+    bool announce;    /* just in sync: tell the backup, even if no record follows */
     link_slot slots[REPL_IN_FLIGHT];
     uint32_t oldest, in_flight; /* the slots in flight: a ring; link thread */
     msgpack_sbuffer buf;
@@ -135,6 +136,7 @@ struct pu_repl_part {
     pu_ctx *parked;
     uint64_t released; /* replies for records up to here may go */
     bool stopping;
+    bool deposed; /* another primary has a newer epoch: nothing is released again */
 };
 
 /* ---- Parked replies ------------------------------------------------------------ */
@@ -143,6 +145,9 @@ struct pu_repl_part {
  * sync (no reply waits for a backup that could not take over yet). */
 static uint64_t release_mark(pu_repl_part *r)
 {
+    if (r->deposed) {
+        return 0; /* its backups follow another primary: no ack of ours means anything */
+    }
     uint64_t mark = UINT64_MAX;
     for (uint32_t i = 0; i < r->link_count; i++) {
         pu_link *l = r->links[i];
@@ -190,8 +195,9 @@ bool pu_repl_park(pu_ctx *c)
     pu_repl_part *r = __atomic_load_n(&c->park_entry->repl, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&r->lock);
     r->released = release_mark(r);
-    bool park = c->park_seq > r->released || r->stopping;
-    if (r->stopping) {
+    bool drop = r->stopping || r->deposed;
+    bool park = c->park_seq > r->released || drop;
+    if (drop) {
         nng_msg_free(nng_aio_get_msg(c->aio)); /* never acknowledged: never answered */
         __atomic_store_n(&c->state, PU_CTX_IDLE, __ATOMIC_SEQ_CST);
     } else if (park) {
@@ -306,9 +312,13 @@ static void link_set_state(pu_link *l, uint32_t state)
     send_released(released);
 }
 
-/* An error from the backup: what the link does next. */
+/* An error from the backup: what the link does next.  A stale epoch means
+ * the backup follows a newer primary: this one is deposed. */
 static void link_refused(pu_link *l, tg_err err)
 {
+    if (err == TG_ESTALE_EPOCH) {
+        pu_repl_depose(l->part->srv, l->part->entry);
+    }
     if (!l->refused_logged) {
         tg_log_warn("pu %s: partition %u: backup %s refused: %s", l->part->srv->name,
                     l->part->entry->id, l->name, tg_errname(err));
@@ -495,7 +505,8 @@ static void append_message(pu_link *l, uint32_t n)
         .epoch = info.map_epoch,
         .persisted = info.log_persisted <= info.log_head ? info.log_persisted : info.log_head,
         .record_count = n,
-        .records = l->scratch->wire};
+        .records = l->scratch->wire,
+        .in_sync = __atomic_load_n(&l->state, __ATOMIC_ACQUIRE) == TG_REPL_LINK_IN_SYNC};
 }
 
 /* True when the ring no longer holds the record at seq. */
@@ -705,6 +716,21 @@ static uint32_t link_ack(pu_link *l, uint32_t state)
     return applied >= s->head ? TG_REPL_LINK_IN_SYNC : state;
 }
 
+/* An empty repl_append that tells a backup it is in sync (it reports that
+ * to the manager, which promotes only an in-sync backup): the batches
+ * carry it too, but an idle partition sends none. */
+static uint32_t link_announce(pu_link *l, uint32_t state)
+{
+    append_message(l, 0);
+    tg_err err = link_call(l);
+    l->announce = err != TG_OK;
+    if (err != TG_OK && err != TG_ETIMEDOUT) {
+        link_refused(l, err);
+        return TG_REPL_LINK_PROBING;
+    }
+    return state;
+}
+
 /* One step of streaming: send a batch if a slot is free and records are
  * there, else take the oldest reply, else wait.  A link is in sync once an
  * ack covers the head it saw before reading its batch. */
@@ -713,6 +739,9 @@ static uint32_t link_stream(pu_link *l, uint32_t state)
     pu_partition *p = l->part->entry->p;
     if (l->in_flight == 0 && cursor_lost(p, l->cursor)) {
         return link_fill(l);
+    }
+    if (l->in_flight == 0 && l->announce) {
+        return link_announce(l, state);
     }
     if (l->in_flight < REPL_IN_FLIGHT && slot_send(l)) {
         link_release(l); /* the last ack's replies, while this batch travels */
@@ -741,6 +770,7 @@ static void *link_main(void *arg)
         }
         if (next != state) {
             link_set_state(l, next);
+            l->announce = next == TG_REPL_LINK_IN_SYNC;
         }
         if (next == TG_REPL_LINK_PROBING && state == TG_REPL_LINK_PROBING) {
             sleep_ms(REPL_IDLE_WAIT_MS); /* unreachable: do not spin */
@@ -953,6 +983,47 @@ static void drop_parked_locked(pu_repl_part *r)
         nng_msg_free(nng_aio_get_msg(c->aio));
         __atomic_store_n(&c->state, PU_CTX_IDLE, __ATOMIC_SEQ_CST);
     }
+}
+
+void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch)
+{
+    pthread_mutex_lock(&e->apply_lock);
+    uint64_t now = pu_partition_raise_epoch(e->p, epoch);
+    pu_partition_set_replica(e->p, false);
+    __atomic_store_n(&e->in_sync, false, __ATOMIC_RELEASE);
+    __atomic_store_n(&e->role, PU_ROLE_PRIMARY, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&e->apply_lock);
+    pu_repl_part *r = __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE);
+    if (r != NULL) {
+        pthread_mutex_lock(&r->lock);
+        r->deposed = false;
+        pthread_mutex_unlock(&r->lock);
+    }
+    pu_partition_info info;
+    pu_partition_describe(e->p, &info);
+    tg_log_info("pu %s: partition %u promoted to primary at epoch %llu (last applied %llu)",
+                s->name, e->id, (unsigned long long)now, (unsigned long long)info.log_head);
+}
+
+void pu_repl_depose(pu_server *s, pu_served *e)
+{
+    pu_repl_part *r = __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE);
+    if (r != NULL) {
+        pthread_mutex_lock(&r->lock);
+        r->deposed = true;
+        drop_parked_locked(r);
+        pthread_mutex_unlock(&r->lock);
+    }
+    if (__atomic_exchange_n(&e->role, PU_ROLE_BACKUP, __ATOMIC_ACQ_REL) == PU_ROLE_BACKUP) {
+        return;
+    }
+    pthread_mutex_lock(&e->apply_lock);
+    pu_partition_set_replica(e->p, true);
+    __atomic_store_n(&e->in_sync, false, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&e->apply_lock);
+    tg_log_warn("pu %s: partition %u: deposed (a newer primary exists): its unacknowledged "
+                "replies are dropped and it serves reads only",
+                s->name, e->id);
 }
 
 void pu_repl_stop(pu_server *s)

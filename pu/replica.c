@@ -247,15 +247,18 @@ static void trim_to(pu_partition *p, uint64_t persisted)
     }
 }
 
+/* The epoch is checked first: a backup promoted to primary answers its old
+ * primary stale_epoch, not partition_state, so that the old one knows it is
+ * deposed (repl.c) instead of trying to fill it. */
 static tg_err replica_state(pu_partition *p, uint64_t epoch)
 {
     pu_header *h = p->hdr;
+    if (epoch < __atomic_load_n(&h->map_epoch, __ATOMIC_ACQUIRE)) {
+        return TG_ESTALE_EPOCH;
+    }
     if (__atomic_load_n(&h->replica, __ATOMIC_ACQUIRE) == 0 ||
         __atomic_load_n(&h->restoring, __ATOMIC_ACQUIRE) != 0) {
         return TG_EPARTITION_STATE;
-    }
-    if (epoch < __atomic_load_n(&h->map_epoch, __ATOMIC_ACQUIRE)) {
-        return TG_ESTALE_EPOCH;
     }
     return TG_OK;
 }

@@ -537,6 +537,11 @@ uint64_t pu_partition_raise_epoch(pu_partition *p, uint64_t epoch)
     return seen >= epoch ? seen : __atomic_load_n(&p->hdr->map_epoch, __ATOMIC_ACQUIRE);
 }
 
+void pu_partition_set_replica(pu_partition *p, bool replica)
+{
+    __atomic_store_n(&p->hdr->replica, replica ? 1 : 0, __ATOMIC_RELEASE);
+}
+
 tg_err pu_section_get(const pu_partition *p, uint32_t section, pu_section_info *out)
 {
     if (section >= p->hdr->section_count) {

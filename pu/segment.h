@@ -73,7 +73,7 @@ typedef struct {
     uint64_t last_applied_seq; /* replicas: last replicated record applied (replica.c) */
     uint64_t bookings_created; /* atomic counter */
     uint32_t restoring;        /* 1 from a restore's creation until pu_restore_end */
-    uint32_t replica;          /* 1: a backup's copy, written only by pu_replica_* */
+    uint32_t replica;          /* 1: a backup's copy; pu_replica_* and pu_partition_set_replica */
     uint8_t reserved1[32];
 
     /* Log cursors, each on its own line: writers and the persister would

@@ -63,6 +63,7 @@ typedef struct {
     pthread_mutex_t apply_lock; /* backups: one repl_append or repl_snapshot at a time */
     pthread_cond_t applied;     /* backups: signalled after every repl_append (apply_lock) */
     pu_repl_part *repl;         /* NULL until backups are named; then fixed; atomic */
+    bool in_sync; /* backups: what the last repl_append applied said; atomic (member.c reports it) */
     uint64_t pub_cursor; /* next log seq to read for publishing */
     uint64_t pub_from;   /* first seq the next event covers */
     uint32_t sample_next;
@@ -170,6 +171,19 @@ void pu_repl_stop(pu_server *s);
 
 /* Frees what pu_repl_configure allocated (after pu_repl_stop). */
 void pu_repl_free(pu_server *s);
+
+/* A backup the map makes the primary: under the apply lock (no
+ * repl_append half applied), raises the epoch to the map's (so the old
+ * primary's records are refused from now on), makes the copy a primary
+ * and serves it as one.  The caller then names its backups. */
+void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch);
+
+/* A primary that learned it is deposed (a backup refused its epoch, or the
+ * map names another primary at a newer epoch): drops the parked replies
+ * unsent, releases none from then on, and serves the partition as a
+ * backup (reads only; a new primary may fill it).  Idempotent; any thread
+ * but e's link threads' callers of configure. */
+void pu_repl_depose(pu_server *s, pu_served *e);
 
 /* Fills a repl_status_ok for a primary partition. */
 void pu_repl_status(pu_served *e, tg_msg *rep);

@@ -329,9 +329,16 @@ typedef struct {
     uint64_t unpersisted_age_ms; /* age of its oldest unpersisted change; 0 none */
 } tg_wire_placement;
 
+/* What a held partition is on the unit that reports it (heartbeat). */
+typedef enum {
+    TG_WIRE_HELD_PRIMARY = 0,
+    TG_WIRE_HELD_BACKUP = 1, /* a replica the map named: a candidate for promotion */
+} tg_wire_held_role;
+
 /* A partition a unit holds, as pu_register (partition_id, event_id, epoch,
- * log_head, log_persisted) and heartbeat (partition_id, epoch, log_head,
- * log_persisted, unpersisted_age_ms) report it. */
+ * log_head, log_persisted: primaries only) and heartbeat (partition_id,
+ * epoch, log_head, log_persisted, unpersisted_age_ms, role, in_sync)
+ * report it.  For a backup, log_head is its last applied record. */
 typedef struct {
     uint32_t partition_id;
     uint64_t event_id;
@@ -339,6 +346,8 @@ typedef struct {
     uint64_t log_head;
     uint64_t log_persisted; /* <= log_head */
     uint64_t unpersisted_age_ms;
+    uint32_t role; /* tg_wire_held_role */
+    bool in_sync;  /* backups: the last repl_append applied said the primary counts it in sync */
 } tg_wire_held;
 
 /* ---- The message -------------------------------------------------------- */
@@ -461,6 +470,7 @@ typedef struct {
             uint64_t persisted; /* the primary's persisted mark */
             uint32_t record_count;
             tg_wire_log_record *records; /* space: records; consecutive seqs; none: a probe */
+            bool in_sync; /* the primary holds its replies for this backup's acks */
         } repl_append;
         struct {
             uint32_t partition_id;

@@ -379,7 +379,9 @@ Test(grid_manager, units_register_and_appear_in_the_status_and_in_postgresql)
 {
     static hx_unit u1, u2;
     database_start(true);
-    manager_start(0, NULL, NULL);
+    /* No backups: the map shown here is the units' own partitions alone
+     * (backups are failover_test.c's). */
+    manager_start(0, "--backups", "0");
     unit_start(&u1, 1, "zone-a");
     unit_start(&u2, 2, NULL);
     json_t *root = wait_for(
@@ -559,7 +561,8 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitio
 {
     static hx_unit empty, busy;
     database_start(true);
-    manager_start(0, NULL, NULL);
+    /* No backups, so that the empty unit stays empty and can be removed. */
+    manager_start(0, "--backups", "0");
     unit_start(&empty, 0, NULL);
     unit_start(&busy, 1, NULL);
     json_decref(

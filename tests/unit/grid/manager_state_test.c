@@ -6,7 +6,8 @@
  * with a made-up monotonic clock; the failure detector is the real one.
  * Each test reads as a rule: who may send heartbeats, when a partition is
  * adopted and at which epoch, what a death changes, what remove-pu may do,
- * what the status and the published map say.
+ * what the status and the published map say, where backups go and which
+ * backup replaces a dead primary (grid_state_place).
  */
 #include <criterion/criterion.h>
 
@@ -294,4 +295,122 @@ Test(manager_state, the_published_map_numbers_members_and_skips_removed_ones)
     msgpack_sbuffer_init(&sb);
     cr_assert_eq(tg_wire_encode_event(&map, &sb, NULL), TG_OK);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- Backups and failover (manager_place.c) ---------------------------------- */
+
+static grid_place_scratch *place_scratch(void)
+{
+    static grid_place_scratch *sc;
+    if (sc == NULL) {
+        sc = calloc(1, sizeof(*sc));
+        cr_assert(sc != NULL);
+    }
+    return sc;
+}
+
+/* A heartbeat of name reporting a backup copy of partition 1. */
+static tg_err backup_heartbeat(const char *name, uint64_t epoch, uint64_t applied, bool in_sync,
+                               int64_t now)
+{
+    memset(&req, 0, sizeof(req));
+    req.type = TG_WIRE_HEARTBEAT;
+    snprintf(req.heartbeat.name, sizeof(req.heartbeat.name), "%s", name);
+    req.heartbeat.incarnation = 200;
+    held[0] = (tg_wire_held){.partition_id = 1,
+                             .epoch = epoch,
+                             .log_head = applied,
+                             .log_persisted = 0,
+                             .role = TG_WIRE_HELD_BACKUP,
+                             .in_sync = in_sync};
+    req.heartbeat.held_count = 1;
+    req.heartbeat.held = held;
+    grid_state_handle(m, &env, &req, now, scratch, &rep);
+    return rep.type == TG_WIRE_ERROR ? (tg_err)rep.error.code : TG_OK;
+}
+
+/* pu1 holds partition 1; pu2 and pu3 join empty and become its backups. */
+static grid_partition *two_backups(void)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    cr_assert_eq(do_register("pu2", 200, NULL, 0, 0), TG_OK);
+    cr_assert_eq(do_register("pu3", 200, NULL, 0, 0), TG_OK);
+    grid_partition *p = grid_partition_find(m, 1);
+    uint64_t adopted = p->epoch;
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 1);
+    cr_assert_eq(p->backup_count, 2);
+    cr_assert_eq(p->epoch, adopted + 1, "new backups raise the partition's epoch");
+    cr_assert(p->dirty);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 0, "a valid placement stays");
+    grid_state_persisted(m, m->epoch + 1);
+    return p;
+}
+
+/* pu1 falls silent; pu2 and pu3 send the reports given until 1010 ms,
+ * when pu1 is declared dead. */
+static void primary_dies(uint64_t epoch, uint64_t applied2, bool sync2, uint64_t applied3,
+                         bool sync3)
+{
+    for (int64_t t = 0; t <= 1010 * MS; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+        if (t % (100 * MS) == 0) {
+            cr_assert_eq(backup_heartbeat("pu2", epoch, applied2, sync2, t), TG_OK);
+            cr_assert_eq(backup_heartbeat("pu3", epoch, applied3, sync3, t), TG_OK);
+        }
+    }
+    cr_assert_eq(grid_state_detect(m, &det, 1010 * MS), 1);
+}
+
+Test(manager_state, a_dead_primary_is_replaced_by_its_in_sync_backup_with_the_most_records)
+{
+    grid_partition *p = two_backups();
+    uint64_t epoch = p->epoch;
+    primary_dies(epoch, 40, true, 41, true);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 1);
+    cr_assert_eq(p->primary, grid_member_find(m, "pu3"), "41 records applied beat 40");
+    cr_assert_eq(p->epoch, epoch + 1);
+    cr_assert_eq(p->backup_count, 1, "pu2 stays a backup; the dead unit is none");
+    cr_assert_eq(p->backups[0], grid_member_find(m, "pu2"));
+    cr_assert(p->dirty && m->changed);
+}
+
+Test(manager_state, a_backup_that_is_not_in_sync_is_never_promoted)
+{
+    grid_partition *p = two_backups();
+    uint64_t epoch = p->epoch;
+    primary_dies(epoch, 40, true, 99, false);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 1);
+    cr_assert_eq(p->primary, grid_member_find(m, "pu2"),
+                 "pu3 has more records, not all acked ones");
+    grid_state_persisted(m, m->epoch + 1);
+
+    /* Neither in sync: the partition waits for its primary. */
+    teardown();
+    setup();
+    p = two_backups();
+    epoch = p->epoch;
+    int32_t dead = p->primary;
+    primary_dies(epoch, 40, false, 41, false);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 0);
+    cr_assert_eq(p->primary, dead);
+    cr_assert_eq(p->epoch, epoch);
+    const tg_msg *s = status_at(1010 * MS);
+    cr_assert_eq(s->grid_status_ok.placements[0].state, TG_PLACEMENT_PRIMARY_DEAD);
+}
+
+Test(manager_state, a_backup_ahead_of_the_maps_epoch_or_dead_is_not_promoted)
+{
+    grid_partition *p = two_backups();
+    uint64_t epoch = p->epoch;
+    int32_t dead = p->primary;
+    primary_dies(epoch + 1, 40, true, 41, true); /* an epoch the map never gave */
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 0);
+    cr_assert_eq(p->primary, dead);
+}
+
+Test(manager_state, a_backup_report_never_adopts_a_partition)
+{
+    cr_assert_eq(do_register("pu2", 200, NULL, 0, 0), TG_OK);
+    cr_assert_eq(backup_heartbeat("pu2", 1, 40, true, 10 * MS), TG_OK);
+    cr_assert_eq(grid_partition_find(m, 1)->primary, -1);
 }

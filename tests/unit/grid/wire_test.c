@@ -354,6 +354,7 @@ static void gen_repl_append(int v, tg_msg *m)
     m->repl_append.persisted = pick(v, 0, TG_WIRE_ID_MAX);
     m->repl_append.record_count = n;
     m->repl_append.records = src_records;
+    m->repl_append.in_sync = v == V_MAX || (v == V_RANDOM && rnd() % 2);
     for (uint32_t i = 0; i < n; i++) {
         gen_log_record(v, &src_records[i], first + i);
     }
@@ -728,6 +729,8 @@ static void gen_held(int v, bool registering, uint32_t *count, tg_wire_held **ou
         h->log_head = pick(v, 0, TG_WIRE_ID_MAX);
         h->log_persisted = pick(v, 0, h->log_head);
         h->unpersisted_age_ms = registering ? 0 : pick(v, 0, UINT64_MAX);
+        h->role = registering ? TG_WIRE_HELD_PRIMARY : (uint32_t)pick(v, 0, TG_WIRE_HELD_BACKUP);
+        h->in_sync = !registering && (v == V_MAX || (v == V_RANDOM && rnd() % 2));
     }
 }
 
@@ -1437,17 +1440,17 @@ Test(wire_reject, trailing_bytes_and_truncation)
 Test(wire_reject, replication_messages_that_break_the_schema)
 {
     /* repl_append: partition 1, epoch 7, persisted 2, records 3 and 5. */
-    expect_reject("96 18 01 01 07 02 92 98 03 00 00 00 00 00 00 00 98 05 00 00 00 00 00 00 00",
+    expect_reject("97 18 01 01 07 02 92 98 03 00 00 00 00 00 00 00 98 05 00 00 00 00 00 00 00 c2",
                   "repl_append.records: sequence numbers are not consecutive");
-    expect_reject("96 18 01 01 07 02 91 98 03 01 00 00 cf e0 00 00 00 00 00 00 00 00 00 00",
+    expect_reject("97 18 01 01 07 02 91 98 03 01 00 00 cf e0 00 00 00 00 00 00 00 00 00 00 c2",
                   "repl_append.records[].word: seat word has no valid state");
-    expect_reject("96 18 01 01 07 02 91 98 00 00 00 00 00 00 00 00",
+    expect_reject("97 18 01 01 07 02 91 98 00 00 00 00 00 00 00 00 c2",
                   "repl_append.records[].seq: out of range");
-    expect_reject("96 18 01 01 07 02 91 97 03 00 00 00 00 00 00",
+    expect_reject("97 18 01 01 07 02 91 97 03 00 00 00 00 00 00 c2",
                   "repl_append.records[]: wrong number of fields");
-    expect_reject("96 18 01 01 07 02 c0", "repl_append.records: not an array");
-    expect_reject("96 18 01 01 d0 ff 02 90", "repl_append.epoch: out of range");
-    expect_reject("95 18 01 01 07 02", "repl_append: wrong number of fields");
+    expect_reject("97 18 01 01 07 02 c0 c2", "repl_append.records: not an array");
+    expect_reject("97 18 01 01 d0 ff 02 90 c2", "repl_append.epoch: out of range");
+    expect_reject("96 18 01 01 07 02 90", "repl_append: wrong number of fields");
     /* repl_backups: partition 1, epoch 2. */
     expect_reject("95 17 01 01 02 91 92 a0 a1 75", "repl_backups.backups[].name: empty");
     expect_reject("95 17 01 01 02 91 92 a1 62 a0", "repl_backups.backups[].rep_url: empty");
@@ -1825,7 +1828,7 @@ Test(wire, grid_requests_map_to_their_replies_sixteen_types_on)
 
 Test(wire, grid_messages_have_the_documented_layout)
 {
-    /* heartbeat ["pu1", incarnation 7, map epoch 3, [[5, 2, 10, 9, 0]]] */
+    /* heartbeat ["pu1", incarnation 7, map epoch 3, [[5, 2, 10, 9, 0, 0, false]]] */
     memset(&msg_a, 0, sizeof(msg_a));
     tg_wire_held held = {.partition_id = 5, .epoch = 2, .log_head = 10, .log_persisted = 9};
     msg_a.type = TG_WIRE_HEARTBEAT;
@@ -1836,7 +1839,7 @@ Test(wire, grid_messages_have_the_documented_layout)
     msg_a.heartbeat.held = &held;
     encode_ok(&msg_a, &sb);
     uint8_t want[64];
-    size_t n = hex_to_bytes("96 cc a2 01 a3 70 75 31 07 03 91 95 05 02 0a 09 00", want,
+    size_t n = hex_to_bytes("96 cc a2 01 a3 70 75 31 07 03 91 97 05 02 0a 09 00 00 c2", want,
                             sizeof(want));
     cr_assert_eq(sb.size, n);
     cr_assert_eq(memcmp(sb.data, want, n), 0);
@@ -1964,10 +1967,10 @@ Test(wire_reject, unit_reports_that_break_the_rules_across_fields)
     expect_reject("98 cc a1 01 a0 01 a1 75 a0 a0 90", "pu_register.name: empty");
     expect_reject("98 cc a1 01 a1 70 01 a0 a0 a0 90", "pu_register.rep_url: empty");
     expect_reject("98 cc a1 01 a1 70 00 a1 75 a0 a0 90", "pu_register.incarnation: out of range");
-    expect_reject("96 cc a2 01 a3 70 75 31 07 03 91 95 05 02 0a 0b 00",
+    expect_reject("96 cc a2 01 a3 70 75 31 07 03 91 97 05 02 0a 0b 00 00 c2",
                   "heartbeat.held[].log_persisted: beyond log_head");
     expect_reject("96 cc a2 01 a0 07 03 90", "heartbeat.name: empty");
-    expect_reject("96 cc a2 01 a3 70 75 31 07 03 91 94 05 02 0a 09",
+    expect_reject("96 cc a2 01 a3 70 75 31 07 03 91 96 05 02 0a 09 00 00",
                   "heartbeat.held[]: wrong number of fields");
     expect_reject("93 cc a4 01 a0", "pu_remove.name: empty");
     expect_reject("93 cc a4 01 01", "pu_remove.name: not a string");

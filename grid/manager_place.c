@@ -1,0 +1,139 @@
+/*
+ * manager_place.c — the manager's use of placement.h: backups for every
+ * partition that is served (see manager.h, grid_state_place).
+ *
+ * Failover.  A partition whose primary is dead gets its most up-to-date
+ * backup as primary — among the alive backups whose last heartbeat said
+ * they are in sync (their primary waited for their acks before answering
+ * anybody, so every acknowledged change is on them) at an epoch not above
+ * the map's; the highest applied record wins, ties to the lowest slot.
+ * placement.h does the swap (a dead primary is replaced by its first
+ * backup), then gives the partition a new backup in the same pass.  With no
+ * such backup the partition stays primary_dead: promoting a copy that may
+ * lack acknowledged changes would sell seats already sold.
+ *
+ * Only a partition with a live primary (or one just promoted) gets new
+ * backups: the primary fills a new backup by state transfer (pu/repl.c),
+ * so a backup placed for a dead primary would be an empty copy.  A backup
+ * on a unit that died or is leaving is dropped at once: a primary waits
+ * for every in-sync backup before it answers a client, so a dead backup
+ * left in the map would stop the partition's sales.  A leaving primary is
+ * left alone (remove-pu refuses a unit that holds partitions; moving them
+ * is the drain's job, not failover's).  Every change of a partition's backups raises its
+ * epoch, so that the primary (and every backup) sees the new set as newer.
+ *
+ * Rejected: placing backups as soon as a unit registers, inside the
+ * request handler (the loop would place once per registration instead of
+ * once per pass, and loads would be counted while the map is half built).
+ */
+#include "manager.h"
+#include "placement.h"
+
+#include "tixgrid/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static bool member_eligible(const grid_member *u)
+{
+    return u->name[0] != '\0' && !u->removing && u->state == TG_MEMBER_ALIVE;
+}
+
+/* The backup of p to promote (a member slot), or -1. */
+static int32_t promotion_candidate(const grid_map_state *m, const grid_partition *p)
+{
+    int32_t best = -1;
+    uint64_t best_applied = 0;
+    for (uint32_t b = 0; b < p->backup_count; b++) {
+        int32_t i = p->backups[b];
+        const grid_backup_report *r = grid_backup_report_find(p, i);
+        if (!member_eligible(&m->members[i]) || r == NULL || !r->in_sync || r->epoch > p->epoch) {
+            continue;
+        }
+        if (best < 0 || r->applied > best_applied) {
+            best = i;
+            best_applied = r->applied;
+        }
+    }
+    return best;
+}
+
+/* Fills slot s from p; false when p is left alone this pass (unplaced, or
+ * its primary is dead and no backup can take over). */
+static bool slot_fill(const grid_map_state *m, const grid_partition *p, grid_place_slot *s)
+{
+    if (p->primary < 0) {
+        return false;
+    }
+    *s = (grid_place_slot){.primary = p->primary, .backup_count = p->backup_count};
+    memcpy(s->backups, p->backups, sizeof(s->backups));
+    const grid_member *primary = &m->members[p->primary];
+    if (member_eligible(primary)) {
+        return true;
+    }
+    if (primary->state != TG_MEMBER_DEAD) {
+        return false; /* leaving: see the top of this file */
+    }
+    int32_t best = promotion_candidate(m, p);
+    if (best < 0) {
+        return false;
+    }
+    s->backups[0] = best; /* placement promotes the first backup */
+    s->backup_count = 1;
+    for (uint32_t b = 0; b < p->backup_count; b++) {
+        if (p->backups[b] != best) {
+            s->backups[s->backup_count++] = p->backups[b];
+        }
+    }
+    return true;
+}
+
+static bool slot_same(const grid_partition *p, const grid_place_slot *s)
+{
+    return p->primary == s->primary && p->backup_count == s->backup_count &&
+           memcmp(p->backups, s->backups, s->backup_count * sizeof(s->backups[0])) == 0;
+}
+
+/* Takes what placement decided for p; true when p changed. */
+static bool slot_apply(grid_map_state *m, grid_partition *p, const grid_place_slot *s)
+{
+    if (slot_same(p, s)) {
+        return false;
+    }
+    if (p->primary != s->primary) {
+        tg_log_warn("manager: partition %u: primary %s is dead: backup %s promoted",
+                    p->partition_id, m->members[p->primary].name, m->members[s->primary].name);
+    }
+    p->primary = s->primary;
+    p->report_ns = 0; /* the new primary's own report is still to come */
+    p->backup_count = s->backup_count;
+    memcpy(p->backups, s->backups, sizeof(p->backups));
+    p->epoch = p->epoch < TG_WIRE_ID_MAX ? p->epoch + 1 : TG_WIRE_ID_MAX;
+    p->dirty = true;
+    m->changed = true;
+    tg_log_info("manager: partition %u: primary %s, %u backups%s%s (epoch %llu)", p->partition_id,
+                m->members[p->primary].name, p->backup_count, p->backup_count > 0 ? ", first " : "",
+                p->backup_count > 0 ? m->members[p->backups[0]].name : "",
+                (unsigned long long)p->epoch);
+    return true;
+}
+
+uint32_t grid_state_place(grid_map_state *m, uint32_t backups_wanted, grid_place_scratch *sc)
+{
+    for (uint32_t i = 0; i < TG_GRID_MEMBERS_MAX; i++) {
+        const grid_member *u = &m->members[i];
+        sc->members[i] = (grid_place_member){.zone = u->zone, .eligible = member_eligible(u)};
+    }
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < m->part_count; k++) {
+        if (slot_fill(m, &m->parts[k], &sc->slots[n])) {
+            sc->index[n++] = k;
+        }
+    }
+    grid_place(sc->members, TG_GRID_MEMBERS_MAX, sc->slots, n, backups_wanted, NULL);
+    uint32_t changed = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        changed += slot_apply(m, &m->parts[sc->index[j]], &sc->slots[j]) ? 1 : 0;
+    }
+    return changed;
+}
