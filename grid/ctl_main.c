@@ -25,8 +25,9 @@ static const char usage[] =
     "  remove-pu NAME      remove a unit that holds no partition: a dead one is\n"
     "                      forgotten, a live one is told to stop\n"
     "  add-pu, move PARTITION PU, rebalance, and remove-pu of a unit that holds\n"
-    "                      partitions (drain) need partition replication, which\n"
-    "                      this build does not have yet: they exit 69\n"
+    "                      partitions (drain) need moving partitions between\n"
+    "                      live units, which this build does not do yet: they\n"
+    "                      exit 69\n"
     "\n"
     "Options (before or after the command):\n"
     "  --manager URL[,...] the manager's REP address(es)    (TIXGRID_MANAGER)\n"
@@ -94,8 +95,8 @@ int main(int argc, char **argv)
     int args = argc - optind - 1;
     if (later(command)) {
         fprintf(stderr,
-                "%s: %s needs partition replication, which this build does not have "
-                "yet\n",
+                "%s: %s needs moving partitions between live units, which this build "
+                "does not do yet\n",
                 PROGRAM, command);
         return TG_EXIT_UNAVAILABLE;
     }

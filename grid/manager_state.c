@@ -355,8 +355,8 @@ static tg_err on_remove(grid_map_state *m, const tg_msg *req, tg_msg *reply, con
         tg_log_warn("manager: remove-pu %s refused: it is the primary or a backup of %u "
                     "partitions",
                     name, refs);
-        *why = "the unit is the primary or a backup of partitions: moving them away needs "
-               "replication, which this build does not have yet";
+        *why = "the unit is the primary or a backup of partitions: moving them away (a "
+               "drain) is not done by this build yet";
         return TG_EPARTITION_STATE;
     }
     grid_member *u = &m->members[i];

@@ -128,8 +128,8 @@ Test(grid_cli, tixgridctl_exits_69_without_a_manager_or_replication)
              "no manager answered", "nobody listens");
     static const char *const later[] = {"add-pu", "move", "rebalance"};
     for (int i = 0; i < 3; i++) {
-        one_line(run(CTL, "--manager", m, later[i], NULL), 69, "needs partition replication",
-                 later[i]);
+        one_line(run(CTL, "--manager", m, later[i], NULL), 69,
+                 "needs moving partitions between live units", later[i]);
     }
 }
 
