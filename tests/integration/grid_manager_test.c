@@ -575,7 +575,7 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitio
     hx_run_result *r = ctl_patient("remove-pu", busy.name, NULL);
     cr_assert_eq(exit_code(r), 1, "stderr: %s", r->err);
     cr_assert_eq(hx_count_lines(r->err), 1u, "%s", r->err);
-    cr_assert(strstr(r->err, "partition_state") != NULL && strstr(r->err, "replication") != NULL,
+    cr_assert(strstr(r->err, "partition_state") != NULL && strstr(r->err, "drain") != NULL,
               "%s", r->err);
     r = ctl_patient("remove-pu", "no-such-unit", NULL);
     cr_assert_eq(exit_code(r), 1);
