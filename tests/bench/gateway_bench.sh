@@ -14,7 +14,7 @@
 # own; the catch-up time printed after each round says what that deferred.
 #
 # scripts/bench runs it as the `gateway` benchmark (BUILD_DIR build-bench/,
-# where bench_http_load is); it is never a test.  Run as root: scripts/demo
+# where tixgrid-load is); it is never a test.  Run as root: scripts/demo
 # runs PostgreSQL as the postgres user.
 #
 #  1. The grid: scripts/demo in a folder of its own under /var/tmp, with
@@ -41,8 +41,8 @@
 #     After each gateway round, the time until the write-behind is idle
 #     again (the drain's offsets in PostgreSQL stop moving and the gateway's
 #     audit queue is empty): what the round left PostgreSQL to catch up.
-#  4. Latency, open loop: bench_http_load at RATE requests/s (holds and
-#     releases alternating, tests/bench/http_load.c) on the gateway for
+#  4. Latency, open loop: tixgrid-load at RATE requests/s (RATE/2 holds/s,
+#     each released at once, tests/load/README.md) on the gateway for
 #     SECONDS after 2 s of warm-up, then the same rate of GET / on nginx as
 #     the floor this machine gives.
 #  5. Teardown, also on failure or Ctrl-C (trap): nginx by its pid file,
@@ -81,7 +81,7 @@ while (($# > 0)); do
     esac
 done
 
-load_bin=$root/$build/tests/bench/bench_http_load
+load_bin=$root/$build/tests/load/tixgrid-load
 persister_bin=$root/build/persister/tixgrid-persister # scripts/demo's build
 cores=$(nproc)
 password=load-test-1 # persister/README.md, "Load-test users"
@@ -439,7 +439,19 @@ server_side() {
         }' "$1" "$2"
 }
 
-# steady NAME ARG...: bench_http_load; its result line in steady_result[NAME].
+# load_result FILE: tixgrid-load's JSON report as one line `result key=value...`.
+load_result() {
+    python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["latency"]
+print("result scenario=%s answered_per_s=%.1f failed=%d p50_us=%.0f p90_us=%.0f p99_us=%.0f p999_us=%.0f max_us=%.0f queue_max=%d " % (
+    r["scenario"], r["answers_per_s"], r["requests"]["failed"], l["p50_us"], l["p90_us"],
+    l["p99_us"], l["p999_us"], l["max_us"], r["queue_max"]))' "$1"
+}
+
+# steady NAME ARG...: tixgrid-load for 2 s of warm-up and SECONDS measured;
+# its table on the screen, its figures in steady_result[NAME].
 declare -A steady_result=()
 steady() {
     local name=$1 out=$tmp/load-$1.txt
@@ -447,16 +459,17 @@ steady() {
     if [[ $name == gateway ]]; then
         curl -s "$gateway_url/metrics" >"$tmp/metrics-before.txt"
     fi
-    TIXGRID_LOAD_PASSWORD=$password "$load_bin" --rate "$rate" --seconds "$seconds" \
-        --connections "$connections" "$@" >"$out" 2>&1 || true
-    sed 's/^/  /' "$out" | grep -v '^  result '
+    TIXGRID_LOAD_PASSWORD=$password "$load_bin" --seconds $((seconds + 2)) --warmup-seconds 2 \
+        --connections "$connections" --json --no-progress "$@" >"$out" 2>"$out.err" || true
+    sed 's/^/  /' "$out.err"
     if [[ $name == gateway ]]; then
         curl -s "$gateway_url/metrics" >"$tmp/metrics-after.txt"
         echo "    the gateway's own histogram (request in to reply out, select and release):"
         echo "      $(server_side "$tmp/metrics-before.txt" "$tmp/metrics-after.txt")"
     fi
     local line
-    line=$(grep '^result ' "$out") || fail "bench_http_load gave no result (see $out)"
+    line=$(load_result "$out" 2>/dev/null) || fail "tixgrid-load gave no report (see $out, $out.err)"
+    echo "  $name: ${line#result }"
     steady_result[$name]=$line
     [[ $line == *" failed=0 "* ]] || errors=1
 }
@@ -493,10 +506,10 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 echo
-echo "open loop: bench_http_load, $rate requests/s for ${seconds}s after 2 s of warm-up, $connections connections"
-steady gateway --url "$gateway_url" --scenario hold-release --email "user$((cores + 1))@load.tixgrid" \
+echo "open loop: tixgrid-load, $rate requests/s for ${seconds}s after 2 s of warm-up, $connections connections"
+steady gateway --rate $((rate / 2)) --url "$gateway_url" --scenario hold-release --email "user$((cores + 1))@load.tixgrid" \
     --seat-first $((partition_base + steady_seat)) --seats "$steady_seats"
-steady nginx --url "http://127.0.0.1:$nginx_port/"
+steady nginx --rate "$rate" --url "http://127.0.0.1:$nginx_port/"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 n_rps=$(median "${nginx_rps[@]}")
