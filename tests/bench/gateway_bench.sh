@@ -7,6 +7,18 @@
 # Usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N]
 #                                     [--connections N] [--rate N]
 #                                     [--background-nice N]
+#                                     [--mode all|steady|sellout] [--buyers N]
+#                                     [--event ID]
+#
+# --mode steady: only the issue's steady check on the grid: tixgrid-load
+# hold-release at RATE holds/s (each released at once) for SECONDS, open
+# loop; met when p99 < 10 ms and no request failed.
+# --mode sellout: only the sell-out check: BUYERS virtual buyers (tixgrid-load
+# sellout, all arriving within the first second) buy the 100,000-seat
+# concert (or the demo event --event names: 3 is the 1,130-seat hall, for a
+# short run) through the sandbox; met when it sold out, no seat was sold
+# twice and the audit (--db) found PostgreSQL holding every sale within 10 s
+# of the last one.
 #
 # --background-nice N runs PostgreSQL and the persister at nice N (default 0:
 # as started).  On two shared cores a burst then goes to the seat path first
@@ -57,13 +69,18 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd -P)
 
-usage="usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N] [--connections N] [--rate N] [--background-nice N]"
+usage="usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N] [--connections N] [--rate N] [--background-nice N] [--mode all|steady|sellout] [--buyers N] [--event ID]"
 (($# >= 1)) || { echo "$usage" >&2; exit 64; }
 build=$1
 shift
-seconds=10 rounds=3 connections=64 rate=10000 background_nice=0
+seconds=10 rounds=3 connections=64 rate=10000 background_nice=0 mode=all buyers=10000 event=1
 while (($# > 0)); do
     case $1 in
+        --mode)
+            [[ ${2:-} =~ ^(all|steady|sellout)$ ]] || { echo "gateway_bench: --mode is all, steady or sellout" >&2; exit 64; }
+            mode=$2
+            shift 2
+            ;;
         --background-nice)
             if [[ ! ${2:-} =~ ^[0-9]+$ ]] || (($2 > 19)); then
                 echo "gateway_bench: $1 wants 0..19" >&2
@@ -72,7 +89,7 @@ while (($# > 0)); do
             background_nice=$2
             shift 2
             ;;
-        --seconds | --rounds | --connections | --rate)
+        --seconds | --rounds | --connections | --rate | --buyers | --event)
             [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "gateway_bench: $1 wants a positive number" >&2; exit 64; }
             declare "${1#--}=$2"
             shift 2
@@ -164,18 +181,22 @@ free_port() {
     fail "no free TCP port found"
 }
 
-export TIXGRID_DEMO_PG_PORT TIXGRID_DEMO_LISTEN TIXGRID_DEMO_PU_PREFIX=bench$$
-gateway_port='' nginx_port=''
+export TIXGRID_DEMO_PG_PORT TIXGRID_DEMO_LISTEN TIXGRID_DEMO_SANDBOX_LISTEN TIXGRID_DEMO_PU_PREFIX=bench$$
+gateway_port='' nginx_port='' sandbox_port=''
 free_port TIXGRID_DEMO_PG_PORT
 free_port gateway_port
 free_port nginx_port
+free_port sandbox_port
 TIXGRID_DEMO_LISTEN=127.0.0.1:$gateway_port
+TIXGRID_DEMO_SANDBOX_LISTEN=127.0.0.1:$sandbox_port
 export TIXGRID_GATEWAY_THREADS=${TIXGRID_GATEWAY_THREADS:-$cores}
 
 # ---- The grid and its users --------------------------------------------------------
 
 conninfo="host=$TIXGRID_DEMO_DIR port=$TIXGRID_DEMO_PG_PORT dbname=tixgrid user=postgres"
 gateway_url=http://127.0.0.1:$gateway_port
+sandbox_url=http://127.0.0.1:$sandbox_port
+sellout_users=50 # accounts the buyers share (each logged in once, argon2id)
 
 grid_start() {
     echo "starting the grid (scripts/demo, units $TIXGRID_DEMO_PU_PREFIX-pu1/-pu2, gateway on :$gateway_port)"
@@ -183,7 +204,7 @@ grid_start() {
         tail -n 20 "$tmp/demo.log" >&2
         fail "scripts/demo start failed"
     fi
-    "$persister_bin" --db "$conninfo" seed-users $((cores + 1)) >>"$tmp/demo.log" 2>&1 ||
+    "$persister_bin" --db "$conninfo" seed-users $((cores + 1 > sellout_users ? cores + 1 : sellout_users)) >>"$tmp/demo.log" 2>&1 ||
         fail "seed-users failed (see $tmp/demo.log)"
 }
 
@@ -475,6 +496,62 @@ steady() {
 }
 
 field() { sed -E "s/.* $2=([^ ]+).*/\\1/" <<<"$1"; }
+
+# ---- The issue's checks (--mode steady, --mode sellout) --------------------------------
+
+# json_field FILE PATH: one field of tixgrid-load's JSON report ("latency.p99_us").
+json_field() {
+    python3 -c '
+import json, sys
+v = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."):
+    v = v[k]
+print(v if not isinstance(v, bool) else int(v))' "$1" "$2"
+}
+
+steady_check() {
+    local report=$tmp/steady.json p99 failed verdict=met
+    echo "steady: $rate holds/s (each released at once) for ${seconds}s, open loop, $connections connections"
+    TIXGRID_LOAD_PASSWORD=$password "$load_bin" --url "$gateway_url" --scenario hold-release \
+        --email "user1@load.tixgrid" --seat-first $((partition_base + steady_seat)) \
+        --seats "$steady_seats" --rate "$rate" --seconds "$seconds" --connections "$connections" \
+        --json-file "$report" --progress || true
+    [[ -s $report ]] || fail "tixgrid-load gave no report"
+    p99=$(json_field "$report" latency.p99_us)
+    failed=$(json_field "$report" requests.failed)
+    awk -v p="$p99" 'BEGIN { exit !(p < 10000) }' && ((failed == 0)) || verdict=MISSED
+    printf 'steady: %s holds/s for %s s: p99 %.0f us (target < 10,000), %s failed (target 0): %s\n' \
+        "$rate" "$seconds" "$p99" "$failed" "$verdict"
+    [[ $verdict == met ]] || errors=1
+}
+
+sellout_check() {
+    local report=$tmp/sellout.json verdict=met
+    echo "sellout: $buyers buyers race for the seats of event $event, $connections connections"
+    "$load_bin" --url "$gateway_url" --sandbox "$sandbox_url" --db "$conninfo" --scenario sellout \
+        --event "$event" --buyers "$buyers" --rate "$buyers" --seconds 1 --users "$sellout_users" \
+        --password "$password" --connections "$connections" --sandbox-connections 64 \
+        --time-limit-s 900 --json-file "$report" --progress || true
+    [[ -s $report ]] || fail "tixgrid-load gave no report"
+    local sold_out double catchup clean
+    sold_out=$(json_field "$report" sales.sold_out)
+    double=$(json_field "$report" audit.double_sold)
+    catchup=$(json_field "$report" audit.catchup_ms)
+    clean=$(json_field "$report" audit.clean)
+    ((sold_out == 1 && double == 0 && clean == 1 && catchup >= 0 && catchup <= 10000)) || verdict=MISSED
+    printf 'sellout: sold out %s, seats sold twice %s, PostgreSQL caught up %s ms after the last sale (target <= 10,000), audit clean %s: %s\n' \
+        "$sold_out" "$double" "$catchup" "$clean" "$verdict"
+    [[ $verdict == met ]] || errors=1
+}
+
+if [[ $mode != all ]]; then
+    errors=0
+    grid_start
+    "${mode}_check"
+    ((errors == 0)) || fail "the $mode check was missed (above)"
+    ok=1
+    exit 0
+fi
 
 # ---- Run ------------------------------------------------------------------------------
 

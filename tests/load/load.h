@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #define PROGRAM "tixgrid-load"
@@ -117,6 +118,7 @@ typedef struct {
     uint64_t quantity;   /* purchase, sellout: seats per booking */
     uint64_t poll_ms;    /* between payment-status polls */
     bool json;
+    const char *json_file; /* the JSON report written here too, or NULL */
     bool progress;
 } load_options;
 
@@ -299,7 +301,7 @@ typedef struct {
 void load_audit_run(const load_run *run, load_audit *a);
 void load_progress(load_run *run);
 void load_report_table(const load_run *run, const load_audit *a);
-void load_report_json(const load_run *run, const load_audit *a);
+void load_report_json(const load_run *run, const load_audit *a, FILE *out);
 const char *load_route_name(load_route r);
 /* Requests that make the run invalid: unexpected answers, transport errors,
  * unanswered and unsent ones, unfinished sessions. */

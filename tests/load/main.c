@@ -7,6 +7,7 @@
 
 #include "tixgrid/cli.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -62,6 +63,7 @@ static const char usage[] =
     "  --db CONNINFO          audit the event in PostgreSQL after the run (libpq conninfo)\n"
     "  --catchup-timeout-s N  wait at most N s for PostgreSQL to hold every sale (default 10)\n"
     "  --json                 the report as one JSON object on stdout\n"
+    "  --json-file FILE       also write that JSON object to FILE (the table stays on stdout)\n"
     "  --progress, --no-progress  a live line on stderr every second (default: if a tty)\n"
     "\n"
     "Exit status: 0 every request answered as expected and the audit clean; 1 some requests\n"
@@ -94,6 +96,7 @@ typedef enum {
     OPT_DB,
     OPT_CATCHUP,
     OPT_JSON,
+    OPT_JSON_FILE,
     OPT_PROGRESS,
     OPT_NO_PROGRESS,
 } option_id;
@@ -124,6 +127,7 @@ static const struct option longs[] = {
     {"db", required_argument, NULL, OPT_DB},
     {"catchup-timeout-s", required_argument, NULL, OPT_CATCHUP},
     {"json", no_argument, NULL, OPT_JSON},
+    {"json-file", required_argument, NULL, OPT_JSON_FILE},
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
     {NULL, 0, NULL, 0},
@@ -228,6 +232,9 @@ static int option_text(int id, const char *arg, load_options *o, raw_options *r)
         return 0;
     case OPT_JSON:
         o->json = true;
+        return 0;
+    case OPT_JSON_FILE:
+        o->json_file = arg;
         return 0;
     case OPT_PROGRESS:
         o->progress = true;
@@ -483,6 +490,18 @@ static int servers_resolve(load_run *run)
     return rc;
 }
 
+/* --json-file: the JSON report beside the table. */
+static bool report_file(const load_run *run, const load_audit *a)
+{
+    FILE *f = fopen(run->opt.json_file, "w");
+    if (f == NULL) {
+        fprintf(stderr, "%s: cannot write %s: %s\n", PROGRAM, run->opt.json_file, strerror(errno));
+        return false;
+    }
+    load_report_json(run, a, f);
+    return fclose(f) == 0;
+}
+
 int main(int argc, char **argv)
 {
     int code;
@@ -512,11 +531,14 @@ int main(int argc, char **argv)
         load_audit_run(&run, &audit);
     }
     if (run.opt.json) {
-        load_report_json(&run, &audit);
+        load_report_json(&run, &audit, stdout);
     } else {
         load_report_table(&run, &audit);
     }
-    code = exit_code(&run, &audit);
+    if (run.opt.json_file != NULL && !report_file(&run, &audit)) {
+        code = TG_EXIT_FAILURE;
+    }
+    code = code != 0 ? code : exit_code(&run, &audit);
     load_scenario_free(&run);
     load_run_free(&run);
     return code;

@@ -233,7 +233,7 @@ static json_t *audit_json(const load_audit *a)
         (json_int_t)a->sold_unpaid, "seats_unsold", (json_int_t)a->seats_unsold);
 }
 
-void load_report_json(const load_run *run, const load_audit *a)
+void load_report_json(const load_run *run, const load_audit *a, FILE *out)
 {
     const load_options *o = &run->opt;
     double secs = elapsed_s(run);
@@ -263,7 +263,7 @@ void load_report_json(const load_run *run, const load_audit *a)
     }
     json_object_set_new(j, "audit", o->db != NULL ? audit_json(a) : json_null());
     json_object_set_new(j, "valid", json_boolean(load_failures(run) == 0));
-    json_dumpf(j, stdout, JSON_COMPACT);
-    printf("\n");
+    json_dumpf(j, out, JSON_COMPACT);
+    fputc('\n', out);
     json_decref(j);
 }
