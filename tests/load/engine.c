@@ -399,6 +399,39 @@ static void queue_pop(load_queue *q)
     q->count--;
 }
 
+/* `later` is a binary min-heap by due time: delays differ (payment polls
+ * back off), so a FIFO would not keep it in order. */
+static void heap_push(load_queue *q, const load_op *op)
+{
+    TG_ASSERT(q->count < q->capacity); /* one op per session at most */
+    uint32_t i = q->count++;
+    while (i > 0 && q->ops[(i - 1) / 2].due_ns > op->due_ns) {
+        q->ops[i] = q->ops[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    q->ops[i] = *op;
+}
+
+static void heap_pop(load_queue *q)
+{
+    TG_ASSERT(q->count > 0);
+    load_op last = q->ops[--q->count];
+    uint32_t i = 0;
+    for (uint32_t child = 1; child < q->count; child = 2 * i + 1) {
+        if (child + 1 < q->count && q->ops[child + 1].due_ns < q->ops[child].due_ns) {
+            child++;
+        }
+        if (last.due_ns <= q->ops[child].due_ns) {
+            break;
+        }
+        q->ops[i] = q->ops[child];
+        i = child;
+    }
+    if (q->count > 0) {
+        q->ops[i] = last;
+    }
+}
+
 /* ---- The schedule ---------------------------------------------------------------- */
 
 static double segment_count(const load_segment *s)
@@ -492,12 +525,13 @@ static void timer_disarm(load_run *run)
 
 /* ---- Sessions --------------------------------------------------------------------- */
 
-void load_follow(load_run *run, load_op op, bool delayed)
+void load_follow(load_run *run, load_op op, uint32_t delay_ms)
 {
     int64_t now = tg_mono_ns();
-    if (delayed) {
-        op.due_ns = now + (int64_t)run->opt.poll_ms * 1000000;
-        queue_push(&run->later, &op);
+    op.retried = 0;
+    if (delay_ms > 0) {
+        op.due_ns = now + (int64_t)delay_ms * 1000000;
+        heap_push(&run->later, &op);
     } else {
         op.due_ns = now;
         queue_push(&run->targets[op.target].ready, &op);
@@ -614,7 +648,7 @@ static void later_release(load_run *run, int64_t now)
     const load_op *op;
     while ((op = queue_head(&run->later)) != NULL && op->due_ns <= now) {
         queue_push(&run->targets[op->target].ready, op);
-        queue_pop(&run->later);
+        heap_pop(&run->later);
     }
 }
 
@@ -771,6 +805,39 @@ static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     }
 }
 
+/* Takes c off its target's stack of idle connections. */
+static void conn_unfree(load_conn *c)
+{
+    load_target *t = &c->run->targets[c->target];
+    uint32_t index = (uint32_t)(c - t->conns);
+    for (uint32_t i = 0; i < t->free_count; i++) {
+        if (t->free_conns[i] == index) {
+            t->free_conns[i] = t->free_conns[--t->free_count];
+            return;
+        }
+    }
+}
+
+/* The server closed a kept-alive connection while it was idle, or just as
+ * a request went out on it, before any byte of the answer (its idle
+ * timeout): a browser opens a new one and sends that request again, once,
+ * and so does this program.  Neither is an error; both are counted. */
+static void conn_closed_early(load_conn *c)
+{
+    load_run *run = c->run;
+    if (c->busy) {
+        c->busy = false;
+        run->in_flight--;
+        run->sent--;
+        run->resent++;
+        c->op.retried = 1;
+        queue_push(&run->targets[c->target].ready, &c->op);
+    } else {
+        conn_unfree(c);
+    }
+    conn_reopen(c);
+}
+
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     load_conn *c = stream->data;
@@ -783,6 +850,10 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             answer_parse(c->in, c->in_len, c->received, &a) == ANSWER_INCOMPLETE && a.until_close) {
             a.body_bytes = c->received - a.header_bytes;
             answer_done(c, &a); /* a.close: the connection is replaced */
+            return;
+        }
+        if (!c->busy || (c->received == 0 && !c->op.retried)) {
+            conn_closed_early(c);
             return;
         }
         conn_fail(c, nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));

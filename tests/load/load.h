@@ -130,6 +130,7 @@ typedef struct {
     uint32_t session; /* index in the sessions */
     uint32_t seat;    /* hold-release: index in the seat range */
     uint32_t booking; /* hold-release: index in its bookings */
+    uint8_t retried;  /* sent again after the server closed its connection */
     int64_t due_ns;   /* when it was due: its arrival, or when its session could go on */
 } load_op;
 
@@ -238,6 +239,7 @@ struct load_run {
     uint64_t sent, answered, in_flight, unsendable;
     uint64_t waiting_max; /* most arrivals overdue at once */
     uint64_t reopened;
+    uint64_t resent;     /* requests sent again on a new connection (conn_closed_early) */
     uint64_t unfinished; /* sessions cut by --max-requests or the time limit */
     int64_t end_ns;      /* when the loop stopped */
     load_route_stats routes[ROUTE_COUNT_];
@@ -265,8 +267,8 @@ size_t load_request_format(char *buf, size_t size, const char *method, const cha
 bool load_setup_call(load_run *run, const char *method, const char *path, const char *token,
                      const char *body, json_t **doc);
 
-/* Queues a session's next op, due now (delayed: after --poll-ms). */
-void load_follow(load_run *run, load_op op, bool delayed);
+/* Queues a session's next op, due now or after delay_ms. */
+void load_follow(load_run *run, load_op op, uint32_t delay_ms);
 /* A session ends; its slot is free again. */
 void load_session_end(load_run *run, uint32_t session);
 /* Records a sale the grid acknowledged. */

@@ -165,8 +165,9 @@ void load_report_table(const load_run *run, const load_audit *a)
     }
     table_route("all", overall(run), run->answered, secs, NULL);
     printf("queue     at most %" PRIu64 " arrivals overdue at once; %" PRIu64
-           " connections reopened; %" PRIu64 " sessions unfinished, %" PRIu64 " arrivals unsent\n",
-           run->waiting_max, run->reopened, run->unfinished, run->unsendable);
+           " connections reopened, %" PRIu64 " requests sent again on one; %" PRIu64
+           " sessions unfinished, %" PRIu64 " arrivals unsent\n",
+           run->waiting_max, run->reopened, run->resent, run->unfinished, run->unsendable);
     if (run->sale_capacity > 0) {
         printf("sales     %" PRIu64 " bookings paid, %" PRIu64 " seats, %" PRIu64
                " seats sold twice as seen by buyers%s\n",
@@ -254,6 +255,7 @@ void load_report_json(const load_run *run, const load_audit *a, FILE *out)
         (json_int_t)load_failures(run), "answers_per_s", (double)run->answered / secs, "latency",
         latency_json(overall(run)), "routes", routes, "queue_max", (json_int_t)run->waiting_max,
         "reopened", (json_int_t)run->reopened, "unfinished_sessions", (json_int_t)run->unfinished);
+    json_object_set_new(j, "resent", json_integer((json_int_t)run->resent));
     if (run->sale_capacity > 0) {
         json_object_set_new(j, "sales",
                             json_pack("{s:I,s:I,s:I,s:b}", "bookings", (json_int_t)run->sale_count,

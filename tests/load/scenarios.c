@@ -48,8 +48,9 @@ typedef struct {
     uint8_t step;     /* buyer_step */
     uint8_t quantity; /* seats asked for now */
     uint8_t seat_count;
-    uint16_t polls; /* payment-status polls of this payment */
-    uint32_t user;  /* index of its account's token */
+    uint16_t polls;   /* payment-status polls of this payment */
+    uint16_t retries; /* requests of this booking answered 503 and sent again */
+    uint32_t user;    /* index of its account's token */
     uint64_t booking;
     uint32_t seat_nos[TG_BOOKING_SEATS_MAX]; /* what the hold got */
     char payment_path[LOAD_PATH_BYTES_MAX];  /* /pay/{id}/approve */
@@ -263,7 +264,7 @@ static bool hold_release_done(load_run *run, const load_op *op, int status, cons
         if (ok) {
             load_op release = *op;
             release.route = ROUTE_RELEASE;
-            load_follow(run, release, false);
+            load_follow(run, release, 0);
             return true;
         }
         if (status / 100 == 4) {
@@ -406,8 +407,8 @@ static size_t buyer_format(load_run *run, const load_op *op, char *buf, size_t s
     return 0;
 }
 
-/* The buyer goes on with step (route, server), now or after --poll-ms. */
-static void buyer_next(load_run *run, const load_op *op, buyer_step step, bool delayed)
+/* The buyer goes on with step (route, server), now or after delay_ms. */
+static void buyer_next(load_run *run, const load_op *op, buyer_step step, uint32_t delay_ms)
 {
     static const uint8_t routes[] = {
         [STEP_LOGIN] = ROUTE_LOGIN,         [STEP_BOOK] = ROUTE_BOOKING,
@@ -418,7 +419,7 @@ static void buyer_next(load_run *run, const load_op *op, buyer_step step, bool d
     load_op next = *op;
     next.route = routes[step];
     next.target = step == STEP_APPROVE ? TARGET_SANDBOX : TARGET_GATEWAY;
-    load_follow(run, next, delayed);
+    load_follow(run, next, delay_ms);
 }
 
 /* The seats the hold got (their seat numbers); false when the answer has
@@ -467,8 +468,24 @@ static bool approve_path(buyer *b, const char *url)
     return n > 0 && (size_t)n < sizeof(b->payment_path);
 }
 
-/* What a buyer does after each answer: the next step, or the end. */
-typedef enum { NEXT_NOW, NEXT_LATER, END_EXPECTED, END_UNEXPECTED } buyer_outcome;
+/* What a buyer does after each answer: the next step, the same again
+ * later (an error: 503), or the end. */
+typedef enum { NEXT_NOW, NEXT_LATER, RETRY_LATER, END_EXPECTED, END_UNEXPECTED } buyer_outcome;
+
+/* Answered 503 more often than this, a booking is given up. */
+#define LOAD_RETRIES_MAX 20u
+/* The longest wait between two polls or retries, in ms. */
+#define LOAD_BACKOFF_MAX_MS 1000u
+
+/* Polls and retries back off: --poll-ms, doubling, at most
+ * LOAD_BACKOFF_MAX_MS (a webhook can take a second under load, and a
+ * failover longer). */
+static uint32_t buyer_delay_ms(const load_run *run, const buyer *b)
+{
+    uint32_t n = (uint32_t)b->polls + b->retries;
+    uint64_t ms = run->opt.poll_ms << (n < 6 ? n : 6);
+    return (uint32_t)(ms < LOAD_BACKOFF_MAX_MS ? ms : LOAD_BACKOFF_MAX_MS);
+}
 
 static buyer_outcome buyer_select_done(load_run *run, buyer *b, int status, json_t *doc)
 {
@@ -508,6 +525,7 @@ static buyer_outcome buyer_status_done(load_run *run, buyer *b, int status, json
     /* The next booking of the same buyer. */
     b->quantity = (uint8_t)run->opt.quantity;
     b->polls = 0;
+    b->retries = 0;
     b->seat_count = 0;
     return NEXT_NOW;
 }
@@ -517,6 +535,12 @@ static buyer_outcome buyer_step_done(load_run *run, const load_op *op, buyer *b,
 {
     json_int_t id;
     const char *s;
+    /* Unavailable for now (a failover, the payment breaker open): a buyer
+     * tries again, but not a hold, whose effect is then unknown. */
+    if (status == 503 && b->step != STEP_SELECT && b->retries < LOAD_RETRIES_MAX) {
+        b->retries++;
+        return RETRY_LATER;
+    }
     switch ((buyer_step)b->step) {
     case STEP_LOGIN:
         s = json_string_value(json_object_get(doc, "token"));
@@ -556,17 +580,19 @@ static bool buyer_done(load_run *run, const load_op *op, int status, const char 
         [STEP_APPROVE] = STEP_STATUS,   [STEP_STATUS] = STEP_STATUS,
     };
     buyer_step next = (buyer_step)after[step];
-    if (step == STEP_SELECT && status == 409) {
-        next = STEP_SELECT; /* again with one seat */
-    } else if (step == STEP_STATUS && b->polls == 0) {
+    if (out == RETRY_LATER || (step == STEP_SELECT && status == 409)) {
+        next = step; /* the same again (a select with one seat) */
+    } else if (step == STEP_STATUS && out == NEXT_NOW) {
         next = STEP_BOOK; /* sold: the next booking */
     }
-    if (out == NEXT_NOW || out == NEXT_LATER) {
-        buyer_next(run, op, next, out == NEXT_LATER);
+    if (out == NEXT_NOW) {
+        buyer_next(run, op, next, 0);
+    } else if (out == NEXT_LATER || out == RETRY_LATER) {
+        buyer_next(run, op, next, buyer_delay_ms(run, b));
     } else {
         load_session_end(run, op->session);
     }
-    return out != END_UNEXPECTED;
+    return out != END_UNEXPECTED && out != RETRY_LATER;
 }
 
 /* ---- The table ------------------------------------------------------------------- */
