@@ -166,13 +166,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# free_port VAR: sets VAR to a TCP port nothing listens on and that no
-# earlier call gave, from a random start.
+# free_port VAR: sets VAR to a TCP port no socket uses and that no earlier
+# call gave, from a random start below the kernel's ephemeral range (so
+# that the load's own outgoing connections cannot take it meanwhile).
 taken_ports=" "
 free_port() {
-    local port
-    for port in $(shuf -i 20000-59999 -n 200); do
-        if [[ $taken_ports != *" $port "* && -z $(ss -Hltn "sport = :$port") ]]; then
+    local port low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    for port in $(shuf -i 10000-$((low - 1)) -n 200); do
+        if [[ $taken_ports != *" $port "* && -z $(ss -Htan "sport = :$port") ]]; then
             taken_ports+="$port "
             printf -v "$1" '%s' "$port"
             return 0
