@@ -124,6 +124,16 @@ static void browse_runs(gwh_grid *g)
     cr_assert_eq(gwh_int(rep, "routes.availability.answers"), 50, "availability: half the reads");
     latency_sane(rep, "availability");
     cr_assert(json_is_null(gwh_json_at(rep, "audit")), "no --db, no audit");
+
+    /* --max-requests cuts the schedule: what was not sent makes the run invalid. */
+    rep = report_of(
+        load_run((const char *const[]){"--url", g->gw->url, "--scenario", "browse", "--rate", "100",
+                                       "--seconds", "1", "--max-requests", "40", NULL},
+                 true, 1));
+    cr_assert_eq(gwh_int(rep, "requests.sent"), 40);
+    cr_assert_eq(gwh_int(rep, "requests.answered"), 40);
+    cr_assert_eq(gwh_int(rep, "requests.unsent_arrivals"), 60);
+    cr_assert(json_is_false(gwh_json_at(rep, "valid")));
 }
 
 /* A ramp then a steady second: 50 + 100 holds, each released. */
@@ -152,18 +162,14 @@ static void hold_release_runs(gwh_grid *g)
 
 static void purchase_runs(gwh_grid *g)
 {
-    json_t *rep = report_of(load_run((const char *const[]){"--url",      g->gw->url,
-                                                           "--sandbox",  g->sandbox->url,
-                                                           "--db",       g->pg->conninfo,
-                                                           "--scenario", "purchase",
-                                                           "--event",    "1",
-                                                           "--quantity", "2",
-                                                           "--users",    "200",
-                                                           "--password", GWH_LOAD_PASSWORD,
-                                                           "--rate",     "5",
-                                                           "--seconds",  "1",
-                                                           NULL},
-                                     true, 0));
+    /* clang-format off */
+    const char *const args[] = {
+        "--url", g->gw->url, "--sandbox", g->sandbox->url, "--db", g->pg->conninfo,
+        "--scenario", "purchase", "--event", "1", "--quantity", "2",
+        "--users", "200", "--password", GWH_LOAD_PASSWORD, "--rate", "5", "--seconds", "1",
+        NULL};
+    /* clang-format on */
+    json_t *rep = report_of(load_run(args, true, 0));
     report_valid(rep, "purchase");
     cr_assert_eq(route_all(rep, "login", "200"), 5);
     cr_assert_eq(route_all(rep, "booking", "201"), 5);
@@ -180,37 +186,18 @@ static void purchase_runs(gwh_grid *g)
     cr_assert_geq(gwh_int(rep, "audit.catchup_ms"), 0);
 }
 
-/* 40 buyers race for the whole hall. */
+/* 40 buyers race for the whole hall, 8 seats a booking (then 1 each). */
 static void sellout_runs(gwh_grid *g)
 {
-    json_t *rep = report_of(load_run((const char *const[]){"--url",
-                                                           g->gw->url,
-                                                           "--sandbox",
-                                                           g->sandbox->url,
-                                                           "--db",
-                                                           g->pg->conninfo,
-                                                           "--scenario",
-                                                           "sellout",
-                                                           "--event",
-                                                           "3",
-                                                           "--buyers",
-                                                           "40",
-                                                           "--rate",
-                                                           "40",
-                                                           "--seconds",
-                                                           "1",
-                                                           "--users",
-                                                           "8",
-                                                           "--password",
-                                                           GWH_LOAD_PASSWORD,
-                                                           "--connections",
-                                                           "32",
-                                                           "--sandbox-connections",
-                                                           "8",
-                                                           "--time-limit-s",
-                                                           "40",
-                                                           NULL},
-                                     true, 0));
+    /* clang-format off */
+    const char *const args[] = {
+        "--url", g->gw->url, "--sandbox", g->sandbox->url, "--db", g->pg->conninfo,
+        "--scenario", "sellout", "--event", "3", "--buyers", "40", "--quantity", "8",
+        "--rate", "40", "--seconds", "1", "--users", "8", "--password", GWH_LOAD_PASSWORD,
+        "--connections", "32", "--sandbox-connections", "8", "--time-limit-s", "40",
+        NULL};
+    /* clang-format on */
+    json_t *rep = report_of(load_run(args, true, 0));
     report_valid(rep, "sellout");
     cr_assert(json_is_true(gwh_json_at(rep, "sales.sold_out")));
     cr_assert_eq(gwh_int(rep, "sales.seats"), GWH_HALL_SEATS);
@@ -225,9 +212,9 @@ static void sellout_runs(gwh_grid *g)
 }
 
 /* Behind the grid's back: the seat rows of one paid booking deleted (its
- * seats stay SOLD), and another paid booking turned cancelled.  (A seat in
- * two open bookings cannot be written at all: booking_seats_one_open_hold.)  A run that sells
- * nothing audits the event and must report both. */
+ * seats stay SOLD), and another paid booking turned cancelled.  A run that
+ * sells nothing audits the event and must report both.  (A seat in two open
+ * bookings cannot be written at all: booking_seats_one_open_hold.) */
 static void audit_catches_tampering(gwh_grid *g)
 {
     int64_t lost = pgt_query_i64(g->db, "SELECT count(*) FROM booking_seats WHERE booking_id ="
@@ -241,23 +228,25 @@ static void audit_catches_tampering(gwh_grid *g)
                                           "    AND status = 'paid')");
     pgt_exec(g->db, "UPDATE bookings SET status = 'cancelled' WHERE id = (SELECT min(id)"
                     " FROM bookings WHERE event_id = 3 AND status = 'paid')");
-    pgt_run_result *r = load_run((const char *const[]){"--url", g->gw->url, "--db", g->pg->conninfo,
-                                                       "--scenario", "browse", "--event", "3",
-                                                       "--rate", "10", "--seconds", "1", NULL},
-                                 true, 2);
-    json_t *rep = report_of(r);
+    /* The table on stdout, the JSON report in a file beside it. */
+    char path[128];
+    snprintf(path, sizeof(path), "%s/audit.json", g->dir);
+    pgt_run_result *r =
+        load_run((const char *const[]){"--url", g->gw->url, "--db", g->pg->conninfo, "--scenario",
+                                       "browse", "--event", "3", "--rate", "10", "--seconds", "1",
+                                       "--json-file", path, "--no-progress", NULL},
+                 false, 2);
+    cr_assert(strstr(r->out, "audit     FAILED") != NULL, "%s", r->out);
+    json_error_t err;
+    json_t *rep = json_load_file(path, 0, &err);
+    cr_assert(rep != NULL, "%s: %s", path, err.text);
     cr_assert(json_is_true(gwh_json_at(rep, "valid")), "the requests themselves went well");
     cr_assert(json_is_false(gwh_json_at(rep, "audit.clean")));
     cr_assert_eq(gwh_int(rep, "audit.seats_sold"), GWH_HALL_SEATS);
     cr_assert_eq(gwh_int(rep, "audit.seats_paid"), GWH_HALL_SEATS - lost - unpaid);
     cr_assert_eq(gwh_int(rep, "audit.sold_unpaid"), unpaid, "the booking no longer paid");
     cr_assert_eq(gwh_int(rep, "audit.double_sold"), 0);
-    /* The table says so in words too. */
-    r = load_run((const char *const[]){"--url", g->gw->url, "--db", g->pg->conninfo, "--scenario",
-                                       "browse", "--event", "3", "--rate", "10", "--seconds", "1",
-                                       "--no-progress", NULL},
-                 false, 2);
-    cr_assert(strstr(r->out, "audit     FAILED") != NULL, "%s", r->out);
+    json_decref(rep);
 }
 
 Test(load_harness, every_scenario_runs_against_a_grid_and_the_audit_catches_what_it_must)
