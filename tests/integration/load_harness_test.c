@@ -23,9 +23,25 @@
 /* Arguments of one run, at most. */
 #define LOAD_TEST_ARGS_MAX 48
 
+/* Reports parsed in a test, freed by fini (also after a failed assertion). */
+#define LOAD_TEST_REPORTS_MAX 16
+static json_t *reports[LOAD_TEST_REPORTS_MAX];
+static int report_count;
+
 static void fini(void)
 {
+    for (int i = 0; i < report_count; i++) {
+        json_decref(reports[i]);
+    }
+    report_count = 0;
     gwh_fini_all();
+}
+
+static json_t *report_keep(json_t *j)
+{
+    cr_assert(report_count < LOAD_TEST_REPORTS_MAX);
+    reports[report_count++] = j;
+    return j;
 }
 
 TestSuite(load_harness, .fini = fini, .timeout = 150);
@@ -62,7 +78,7 @@ static json_t *report_of(const pgt_run_result *r)
     json_error_t err;
     json_t *j = json_loads(r->out, 0, &err);
     cr_assert(j != NULL, "no JSON report (%s): %s", err.text, r->out);
-    return j;
+    return report_keep(j);
 }
 
 /* Answers of one route, asserting every one had status `status`. */
@@ -240,13 +256,13 @@ static void audit_catches_tampering(gwh_grid *g)
     json_error_t err;
     json_t *rep = json_load_file(path, 0, &err);
     cr_assert(rep != NULL, "%s: %s", path, err.text);
+    report_keep(rep);
     cr_assert(json_is_true(gwh_json_at(rep, "valid")), "the requests themselves went well");
     cr_assert(json_is_false(gwh_json_at(rep, "audit.clean")));
     cr_assert_eq(gwh_int(rep, "audit.seats_sold"), GWH_HALL_SEATS);
     cr_assert_eq(gwh_int(rep, "audit.seats_paid"), GWH_HALL_SEATS - lost - unpaid);
     cr_assert_eq(gwh_int(rep, "audit.sold_unpaid"), unpaid, "the booking no longer paid");
     cr_assert_eq(gwh_int(rep, "audit.double_sold"), 0);
-    json_decref(rep);
 }
 
 Test(load_harness, every_scenario_runs_against_a_grid_and_the_audit_catches_what_it_must)
