@@ -694,11 +694,15 @@ static bool next_op(load_run *run, load_target_id t, int64_t now, load_op *op)
 
 static bool run_done(const load_run *run)
 {
-    return run->in_flight == 0 && run->later.count == 0 &&
-           run->targets[TARGET_GATEWAY].ready.count == 0 &&
-           run->targets[TARGET_SANDBOX].ready.count == 0 &&
-           (run->active_sessions == 0 || !sending_allowed(run)) &&
-           (run->arrived >= run->arrivals_total || !sending_allowed(run));
+    if (run->in_flight > 0) {
+        return false;
+    }
+    if (!sending_allowed(run)) {
+        return true; /* --max-requests: sessions still open count as unfinished */
+    }
+    return run->later.count == 0 && run->targets[TARGET_GATEWAY].ready.count == 0 &&
+           run->targets[TARGET_SANDBOX].ready.count == 0 && run->active_sessions == 0 &&
+           run->arrived >= run->arrivals_total;
 }
 
 /* The time the loop should next wake for: a due arrival or delayed op. */
