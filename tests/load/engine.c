@@ -735,11 +735,14 @@ static void dispatch(load_run *run)
     for (int t = 0; t < TARGET_COUNT_; t++) {
         load_target *target = &run->targets[t];
         load_op op;
-        while (target->free_count > 0 && sending_allowed(run) &&
+        while (!run->finished && target->free_count > 0 && sending_allowed(run) &&
                next_op(run, (load_target_id)t, now, &op)) {
             load_conn *c = &target->conns[target->free_conns[--target->free_count]];
             request_send(run, c, &op, now);
         }
+    }
+    if (run->finished) {
+        return; /* a write failed and took the last connection */
     }
     uint64_t due = arrivals_due_by(run, now);
     if (due > run->arrived && due - run->arrived > run->waiting_max) {
