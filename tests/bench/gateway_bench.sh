@@ -7,6 +7,18 @@
 # Usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N]
 #                                     [--connections N] [--rate N]
 #                                     [--background-nice N]
+#                                     [--mode all|steady|sellout] [--buyers N]
+#                                     [--event ID]
+#
+# --mode steady: only the issue's steady check on the grid: tixgrid-load
+# hold-release at RATE holds/s (each released at once) for SECONDS, open
+# loop; met when p99 < 10 ms and no request failed.
+# --mode sellout: only the sell-out check: BUYERS virtual buyers (tixgrid-load
+# sellout, all arriving within the first second) buy the 100,000-seat
+# concert (or the demo event --event names: 3 is the 1,130-seat hall, for a
+# short run) through the sandbox; met when it sold out, no seat was sold
+# twice and the audit (--db) found PostgreSQL holding every sale within 10 s
+# of the last one.
 #
 # --background-nice N runs PostgreSQL and the persister at nice N (default 0:
 # as started).  On two shared cores a burst then goes to the seat path first
@@ -14,7 +26,7 @@
 # own; the catch-up time printed after each round says what that deferred.
 #
 # scripts/bench runs it as the `gateway` benchmark (BUILD_DIR build-bench/,
-# where bench_http_load is); it is never a test.  Run as root: scripts/demo
+# where tixgrid-load is); it is never a test.  Run as root: scripts/demo
 # runs PostgreSQL as the postgres user.
 #
 #  1. The grid: scripts/demo in a folder of its own under /var/tmp, with
@@ -41,8 +53,8 @@
 #     After each gateway round, the time until the write-behind is idle
 #     again (the drain's offsets in PostgreSQL stop moving and the gateway's
 #     audit queue is empty): what the round left PostgreSQL to catch up.
-#  4. Latency, open loop: bench_http_load at RATE requests/s (holds and
-#     releases alternating, tests/bench/http_load.c) on the gateway for
+#  4. Latency, open loop: tixgrid-load at RATE requests/s (RATE/2 holds/s,
+#     each released at once, tests/load/README.md) on the gateway for
 #     SECONDS after 2 s of warm-up, then the same rate of GET / on nginx as
 #     the floor this machine gives.
 #  5. Teardown, also on failure or Ctrl-C (trap): nginx by its pid file,
@@ -57,13 +69,18 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd -P)
 
-usage="usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N] [--connections N] [--rate N] [--background-nice N]"
+usage="usage: tests/bench/gateway_bench.sh BUILD_DIR [--seconds N] [--rounds N] [--connections N] [--rate N] [--background-nice N] [--mode all|steady|sellout] [--buyers N] [--event ID]"
 (($# >= 1)) || { echo "$usage" >&2; exit 64; }
 build=$1
 shift
-seconds=10 rounds=3 connections=64 rate=10000 background_nice=0
+seconds=10 rounds=3 connections=64 rate=10000 background_nice=0 mode=all buyers=10000 event=1
 while (($# > 0)); do
     case $1 in
+        --mode)
+            [[ ${2:-} =~ ^(all|steady|sellout)$ ]] || { echo "gateway_bench: --mode is all, steady or sellout" >&2; exit 64; }
+            mode=$2
+            shift 2
+            ;;
         --background-nice)
             if [[ ! ${2:-} =~ ^[0-9]+$ ]] || (($2 > 19)); then
                 echo "gateway_bench: $1 wants 0..19" >&2
@@ -72,7 +89,7 @@ while (($# > 0)); do
             background_nice=$2
             shift 2
             ;;
-        --seconds | --rounds | --connections | --rate)
+        --seconds | --rounds | --connections | --rate | --buyers | --event)
             [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "gateway_bench: $1 wants a positive number" >&2; exit 64; }
             declare "${1#--}=$2"
             shift 2
@@ -81,7 +98,7 @@ while (($# > 0)); do
     esac
 done
 
-load_bin=$root/$build/tests/bench/bench_http_load
+load_bin=$root/$build/tests/load/tixgrid-load
 persister_bin=$root/build/persister/tixgrid-persister # scripts/demo's build
 cores=$(nproc)
 password=load-test-1 # persister/README.md, "Load-test users"
@@ -149,13 +166,15 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# free_port VAR: sets VAR to a TCP port nothing listens on and that no
-# earlier call gave, from a random start.
+# free_port VAR: sets VAR to a TCP port no socket uses and that no earlier
+# call gave, from a random start below the kernel's ephemeral range (so
+# that the load's own outgoing connections cannot take it meanwhile).
 taken_ports=" "
 free_port() {
-    local port
-    for port in $(shuf -i 20000-59999 -n 200); do
-        if [[ $taken_ports != *" $port "* && -z $(ss -Hltn "sport = :$port") ]]; then
+    local port low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    for port in $(shuf -i 10000-$((low - 1)) -n 200); do
+        if [[ $taken_ports != *" $port "* && -z $(ss -Htan "sport = :$port") ]]; then
             taken_ports+="$port "
             printf -v "$1" '%s' "$port"
             return 0
@@ -164,18 +183,22 @@ free_port() {
     fail "no free TCP port found"
 }
 
-export TIXGRID_DEMO_PG_PORT TIXGRID_DEMO_LISTEN TIXGRID_DEMO_PU_PREFIX=bench$$
-gateway_port='' nginx_port=''
+export TIXGRID_DEMO_PG_PORT TIXGRID_DEMO_LISTEN TIXGRID_DEMO_SANDBOX_LISTEN TIXGRID_DEMO_PU_PREFIX=bench$$
+gateway_port='' nginx_port='' sandbox_port=''
 free_port TIXGRID_DEMO_PG_PORT
 free_port gateway_port
 free_port nginx_port
+free_port sandbox_port
 TIXGRID_DEMO_LISTEN=127.0.0.1:$gateway_port
+TIXGRID_DEMO_SANDBOX_LISTEN=127.0.0.1:$sandbox_port
 export TIXGRID_GATEWAY_THREADS=${TIXGRID_GATEWAY_THREADS:-$cores}
 
 # ---- The grid and its users --------------------------------------------------------
 
 conninfo="host=$TIXGRID_DEMO_DIR port=$TIXGRID_DEMO_PG_PORT dbname=tixgrid user=postgres"
 gateway_url=http://127.0.0.1:$gateway_port
+sandbox_url=http://127.0.0.1:$sandbox_port
+sellout_users=50 # accounts the buyers share (each logged in once, argon2id)
 
 grid_start() {
     echo "starting the grid (scripts/demo, units $TIXGRID_DEMO_PU_PREFIX-pu1/-pu2, gateway on :$gateway_port)"
@@ -183,7 +206,7 @@ grid_start() {
         tail -n 20 "$tmp/demo.log" >&2
         fail "scripts/demo start failed"
     fi
-    "$persister_bin" --db "$conninfo" seed-users $((cores + 1)) >>"$tmp/demo.log" 2>&1 ||
+    "$persister_bin" --db "$conninfo" seed-users $((cores + 1 > sellout_users ? cores + 1 : sellout_users)) >>"$tmp/demo.log" 2>&1 ||
         fail "seed-users failed (see $tmp/demo.log)"
 }
 
@@ -439,7 +462,19 @@ server_side() {
         }' "$1" "$2"
 }
 
-# steady NAME ARG...: bench_http_load; its result line in steady_result[NAME].
+# load_result FILE: tixgrid-load's JSON report as one line `result key=value...`.
+load_result() {
+    python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["latency"]
+print("result scenario=%s answered_per_s=%.1f failed=%d p50_us=%.0f p90_us=%.0f p99_us=%.0f p999_us=%.0f max_us=%.0f queue_max=%d " % (
+    r["scenario"], r["answers_per_s"], r["requests"]["failed"], l["p50_us"], l["p90_us"],
+    l["p99_us"], l["p999_us"], l["max_us"], r["queue_max"]))' "$1"
+}
+
+# steady NAME ARG...: tixgrid-load for 2 s of warm-up and SECONDS measured;
+# its table on the screen, its figures in steady_result[NAME].
 declare -A steady_result=()
 steady() {
     local name=$1 out=$tmp/load-$1.txt
@@ -447,21 +482,78 @@ steady() {
     if [[ $name == gateway ]]; then
         curl -s "$gateway_url/metrics" >"$tmp/metrics-before.txt"
     fi
-    TIXGRID_LOAD_PASSWORD=$password "$load_bin" --rate "$rate" --seconds "$seconds" \
-        --connections "$connections" "$@" >"$out" 2>&1 || true
-    sed 's/^/  /' "$out" | grep -v '^  result '
+    TIXGRID_LOAD_PASSWORD=$password "$load_bin" --seconds $((seconds + 2)) --warmup-seconds 2 \
+        --connections "$connections" --json --no-progress "$@" >"$out" 2>"$out.err" || true
+    sed 's/^/  /' "$out.err"
     if [[ $name == gateway ]]; then
         curl -s "$gateway_url/metrics" >"$tmp/metrics-after.txt"
         echo "    the gateway's own histogram (request in to reply out, select and release):"
         echo "      $(server_side "$tmp/metrics-before.txt" "$tmp/metrics-after.txt")"
     fi
     local line
-    line=$(grep '^result ' "$out") || fail "bench_http_load gave no result (see $out)"
+    line=$(load_result "$out" 2>/dev/null) || fail "tixgrid-load gave no report (see $out, $out.err)"
+    echo "  $name: ${line#result }"
     steady_result[$name]=$line
     [[ $line == *" failed=0 "* ]] || errors=1
 }
 
 field() { sed -E "s/.* $2=([^ ]+).*/\\1/" <<<"$1"; }
+
+# ---- The issue's checks (--mode steady, --mode sellout) --------------------------------
+
+# json_field FILE PATH: one field of tixgrid-load's JSON report ("latency.p99_us").
+json_field() {
+    python3 -c '
+import json, sys
+v = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."):
+    v = v[k]
+print(v if not isinstance(v, bool) else int(v))' "$1" "$2"
+}
+
+steady_check() {
+    local report=$tmp/steady.json p99 failed verdict=met
+    echo "steady: $rate holds/s (each released at once) for ${seconds}s, open loop, $connections connections"
+    TIXGRID_LOAD_PASSWORD=$password "$load_bin" --url "$gateway_url" --scenario hold-release \
+        --email "user1@load.tixgrid" --seat-first $((partition_base + steady_seat)) \
+        --seats "$steady_seats" --rate "$rate" --seconds "$seconds" --connections "$connections" \
+        --json-file "$report" --progress || true
+    [[ -s $report ]] || fail "tixgrid-load gave no report"
+    p99=$(json_field "$report" latency.p99_us)
+    failed=$(json_field "$report" requests.failed)
+    awk -v p="$p99" 'BEGIN { exit !(p < 10000) }' && ((failed == 0)) || verdict=MISSED
+    printf 'steady: %s holds/s for %s s: p99 %.0f us (target < 10,000), %s failed (target 0): %s\n' \
+        "$rate" "$seconds" "$p99" "$failed" "$verdict"
+    [[ $verdict == met ]] || errors=1
+}
+
+sellout_check() {
+    local report=$tmp/sellout.json verdict=met
+    echo "sellout: $buyers buyers race for the seats of event $event, $connections connections"
+    "$load_bin" --url "$gateway_url" --sandbox "$sandbox_url" --db "$conninfo" --scenario sellout \
+        --event "$event" --buyers "$buyers" --rate "$buyers" --seconds 1 --users "$sellout_users" \
+        --password "$password" --connections "$connections" --sandbox-connections 64 \
+        --time-limit-s 900 --json-file "$report" --progress || true
+    [[ -s $report ]] || fail "tixgrid-load gave no report"
+    local sold_out double catchup clean
+    sold_out=$(json_field "$report" sales.sold_out)
+    double=$(json_field "$report" audit.double_sold)
+    catchup=$(json_field "$report" audit.catchup_ms)
+    clean=$(json_field "$report" audit.clean)
+    ((sold_out == 1 && double == 0 && clean == 1 && catchup >= 0 && catchup <= 10000)) || verdict=MISSED
+    printf 'sellout: sold out %s, seats sold twice %s, PostgreSQL caught up %s ms after the last sale (target <= 10,000), audit clean %s: %s\n' \
+        "$sold_out" "$double" "$catchup" "$clean" "$verdict"
+    [[ $verdict == met ]] || errors=1
+}
+
+if [[ $mode != all ]]; then
+    errors=0
+    grid_start
+    "${mode}_check"
+    ((errors == 0)) || fail "the $mode check was missed (above)"
+    ok=1
+    exit 0
+fi
 
 # ---- Run ------------------------------------------------------------------------------
 
@@ -493,10 +585,10 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 echo
-echo "open loop: bench_http_load, $rate requests/s for ${seconds}s after 2 s of warm-up, $connections connections"
-steady gateway --url "$gateway_url" --scenario hold-release --email "user$((cores + 1))@load.tixgrid" \
+echo "open loop: tixgrid-load, $rate requests/s for ${seconds}s after 2 s of warm-up, $connections connections"
+steady gateway --rate $((rate / 2)) --url "$gateway_url" --scenario hold-release --email "user$((cores + 1))@load.tixgrid" \
     --seat-first $((partition_base + steady_seat)) --seats "$steady_seats"
-steady nginx --url "http://127.0.0.1:$nginx_port/"
+steady nginx --rate "$rate" --url "http://127.0.0.1:$nginx_port/"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 n_rps=$(median "${nginx_rps[@]}")
