@@ -21,7 +21,7 @@ typedef struct {
     uint16_t listen_port;
     char db[1024];                    /* libpq conninfo */
     char data_dir[GW_PATH_BYTES];     /* the generated JWT secret lives here */
-    char static_dir[GW_PATH_BYTES];   /* files served under / ("" none) */
+    char static_dir[GW_PATH_BYTES];   /* files served under / ("" none; see --static-dir) */
     uint32_t threads;                 /* loop threads; 0: one per core */
     uint32_t db_threads;              /* PostgreSQL and hashing pool */
     uint32_t db_queue_max;            /* jobs waiting for the pool */

@@ -142,6 +142,8 @@ void gw_reply_error_retry(gw_req *r, int status, const char *code, uint32_t retr
 void gw_reply_grid_error(gw_req *r, tg_err err, const tg_msg *reply, uint32_t partition_id);
 /* Any other body: content_type and len bytes (copied). */
 void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *data, size_t len);
+/* A 3xx to location (copied), with an empty body. */
+void gw_reply_redirect(gw_req *r, int status, const char *location);
 
 /* ---- Operations that complete later ------------------------------------- */
 

@@ -227,6 +227,7 @@ static const char *reason_of(int status)
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
+    case 303: return "See Other";
     case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
@@ -294,6 +295,12 @@ static void header_add(gw_req *r, const h2o_token_t *token, const char *value)
         h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, strlen(value));
         h2o_add_header(&r->h2o->pool, &r->h2o->res.headers, token, NULL, v.base, v.len);
     }
+}
+
+void gw_reply_redirect(gw_req *r, int status, const char *location)
+{
+    header_add(r, H2O_TOKEN_LOCATION, location);
+    reply_send(r, status, "text/plain; charset=utf-8", "", 0);
 }
 
 static void error_reply_v(gw_req *r, int status, const char *code, uint32_t retry_after_s,
