@@ -74,10 +74,22 @@ function loginView(params) {
 
 // ---- My bookings ------------------------------------------------------------
 
+// The history comes from PostgreSQL, written behind the grid (typically
+// within 100 ms): a booking made or paid a moment ago may be missing or
+// behind at first, so the list refreshes itself while it is shown.
+const BOOKINGS_REFRESH_MS = 2000;
+
 async function bookingsView() {
-  if (!requireLogin()) return;
+  if (!requireLogin()) return null;
   view.replaceChildren(el('h1', {}, 'My bookings'), el('p', {}, 'Loading…'));
+  await renderBookings();
+  const timer = setInterval(() => renderBookings().catch(showError), BOOKINGS_REFRESH_MS);
+  return () => clearInterval(timer);
+}
+
+async function renderBookings() {
   const page = await api('/api/bookings?pageSize=100');
+  if (!location.hash.startsWith('#/bookings')) return;
   const rows = page.items.map((b) => el('tr', { 'data-booking': b.id, 'data-status': b.status },
     el('td', {}, String(b.id)),
     el('td', {}, el('a', { href: `#/event/${b.event_id}` }, `event ${b.event_id}`)),
@@ -130,7 +142,7 @@ async function route() {
     if (parts.length === 0) await eventsView(params);
     else if (parts[0] === 'event' && /^\d+$/.test(parts[1] || '')) leave = await openEvent(view, Number(parts[1]));
     else if (parts[0] === 'login') loginView(params);
-    else if (parts[0] === 'bookings') await bookingsView();
+    else if (parts[0] === 'bookings') leave = await bookingsView();
     else if (parts[0] === 'payment' && parts[1]) await paymentView(parts[1], parts[2]);
     else view.replaceChildren(el('h1', {}, 'Not found'), el('p', {}, el('a', { href: '#/' }, 'Back to the events')));
   } catch (e) {

@@ -21,6 +21,7 @@ const COLUMN_GAP = 4;        // empty pixels between row columns
 const SECTION_GAP = 6;       // empty pixels above each section (its name)
 const SCALE_MIN = 0.5;
 const SCALE_MAX = 40;
+const GRID_SCALE_MIN = 6;    // from this many pixels a seat, gaps show between seats
 // Free seats in their section's colour; none of these is near a state's.
 const SECTION_COLORS = ['#c9a227', '#4c72b0', '#8172b3', '#64b5cd', '#937860', '#8da0cb',
                         '#b3b3b3', '#a6761d'];
@@ -249,6 +250,30 @@ export class SeatMap {
     });
   }
 
+  // Zoomed in, a thin gap around each seat so that seats can be told apart;
+  // only the lines in view are drawn.
+  drawGaps(g) {
+    const v = this.view;
+    const w = this.canvas.width / this.ratio;
+    const h = this.canvas.height / this.ratio;
+    const x0 = Math.max(0, Math.floor(-v.x / v.scale));
+    const x1 = Math.min(this.plan.width, Math.ceil((w - v.x) / v.scale));
+    const y0 = Math.max(0, Math.floor(-v.y / v.scale));
+    const y1 = Math.min(this.plan.height, Math.ceil((h - v.y) / v.scale));
+    g.beginPath();
+    for (let x = x0; x <= x1; x++) {
+      g.moveTo(v.x + x * v.scale, v.y + y0 * v.scale);
+      g.lineTo(v.x + x * v.scale, v.y + y1 * v.scale);
+    }
+    for (let y = y0; y <= y1; y++) {
+      g.moveTo(v.x + x0 * v.scale, v.y + y * v.scale);
+      g.lineTo(v.x + x1 * v.scale, v.y + y * v.scale);
+    }
+    g.strokeStyle = '#fafafa';
+    g.lineWidth = Math.min(2, v.scale / 8);
+    g.stroke();
+  }
+
   drawNow() {
     this.resize();
     if (this.dirty) {
@@ -262,6 +287,7 @@ export class SeatMap {
     g.fillRect(0, 0, this.canvas.width, this.canvas.height);
     g.imageSmoothingEnabled = false;
     g.drawImage(this.off, v.x, v.y, this.plan.width * v.scale, this.plan.height * v.scale);
+    if (v.scale >= GRID_SCALE_MIN) this.drawGaps(g);
     g.fillStyle = '#111';
     g.font = '12px system-ui, sans-serif';
     g.textBaseline = 'bottom';
