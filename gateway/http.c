@@ -38,6 +38,7 @@ static const gw_route routes[] = {
     {"GET", "/api/events/{id}", GW_AUTH_PUBLIC, false, gw_on_event_get, "event_get"},
     {"GET", "/api/events/{id}/availability", GW_AUTH_PUBLIC, false, gw_on_availability,
      "availability"},
+    {"GET", "/api/events/{id}/seatmap", GW_AUTH_PUBLIC, false, gw_on_seatmap, "seatmap"},
     {"GET", "/api/concerts", GW_AUTH_PUBLIC, false, gw_on_events_list, "concerts_list"},
     {"GET", "/api/concerts/{id}", GW_AUTH_PUBLIC, false, gw_on_event_get, "concert_get"},
     {"GET", "/api/seats", GW_AUTH_USER, false, gw_on_seats_list, "seats_list"},
@@ -293,6 +294,15 @@ static void header_add(gw_req *r, const h2o_token_t *token, const char *value)
     if (r->h2o != NULL) {
         h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, strlen(value));
         h2o_add_header(&r->h2o->pool, &r->h2o->res.headers, token, NULL, v.base, v.len);
+    }
+}
+
+void gw_reply_header(gw_req *r, const char *name, const char *value)
+{
+    if (r->h2o != NULL) {
+        h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, strlen(value));
+        h2o_add_header_by_str(&r->h2o->pool, &r->h2o->res.headers, name, strlen(name), 1, NULL,
+                              v.base, v.len);
     }
 }
 
