@@ -126,6 +126,10 @@ struct gw_worker {
     CURLM *curl_multi;
     uv_timer_t curl_timer;
     uint32_t http_in_flight;
+    /* Seat-map snapshots (snap.c) and live streams (live.c), loop thread
+     * only but for their own queues. */
+    struct gw_snaps *snaps;
+    struct gw_live *live;
     atomic_bool stopping;
     bool stopped; /* under lock: the loop has returned (the thread parks) */
     pthread_cond_t stopped_cond, park_cond;
@@ -159,6 +163,11 @@ uint64_t gw_audit_backlog(gw_gateway *gw);
 typedef struct gw_refunds gw_refunds;
 tg_err gw_refunds_open(gw_gateway *gw, gw_refunds **out);
 void gw_refunds_close(gw_refunds *f);
+
+/* snap.c: a worker's seat-map snapshots: made before its loop runs, closed
+ * after it stopped and the routing client is closed. */
+tg_err gw_snaps_init(gw_worker *w);
+void gw_snaps_close(gw_worker *w);
 
 /* ---- The process --------------------------------------------------------- */
 

@@ -1280,6 +1280,17 @@ static void avail_send(gw_req *r)
     }
 }
 
+void gw_event_not_placed(gw_req *r, uint64_t event_id)
+{
+    /* Unknown here: ask PostgreSQL whether it should be (cached). */
+    events_job *job = job_new(r, EVENTS_PLACEMENT);
+    if (job != NULL) {
+        job->event_id = event_id;
+        key_make(job, "placement|%" PRIu64, event_id);
+        events_start(r, job);
+    }
+}
+
 void gw_on_availability(gw_req *r)
 {
     uint64_t id = r->params[0];
@@ -1289,13 +1300,7 @@ void gw_on_availability(gw_req *r)
     const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX];
     uint32_t count = gw_map_event(r->gw, id, layouts);
     if (count == 0) {
-        /* Unknown here: ask PostgreSQL whether it should be (cached). */
-        events_job *job = job_new(r, EVENTS_PLACEMENT);
-        if (job != NULL) {
-            job->event_id = id;
-            key_make(job, "placement|%" PRIu64, id);
-            events_start(r, job);
-        }
+        gw_event_not_placed(r, id);
         return;
     }
     avail_state *st = avail_state_new(r, id, layouts, count);

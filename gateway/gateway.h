@@ -98,6 +98,10 @@ struct gw_req {
     struct st_h2o_req_t *h2o;
     struct gw_call *pending;
     struct gw_pay_call *pay_call; /* provider.c: the provider call in flight */
+    /* Runs when the client goes away (the request's pool is disposed) for
+     * handlers that keep the request waiting on something of their own
+     * (seatmap.c's snapshot waiters, live.c's streams); NULL: none. */
+    void (*on_gone)(gw_req *r);
     int64_t started_ns;
     bool replied;
 };
@@ -140,6 +144,8 @@ void gw_reply_error_retry(gw_req *r, int status, const char *code, uint32_t retr
  * seat_taken → 409 naming the seats (API ids, from reply), not_found → 404,
  * booking_state/expired → 409, unavailable/timed out/backlog → 503, ... */
 void gw_reply_grid_error(gw_req *r, tg_err err, const tg_msg *reply, uint32_t partition_id);
+/* Adds a response header (name lower-case; value copied) before a reply. */
+void gw_reply_header(gw_req *r, const char *name, const char *value);
 /* Any other body: content_type and len bytes (copied). */
 void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *data, size_t len);
 /* A 3xx to location (copied), with an empty body. */
@@ -235,6 +241,11 @@ uint32_t gw_map_event(gw_gateway *gw, uint64_t event_id,
 bool gw_map_on_sale(gw_gateway *gw, uint64_t event_id);
 /* The layout of one partition; NULL when unknown. */
 const gw_layout *gw_map_layout(gw_gateway *gw, uint32_t partition_id);
+/* Where partition_id's primary publishes seat_changes ("" none) and
+ * whether it answered at the last map read; false when the map does not
+ * place the partition. */
+bool gw_map_route(gw_gateway *gw, uint32_t partition_id, char pub_url[TG_URL_BYTES],
+                  bool *reachable);
 /* The map's epoch as last read; 0 before the first read. */
 uint64_t gw_map_epoch(gw_gateway *gw);
 
@@ -286,6 +297,12 @@ void gw_on_events_list(gw_req *r);
 void gw_on_events_search(gw_req *r);
 void gw_on_event_get(gw_req *r);
 void gw_on_availability(gw_req *r);
+/* Answers for an event the map does not place: 404 when PostgreSQL has no
+ * such published event, else 503 (cached like the event reads). */
+void gw_event_not_placed(gw_req *r, uint64_t event_id);
+/* seatmap.c, live.c */
+void gw_on_seatmap(gw_req *r);
+void gw_on_live(gw_req *r);
 /* Forgets every cached event read (after an organizer's change). */
 void gw_events_cache_clear(void);
 /* seats.c */

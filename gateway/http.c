@@ -38,6 +38,7 @@ static const gw_route routes[] = {
     {"GET", "/api/events/{id}", GW_AUTH_PUBLIC, false, gw_on_event_get, "event_get"},
     {"GET", "/api/events/{id}/availability", GW_AUTH_PUBLIC, false, gw_on_availability,
      "availability"},
+    {"GET", "/api/events/{id}/seatmap", GW_AUTH_PUBLIC, false, gw_on_seatmap, "seatmap"},
     {"GET", "/api/concerts", GW_AUTH_PUBLIC, false, gw_on_events_list, "concerts_list"},
     {"GET", "/api/concerts/{id}", GW_AUTH_PUBLIC, false, gw_on_event_get, "concert_get"},
     {"GET", "/api/seats", GW_AUTH_USER, false, gw_on_seats_list, "seats_list"},
@@ -301,6 +302,15 @@ void gw_reply_redirect(gw_req *r, int status, const char *location)
 {
     header_add(r, H2O_TOKEN_LOCATION, location);
     reply_send(r, status, "text/plain; charset=utf-8", "", 0);
+}
+
+void gw_reply_header(gw_req *r, const char *name, const char *value)
+{
+    if (r->h2o != NULL) {
+        h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, strlen(value));
+        h2o_add_header_by_str(&r->h2o->pool, &r->h2o->res.headers, name, strlen(name), 1, NULL,
+                              v.base, v.len);
+    }
 }
 
 static void error_reply_v(gw_req *r, int status, const char *code, uint32_t retry_after_s,
