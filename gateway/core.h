@@ -80,6 +80,8 @@ typedef struct {
     _Atomic uint64_t holds_ok, holds_failed, sales, connections_refused, busy_refused;
     /* Messages of seat operations sent to units, and the operations in them. */
     _Atomic uint64_t grid_batches, grid_batched;
+    /* /live streams open, and those dropped for falling behind (live.c). */
+    _Atomic uint64_t live_streams, live_dropped;
 } gw_metrics;
 
 /* ---- Verified tokens, per worker ----------------------------------------- */
@@ -168,6 +170,9 @@ void gw_refunds_close(gw_refunds *f);
  * after it stopped and the routing client is closed. */
 tg_err gw_snaps_init(gw_worker *w);
 void gw_snaps_close(gw_worker *w);
+/* live.c: a worker's /live streams (before its loop runs). */
+typedef struct gw_live gw_live;
+tg_err gw_live_init(gw_worker *w);
 
 /* ---- The process --------------------------------------------------------- */
 

@@ -104,6 +104,7 @@ struct gw_req {
     void (*on_gone)(gw_req *r);
     int64_t started_ns;
     bool replied;
+    bool streaming; /* gw_req_stream: not counted in service */
 };
 
 /* Memory that lives as long as the request (its h2o pool), zeroed. */
@@ -146,6 +147,9 @@ void gw_reply_error_retry(gw_req *r, int status, const char *code, uint32_t retr
 void gw_reply_grid_error(gw_req *r, tg_err err, const tg_msg *reply, uint32_t partition_id);
 /* Adds a response header (name lower-case; value copied) before a reply. */
 void gw_reply_header(gw_req *r, const char *name, const char *value);
+/* The handler answers with a stream of its own (h2o_start_response): r
+ * counts as replied, and no longer as a request in service. */
+void gw_req_stream(gw_req *r);
 /* Any other body: content_type and len bytes (copied). */
 void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *data, size_t len);
 /* A 3xx to location (copied), with an empty body. */
@@ -300,6 +304,19 @@ void gw_on_availability(gw_req *r);
 /* Answers for an event the map does not place: 404 when PostgreSQL has no
  * such published event, else 503 (cached like the event reads). */
 void gw_event_not_placed(gw_req *r, uint64_t event_id);
+/* One partition's seats by state, as availability_ok carries them. */
+typedef struct {
+    uint64_t version;
+    tg_wire_counts totals;
+    tg_wire_counts sections[TG_SECTIONS_MAX];
+    tg_wire_counts *rows; /* row_count of the layout */
+} gw_partition_counts;
+/* The body GET /availability answers for these partitions (in seat order)
+ * and counts — with "rows": [] unless with_rows; malloc'd (its length in
+ * *len); NULL when out of memory or the partitions leave a gap.  Any
+ * thread. */
+char *gw_availability_render(uint64_t event_id, const gw_layout *const *layouts, uint32_t count,
+                             const gw_partition_counts *counts, bool with_rows, size_t *len);
 /* seatmap.c, live.c */
 void gw_on_seatmap(gw_req *r);
 void gw_on_live(gw_req *r);

@@ -39,6 +39,7 @@ static const gw_route routes[] = {
     {"GET", "/api/events/{id}/availability", GW_AUTH_PUBLIC, false, gw_on_availability,
      "availability"},
     {"GET", "/api/events/{id}/seatmap", GW_AUTH_PUBLIC, false, gw_on_seatmap, "seatmap"},
+    {"GET", "/api/events/{id}/live", GW_AUTH_PUBLIC, false, gw_on_live, "live"},
     {"GET", "/api/concerts", GW_AUTH_PUBLIC, false, gw_on_events_list, "concerts_list"},
     {"GET", "/api/concerts/{id}", GW_AUTH_PUBLIC, false, gw_on_event_get, "concert_get"},
     {"GET", "/api/seats", GW_AUTH_USER, false, gw_on_seats_list, "seats_list"},
@@ -263,6 +264,15 @@ static void reply_send(gw_req *r, int status, const char *content_type, const vo
     h2o_add_header(&h2o->pool, &h2o->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
                    strlen(content_type));
     h2o_send_inline(h2o, data, len);
+}
+
+void gw_req_stream(gw_req *r)
+{
+    TG_ASSERT(!r->replied && !r->streaming);
+    r->replied = true;
+    r->streaming = true;
+    r->worker->in_service--;
+    metrics_count(r, 200);
 }
 
 void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *data, size_t len)
@@ -518,7 +528,9 @@ static void req_dispose(void *p)
     gw_req_gone(r);
     json_decref(r->body);
     r->body = NULL;
-    r->worker->in_service--;
+    if (!r->streaming) {
+        r->worker->in_service--;
+    }
 }
 
 static void peer_address(gw_req *r)

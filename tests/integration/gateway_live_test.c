@@ -10,11 +10,16 @@
 
 #include <criterion/criterion.h>
 
+#include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static void fini(void)
 {
@@ -102,6 +107,149 @@ static void expect_counts_match(gwh_gateway *gw, const seatmap *m)
         snprintf(path, sizeof(path), "totals.%s", names[st]);
         cr_assert_eq(counts[st], (uint64_t)gwh_int(a, path), "%s", names[st]);
     }
+}
+
+/* ---- A Server-Sent Events client over a raw socket --------------------------
+ * HTTP/1.0, so that the body is the stream itself (no chunked framing). */
+
+#define SSE_BUFFER (1u << 20)
+
+typedef struct {
+    int fd;
+    char *buf; /* unparsed bytes */
+    size_t len, consumed;
+    bool closed;
+} sse;
+
+typedef struct {
+    char event[32]; /* "message" when absent; ":" for a comment */
+    char id[32];
+    char *data; /* NUL-terminated (the stream's buffer, valid until the next read) */
+    int64_t at_ms;
+} sse_event;
+
+static bool sse_fill(sse *s, int timeout_ms)
+{
+    struct pollfd p = {.fd = s->fd, .events = POLLIN};
+    if (s->closed || poll(&p, 1, timeout_ms) <= 0) {
+        return false;
+    }
+    cr_assert(s->len < SSE_BUFFER - 1, "an SSE message over %u bytes", SSE_BUFFER);
+    ssize_t n = recv(s->fd, s->buf + s->len, SSE_BUFFER - 1 - s->len, 0);
+    if (n <= 0) {
+        s->closed = true;
+        return false;
+    }
+    s->len += (size_t)n;
+    s->buf[s->len] = '\0';
+    return true;
+}
+
+static sse *sse_open(gwh_gateway *gw, const char *path, const char *last_id)
+{
+    sse *s = calloc(1, sizeof(*s));
+    s->buf = malloc(SSE_BUFFER);
+    s->fd = gwh_connect(gw);
+    char req[512];
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: t\r\n%s%s%s\r\n", path,
+                     last_id != NULL ? "Last-Event-ID: " : "", last_id != NULL ? last_id : "",
+                     last_id != NULL ? "\r\n" : "");
+    gwh_write(s->fd, req, (size_t)n);
+    int64_t deadline = hx_now_ms() + GWH_REQUEST_TIMEOUT_MS;
+    char *end;
+    while ((end = s->len > 0 ? strstr(s->buf, "\r\n\r\n") : NULL) == NULL) {
+        cr_assert(hx_now_ms() < deadline && !s->closed, "no SSE headers for %s", path);
+        sse_fill(s, 100);
+    }
+    *end = '\0';
+    cr_assert(strncmp(s->buf, "HTTP/1.1 200", 12) == 0 || strncmp(s->buf, "HTTP/1.0 200", 12) == 0,
+              "%s: %s", path, s->buf);
+    cr_assert(strstr(s->buf, "text/event-stream") != NULL, "%s: %s", path, s->buf);
+    size_t head = (size_t)(end - s->buf) + 4;
+    memmove(s->buf, s->buf + head, s->len - head);
+    s->len -= head;
+    s->buf[s->len] = '\0';
+    return s;
+}
+
+static void sse_close(sse *s)
+{
+    close(s->fd);
+    free(s->buf);
+    free(s);
+}
+
+/* The next message within timeout_ms; false when none came (or the stream
+ * ended). Consumed bytes are dropped before the next call. */
+static bool sse_next(sse *s, int timeout_ms, sse_event *ev)
+{
+    memmove(s->buf, s->buf + s->consumed, s->len - s->consumed);
+    s->len -= s->consumed;
+    s->buf[s->len] = '\0';
+    s->consumed = 0;
+    int64_t deadline = hx_now_ms() + timeout_ms;
+    char *end;
+    while ((end = strstr(s->buf, "\n\n")) == NULL) {
+        int left = (int)(deadline - hx_now_ms());
+        if (left <= 0 || (!sse_fill(s, left) && s->closed)) {
+            return false;
+        }
+    }
+    *end = '\0';
+    s->consumed = (size_t)(end - s->buf) + 2;
+    *ev = (sse_event){.at_ms = hx_now_ms()};
+    snprintf(ev->event, sizeof(ev->event), "message");
+    for (char *line = s->buf; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        if (nl != NULL) {
+            *nl = '\0';
+        }
+        if (line[0] == ':') {
+            snprintf(ev->event, sizeof(ev->event), ":");
+        } else if (strncmp(line, "event: ", 7) == 0) {
+            snprintf(ev->event, sizeof(ev->event), "%s", line + 7);
+        } else if (strncmp(line, "id: ", 4) == 0) {
+            snprintf(ev->id, sizeof(ev->id), "%s", line + 4);
+        } else if (strncmp(line, "data: ", 6) == 0) {
+            ev->data = line + 6;
+        }
+        line = nl != NULL ? nl + 1 : NULL;
+    }
+    if (strcmp(ev->event, "message") == 0 && ev->data == NULL && ev->id[0] == '\0') {
+        return sse_next(s, (int)(deadline - hx_now_ms()), ev); /* "retry:" alone */
+    }
+    return true;
+}
+
+/* The next message named `name`, skipping others (bounded by timeout_ms). */
+static json_t *sse_expect(sse *s, const char *name, int timeout_ms, sse_event *ev)
+{
+    int64_t deadline = hx_now_ms() + timeout_ms;
+    for (;;) {
+        int left = (int)(deadline - hx_now_ms());
+        cr_assert(left > 0 && sse_next(s, left, ev), "no '%s' event within %d ms", name,
+                  timeout_ms);
+        if (strcmp(ev->event, name) == 0) {
+            json_error_t e;
+            json_t *j = ev->data != NULL ? json_loads(ev->data, 0, &e) : NULL;
+            cr_assert(ev->data == NULL || j != NULL, "%s: bad JSON: %.200s", name, ev->data);
+            return j;
+        }
+    }
+}
+
+/* The state the seats event gives seat no, or -1. */
+static int changes_state(json_t *seats, uint32_t no)
+{
+    json_t *ch = json_object_get(seats, "changes");
+    int found = -1;
+    for (size_t i = 0; i + 1 < json_array_size(ch); i += 2) {
+        if (json_integer_value(json_array_get(ch, i)) == no) {
+            cr_assert_eq(found, -1, "seat %u twice in one seats event", no);
+            found = (int)json_integer_value(json_array_get(ch, i + 1));
+        }
+    }
+    return found;
 }
 
 Test(gateway_live, the_seatmap_shows_every_seat_and_follows_holds_and_releases)
@@ -208,4 +356,176 @@ Test(gateway_live, a_killed_unit_turns_its_seats_unknown_and_the_others_carry_on
     select_seats(gw, buyer, b, "[4294967306]"); /* 10 */
     seatmap_wait(gw, GWH_DEMO_EVENT, 10, 1);
     gwh_gateway_stop_ok(gw);
+}
+
+/* Holds reach /live within a second, coalesced at most every 100 ms;
+ * availability comes every second; Last-Event-ID resumes or resets. */
+Test(gateway_live, the_live_stream_sends_changes_availability_and_resumes)
+{
+    const char *flags[] = {"--allow-reset",        "--auth-rate", "0",
+                           "--request-timeout-ms", "1000",        NULL};
+    gwh_options o = {.gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    sse *s = sse_open(gw, "/api/events/1/live", NULL);
+    sse_event ev;
+    json_t *snap = sse_expect(s, "snapshot", 2000, &ev);
+    uint64_t v0 = (uint64_t)gwh_int(snap, "version");
+
+    /* A hold shows within 1 s (and the stream outlives --request-timeout-ms). */
+    hx_sleep_ms(1200);
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = gwh_booking_create(gw, buyer, GWH_DEMO_EVENT);
+    int64_t t0 = hx_now_ms();
+    select_seats(gw, buyer, b, "[4294967496]"); /* 200 */
+    json_t *seats;
+    do {
+        seats = sse_expect(s, "seats", 1000, &ev);
+    } while (changes_state(seats, 200) < 0);
+    cr_assert_eq(changes_state(seats, 200), 1);
+    cr_assert_lt(ev.at_ms - t0, 1000, "the hold took %lld ms", (long long)(ev.at_ms - t0));
+    uint64_t v1 = (uint64_t)gwh_int(seats, "version");
+    cr_assert_gt(v1, v0);
+    cr_assert_str_eq(ev.id, gwh_str(json_pack("{s:s}", "v", ev.id), "v"));
+    char resume[32];
+    snprintf(resume, sizeof(resume), "%s", ev.id);
+
+    /* Coalescing: 20 changes of seat 300 in a burst arrive in fewer
+     * messages, at least ~100 ms apart, each naming the seat once, the
+     * last with its last state (free). */
+    for (int i = 0; i < 10; i++) {
+        select_seats(gw, buyer, b, "[4294967596]");
+        release_seats(gw, buyer, b, "[4294967596]");
+    }
+    int messages = 0, last = -1;
+    int64_t prev_at = 0;
+    sse_event e2;
+    while (sse_next(s, 600, &e2)) {
+        if (strcmp(e2.event, "seats") != 0) {
+            continue;
+        }
+        json_t *m = json_loads(e2.data, 0, NULL);
+        cr_assert_not_null(m);
+        int st = changes_state(m, 300);
+        last = st >= 0 ? st : last;
+        messages++;
+        cr_assert(prev_at == 0 || e2.at_ms - prev_at >= 80, "seats %lld ms apart",
+                  (long long)(e2.at_ms - prev_at));
+        prev_at = e2.at_ms;
+        json_decref(m);
+    }
+    cr_assert_lt(messages, 20, "%d messages for 20 changes", messages);
+    cr_assert_eq(last, 0, "seat 300 ends %d", last);
+
+    /* Availability every second, the same JSON as /availability. */
+    json_t *av = sse_expect(s, "availability", 2500, &ev);
+    cr_assert_eq(gwh_int(av, "event_id"), 1);
+    cr_assert_eq(gwh_int(av, "totals.SELECTED"), 1);
+    cr_assert_eq(gwh_int(av, "seat_count"), GWH_DEMO_SEATS);
+    cr_assert_eq(json_array_size(gwh_json_at(av, "rows")), 60 + 200 + 700 + 800 + 850);
+    sse_close(s);
+
+    /* Resume: what was missed since `resume` is replayed, no snapshot. */
+    select_seats(gw, buyer, b, "[4294967696]"); /* 400 */
+    seatmap_wait(gw, GWH_DEMO_EVENT, 400, 1);
+    hx_sleep_ms(300); /* past a flush */
+    s = sse_open(gw, "/api/events/1/live?availability=none", resume);
+    bool saw400 = false;
+    while (!saw400 && sse_next(s, 1500, &ev)) {
+        cr_assert_str_neq(ev.event, "snapshot");
+        cr_assert_str_neq(ev.event, "reset");
+        if (strcmp(ev.event, "seats") == 0) {
+            json_t *m = json_loads(ev.data, 0, NULL);
+            saw400 = changes_state(m, 400) == 1;
+            json_decref(m);
+        }
+    }
+    cr_assert(saw400, "the resumed stream did not replay seat 400");
+    sse_close(s);
+    /* A token this gateway no longer has: reset. */
+    s = sse_open(gw, "/api/events/1/live", "1");
+    json_t *reset = sse_expect(s, "reset", 2000, &ev);
+    cr_assert_geq((uint64_t)gwh_int(reset, "version"), v1);
+    sse_close(s);
+
+    /* Bad input. */
+    gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/live?availability=x"), 400,
+                     "invalid_parameter");
+    gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/777/live"), 404, "not_found");
+    gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/x/live"), 400, "invalid_id");
+    gwh_stop_ok(g);
+}
+
+static int64_t rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    int64_t kb = -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "VmRSS: %" SCNd64, &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* A metric of /metrics (the first line that starts with name and a space). */
+static int64_t metric(gwh_gateway *gw, const char *name)
+{
+    gwh_resp *r = gwh_http(gw, "GET", NULL, NULL, "/metrics");
+    cr_assert_eq(r->status, 200);
+    char key[96];
+    snprintf(key, sizeof(key), "\n%s ", name);
+    const char *at = strstr(r->body, key);
+    cr_assert_not_null(at, "no %s in /metrics", name);
+    return strtoll(at + strlen(key), NULL, 10);
+}
+
+/* A client that never reads is dropped; the gateway's memory stays put. */
+Test(gateway_live, a_client_that_does_not_read_is_dropped_and_memory_stays_bounded)
+{
+    const char *flags[] = {"--allow-reset",       "--auth-rate", "0",
+                           "--live-buffer-bytes", "65536",       NULL};
+    gwh_options o = {.gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    sse *reader = sse_open(gw, "/api/events/1/live", NULL); /* keeps up */
+    /* A tiny receive window, set before connecting: the full availability
+     * (about 250 KB a second) soon fills it, then the 64 KB allowed. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(gw->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    const char req[] = "GET /api/events/1/live HTTP/1.0\r\nHost: t\r\n\r\n";
+    gwh_write(fd, req, sizeof(req) - 1);
+    int64_t before = rss_kb(gw->pid);
+    cr_assert_eq(metric(gw, "tixgrid_live_dropped_total"), 0);
+    int64_t deadline = hx_now_ms() + 15000;
+    sse_event ev;
+    while (metric(gw, "tixgrid_live_dropped_total") == 0) {
+        cr_assert(hx_now_ms() < deadline, "the client that does not read was not dropped");
+        while (sse_next(reader, 100, &ev)) {
+        }
+    }
+    cr_assert_eq(metric(gw, "tixgrid_live_streams"), 1); /* the reader */
+    int64_t after = rss_kb(gw->pid);
+    cr_log_info("gateway RSS %lld kB before, %lld kB after", (long long)before, (long long)after);
+    cr_assert_lt(after - before, 32 * 1024, "the gateway grew by %lld kB",
+                 (long long)(after - before));
+    /* What it was sent ends: the stream is over. */
+    size_t len;
+    bool closed;
+    gwh_read_all(fd, 5000, &len, &closed);
+    cr_assert(closed, "the dropped stream did not end (%zu bytes read)", len);
+    close(fd);
+    /* The reader still gets messages. */
+    sse_expect(reader, "availability", 2500, &ev);
+    sse_close(reader);
+    gwh_stop_ok(g);
 }
