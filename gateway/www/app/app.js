@@ -120,10 +120,8 @@ async function paymentView(paymentId, returned) {
     status.dataset.status = r.status;
     const words = { completed: `Paid: booking ${r.booking_id} is yours.`, failed: `The payment was declined; booking ${r.booking_id} is released.`, refunded: 'The payment came too late and was refunded.', pending: 'Waiting for the payment provider…' };
     status.textContent = words[r.status] || r.status;
-    if (r.status !== 'pending') {
-      sessionStorage.removeItem(`tixgrid.booking.byId.${r.booking_id}`);
-      return;
-    }
+    // The event page forgets a booking that is no longer open when it reads it.
+    if (r.status !== 'pending') return;
     await new Promise((resolve) => { timer = setTimeout(resolve, RETURN_POLL_MS); });
   }
   status.textContent = 'The provider has not confirmed yet; My bookings will show the outcome.';

@@ -53,7 +53,7 @@ class EventPage {
   constructor(view, ev) {
     this.ev = ev;
     this.view = view;
-    this.key = `tixgrid.booking.${ev.id}`;
+    this.storageKey = `tixgrid.booking.${ev.id}`;
     this.version = -1;
     this.queue = [];
     this.timers = [];
@@ -257,11 +257,11 @@ class EventPage {
       e.preventDefault();
       this.map.zoom(Math.exp(-e.deltaY * 0.0015), ...at(e));
     }, { passive: false });
-    c.addEventListener('keydown', (e) => this.key(e));
+    c.addEventListener('keydown', (e) => this.onKey(e));
     window.addEventListener('resize', () => this.map && this.map.draw());
   }
 
-  key(e) {
+  onKey(e) {
     const r = this.canvas.getBoundingClientRect();
     const moves = { ArrowLeft: [PAN_STEP_PX, 0], ArrowRight: [-PAN_STEP_PX, 0], ArrowUp: [0, PAN_STEP_PX], ArrowDown: [0, -PAN_STEP_PX] };
     if (e.key === '+' || e.key === '=') this.map.zoom(1.5, r.width / 2, r.height / 2);
@@ -303,7 +303,7 @@ class EventPage {
   // ---- The booking -------------------------------------------------------------
 
   async restoreBooking() {
-    const id = sessionStorage.getItem(this.key);
+    const id = sessionStorage.getItem(this.storageKey);
     if (!id || !session.token) return;
     try {
       const b = await api(`/api/bookings/${id}`);
@@ -316,8 +316,8 @@ class EventPage {
 
   setBooking(b) {
     this.booking = b;
-    if (b) sessionStorage.setItem(this.key, String(b.id));
-    else sessionStorage.removeItem(this.key);
+    if (b) sessionStorage.setItem(this.storageKey, String(b.id));
+    else sessionStorage.removeItem(this.storageKey);
     if (this.map) this.map.setMine(b ? b.seats.map((s) => s.seat_no) : []);
     this.renderPanel();
   }
