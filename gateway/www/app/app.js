@@ -87,12 +87,20 @@ async function bookingsView() {
   return () => clearInterval(timer);
 }
 
+// Event titles by id, read once per page load (events change rarely).
+const titles = new Map();
+async function eventTitles(ids) {
+  await Promise.all([...new Set(ids)].filter((id) => !titles.has(id)).map((id) =>
+    api(`/api/events/${id}`, { auth: false }).then((e) => titles.set(id, e.title), () => titles.set(id, `event ${id}`))));
+}
+
 async function renderBookings() {
   const page = await api('/api/bookings?pageSize=100');
+  await eventTitles(page.items.map((b) => b.event_id));
   if (!location.hash.startsWith('#/bookings')) return;
   const rows = page.items.map((b) => el('tr', { 'data-booking': b.id, 'data-status': b.status },
     el('td', {}, String(b.id)),
-    el('td', {}, el('a', { href: `#/event/${b.event_id}` }, `event ${b.event_id}`)),
+    el('td', {}, el('a', { href: `#/event/${b.event_id}` }, titles.get(b.event_id))),
     el('td', { class: 'status' }, b.status.replace('_', ' ')),
     el('td', {}, b.seats.map((s) => (s.section ? `${s.section} row ${s.row} seat ${s.number}` : `seat ${s.seat_no}`)).join(', ') || '—'),
     el('td', {}, money(b.total.amount, b.total.currency)),

@@ -108,6 +108,10 @@ class EventPage {
 
   async start() {
     await this.loadMap();
+    if (!this.layoutOnly) {
+      // The free counts now; the stream (or the poll) keeps them current.
+      api(`/api/events/${this.ev.id}/availability`, { auth: false }).then((a) => this.renderLegend(a), () => {});
+    }
     this.wireCanvas();
     this.connectLive();
     await this.restoreBooking();
@@ -136,8 +140,12 @@ class EventPage {
     const m = await res.json();
     this.etag = res.headers.get('ETag');
     const states = decodeNibbles(m.states, m.seat_count);
-    if (!this.map || this.layoutOnly) this.map = new SeatMap(this.canvas, m, states);
-    else this.map.replaceStates(states);
+    if (!this.map || this.layoutOnly) {
+      this.map = new SeatMap(this.canvas, m, states);
+      this.renderLegend(this.avail); // now with the sections' colours
+    } else {
+      this.map.replaceStates(states);
+    }
     this.layoutOnly = false;
     this.version = m.version;
     this.flushQueue();
@@ -220,7 +228,9 @@ class EventPage {
     this.renderLegend(await api(`/api/events/${this.ev.id}/availability`, { auth: false }));
   }
 
+  // avail: the last /availability (or the stream's), kept for redraws.
   renderLegend(avail) {
+    this.avail = avail;
     const counts = avail ? avail.sections : null;
     const colors = this.map ? this.map.plan.sections.map((s) => s.color) : [];
     const items = this.ev.sections.map((s, i) => el('li', {},
@@ -319,6 +329,7 @@ class EventPage {
     if (b) sessionStorage.setItem(this.storageKey, String(b.id));
     else sessionStorage.removeItem(this.storageKey);
     if (this.map) this.map.setMine(b ? b.seats.map((s) => s.seat_no) : []);
+    this.tip.hidden = true; // it may name a seat whose state just changed
     this.renderPanel();
   }
 
