@@ -427,8 +427,10 @@ async function main() {
   let grid = null;
   let browser = null;
   try {
+    const startedAt = Date.now();
     grid = await startGrid(dir);
     running = grid;
+    note(`grid up in ${Date.now() - startedAt} ms`);
     browser = await playwright.chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
     note(`chromium ${browser.version()}, gateway ${grid.gateway}, sandbox ${grid.sandbox}`);
     await runTests(grid, browser);
@@ -438,8 +440,9 @@ async function main() {
     if (browser) await browser.close().catch(() => {});
     if (grid) {
       try {
+        const stoppingAt = Date.now();
         await stopGrid(grid);
-        tap(true, 'the grid stops cleanly');
+        tap(true, `the grid stops cleanly (${Date.now() - stoppingAt} ms)`);
       } catch (e) {
         tap(false, 'the grid stops cleanly', e.message);
       }

@@ -122,6 +122,7 @@ class EventPage {
     this.stopped = true;
     if (this.es) this.es.close();
     this.timers.forEach((t) => clearInterval(t));
+    if (this.onResize) window.removeEventListener('resize', this.onResize);
     if (window.tixgrid === this) window.tixgrid = null;
   }
 
@@ -268,7 +269,8 @@ class EventPage {
       this.map.zoom(Math.exp(-e.deltaY * 0.0015), ...at(e));
     }, { passive: false });
     c.addEventListener('keydown', (e) => this.onKey(e));
-    window.addEventListener('resize', () => this.map && this.map.draw());
+    this.onResize = () => this.map && this.map.draw();
+    window.addEventListener('resize', this.onResize);
   }
 
   onKey(e) {
