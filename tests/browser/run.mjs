@@ -226,6 +226,21 @@ test('the 100,000-seat map renders in section colours', async ({ browser, grid }
   await page.close();
 });
 
+test('while the seat map cannot be had, the layout is drawn and the map asked for again', async ({ browser, grid }) => {
+  const page = await browser.newPage();
+  let refused = 0;
+  await page.route('**/api/events/1/seatmap', (route) => {
+    if (refused++ === 0) return route.fulfill({ status: 503, contentType: 'application/json', headers: { 'Retry-After': '1' }, body: '{"error":{"code":"unavailable","message":"no snapshot yet"}}' });
+    return route.continue();
+  });
+  await openEvent(page, grid, CONCERT);
+  const first = await page.evaluate(() => ({ layoutOnly: window.tixgrid.layoutOnly, placed: window.tixgrid.map.plan.seatPixel.filter((p) => p >= 0).length, notice: document.getElementById('notice').textContent }));
+  check(first.layoutOnly && first.placed === 100000 && /not shown/.test(first.notice), `first: ${JSON.stringify(first)}`);
+  await page.waitForFunction(() => !window.tixgrid.layoutOnly && document.getElementById('notice').hidden, null, { timeout: 10000 });
+  check(refused >= 2, `the map was asked for ${refused} time(s)`);
+  await page.close();
+});
+
 test('hovering a seat names its section, row, number and price', async ({ browser, grid }) => {
   const page = await browser.newPage();
   await openEvent(page, grid, CONCERT);

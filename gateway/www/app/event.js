@@ -123,6 +123,7 @@ class EventPage {
     if (this.es) this.es.close();
     this.timers.forEach((t) => clearInterval(t));
     if (this.onResize) window.removeEventListener('resize', this.onResize);
+    clearTimeout(this.retry);
     if (window.tixgrid === this) window.tixgrid = null;
   }
 
@@ -132,10 +133,13 @@ class EventPage {
     const headers = this.etag ? { 'If-None-Match': this.etag } : {};
     const res = await api(`/api/events/${this.ev.id}/seatmap`, { raw: true, auth: false, headers });
     if (res.status === 304) return;
-    if (res.status === 404 && !this.map) return this.loadLayoutOnly();
     if (!res.ok) {
-      notice(`The seat map could not be read now (HTTP ${res.status}); retrying.`, 'warn');
+      // 503 while a partition has no snapshot yet, or a gateway without the
+      // route: the layout now, the states as soon as the map can be had.
       if (!this.map) await this.loadLayoutOnly();
+      else notice(`The seat map could not be read now (HTTP ${res.status}); retrying.`, 'warn');
+      clearTimeout(this.retry);
+      if (!this.stopped) this.retry = setTimeout(() => this.reload(), POLL_MS);
       return;
     }
     const m = await res.json();
@@ -147,6 +151,7 @@ class EventPage {
     } else {
       this.map.replaceStates(states);
     }
+    if (this.layoutOnly) notice('');
     this.layoutOnly = false;
     this.version = m.version;
     this.flushQueue();
@@ -159,7 +164,7 @@ class EventPage {
     this.layoutOnly = true;
     this.map = new SeatMap(this.canvas, m, new Uint8Array(m.seat_count).fill(STATE.FREE));
     this.renderLegend(avail);
-    notice('Seat states are not shown: this server has no seat-map route. Section counts are live; a taken seat is refused when you pick it.', 'warn');
+    notice('Seat states are not shown yet (the seat map cannot be read now). Section counts are current; a taken seat is refused when you pick it.', 'warn');
   }
 
   flushQueue() {
