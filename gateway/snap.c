@@ -24,8 +24,9 @@
  *
  * Liveness.  A once-a-second timer compares each followed partition with
  * the map: a new PUB address (failover, restart) is dialed and the
- * partition fetched again; a primary the map finds unreachable turns its
- * seats UNKNOWN until it answers again.  A unit without a PUB address is
+ * partition fetched again; a primary the map finds unreachable is fetched
+ * at once, and if that fails too its seats turn UNKNOWN until a fetch
+ * succeeds again.  A unit without a PUB address is
  * polled: fetched once a second.
  */
 #include <stdlib.h>
@@ -437,8 +438,10 @@ static void snap_check(gw_snaps *s, gw_snap *snap, int64_t now_ms)
         pub_url[0] = '\0';
     }
     if (!reachable) {
-        if (snap->ready) {
-            mark_unknown(snap, true);
+        /* Confirmed by a fetch of our own before the seats turn UNKNOWN: the
+         * map's probe may have timed out on a busy machine. */
+        if (snap->ready && !snap->unknown && now_ms >= snap->retry_at_ms) {
+            fetch_start(s, snap);
         }
         return;
     }
