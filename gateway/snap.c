@@ -78,39 +78,6 @@ typedef struct gw_snaps {
     uint32_t fetches_in_flight;
 } gw_snaps;
 
-/* ---- Pure leaves ------------------------------------------------------------ */
-
-void gw_snap_unpack(uint8_t *states, uint32_t seat_count, const tg_wire_states *words,
-                    gw_snap_changed changed, void *arg)
-{
-    for (uint32_t seat = 0; seat < seat_count; seat++) {
-        unsigned v = (unsigned)(words[seat / TG_WIRE_STATES_PER_WORD].packed >>
-                                (4 * (seat % TG_WIRE_STATES_PER_WORD))) &
-                     15u;
-        if (gw_snap_get(states, seat) != v) {
-            gw_snap_put(states, seat, v);
-            if (changed != NULL) {
-                changed(arg, seat, v);
-            }
-        }
-    }
-}
-
-void gw_snap_apply(uint8_t *states, uint32_t seat_count, const tg_wire_change *changes,
-                   uint32_t count, gw_snap_changed changed, void *arg)
-{
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t seat = changes[i].seat_id;
-        unsigned v = (unsigned)tg_seat_word_state(changes[i].word);
-        if (seat < seat_count && gw_snap_get(states, seat) != v) {
-            gw_snap_put(states, seat, v);
-            if (changed != NULL) {
-                changed(arg, seat, v);
-            }
-        }
-    }
-}
-
 /* ---- Finding ---------------------------------------------------------------- */
 
 static uint32_t snap_index(const gw_snaps *s, uint32_t partition_id)
