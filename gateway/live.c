@@ -24,9 +24,11 @@
  * worker made).
  *
  * Back-pressure (h2o's generator).  A client has at most one h2o_send in
- * flight; what comes meanwhile waits in its queue (GW_LIVE_QUEUE_MAX
- * messages and --live-buffer-bytes bytes, counting those in flight).  A
- * client over either bound cannot keep up: its queue is dropped and its
+ * flight (at most GW_LIVE_SEND_MAX messages, shared with every other
+ * client); what comes meanwhile waits in its queue (GW_LIVE_QUEUE_MAX
+ * messages and --live-buffer-bytes bytes; a message into an empty queue is
+ * taken whatever its size, so that a client that keeps up always gets the
+ * big availability).  A client over either bound cannot keep up: its queue is dropped and its
  * socket shut down, so h2o ends the connection at its next write, and
  * memory never grows with a client that does not read.  (Over HTTP/2 that
  * ends the whole connection, other streams included.)
@@ -90,7 +92,7 @@ struct live_client {
     live_msg *sent[GW_LIVE_SEND_MAX]; /* in flight until proceed */
     uint32_t sent_count;
     h2o_iovec_t bufs[GW_LIVE_SEND_MAX];
-    size_t bytes; /* queued and in flight */
+    size_t bytes; /* queued (not yet handed to h2o) */
     int64_t last_sent_ms;
     uint8_t availability; /* LIVE_AVAILABILITY_* (the query parameter) */
     bool dropped;
@@ -187,9 +189,9 @@ static void client_push(live_client *c, live_msg *m)
     }
     const gw_config *cfg = &c->r->gw->cfg;
     /* A message alone may exceed the bound (a big availability): a client
-     * that keeps up always gets it. */
+     * that keeps up, whose queue is empty, always gets it. */
     if (c->queue_count == GW_LIVE_QUEUE_MAX ||
-        (c->bytes > 0 && c->bytes + m->len > cfg->live_buffer_bytes)) {
+        (c->queue_count > 0 && c->bytes + m->len > cfg->live_buffer_bytes)) {
         client_drop(c);
         return;
     }
@@ -208,6 +210,7 @@ static void client_send(live_client *c)
         live_msg *m = c->queue[c->queue_head];
         c->queue_head = (c->queue_head + 1) % GW_LIVE_QUEUE_MAX;
         c->queue_count--;
+        c->bytes -= m->len;
         c->bufs[c->sent_count] = h2o_iovec_init(m->data, m->len);
         c->sent[c->sent_count++] = m;
     }
@@ -221,7 +224,6 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
     (void)req;
     live_client *c = (live_client *)gen;
     for (uint32_t i = 0; i < c->sent_count; i++) {
-        c->bytes -= c->sent[i]->len;
         msg_unref(c->sent[i]);
     }
     c->sent_count = 0;
@@ -372,6 +374,8 @@ static void event_flush(gw_live_event *ev)
 {
     uint64_t version = event_version(ev);
     if (ev->reset || ev->overflow) {
+        tg_log_info("live: event %" PRIu64 " resets at version %" PRIu64 " (%s)", ev->event_id,
+                    version, ev->overflow ? "too many changes" : "a partition's unit changed");
         ev->reset = false;
         dirty_clear(ev);
         ring_clear(ev);
@@ -540,36 +544,47 @@ static gw_live_event *event_new(gw_live *live, uint64_t event_id, const gw_layou
 }
 
 /* The first messages: the snapshot's version, or what a resume missed. */
+/* Queues every kept seats message after token; false when they do not
+ * reach back to it. */
+static bool replay(live_client *c, uint64_t token)
+{
+    gw_live_event *ev = c->ev;
+    uint32_t cap = ev->live->worker->gw->cfg.live_replay_events, i = 0;
+    while (i < ev->ring_count && ev->ring[(ev->ring_head + i) % cap]->version <= token) {
+        i++;
+    }
+    if (i == ev->ring_count || ev->ring[(ev->ring_head + i) % cap]->prev_version > token ||
+        token >= ev->last_version) {
+        return false;
+    }
+    live_msg *m = msg_printf("retry: 1000\n\n");
+    client_push(c, m);
+    msg_unref(m);
+    for (; i < ev->ring_count; i++) {
+        client_push(c, ev->ring[(ev->ring_head + i) % cap]);
+    }
+    return true;
+}
+
 static void client_begin(live_client *c, const char *last_id, size_t last_len)
 {
     gw_live_event *ev = c->ev;
     uint64_t token = 0;
-    bool resume = last_id != NULL && last_len > 0 && last_len < 20;
-    for (size_t i = 0; resume && i < last_len; i++) {
-        resume = last_id[i] >= '0' && last_id[i] <= '9';
+    bool valid = last_id != NULL && last_len > 0 && last_len < 20;
+    for (size_t i = 0; valid && i < last_len; i++) {
+        valid = last_id[i] >= '0' && last_id[i] <= '9';
         token = token * 10 + (uint64_t)(last_id[i] - '0');
     }
     live_msg *m = NULL;
-    if (!resume) {
+    if (last_id == NULL) {
         m = msg_printf("retry: 1000\nevent: snapshot\ndata: {\"version\":%" PRIu64 "}\n\n",
                        ev->last_version);
-    } else if (token == ev->last_version) {
+    } else if (valid && token == ev->last_version) {
         m = msg_printf("retry: 1000\n\n"); /* nothing missed */
+    } else if (valid && replay(c, token)) {
+        return;
     } else {
-        uint32_t cap = ev->live->worker->gw->cfg.live_replay_events, i = 0;
-        while (i < ev->ring_count && ev->ring[(ev->ring_head + i) % cap]->version <= token) {
-            i++;
-        }
-        if (i < ev->ring_count && ev->ring[(ev->ring_head + i) % cap]->prev_version <= token &&
-            token < ev->last_version) {
-            m = msg_printf("retry: 1000\n\n");
-            client_push(c, m);
-            msg_unref(m);
-            for (; i < ev->ring_count; i++) {
-                client_push(c, ev->ring[(ev->ring_head + i) % cap]);
-            }
-            return;
-        }
+        /* Too old, from another worker's future, or not a token of ours. */
         m = msg_printf("retry: 1000\nevent: reset\ndata: {\"version\":%" PRIu64 "}\n\n",
                        ev->last_version);
     }

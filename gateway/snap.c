@@ -24,8 +24,9 @@
  *
  * Liveness.  A once-a-second timer compares each followed partition with
  * the map: a new PUB address (failover, restart) is dialed and the
- * partition fetched again; a primary the map finds unreachable turns its
- * seats UNKNOWN until it answers again.  A unit without a PUB address is
+ * partition fetched again; a primary the map finds unreachable is fetched
+ * at once, and if that fails too its seats turn UNKNOWN until a fetch
+ * succeeds again.  A unit without a PUB address is
  * polled: fetched once a second.
  */
 #include <stdlib.h>
@@ -76,39 +77,6 @@ typedef struct gw_snaps {
     tg_wire_change *changes; /* decoding space: TG_WIRE_CHANGES_MAX */
     uint32_t fetches_in_flight;
 } gw_snaps;
-
-/* ---- Pure leaves ------------------------------------------------------------ */
-
-void gw_snap_unpack(uint8_t *states, uint32_t seat_count, const tg_wire_states *words,
-                    gw_snap_changed changed, void *arg)
-{
-    for (uint32_t seat = 0; seat < seat_count; seat++) {
-        unsigned v = (unsigned)(words[seat / TG_WIRE_STATES_PER_WORD].packed >>
-                                (4 * (seat % TG_WIRE_STATES_PER_WORD))) &
-                     15u;
-        if (gw_snap_get(states, seat) != v) {
-            gw_snap_put(states, seat, v);
-            if (changed != NULL) {
-                changed(arg, seat, v);
-            }
-        }
-    }
-}
-
-void gw_snap_apply(uint8_t *states, uint32_t seat_count, const tg_wire_change *changes,
-                   uint32_t count, gw_snap_changed changed, void *arg)
-{
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t seat = changes[i].seat_id;
-        unsigned v = (unsigned)tg_seat_word_state(changes[i].word);
-        if (seat < seat_count && gw_snap_get(states, seat) != v) {
-            gw_snap_put(states, seat, v);
-            if (changed != NULL) {
-                changed(arg, seat, v);
-            }
-        }
-    }
-}
 
 /* ---- Finding ---------------------------------------------------------------- */
 
@@ -437,8 +405,10 @@ static void snap_check(gw_snaps *s, gw_snap *snap, int64_t now_ms)
         pub_url[0] = '\0';
     }
     if (!reachable) {
-        if (snap->ready) {
-            mark_unknown(snap, true);
+        /* Confirmed by a fetch of our own before the seats turn UNKNOWN: the
+         * map's probe may have timed out on a busy machine. */
+        if (snap->ready && !snap->unknown && now_ms >= snap->retry_at_ms) {
+            fetch_start(s, snap);
         }
         return;
     }

@@ -222,13 +222,14 @@ static bool sse_next(sse *s, int timeout_ms, sse_event *ev)
 }
 
 /* The next message named `name`, skipping others (bounded by timeout_ms). */
-static json_t *sse_expect(sse *s, const char *name, int timeout_ms, sse_event *ev)
+#define sse_expect(s, name, timeout_ms, ev) sse_expect_at(s, name, timeout_ms, ev, __LINE__)
+static json_t *sse_expect_at(sse *s, const char *name, int timeout_ms, sse_event *ev, int line)
 {
     int64_t deadline = hx_now_ms() + timeout_ms;
     for (;;) {
         int left = (int)(deadline - hx_now_ms());
-        cr_assert(left > 0 && sse_next(s, left, ev), "no '%s' event within %d ms", name,
-                  timeout_ms);
+        cr_assert(left > 0 && sse_next(s, left, ev), "line %d: no '%s' event within %d ms", line,
+                  name, timeout_ms);
         if (strcmp(ev->event, name) == 0) {
             json_error_t e;
             json_t *j = ev->data != NULL ? json_loads(ev->data, 0, &e) : NULL;
@@ -252,10 +253,9 @@ static int changes_state(json_t *seats, uint32_t no)
     return found;
 }
 
-Test(gateway_live, the_seatmap_shows_every_seat_and_follows_holds_and_releases)
+/* The seat map shows every seat and follows holds and releases. */
+static void seatmap_follows_holds_and_releases(gwh_gateway *gw)
 {
-    gwh_grid *g = gwh_start(NULL);
-    gwh_gateway *gw = g->gw;
     seatmap m0 = seatmap_get(gw, GWH_DEMO_EVENT);
     cr_assert_eq(m0.seat_count, GWH_DEMO_SEATS);
     char etag[64];
@@ -318,22 +318,25 @@ Test(gateway_live, the_seatmap_shows_every_seat_and_follows_holds_and_releases)
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/4/seatmap"), 404,
                      "not_found"); /* a draft */
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/x1/seatmap"), 400, "invalid_id");
-    gwh_stop_ok(g);
 }
 
-Test(gateway_live, a_killed_unit_turns_its_seats_unknown_and_the_others_carry_on)
+/* A killed unit turns its seats UNKNOWN (the stream says reset, then only
+ * heartbeats come); the other partitions carry on. */
+static void killed_unit_turns_unknown(gwh_grid *g)
 {
-    gwh_options o = {.units = 2,
-                     .partition_count = 2,
-                     .partitions = {GWH_DEMO_PARTITION, GWH_HALL_PARTITION},
-                     .unit_of = {0, 1}};
-    gwh_grid *g = gwh_start(&o);
     gwh_gateway *gw = g->gw;
+    sse *s = sse_open(gw, "/api/events/3/live?availability=summary", NULL);
+    sse_event ev;
+    sse_expect(s, "snapshot", 2000, &ev);
+    json_t *av = sse_expect(s, "availability", 2500, &ev);
+    cr_assert_eq(gwh_int(av, "totals.FREE"), GWH_HALL_SEATS);
+    cr_assert_eq(json_array_size(gwh_json_at(av, "rows")), 0);
     seatmap hall = seatmap_get(gw, GWH_HALL_EVENT);
     cr_assert_eq(hall.seat_count, GWH_HALL_SEATS);
     cr_assert_eq(nibble(&hall, 0), 0);
     seatmap_get(gw, GWH_DEMO_EVENT);
 
+    int64_t t_kill = hx_now_ms();
     hx_kill(&g->units[1]);
     /* The map notices within a refresh or two; the hall's seats turn 15. */
     int64_t deadline = hx_now_ms() + 3 * WAIT_MS;
@@ -346,28 +349,107 @@ Test(gateway_live, a_killed_unit_turns_its_seats_unknown_and_the_others_carry_on
         cr_assert(hx_now_ms() < deadline, "the hall's seats never turned UNKNOWN");
         hx_sleep_ms(100);
     }
-    for (uint64_t s = 0; s < dead.seat_count; s++) {
-        cr_assert_eq(nibble(&dead, s), 15, "seat %" PRIu64, s);
+    for (uint64_t k = 0; k < dead.seat_count; k++) {
+        cr_assert_eq(nibble(&dead, k), 15, "seat %" PRIu64, k);
     }
     cr_assert(strstr(dead.etag, "-unknown") != NULL, "ETag %s", dead.etag);
+    cr_log_info("UNKNOWN %lld ms after the kill", (long long)(hx_now_ms() - t_kill));
+    /* The stream says reset, then (no availability while UNKNOWN) heartbeats. */
+    sse_expect(s, "reset", 2000, &ev);
+    sse_expect(s, ":", 2500, &ev);
+    sse_close(s);
+    cr_log_info("heartbeat %lld ms after the kill", (long long)(hx_now_ms() - t_kill));
     /* The concert, on the other unit, still answers and still moves. */
     const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     uint64_t b = gwh_booking_create(gw, buyer, GWH_DEMO_EVENT);
     select_seats(gw, buyer, b, "[4294967306]"); /* 10 */
     seatmap_wait(gw, GWH_DEMO_EVENT, 10, 1);
-    gwh_gateway_stop_ok(gw);
+    cr_log_info("the concert moved %lld ms after the kill", (long long)(hx_now_ms() - t_kill));
+}
+
+static int64_t rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    int64_t kb = -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "VmRSS: %" SCNd64, &kb) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* A metric of /metrics (the first line that starts with name and a space). */
+static int64_t metric(gwh_gateway *gw, const char *name)
+{
+    gwh_resp *r = gwh_http(gw, "GET", NULL, NULL, "/metrics");
+    cr_assert_eq(r->status, 200);
+    char key[96];
+    snprintf(key, sizeof(key), "\n%s ", name);
+    const char *at = strstr(r->body, key);
+    cr_assert_not_null(at, "no %s in /metrics", name);
+    return strtoll(at + strlen(key), NULL, 10);
+}
+
+/* A client that never reads is dropped; the gateway's memory stays put. */
+static void expect_slow_client_dropped(gwh_gateway *gw)
+{
+    sse *reader = sse_open(gw, "/api/events/1/live", NULL); /* keeps up */
+    /* A tiny receive window, set before connecting: the full availability
+     * (about 250 KB a second) soon fills it, then the 64 KB allowed. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(gw->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    const char req[] = "GET /api/events/1/live HTTP/1.0\r\nHost: t\r\n\r\n";
+    gwh_write(fd, req, sizeof(req) - 1);
+    int64_t before = rss_kb(gw->pid);
+    cr_assert_eq(metric(gw, "tixgrid_live_dropped_total"), 0);
+    int64_t deadline = hx_now_ms() + 15000;
+    sse_event ev;
+    while (metric(gw, "tixgrid_live_dropped_total") == 0) {
+        cr_assert(hx_now_ms() < deadline, "the client that does not read was not dropped");
+        while (sse_next(reader, 100, &ev)) {
+        }
+    }
+    cr_log_info("dropped after %lld ms", (long long)(hx_now_ms() - deadline + 15000));
+    int64_t after = rss_kb(gw->pid);
+    cr_log_info("gateway RSS %lld kB before, %lld kB after", (long long)before, (long long)after);
+    cr_assert_lt(after - before, 32 * 1024, "the gateway grew by %lld kB",
+                 (long long)(after - before));
+    /* What it was sent ends: the stream is over (the reader keeps reading
+     * meanwhile, or it would fall behind too). */
+    bool closed = false;
+    deadline = hx_now_ms() + 5000;
+    while (!closed && hx_now_ms() < deadline) {
+        char buf[65536];
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+        while (!closed && sse_next(reader, 20, &ev)) {
+        }
+    }
+    cr_assert(closed, "the dropped stream did not end");
+    close(fd);
+    /* The reader still gets messages. */
+    sse_expect(reader, "availability", 2500, &ev);
+    sse_close(reader);
 }
 
 /* Holds reach /live within a second, coalesced at most every 100 ms;
- * availability comes every second; Last-Event-ID resumes or resets. */
-Test(gateway_live, the_live_stream_sends_changes_availability_and_resumes)
+ * availability comes every second; Last-Event-ID resumes or resets; a
+ * client that does not read is dropped. */
+static void live_stream_sends_changes_and_resumes(gwh_gateway *gw)
 {
-    const char *flags[] = {"--allow-reset",        "--auth-rate", "0",
-                           "--request-timeout-ms", "1000",        NULL};
-    gwh_options o = {.gateway_flags = flags};
-    gwh_grid *g = gwh_start(&o);
-    gwh_gateway *gw = g->gw;
-    sse *s = sse_open(gw, "/api/events/1/live", NULL);
+    /* Summaries (1 KB, not 250 KB): this client reads only now and then,
+     * and would be dropped for falling behind by --live-buffer-bytes. */
+    sse *s = sse_open(gw, "/api/events/1/live?availability=summary", NULL);
     sse_event ev;
     json_t *snap = sse_expect(s, "snapshot", 2000, &ev);
     uint64_t v0 = (uint64_t)gwh_int(snap, "version");
@@ -376,11 +458,11 @@ Test(gateway_live, the_live_stream_sends_changes_availability_and_resumes)
     hx_sleep_ms(1200);
     const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     uint64_t b = gwh_booking_create(gw, buyer, GWH_DEMO_EVENT);
-    int64_t t0 = hx_now_ms();
     select_seats(gw, buyer, b, "[4294967496]"); /* 200 */
+    int64_t t0 = hx_now_ms();
     json_t *seats;
     do {
-        seats = sse_expect(s, "seats", 1000, &ev);
+        seats = sse_expect(s, "seats", 3000, &ev);
     } while (changes_state(seats, 200) < 0);
     cr_assert_eq(changes_state(seats, 200), 1);
     cr_assert_lt(ev.at_ms - t0, 1000, "the hold took %lld ms", (long long)(ev.at_ms - t0));
@@ -417,10 +499,17 @@ Test(gateway_live, the_live_stream_sends_changes_availability_and_resumes)
     cr_assert_lt(messages, 20, "%d messages for 20 changes", messages);
     cr_assert_eq(last, 0, "seat 300 ends %d", last);
 
+    json_t *sum = sse_expect(s, "availability", 2500, &ev);
+    cr_assert_eq(json_array_size(gwh_json_at(sum, "rows")), 0);
+    sse_close(s);
+
     /* Availability every second, the same JSON as /availability. */
+    s = sse_open(gw, "/api/events/1/live", NULL);
     json_t *av = sse_expect(s, "availability", 2500, &ev);
     cr_assert_eq(gwh_int(av, "event_id"), 1);
-    cr_assert_eq(gwh_int(av, "totals.SELECTED"), 1);
+    json_t *direct = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200);
+    cr_assert_eq(gwh_int(av, "totals.SELECTED"), gwh_int(direct, "totals.SELECTED"));
+    cr_assert_eq(gwh_int(av, "totals.FREE"), gwh_int(direct, "totals.FREE"));
     cr_assert_eq(gwh_int(av, "seat_count"), GWH_DEMO_SEATS);
     cr_assert_eq(json_array_size(gwh_json_at(av, "rows")), 60 + 200 + 700 + 800 + 850);
     sse_close(s);
@@ -442,8 +531,8 @@ Test(gateway_live, the_live_stream_sends_changes_availability_and_resumes)
     }
     cr_assert(saw400, "the resumed stream did not replay seat 400");
     sse_close(s);
-    /* A token this gateway no longer has: reset. */
-    s = sse_open(gw, "/api/events/1/live", "1");
+    /* A token this gateway does not have: reset. */
+    s = sse_open(gw, "/api/events/1/live", "9999999999");
     json_t *reset = sse_expect(s, "reset", 2000, &ev);
     cr_assert_geq((uint64_t)gwh_int(reset, "version"), v1);
     sse_close(s);
@@ -453,79 +542,26 @@ Test(gateway_live, the_live_stream_sends_changes_availability_and_resumes)
                      "invalid_parameter");
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/777/live"), 404, "not_found");
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/x/live"), 400, "invalid_id");
-    gwh_stop_ok(g);
 }
 
-static int64_t rss_kb(pid_t pid)
+/* One grid for all (each grid costs seconds to start): two units, the
+ * concert on one, the hall on the other, killed last.  One loop thread: a
+ * resume is served by the worker that kept the messages (another worker
+ * keeps its own, from when it began to follow the event). */
+Test(gateway_live, the_seatmap_and_the_live_stream_follow_the_grid)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    int64_t kb = -1;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (sscanf(line, "VmRSS: %" SCNd64, &kb) == 1) {
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
-/* A metric of /metrics (the first line that starts with name and a space). */
-static int64_t metric(gwh_gateway *gw, const char *name)
-{
-    gwh_resp *r = gwh_http(gw, "GET", NULL, NULL, "/metrics");
-    cr_assert_eq(r->status, 200);
-    char key[96];
-    snprintf(key, sizeof(key), "\n%s ", name);
-    const char *at = strstr(r->body, key);
-    cr_assert_not_null(at, "no %s in /metrics", name);
-    return strtoll(at + strlen(key), NULL, 10);
-}
-
-/* A client that never reads is dropped; the gateway's memory stays put. */
-Test(gateway_live, a_client_that_does_not_read_is_dropped_and_memory_stays_bounded)
-{
-    const char *flags[] = {"--allow-reset",       "--auth-rate", "0",
-                           "--live-buffer-bytes", "65536",       NULL};
-    gwh_options o = {.gateway_flags = flags};
+    const char *flags[] = {
+        "--allow-reset", "--auth-rate", "0", "--request-timeout-ms", "1000", "--live-buffer-bytes",
+        "65536",         "--threads",   "1", "--live-heartbeat-s",   "1",    NULL};
+    gwh_options o = {.units = 2,
+                     .partition_count = 2,
+                     .partitions = {GWH_DEMO_PARTITION, GWH_HALL_PARTITION},
+                     .unit_of = {0, 1},
+                     .gateway_flags = flags};
     gwh_grid *g = gwh_start(&o);
-    gwh_gateway *gw = g->gw;
-    sse *reader = sse_open(gw, "/api/events/1/live", NULL); /* keeps up */
-    /* A tiny receive window, set before connecting: the full availability
-     * (about 250 KB a second) soon fills it, then the 64 KB allowed. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons(gw->port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
-    const char req[] = "GET /api/events/1/live HTTP/1.0\r\nHost: t\r\n\r\n";
-    gwh_write(fd, req, sizeof(req) - 1);
-    int64_t before = rss_kb(gw->pid);
-    cr_assert_eq(metric(gw, "tixgrid_live_dropped_total"), 0);
-    int64_t deadline = hx_now_ms() + 15000;
-    sse_event ev;
-    while (metric(gw, "tixgrid_live_dropped_total") == 0) {
-        cr_assert(hx_now_ms() < deadline, "the client that does not read was not dropped");
-        while (sse_next(reader, 100, &ev)) {
-        }
-    }
-    cr_assert_eq(metric(gw, "tixgrid_live_streams"), 1); /* the reader */
-    int64_t after = rss_kb(gw->pid);
-    cr_log_info("gateway RSS %lld kB before, %lld kB after", (long long)before, (long long)after);
-    cr_assert_lt(after - before, 32 * 1024, "the gateway grew by %lld kB",
-                 (long long)(after - before));
-    /* What it was sent ends: the stream is over. */
-    size_t len;
-    bool closed;
-    gwh_read_all(fd, 5000, &len, &closed);
-    cr_assert(closed, "the dropped stream did not end (%zu bytes read)", len);
-    close(fd);
-    /* The reader still gets messages. */
-    sse_expect(reader, "availability", 2500, &ev);
-    sse_close(reader);
-    gwh_stop_ok(g);
+    seatmap_follows_holds_and_releases(g->gw);
+    live_stream_sends_changes_and_resumes(g->gw);
+    expect_slow_client_dropped(g->gw);
+    killed_unit_turns_unknown(g);
+    gwh_gateway_stop_ok(g->gw);
 }
