@@ -494,7 +494,10 @@ async function main() {
 let running = null; // the grid, for the watchdog
 const watchdog = setTimeout(() => {
   tap(false, `the run finishes within ${RUN_MAX_MS} ms`);
-  if (running) running.child.kill('SIGKILL');
+  if (running) {
+    running.child.kill('SIGKILL');
+    if (!process.env.TIXGRID_IT_KEEP) fs.rmSync(running.dir, { recursive: true, force: true });
+  }
   console.log(`1..${count}`);
   process.exit(1);
 }, RUN_MAX_MS);
