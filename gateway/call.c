@@ -127,6 +127,10 @@ void gw_req_gone(gw_req *r)
         r->pending->req = NULL;
         r->pending = NULL;
     }
+    if (r->on_gone != NULL) {
+        r->on_gone(r);
+        r->on_gone = NULL;
+    }
     r->h2o = NULL;
 }
 

@@ -10,10 +10,14 @@
 #include "config.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include <uv.h>
 
 #include "tixgrid/cli.h"
 #include "tixgrid/wire.h"
@@ -73,6 +77,17 @@ static const number_setting numbers[] = {
      "attempts a client IP may make at once"},
     {"audit-queue-max", "TIXGRID_GATEWAY_AUDIT_QUEUE_MAX", U32(audit_queue_max), 1024, 16777216,
      65536, "audit records waiting for PostgreSQL"},
+    {"snapshot-partitions-max", "TIXGRID_GATEWAY_SNAPSHOT_PARTITIONS_MAX",
+     U32(snapshot_partitions_max), 1, 65536, 1024,
+     "partitions each loop thread keeps a seat-map snapshot of"},
+    {"live-clients-max", "TIXGRID_GATEWAY_LIVE_CLIENTS_MAX", U32(live_clients_max), 1, 1000000,
+     20000, "/live streams per loop thread; more get 503"},
+    {"live-buffer-bytes", "TIXGRID_GATEWAY_LIVE_BUFFER_BYTES", U32(live_buffer_bytes), 4096,
+     64u << 20, 256u << 10, "unsent bytes a /live client may fall behind by; then it is dropped"},
+    {"live-replay-events", "TIXGRID_GATEWAY_LIVE_REPLAY_EVENTS", U32(live_replay_events), 1,
+     100000, 600, "seats messages kept per event for Last-Event-ID resumes"},
+    {"live-heartbeat-s", "TIXGRID_GATEWAY_LIVE_HEARTBEAT_S", U32(live_heartbeat_s), 1, 3600, 15,
+     "a /live comment line after this long without a message"},
     {"payment-timeout-ms", "TIXGRID_PAYMENT_TIMEOUT_MS", U32(payment_timeout_ms), 100, 120000,
      15000, "one call to the payment provider (then 502)"},
     {"breaker-threshold", "TIXGRID_PAYMENT_BREAKER_THRESHOLD", U32(breaker_threshold), 1, 1000, 5,
@@ -106,7 +121,9 @@ static void usage_print(void)
            "  --db CONNINFO            TIXGRID_DB               PostgreSQL (required)\n"
            "  --data-dir DIR           TIXGRID_DATA_DIR         where a generated JWT secret is "
            "kept (.)\n"
-           "  --static DIR             TIXGRID_GATEWAY_STATIC   files served under / (none)\n"
+           "  --static-dir DIR         TIXGRID_GATEWAY_STATIC   files served under / (the shopper "
+           "page: <bindir>/../share/tixgrid/www, or gateway/www for a binary of the build tree; "
+           "none: no files)\n"
            "  --allow-reset            TIXGRID_ALLOW_RESET=1    POST /api/reset answers\n"
            "  --payment-provider-url URL  TIXGRID_PAYMENT_PROVIDER_URL  the payment provider "
            "(none: payments answer 503)\n"
@@ -258,7 +275,7 @@ static int from_flag(gw_config *cfg, int opt, int index, const char *arg)
     case OPT_DATA_DIR:
         return set_string(cfg->data_dir, sizeof(cfg->data_dir), arg, "--data-dir");
     case OPT_STATIC:
-        return set_string(cfg->static_dir, sizeof(cfg->static_dir), arg, "--static");
+        return set_string(cfg->static_dir, sizeof(cfg->static_dir), arg, "--static-dir");
     case OPT_ALLOW_RESET:
         cfg->allow_reset = true;
         return -1;
@@ -278,12 +295,12 @@ static int from_flag(gw_config *cfg, int opt, int index, const char *arg)
 
 static int from_flags(gw_config *cfg, int argc, char **argv)
 {
-    struct option opts[NUMBERS_COUNT + NAMED_OPTIONS + 1];
+    struct option opts[NUMBERS_COUNT + NAMED_OPTIONS + 2];
     size_t n = 0;
     opts[n++] = (struct option){"listen", required_argument, NULL, OPT_LISTEN};
     opts[n++] = (struct option){"db", required_argument, NULL, OPT_DB};
     opts[n++] = (struct option){"data-dir", required_argument, NULL, OPT_DATA_DIR};
-    opts[n++] = (struct option){"static", required_argument, NULL, OPT_STATIC};
+    opts[n++] = (struct option){"static-dir", required_argument, NULL, OPT_STATIC};
     opts[n++] = (struct option){"allow-reset", no_argument, NULL, OPT_ALLOW_RESET};
     opts[n++] = (struct option){"payment-provider-url", required_argument, NULL, OPT_PROVIDER_URL};
     opts[n++] = (struct option){"payment-webhook-secret", required_argument, NULL,
@@ -292,6 +309,8 @@ static int from_flags(gw_config *cfg, int argc, char **argv)
     for (size_t i = 0; i < NUMBERS_COUNT; i++) {
         opts[n++] = (struct option){numbers[i].flag, required_argument, NULL, OPT_NUMBER};
     }
+    /* The older name of --static-dir; after the numbers, whose indexes count. */
+    opts[n++] = (struct option){"static", required_argument, NULL, OPT_STATIC};
     opts[n] = (struct option){0};
     optind = 1;
     opterr = 0;
@@ -303,6 +322,60 @@ static int from_flags(gw_config *cfg, int argc, char **argv)
         rc = tg_cli_usage_error(PROGRAM, "unexpected argument \"%s\"; see --help", argv[optind]);
     }
     return rc;
+}
+
+/* true when dir/index.html is a regular file; its real path into out. */
+static bool page_dir(const char *dir, char *out, size_t size)
+{
+    char index[PATH_MAX + 16], real[PATH_MAX];
+    struct stat st;
+    snprintf(index, sizeof(index), "%s/index.html", dir);
+    if (stat(index, &st) != 0 || !S_ISREG(st.st_mode) || realpath(dir, real) == NULL ||
+        strlen(real) >= size) {
+        return false;
+    }
+    memcpy(out, real, strlen(real) + 1);
+    return true;
+}
+
+/* The shopper page when no --static-dir names it: installed beside the
+ * binary (<bindir>/../share/tixgrid/www), or, for a binary run from the
+ * build tree it was built in, the source tree's gateway/www — so that
+ * scripts/demo and the tests serve the page with no flag.  A binary copied
+ * elsewhere finds neither and serves the API only. */
+static void static_default(gw_config *cfg)
+{
+    char exe[PATH_MAX], dir[PATH_MAX + 32], real_build[PATH_MAX];
+    size_t len = sizeof(exe);
+    cfg->static_dir[0] = '\0';
+    if (uv_exepath(exe, &len) != 0 || strrchr(exe, '/') == NULL) {
+        return;
+    }
+    *strrchr(exe, '/') = '\0';
+    snprintf(dir, sizeof(dir), "%s/../share/tixgrid/www", exe);
+    if (page_dir(dir, cfg->static_dir, sizeof(cfg->static_dir))) {
+        return;
+    }
+    if (realpath(GW_BUILD_DIR, real_build) != NULL && realpath(exe, dir) != NULL &&
+        strcmp(dir, real_build) == 0) {
+        page_dir(GW_SOURCE_WWW, cfg->static_dir, sizeof(cfg->static_dir));
+    }
+}
+
+/* "none" serves no files; a directory named must exist (a typo would
+ * otherwise answer 404 to every page quietly). */
+static int static_resolve(gw_config *cfg)
+{
+    struct stat st;
+    if (strcmp(cfg->static_dir, "none") == 0) {
+        cfg->static_dir[0] = '\0';
+    } else if (cfg->static_dir[0] == '\0') {
+        static_default(cfg);
+    } else if (stat(cfg->static_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return tg_cli_usage_error(PROGRAM, "--static-dir: %s is not a directory (none: serve no "
+                                           "files)", cfg->static_dir);
+    }
+    return -1;
 }
 
 int gw_config_parse(gw_config *cfg, int argc, char **argv)
@@ -334,6 +407,9 @@ int gw_config_parse(gw_config *cfg, int argc, char **argv)
         snprintf(cfg->public_url, sizeof(cfg->public_url), "http://%s%s%s:%u",
                  v6 && !any ? "[" : "", any ? "127.0.0.1" : cfg->listen_host,
                  v6 && !any ? "]" : "", cfg->listen_port);
+    }
+    if (rc < 0) {
+        rc = static_resolve(cfg);
     }
     if (rc < 0 && cfg->db[0] == '\0') {
         rc = tg_cli_usage_error(PROGRAM, "--db (or TIXGRID_DB) is required: a libpq connection "

@@ -21,7 +21,7 @@ typedef struct {
     uint16_t listen_port;
     char db[1024];                    /* libpq conninfo */
     char data_dir[GW_PATH_BYTES];     /* the generated JWT secret lives here */
-    char static_dir[GW_PATH_BYTES];   /* files served under / ("" none) */
+    char static_dir[GW_PATH_BYTES];   /* files served under / ("" none; see --static-dir) */
     uint32_t threads;                 /* loop threads; 0: one per core */
     uint32_t db_threads;              /* PostgreSQL and hashing pool */
     uint32_t db_queue_max;            /* jobs waiting for the pool */
@@ -41,6 +41,11 @@ typedef struct {
     uint32_t auth_rate_per_s;         /* register/login attempts per client IP and second */
     uint32_t auth_burst;              /* ... and the burst above that rate */
     uint32_t audit_queue_max;         /* audit records waiting to be written */
+    uint32_t snapshot_partitions_max; /* partitions a worker keeps seat-map snapshots of */
+    uint32_t live_clients_max;        /* /live streams per worker */
+    uint32_t live_buffer_bytes;       /* unsent bytes one /live client may have; then dropped */
+    uint32_t live_replay_events;      /* seats events kept per event for Last-Event-ID */
+    uint32_t live_heartbeat_s;        /* a comment line after this long without a message */
     bool allow_reset;                 /* POST /api/reset answers (tests, demos) */
     /* Payments (gateway/README.md, "Payments"); no provider URL: payments
      * answer 503 payments_unavailable. */

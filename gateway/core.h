@@ -80,6 +80,8 @@ typedef struct {
     _Atomic uint64_t holds_ok, holds_failed, sales, connections_refused, busy_refused;
     /* Messages of seat operations sent to units, and the operations in them. */
     _Atomic uint64_t grid_batches, grid_batched;
+    /* /live streams open, and those dropped for falling behind (live.c). */
+    _Atomic uint64_t live_streams, live_dropped;
 } gw_metrics;
 
 /* ---- Verified tokens, per worker ----------------------------------------- */
@@ -126,6 +128,10 @@ struct gw_worker {
     CURLM *curl_multi;
     uv_timer_t curl_timer;
     uint32_t http_in_flight;
+    /* Seat-map snapshots (snap.c) and live streams (live.c), loop thread
+     * only but for their own queues. */
+    struct gw_snaps *snaps;
+    struct gw_live *live;
     atomic_bool stopping;
     bool stopped; /* under lock: the loop has returned (the thread parks) */
     pthread_cond_t stopped_cond, park_cond;
@@ -159,6 +165,14 @@ uint64_t gw_audit_backlog(gw_gateway *gw);
 typedef struct gw_refunds gw_refunds;
 tg_err gw_refunds_open(gw_gateway *gw, gw_refunds **out);
 void gw_refunds_close(gw_refunds *f);
+
+/* snap.c: a worker's seat-map snapshots: made before its loop runs, closed
+ * after it stopped and the routing client is closed. */
+tg_err gw_snaps_init(gw_worker *w);
+void gw_snaps_close(gw_worker *w);
+/* live.c: a worker's /live streams (before its loop runs). */
+typedef struct gw_live gw_live;
+tg_err gw_live_init(gw_worker *w);
 
 /* ---- The process --------------------------------------------------------- */
 

@@ -1093,10 +1093,11 @@ static void avail_merge(avail_state *st, uint32_t p, uint32_t *sections_seen, ui
     }
 }
 
-/* The request's state for these partitions; NULL when they do not cover
- * the event's seats 0..n-1 without a gap (a partition's layout is not
- * loaded yet). */
-static avail_state *avail_state_new(gw_req *r, uint64_t event_id, const gw_layout **layouts,
+/* The state for these partitions, in one block from alloc(ctx, size)
+ * (zeroed); NULL when they do not cover the event's seats 0..n-1 without a
+ * gap (a partition's layout is not loaded yet) or alloc failed. */
+static avail_state *avail_state_new(void *(*alloc)(void *ctx, size_t size), void *ctx,
+                                    uint64_t event_id, const gw_layout *const *layouts,
                                     uint32_t count)
 {
     uint32_t sections = 0, rows = 0;
@@ -1109,20 +1110,38 @@ static avail_state *avail_state_new(gw_req *r, uint64_t event_id, const gw_layou
         sections += layouts[p]->section_count;
         rows += layouts[p]->row_count;
     }
-    avail_state *st = gw_alloc(r, sizeof(*st));
+    size_t size = sizeof(avail_state) +
+                  (sizeof(uint32_t) + sizeof(avail_section)) * (sections + 1) +
+                  (sizeof(uint32_t) + sizeof(avail_row)) * (rows + 1);
+    avail_state *st = alloc(ctx, size);
+    if (st == NULL) {
+        return NULL;
+    }
+    /* Largest alignment first: the structs, then the indexes. */
+    st->sections = (avail_section *)(st + 1);
+    st->rows = (avail_row *)(st->sections + sections + 1);
+    st->section_of = (uint32_t *)(st->rows + rows + 1);
+    st->row_of = st->section_of + sections + 1;
     st->event_id = event_id;
     st->partition_count = count;
     st->seat_count = next_seat;
     memcpy(st->layouts, layouts, sizeof(layouts[0]) * count);
-    st->section_of = gw_alloc(r, sizeof(*st->section_of) * (sections + 1));
-    st->row_of = gw_alloc(r, sizeof(*st->row_of) * (rows + 1));
-    st->sections = gw_alloc(r, sizeof(*st->sections) * (sections + 1));
-    st->rows = gw_alloc(r, sizeof(*st->rows) * (rows + 1));
     uint32_t sections_seen = 0, rows_seen = 0;
     for (uint32_t p = 0; p < count; p++) {
         avail_merge(st, p, &sections_seen, &rows_seen);
     }
     return st;
+}
+
+static void *req_alloc(void *ctx, size_t size)
+{
+    return gw_alloc(ctx, size);
+}
+
+static void *heap_alloc(void *ctx, size_t size)
+{
+    (void)ctx;
+    return calloc(1, size);
 }
 
 static void counts_add(seat_counts *to, const tg_wire_counts *from)
@@ -1178,7 +1197,7 @@ static void out_counts(avail_out *o, const seat_counts *c)
     out_printf(o, "}");
 }
 
-static void avail_write(avail_out *o, const avail_state *st)
+static void avail_write(avail_out *o, const avail_state *st, bool with_rows)
 {
     out_printf(o, "{\"event_id\":%" PRIu64 ",\"version\":%" PRIu64 ",\"seat_count\":%" PRIu64
                   ",\"totals\":",
@@ -1196,7 +1215,7 @@ static void avail_write(avail_out *o, const avail_state *st)
         out_printf(o, "}");
     }
     out_printf(o, "],\"rows\":[");
-    for (uint32_t j = 0; j < st->row_count; j++) {
+    for (uint32_t j = 0; with_rows && j < st->row_count; j++) {
         const avail_row *w = &st->rows[j];
         out_printf(o, "%s{\"section\":%" PRIu32 ",\"name\":", j > 0 ? "," : "", w->section);
         out_name(o, w->row->name, sizeof(w->row->name));
@@ -1207,20 +1226,30 @@ static void avail_write(avail_out *o, const avail_state *st)
     out_printf(o, "]}");
 }
 
-static void avail_reply(gw_req *r)
+/* The body, malloc'd; NULL when out of memory. */
+static char *avail_render(const avail_state *st, bool with_rows, size_t *len)
 {
-    const avail_state *st = r->state;
     avail_out o = {0};
     o.cap = AVAIL_HEAD_BYTES_MAX +
             ((size_t)st->section_count + st->row_count) * AVAIL_ITEM_BYTES_MAX;
     o.buf = malloc(o.cap);
-    if (o.buf == NULL) {
+    if (o.buf != NULL) {
+        avail_write(&o, st, with_rows);
+    }
+    *len = o.len;
+    return o.buf;
+}
+
+static void avail_reply(gw_req *r)
+{
+    size_t len;
+    char *body = avail_render(r->state, true, &len);
+    if (body == NULL) {
         gw_reply_error(r, 500, "internal", "out of memory");
         return;
     }
-    avail_write(&o, st);
-    gw_reply_raw(r, 200, "application/json", o.buf, o.len);
-    free(o.buf);
+    gw_reply_raw(r, 200, "application/json", body, len);
+    free(body);
 }
 
 /* Adds partition p's availability_ok to the event's counts. */
@@ -1236,6 +1265,29 @@ static void avail_add(avail_state *st, uint32_t p, const tg_msg *reply)
         counts_add(&st->rows[st->row_of[st->row_base[p] + j]].counts,
                    &reply->availability_ok.rows[j]);
     }
+}
+
+char *gw_availability_render(uint64_t event_id, const gw_layout *const *layouts, uint32_t count,
+                             const gw_partition_counts *counts, bool with_rows, size_t *len)
+{
+    avail_state *st = avail_state_new(heap_alloc, NULL, event_id, layouts, count);
+    if (st == NULL) {
+        return NULL;
+    }
+    for (uint32_t p = 0; p < count; p++) {
+        tg_msg reply = {.type = TG_WIRE_AVAILABILITY_OK};
+        reply.availability_ok.log_head = counts[p].version;
+        reply.availability_ok.totals = counts[p].totals;
+        reply.availability_ok.section_count = layouts[p]->section_count;
+        memcpy(reply.availability_ok.sections, counts[p].sections,
+               sizeof(tg_wire_counts) * layouts[p]->section_count);
+        reply.availability_ok.row_count = layouts[p]->row_count;
+        reply.availability_ok.rows = counts[p].rows;
+        avail_add(st, p, &reply);
+    }
+    char *body = avail_render(st, with_rows, len);
+    free(st);
+    return body;
 }
 
 static void avail_send(gw_req *r);
@@ -1280,6 +1332,17 @@ static void avail_send(gw_req *r)
     }
 }
 
+void gw_event_not_placed(gw_req *r, uint64_t event_id)
+{
+    /* Unknown here: ask PostgreSQL whether it should be (cached). */
+    events_job *job = job_new(r, EVENTS_PLACEMENT);
+    if (job != NULL) {
+        job->event_id = event_id;
+        key_make(job, "placement|%" PRIu64, event_id);
+        events_start(r, job);
+    }
+}
+
 void gw_on_availability(gw_req *r)
 {
     uint64_t id = r->params[0];
@@ -1289,16 +1352,10 @@ void gw_on_availability(gw_req *r)
     const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX];
     uint32_t count = gw_map_event(r->gw, id, layouts);
     if (count == 0) {
-        /* Unknown here: ask PostgreSQL whether it should be (cached). */
-        events_job *job = job_new(r, EVENTS_PLACEMENT);
-        if (job != NULL) {
-            job->event_id = id;
-            key_make(job, "placement|%" PRIu64, id);
-            events_start(r, job);
-        }
+        gw_event_not_placed(r, id);
         return;
     }
-    avail_state *st = avail_state_new(r, id, layouts, count);
+    avail_state *st = avail_state_new(req_alloc, r, id, layouts, count);
     if (st == NULL) {
         gw_reply_error_retry(r, 503, "unavailable", 1,
                              "event %" PRIu64 " is not fully placed in the grid yet", id);

@@ -98,8 +98,13 @@ struct gw_req {
     struct st_h2o_req_t *h2o;
     struct gw_call *pending;
     struct gw_pay_call *pay_call; /* provider.c: the provider call in flight */
+    /* Runs when the client goes away (the request's pool is disposed) for
+     * handlers that keep the request waiting on something of their own
+     * (seatmap.c's snapshot waiters, live.c's streams); NULL: none. */
+    void (*on_gone)(gw_req *r);
     int64_t started_ns;
     bool replied;
+    bool streaming; /* gw_req_stream: not counted in service */
 };
 
 /* Memory that lives as long as the request (its h2o pool), zeroed. */
@@ -140,8 +145,15 @@ void gw_reply_error_retry(gw_req *r, int status, const char *code, uint32_t retr
  * seat_taken → 409 naming the seats (API ids, from reply), not_found → 404,
  * booking_state/expired → 409, unavailable/timed out/backlog → 503, ... */
 void gw_reply_grid_error(gw_req *r, tg_err err, const tg_msg *reply, uint32_t partition_id);
+/* Adds a response header (name lower-case; value copied) before a reply. */
+void gw_reply_header(gw_req *r, const char *name, const char *value);
+/* The handler answers with a stream of its own (h2o_start_response): r
+ * counts as replied, and no longer as a request in service. */
+void gw_req_stream(gw_req *r);
 /* Any other body: content_type and len bytes (copied). */
 void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *data, size_t len);
+/* A 3xx to location (copied), with an empty body. */
+void gw_reply_redirect(gw_req *r, int status, const char *location);
 
 /* ---- Operations that complete later ------------------------------------- */
 
@@ -233,6 +245,11 @@ uint32_t gw_map_event(gw_gateway *gw, uint64_t event_id,
 bool gw_map_on_sale(gw_gateway *gw, uint64_t event_id);
 /* The layout of one partition; NULL when unknown. */
 const gw_layout *gw_map_layout(gw_gateway *gw, uint32_t partition_id);
+/* Where partition_id's primary publishes seat_changes ("" none) and
+ * whether it answered at the last map read; false when the map does not
+ * place the partition. */
+bool gw_map_route(gw_gateway *gw, uint32_t partition_id, char pub_url[TG_URL_BYTES],
+                  bool *reachable);
 /* The map's epoch as last read; 0 before the first read. */
 uint64_t gw_map_epoch(gw_gateway *gw);
 
@@ -284,6 +301,25 @@ void gw_on_events_list(gw_req *r);
 void gw_on_events_search(gw_req *r);
 void gw_on_event_get(gw_req *r);
 void gw_on_availability(gw_req *r);
+/* Answers for an event the map does not place: 404 when PostgreSQL has no
+ * such published event, else 503 (cached like the event reads). */
+void gw_event_not_placed(gw_req *r, uint64_t event_id);
+/* One partition's seats by state, as availability_ok carries them. */
+typedef struct {
+    uint64_t version;
+    tg_wire_counts totals;
+    tg_wire_counts sections[TG_SECTIONS_MAX];
+    tg_wire_counts *rows; /* row_count of the layout */
+} gw_partition_counts;
+/* The body GET /availability answers for these partitions (in seat order)
+ * and counts — with "rows": [] unless with_rows; malloc'd (its length in
+ * *len); NULL when out of memory or the partitions leave a gap.  Any
+ * thread. */
+char *gw_availability_render(uint64_t event_id, const gw_layout *const *layouts, uint32_t count,
+                             const gw_partition_counts *counts, bool with_rows, size_t *len);
+/* seatmap.c, live.c */
+void gw_on_seatmap(gw_req *r);
+void gw_on_live(gw_req *r);
 /* Forgets every cached event read (after an organizer's change). */
 void gw_events_cache_clear(void);
 /* seats.c */

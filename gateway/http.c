@@ -38,6 +38,8 @@ static const gw_route routes[] = {
     {"GET", "/api/events/{id}", GW_AUTH_PUBLIC, false, gw_on_event_get, "event_get"},
     {"GET", "/api/events/{id}/availability", GW_AUTH_PUBLIC, false, gw_on_availability,
      "availability"},
+    {"GET", "/api/events/{id}/seatmap", GW_AUTH_PUBLIC, false, gw_on_seatmap, "seatmap"},
+    {"GET", "/api/events/{id}/live", GW_AUTH_PUBLIC, false, gw_on_live, "live"},
     {"GET", "/api/concerts", GW_AUTH_PUBLIC, false, gw_on_events_list, "concerts_list"},
     {"GET", "/api/concerts/{id}", GW_AUTH_PUBLIC, false, gw_on_event_get, "concert_get"},
     {"GET", "/api/seats", GW_AUTH_USER, false, gw_on_seats_list, "seats_list"},
@@ -227,6 +229,7 @@ static const char *reason_of(int status)
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
+    case 303: return "See Other";
     case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
@@ -263,6 +266,15 @@ static void reply_send(gw_req *r, int status, const char *content_type, const vo
     h2o_send_inline(h2o, data, len);
 }
 
+void gw_req_stream(gw_req *r)
+{
+    TG_ASSERT(!r->replied && !r->streaming);
+    r->replied = true;
+    r->streaming = true;
+    r->worker->in_service--;
+    metrics_count(r, 200);
+}
+
 void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *data, size_t len)
 {
     reply_send(r, status, content_type, data, len);
@@ -293,6 +305,21 @@ static void header_add(gw_req *r, const h2o_token_t *token, const char *value)
     if (r->h2o != NULL) {
         h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, strlen(value));
         h2o_add_header(&r->h2o->pool, &r->h2o->res.headers, token, NULL, v.base, v.len);
+    }
+}
+
+void gw_reply_redirect(gw_req *r, int status, const char *location)
+{
+    header_add(r, H2O_TOKEN_LOCATION, location);
+    reply_send(r, status, "text/plain; charset=utf-8", "", 0);
+}
+
+void gw_reply_header(gw_req *r, const char *name, const char *value)
+{
+    if (r->h2o != NULL) {
+        h2o_iovec_t v = h2o_strdup(&r->h2o->pool, value, strlen(value));
+        h2o_add_header_by_str(&r->h2o->pool, &r->h2o->res.headers, name, strlen(name), 1, NULL,
+                              v.base, v.len);
     }
 }
 
@@ -501,7 +528,9 @@ static void req_dispose(void *p)
     gw_req_gone(r);
     json_decref(r->body);
     r->body = NULL;
-    r->worker->in_service--;
+    if (!r->streaming) {
+        r->worker->in_service--;
+    }
 }
 
 static void peer_address(gw_req *r)

@@ -86,6 +86,7 @@ static void close_parts(gw_gateway *gw)
     }
     for (uint32_t i = 0; gw->workers != NULL && i < gw->worker_count; i++) {
         gw_calls_drain(&gw->workers[i]); /* frees the calls finished after the loops stopped */
+        gw_snaps_close(&gw->workers[i]);
         gw_call *c = gw->workers[i].free_calls;
         while (c != NULL) {
             gw_call *next = c->next;

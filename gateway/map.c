@@ -35,6 +35,7 @@ typedef struct {
     bool on_sale; /* the event is in events_current: published, sale window open */
     const gw_layout *layout; /* NULL until fetched */
     char url[TG_URL_BYTES];
+    char pub_url[TG_URL_BYTES]; /* where the primary publishes seat_changes; "" none */
 } map_entry;
 
 typedef struct {
@@ -166,6 +167,20 @@ bool gw_map_on_sale(gw_gateway *gw, uint64_t event_id)
     return on_sale;
 }
 
+bool gw_map_route(gw_gateway *gw, uint32_t partition_id, char pub_url[TG_URL_BYTES],
+                  bool *reachable)
+{
+    gw_map *m = gw->map;
+    pthread_rwlock_rdlock(&m->rw);
+    const map_entry *e = entry_find(m->index, partition_id);
+    if (e != NULL) {
+        memcpy(pub_url, e->pub_url, TG_URL_BYTES);
+        *reachable = e->reachable;
+    }
+    pthread_rwlock_unlock(&m->rw);
+    return e != NULL;
+}
+
 uint64_t gw_map_epoch(gw_gateway *gw)
 {
     return atomic_load_explicit(&gw->map->epoch, memory_order_relaxed);
@@ -248,6 +263,8 @@ static void entry_from_row(gw_map *m, PGresult *res, int row, map_entry *e, char
     e->epoch = strtoull(PQgetvalue(res, row, 4), NULL, 10);
     snprintf(e->url, sizeof(e->url), "%s", PQgetisnull(res, row, 5) ? "" : PQgetvalue(res, row, 5));
     e->on_sale = PQgetvalue(res, row, 6)[0] == 't';
+    snprintf(e->pub_url, sizeof(e->pub_url), "%s",
+             PQgetisnull(res, row, 7) ? "" : PQgetvalue(res, row, 7));
     const map_entry *old = entry_find(m->index, e->partition_id);
     if (e->url[0] == '\0' || tg_client_route(gw->client, e->partition_id, e->url) != TG_OK) {
         (void)tg_client_route(gw->client, e->partition_id, NULL);
@@ -315,7 +332,7 @@ static map_index *index_build(gw_map *m, PGresult *res, char *why, size_t why_si
 
 static const char map_sql[] =
     "SELECT p.partition_id, p.event_id, p.first_seat, p.seat_count, p.epoch, m.rep_url, "
-    "EXISTS (SELECT 1 FROM events_current e WHERE e.id = p.event_id) "
+    "EXISTS (SELECT 1 FROM events_current e WHERE e.id = p.event_id), m.pub_url "
     "FROM grid_partitions p LEFT JOIN grid_members m ON m.pu_name = p.primary_pu "
     "WHERE p.primary_pu IS NOT NULL ORDER BY p.partition_id";
 

@@ -129,12 +129,15 @@ static void metrics_grid(gw_gateway *gw, text *t)
         "tixgrid_http_refused_total{reason=\"connections\"} %llu\n"
         "tixgrid_http_refused_total{reason=\"busy\"} %llu\n"
         "# TYPE tixgrid_grid_batches_total counter\ntixgrid_grid_batches_total %llu\n"
-        "# TYPE tixgrid_grid_batched_requests_total counter\ntixgrid_grid_batched_requests_total %llu\n",
+        "# TYPE tixgrid_grid_batched_requests_total counter\ntixgrid_grid_batched_requests_total %llu\n"
+        "# TYPE tixgrid_live_streams gauge\ntixgrid_live_streams %llu\n"
+        "# TYPE tixgrid_live_dropped_total counter\ntixgrid_live_dropped_total %llu\n",
         (unsigned long long)METRIC(holds_ok), (unsigned long long)METRIC(holds_failed),
         (unsigned long long)METRIC(sales), (unsigned long long)gw_map_epoch(gw),
         (unsigned long long)gw_audit_backlog(gw), connections, in_service,
         (unsigned long long)METRIC(connections_refused), (unsigned long long)METRIC(busy_refused),
-        (unsigned long long)METRIC(grid_batches), (unsigned long long)METRIC(grid_batched));
+        (unsigned long long)METRIC(grid_batches), (unsigned long long)METRIC(grid_batched),
+        (unsigned long long)METRIC(live_streams), (unsigned long long)METRIC(live_dropped));
 }
 
 /* The payment provider's circuit breaker: 0 closed, 1 open, 2 half-open. */

@@ -806,6 +806,17 @@ static void return_loaded(gw_req *r, void *job)
     gw_reply_json(r, 200, body);
 }
 
+/* A browser coming back from the provider's page (it asks for HTML) lands
+ * on the shopper page when the gateway serves it, which then reads this
+ * route as JSON; programs (curl, fetch: any media type) get the JSON. */
+static bool wants_page(gw_req *r)
+{
+    size_t len;
+    const char *accept = gw_header(r, "accept", &len);
+    return gw_config_of(r->gw)->static_dir[0] != '\0' && accept != NULL &&
+           memmem(accept, len, "text/html", 9) != NULL;
+}
+
 void gw_on_payment_return(gw_req *r)
 {
     const char *id = gw_query(r, "paymentId");
@@ -815,6 +826,14 @@ void gw_on_payment_return(gw_req *r)
     }
     if (!gw_payment_id_valid(id)) {
         gw_reply_error(r, 400, "invalid_parameter", "paymentId: 1..128 of A-Z a-z 0-9 _ -");
+        return;
+    }
+    if (wants_page(r)) {
+        /* The id is A-Z a-z 0-9 _ - only: safe in a URL as it is. */
+        bool success = strcmp(r->route->name, "payment_success") == 0;
+        char location[192];
+        snprintf(location, sizeof(location), "/#/payment/%s/%s", id, success ? "success" : "fail");
+        gw_reply_redirect(r, 303, location);
         return;
     }
     char *copy = gw_alloc(r, strlen(id) + 1);

@@ -200,7 +200,7 @@ static tg_err worker_init(gw_gateway *gw, gw_worker *w, uint32_t index, int fd)
     uv_tcp_init(&w->loop, &w->listener);
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     gw_batches_init(w);
-    if (gw_outbound_init(w) != TG_OK) {
+    if (gw_outbound_init(w) != TG_OK || gw_snaps_init(w) != TG_OK || gw_live_init(w) != TG_OK) {
         return TG_ENOMEM;
     }
     if (uv_tcp_open(&w->listener, fd) != 0 ||

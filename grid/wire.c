@@ -232,6 +232,7 @@ enum {
     SPACE_MEMBERS,
     SPACE_PLACEMENTS,
     SPACE_HELD,
+    SPACE_STATES,
 };
 
 typedef struct wire_tuple wire_tuple;
@@ -416,6 +417,9 @@ ELEMENT(log_read_ok_record, "log_read_ok.records[]", tg_wire_log_record,
 ELEMENT(seat_changes_change, "seat_changes.changes[]", tg_wire_change,
         F_UINT(CP, tg_wire_change, seat_id, 0, SEAT_MAX), F_WORD(CP, tg_wire_change, word));
 
+ELEMENT(seat_states_ok_word, "seat_states_ok.states[]", tg_wire_states,
+        F_UINT("seat_states_ok.states[].", tg_wire_states, packed, 0, UINT64_MAX));
+
 #define PCS "partition_create.sections[]."
 ELEMENT(partition_create_section, "partition_create.sections[]", tg_wire_section,
         F_STR(PCS, tg_wire_section, name),
@@ -554,6 +558,7 @@ BODY(seats_list, PARTITION(seats_list.partition_id),
 BODY(availability, PARTITION(availability.partition_id));
 BODY(partition_info, PARTITION(partition_info.partition_id));
 BODY(layout, PARTITION(layout.partition_id));
+BODY(seat_states, PARTITION(seat_states.partition_id));
 EMPTY_BODY(stats);
 BODY(log_read, PARTITION(log_read.partition_id), U(log_read.from_seq, 1, TG_WIRE_ID_MAX),
      U(log_read.max, 0, TG_WIRE_LOG_RECORDS_MAX));
@@ -655,6 +660,11 @@ BODY(repl_status_ok, U(repl_status_ok.role, 0, TG_REPL_ROLE_COUNT - 1),
      ID(repl_status_ok.epoch), ID(repl_status_ok.log_head), ID(repl_status_ok.acked_seq),
      LIST(repl_status_ok.link_count, repl_status_ok.links, TG_GRID_BACKUPS_MAX,
           repl_status_link));
+
+BODY(seat_states_ok, U(seat_states_ok.from_seq, 1, TG_WIRE_ID_MAX),
+     U(seat_states_ok.seat_count, 0, TG_PARTITION_SEATS_MAX),
+     LIST_SPACE(seat_states_ok.state_count, seat_states_ok.states, TG_WIRE_STATES_MAX,
+                seat_states_ok_word, SPACE_STATES));
 
 /* Events. */
 BODY(seat_changes, PARTITION(seat_changes.partition_id),
@@ -787,6 +797,27 @@ static const char *check_seat_changes(const tg_msg *m)
 {
     if (m->seat_changes.from_seq > m->seat_changes.to_seq) {
         return "seat_changes.from_seq: after to_seq";
+    }
+    return NULL;
+}
+
+/* Exactly the words the seats need, each state a seat state, and nothing
+ * past the last seat: a cache can copy the nibbles without checking. */
+static const char *check_seat_states_ok(const tg_msg *m)
+{
+    uint32_t seats = m->seat_states_ok.seat_count;
+    if (m->seat_states_ok.state_count !=
+        (seats + TG_WIRE_STATES_PER_WORD - 1) / TG_WIRE_STATES_PER_WORD) {
+        return "seat_states_ok.states: not one word per 16 seats";
+    }
+    for (uint32_t i = 0; i < m->seat_states_ok.state_count; i++) {
+        uint64_t w = m->seat_states_ok.states[i].packed;
+        for (uint32_t k = 0; k < TG_WIRE_STATES_PER_WORD; k++, w >>= 4) {
+            uint32_t seat = i * TG_WIRE_STATES_PER_WORD + k;
+            if ((w & 15u) >= (seat < seats ? TG_SEAT_STATE_COUNT : 1u)) {
+                return "seat_states_ok.states[]: not a seat state";
+            }
+        }
     }
     return NULL;
 }
@@ -984,6 +1015,7 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_REPL_APPEND, repl_append, check_repl_append),
     MESSAGE(TG_WIRE_REPL_SNAPSHOT, repl_snapshot, NULL),
     MESSAGE(TG_WIRE_REPL_STATUS, repl_status, NULL),
+    MESSAGE(TG_WIRE_SEAT_STATES, seat_states, NULL),
     MESSAGE(TG_WIRE_ERROR, error, NULL),
     MESSAGE(TG_WIRE_BOOKING_CREATE_OK, booking_create_ok, NULL),
     MESSAGE(TG_WIRE_BOOKING_GET_OK, booking_get_ok, NULL),
@@ -1011,6 +1043,7 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_REPL_APPEND_OK, repl_append_ok, NULL),
     MESSAGE(TG_WIRE_REPL_SNAPSHOT_OK, repl_snapshot_ok, NULL),
     MESSAGE(TG_WIRE_REPL_STATUS_OK, repl_status_ok, check_repl_status_ok),
+    MESSAGE(TG_WIRE_SEAT_STATES_OK, seat_states_ok, check_seat_states_ok),
     MESSAGE(TG_WIRE_SEAT_CHANGES, seat_changes, check_seat_changes),
     MESSAGE(TG_WIRE_GRID_MAP, grid_map, check_grid_map),
     MESSAGE(TG_WIRE_PU_REGISTER, pu_register, check_pu_register),
@@ -1226,6 +1259,10 @@ static void space_slot(const tg_wire_space *space, unsigned slot, void **items, 
     case SPACE_HELD:
         *items = space->held;
         *cap = space->held_capacity;
+        break;
+    case SPACE_STATES:
+        *items = space->states;
+        *cap = space->states_capacity;
         break;
     default:
         TG_UNREACHABLE();

@@ -12,6 +12,7 @@
  * Handler table: handlers[type] fills c->rep and returns TG_OK, or returns
  * the error; the caller turns errors into replies and counts outcomes.
  */
+#include "segment.h"
 #include "server_internal.h"
 
 #include "tixgrid/clock.h"
@@ -205,6 +206,36 @@ static tg_err on_availability(pu_ctx *c, pu_partition *p)
     a->rows = c->big->counts;
     pu_partition_counts(p, a->totals.by_state, (uint32_t(*)[TG_SEAT_STATE_COUNT])a->sections,
                         (uint32_t(*)[TG_SEAT_STATE_COUNT])a->rows);
+    return TG_OK;
+}
+
+/* Every seat's state, 4 bits each: a seat-map cache's full snapshot in one
+ * reply (64 KB for 100,000 seats).  The words are read while others sell,
+ * so the snapshot is not one instant: it reflects every change the
+ * publisher had read before the scan began (pub_from, read first: a record
+ * is published only once written, and written only after its CAS), and
+ * maybe some later ones.  A cache that applies every seat_changes event
+ * from pub_from on, in order, therefore ends exact — the events carry whole
+ * words, so applying a change the scan already saw does no harm. */
+static tg_err on_seat_states(pu_ctx *c, pu_partition *p)
+{
+    pu_partition_info info;
+    pu_partition_describe(p, &info);
+    const pu_served *e = pu_server_entry(c->srv, info.partition_id);
+    __typeof__(c->rep.seat_states_ok) *o = &c->rep.seat_states_ok;
+    o->from_seq = __atomic_load_n(&e->pub_from, __ATOMIC_ACQUIRE);
+    o->seat_count = info.seat_count;
+    o->state_count = (info.seat_count + TG_WIRE_STATES_PER_WORD - 1) / TG_WIRE_STATES_PER_WORD;
+    o->states = c->big->states;
+    for (uint32_t i = 0; i < o->state_count; i++) {
+        uint64_t packed = 0;
+        uint32_t first = i * TG_WIRE_STATES_PER_WORD;
+        for (uint32_t k = 0; k < TG_WIRE_STATES_PER_WORD && first + k < info.seat_count; k++) {
+            tg_seat_word w = __atomic_load_n(&p->seats[first + k], __ATOMIC_ACQUIRE);
+            packed |= (uint64_t)tg_seat_word_state(w) << (4 * k);
+        }
+        o->states[i].packed = packed;
+    }
     return TG_OK;
 }
 
@@ -670,6 +701,7 @@ static const pu_handler handlers[TG_WIRE_REQUEST_LAST + 1] = {
     [TG_WIRE_REPL_APPEND] = on_repl_append,
     [TG_WIRE_REPL_SNAPSHOT] = on_repl_snapshot,
     [TG_WIRE_REPL_STATUS] = on_repl_status,
+    [TG_WIRE_SEAT_STATES] = on_seat_states,
 };
 
 /* Requests that may change a partition (a booking expired on the spot
@@ -689,6 +721,7 @@ static const bool changes_partition[TG_WIRE_REQUEST_LAST + 1] = {
 static const bool primary_only[TG_WIRE_REQUEST_LAST + 1] = {
     [TG_WIRE_LOG_ACK] = true,
     [TG_WIRE_REPL_BACKUPS] = true,
+    [TG_WIRE_SEAT_STATES] = true, /* a backup publishes nothing to follow it with */
 };
 
 /* The partition a request is about; false for requests about none (stats). */
@@ -729,6 +762,7 @@ static bool request_partition(const tg_msg *m, uint32_t *id)
     case TG_WIRE_REPL_BACKUPS: *id = m->repl_backups.partition_id; return true;
     case TG_WIRE_REPL_APPEND: *id = m->repl_append.partition_id; return true;
     case TG_WIRE_REPL_STATUS: *id = m->repl_status.partition_id; return true;
+    case TG_WIRE_SEAT_STATES: *id = m->seat_states.partition_id; return true;
     default: return false;
     }
 }

@@ -76,7 +76,7 @@ static void publish_partition(pu_server *s, pu_served *e, hk_scratch *hk)
         publish_event(s, e, hk, changes);
     }
     if (changes > 0) {
-        e->pub_from = e->pub_cursor;
+        __atomic_store_n(&e->pub_from, e->pub_cursor, __ATOMIC_RELEASE);
     }
     if (s->cfg.unpersisted && e->pub_cursor > 1) {
         (void)pu_log_ack(e->p, e->pub_cursor - 1);
@@ -85,7 +85,7 @@ static void publish_partition(pu_server *s, pu_served *e, hk_scratch *hk)
         pu_partition_info info;
         pu_partition_describe(e->p, &info);
         e->pub_cursor = info.log_persisted + 1;
-        e->pub_from = e->pub_cursor;
+        __atomic_store_n(&e->pub_from, e->pub_cursor, __ATOMIC_RELEASE);
     }
 }
 

@@ -65,7 +65,8 @@ typedef struct {
     pu_repl_part *repl;         /* NULL until backups are named; then fixed; atomic */
     bool in_sync; /* backups: what the last repl_append applied said; atomic (member.c reports it) */
     uint64_t pub_cursor; /* next log seq to read for publishing */
-    uint64_t pub_from;   /* first seq the next event covers */
+    uint64_t pub_from;   /* first seq the next event covers; stored with release order
+                          * (seat_states reads it from another thread) */
     uint32_t sample_next;
     uint32_t sample_count;
     pu_head_sample samples[PU_HEAD_SAMPLES];
@@ -76,6 +77,7 @@ typedef struct {
  * other way round, so one union serves both. */
 typedef union {
     tg_wire_seat seats[TG_WIRE_SEATS_LIST_MAX];
+    tg_wire_states states[TG_WIRE_STATES_MAX];
     tg_wire_counts counts[TG_ROWS_MAX];
     tg_wire_row rows[TG_ROWS_MAX];
     tg_wire_log_record records[TG_WIRE_LOG_RECORDS_MAX];

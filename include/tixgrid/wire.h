@@ -82,7 +82,8 @@ typedef enum {
     TG_WIRE_REPL_APPEND = 24,   /* primary to backup: change records to apply */
     TG_WIRE_REPL_SNAPSHOT = 25, /* primary to backup: state transfer */
     TG_WIRE_REPL_STATUS = 26,   /* either: the partition's replication state */
-    TG_WIRE_REQUEST_LAST = 26,
+    TG_WIRE_SEAT_STATES = 27,   /* every seat's state, 4 bits each (seat-map caches) */
+    TG_WIRE_REQUEST_LAST = 27,
     /* Framing, not an operation: many requests for one unit in one message
      * (see "Batches" below); never counted among TG_WIRE_REQUEST_LAST. */
     TG_WIRE_BATCH = 63,
@@ -116,6 +117,7 @@ typedef enum {
     TG_WIRE_REPL_APPEND_OK = 88,
     TG_WIRE_REPL_SNAPSHOT_OK = 89,
     TG_WIRE_REPL_STATUS_OK = 90,
+    TG_WIRE_SEAT_STATES_OK = 91,
     TG_WIRE_BATCH_OK = 127,
 
     TG_WIRE_SEAT_CHANGES = 128,
@@ -228,6 +230,15 @@ enum {
     TG_WIRE_RESTORE_DATA = 1,
     TG_WIRE_RESTORE_END = 2, /* lists may carry data; then the partition serves */
 };
+
+/* Sixteen seats' states in seat_states_ok: seat 16 * i + k of the partition
+ * is bits 4k..4k+3 of states[i].packed (a tg_seat_state, 0..4; 0 past the
+ * last seat). */
+#define TG_WIRE_STATES_PER_WORD 16u
+#define TG_WIRE_STATES_MAX (TG_PARTITION_SEATS_MAX / TG_WIRE_STATES_PER_WORD)
+typedef struct {
+    uint64_t packed;
+} tg_wire_states;
 
 /* One seat's new word in a seat_changes event (and a seat partition_restore
  * sets). */
@@ -426,6 +437,9 @@ typedef struct {
         } layout;
         struct {
             uint32_t partition_id;
+        } seat_states;
+        struct {
+            uint32_t partition_id;
             uint64_t from_seq;
             uint32_t max;
         } log_read;
@@ -522,6 +536,14 @@ typedef struct {
             uint32_t row_count;
             tg_wire_counts *rows; /* space: counts */
         } availability_ok;
+        struct {
+            /* The first log sequence the states may not reflect: apply every
+             * seat_changes event from this from_seq on (schemas/wire.md). */
+            uint64_t from_seq;
+            uint32_t seat_count;
+            uint32_t state_count;    /* ceil(seat_count / 16) */
+            tg_wire_states *states; /* space: states */
+        } seat_states_ok;
         struct {
             uint32_t partition_id;
             uint64_t event_id;
@@ -656,6 +678,8 @@ typedef struct {
     uint32_t placements_capacity;
     tg_wire_held *held; /* pu_register, heartbeat */
     uint32_t held_capacity;
+    tg_wire_states *states; /* seat_states_ok */
+    uint32_t states_capacity;
 } tg_wire_space;
 
 /* ---- Functions ---------------------------------------------------------- */

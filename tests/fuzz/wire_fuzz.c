@@ -32,6 +32,7 @@ static tg_wire_booking_state bookings[2][TG_WIRE_RESTORE_BOOKINGS_MAX];
 static tg_wire_member members[2][TG_GRID_MEMBERS_MAX];
 static tg_wire_placement placements[2][TG_GRID_PARTITIONS_MAX];
 static tg_wire_held held[2][TG_PU_PARTITIONS_MAX];
+static tg_wire_states states[2][TG_WIRE_STATES_MAX];
 
 static tg_msg first, second;
 static msgpack_sbuffer buf_a, buf_b;
@@ -52,7 +53,7 @@ static tg_wire_space space(int i)
         rows[i],       TG_ROWS_MAX,                  records[i],    TG_WIRE_LOG_RECORDS_MAX,
         changes[i],    TG_WIRE_CHANGES_MAX,          bookings[i],   TG_WIRE_RESTORE_BOOKINGS_MAX,
         members[i],    TG_GRID_MEMBERS_MAX,          placements[i], TG_GRID_PARTITIONS_MAX,
-        held[i],       TG_PU_PARTITIONS_MAX};
+        held[i],       TG_PU_PARTITIONS_MAX,         states[i],     TG_WIRE_STATES_MAX};
 }
 
 static void check_msgpack_c_reads(const uint8_t *data, size_t size)

@@ -24,6 +24,7 @@ static void env_clear(void)
     unsetenv("TIXGRID_PAYMENT_PROVIDER_URL");
     unsetenv("TIXGRID_PAYMENT_WEBHOOK_SECRET");
     unsetenv("TIXGRID_GATEWAY_PUBLIC_URL");
+    unsetenv("TIXGRID_GATEWAY_STATIC");
 }
 
 TestSuite(gateway_config, .init = env_clear);
@@ -160,4 +161,37 @@ Test(gateway_config, a_provider_without_a_good_secret_or_a_bad_url_is_a_usage_er
     cr_assert_eq(parse(&cfg, 5, bad_url), TG_EXIT_USAGE);
     const char *zero[] = {"tixgrid-gateway", "--db", "dbname=x", "--breaker-threshold", "0"};
     cr_assert_eq(parse(&cfg, 5, zero), TG_EXIT_USAGE);
+}
+
+Test(gateway_config, a_static_dir_is_a_directory_or_none)
+{
+    gw_config cfg;
+    const char *named[] = {"tixgrid-gateway", "--db", "x", "--static-dir", "/tmp"};
+    cr_assert_eq(parse(&cfg, 5, named), -1);
+    cr_assert_str_eq(cfg.static_dir, "/tmp");
+    const char *older[] = {"tixgrid-gateway", "--db", "x", "--static", "/tmp"};
+    cr_assert_eq(parse(&cfg, 5, older), -1);
+    cr_assert_str_eq(cfg.static_dir, "/tmp");
+    const char *none[] = {"tixgrid-gateway", "--db", "x", "--static-dir", "none"};
+    cr_assert_eq(parse(&cfg, 5, none), -1);
+    cr_assert_str_eq(cfg.static_dir, "");
+    /* This test binary lives outside the gateway's build folder and has no
+     * share/tixgrid/www beside it: no page is found by default. */
+    const char *plain[] = {"tixgrid-gateway", "--db", "x"};
+    cr_assert_eq(parse(&cfg, 3, plain), -1);
+    cr_assert_str_eq(cfg.static_dir, "");
+}
+
+Test(gateway_config, a_static_dir_that_is_no_directory_is_a_usage_error,
+     .init = cr_redirect_stderr)
+{
+    env_clear();
+    gw_config cfg;
+    const char *missing[] = {"tixgrid-gateway", "--db", "x", "--static-dir", "/nonexistent/www"};
+    cr_assert_eq(parse(&cfg, 5, missing), TG_EXIT_USAGE);
+    const char *file[] = {"tixgrid-gateway", "--db", "x", "--static-dir", "/etc/hostname"};
+    cr_assert_eq(parse(&cfg, 5, file), TG_EXIT_USAGE);
+    setenv("TIXGRID_GATEWAY_STATIC", "/nonexistent/www", 1);
+    const char *by_env[] = {"tixgrid-gateway", "--db", "x"};
+    cr_assert_eq(parse(&cfg, 3, by_env), TG_EXIT_USAGE);
 }

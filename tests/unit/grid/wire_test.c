@@ -86,6 +86,7 @@ static tg_wire_booking_state src_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
 static tg_wire_member src_members[TG_GRID_MEMBERS_MAX];
 static tg_wire_placement src_placements[TG_GRID_PARTITIONS_MAX];
 static tg_wire_held src_held[TG_PU_PARTITIONS_MAX];
+static tg_wire_states src_states[TG_WIRE_STATES_MAX];
 
 static tg_wire_seat dst_seats[TG_WIRE_SEATS_LIST_MAX];
 static tg_wire_counts dst_counts[TG_ROWS_MAX];
@@ -96,13 +97,14 @@ static tg_wire_booking_state dst_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
 static tg_wire_member dst_members[TG_GRID_MEMBERS_MAX];
 static tg_wire_placement dst_placements[TG_GRID_PARTITIONS_MAX];
 static tg_wire_held dst_held[TG_PU_PARTITIONS_MAX];
+static tg_wire_states dst_states[TG_WIRE_STATES_MAX];
 
 static const tg_wire_space full_space = {
     dst_seats,    TG_WIRE_SEATS_LIST_MAX,      dst_counts,  TG_ROWS_MAX,
     dst_rows,     TG_ROWS_MAX,                 dst_records, TG_WIRE_LOG_RECORDS_MAX,
     dst_changes,  TG_WIRE_CHANGES_MAX,         dst_bookings, TG_WIRE_RESTORE_BOOKINGS_MAX,
     dst_members,  TG_GRID_MEMBERS_MAX,         dst_placements, TG_GRID_PARTITIONS_MAX,
-    dst_held,     TG_PU_PARTITIONS_MAX,
+    dst_held,     TG_PU_PARTITIONS_MAX,        dst_states,  TG_WIRE_STATES_MAX,
 };
 
 /* A second space, so that a re-decoded message never shares arrays with
@@ -116,6 +118,7 @@ static tg_wire_booking_state dst2_bookings[TG_WIRE_RESTORE_BOOKINGS_MAX];
 static tg_wire_member dst2_members[TG_GRID_MEMBERS_MAX];
 static tg_wire_placement dst2_placements[TG_GRID_PARTITIONS_MAX];
 static tg_wire_held dst2_held[TG_PU_PARTITIONS_MAX];
+static tg_wire_states dst2_states[TG_WIRE_STATES_MAX];
 
 static const tg_wire_space full_space2 = {
     dst2_seats,      TG_WIRE_SEATS_LIST_MAX,
@@ -126,7 +129,7 @@ static const tg_wire_space full_space2 = {
     dst2_bookings,   TG_WIRE_RESTORE_BOOKINGS_MAX,
     dst2_members,    TG_GRID_MEMBERS_MAX,
     dst2_placements, TG_GRID_PARTITIONS_MAX,
-    dst2_held,       TG_PU_PARTITIONS_MAX,
+    dst2_held,       TG_PU_PARTITIONS_MAX,        dst2_states, TG_WIRE_STATES_MAX,
 };
 
 static const tg_wire_type all_types[] = {
@@ -156,6 +159,7 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_REPL_APPEND,
     TG_WIRE_REPL_SNAPSHOT,
     TG_WIRE_REPL_STATUS,
+    TG_WIRE_SEAT_STATES,
     TG_WIRE_ERROR,
     TG_WIRE_BOOKING_CREATE_OK,
     TG_WIRE_BOOKING_GET_OK,
@@ -183,6 +187,7 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_REPL_APPEND_OK,
     TG_WIRE_REPL_SNAPSHOT_OK,
     TG_WIRE_REPL_STATUS_OK,
+    TG_WIRE_SEAT_STATES_OK,
     TG_WIRE_SEAT_CHANGES,
     TG_WIRE_GRID_MAP,
     TG_WIRE_PU_REGISTER,
@@ -416,9 +421,10 @@ static void gen_requests(int v, tg_msg *m)
         m->seats_list.row = (int32_t)pick_i(v, -1, TG_ROWS_MAX - 1);
         m->seats_list.section = (int32_t)pick_i(v, -1, TG_SECTIONS_MAX - 1);
         break;
-    case TG_WIRE_AVAILABILITY: /* same layout: partition_info, layout */
+    case TG_WIRE_AVAILABILITY: /* same layout: partition_info, layout, seat_states */
     case TG_WIRE_PARTITION_INFO:
     case TG_WIRE_LAYOUT:
+    case TG_WIRE_SEAT_STATES:
         m->availability.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
         break;
     case TG_WIRE_PARTITION_RESET:
@@ -453,6 +459,25 @@ static void gen_requests(int v, tg_msg *m)
         break;
     default:
         break;
+    }
+}
+
+/* seat_count seats of random states (V_MAX: the largest partition, every
+ * nibble at its highest state). */
+static void gen_seat_states_ok(int v, tg_msg *m)
+{
+    m->seat_states_ok.from_seq = pick(v, 1, TG_WIRE_ID_MAX);
+    m->seat_states_ok.seat_count =
+        (uint32_t)pick(v, 0, v == V_RANDOM ? 200 : TG_PARTITION_SEATS_MAX);
+    uint32_t n = m->seat_states_ok.seat_count;
+    m->seat_states_ok.state_count = (n + TG_WIRE_STATES_PER_WORD - 1) / TG_WIRE_STATES_PER_WORD;
+    m->seat_states_ok.states = src_states;
+    for (uint32_t i = 0; i < m->seat_states_ok.state_count; i++) {
+        uint64_t packed = 0;
+        for (uint32_t k = 0; k < TG_WIRE_STATES_PER_WORD && i * 16 + k < n; k++) {
+            packed |= (uint64_t)pick(v, 0, TG_SEAT_STATE_COUNT - 1) << (4 * k);
+        }
+        src_states[i].packed = packed;
     }
 }
 
@@ -601,6 +626,9 @@ static void gen_replies(int v, tg_msg *m)
         break;
     case TG_WIRE_AVAILABILITY_OK:
         gen_availability_ok(v, m);
+        break;
+    case TG_WIRE_SEAT_STATES_OK:
+        gen_seat_states_ok(v, m);
         break;
     case TG_WIRE_PARTITION_INFO_OK:
         gen_partition_info_ok(v, m);
@@ -974,6 +1002,28 @@ Test(wire, the_largest_messages_fit_the_message_bound)
     }
 }
 
+/* A whole partition of the largest size in one seat_states_ok: 2^16 words
+ * of 16 seats, about 640 KB — inside the bound, though not inside half. */
+Test(wire, a_whole_largest_partition_fits_one_seat_states_reply)
+{
+    gen(TG_WIRE_SEAT_STATES_OK, V_MAX, &msg_a);
+    cr_assert_eq(msg_a.seat_states_ok.state_count, TG_WIRE_STATES_MAX);
+    encode_ok(&msg_a, &sb);
+    cr_log_info("seat_states_ok at its bounds: %zu bytes", sb.size);
+    cr_assert_lt(sb.size, TG_WIRE_MESSAGE_BYTES_MAX);
+    cr_assert_eq(tg_wire_decode(sb.data, sb.size, &full_space, &msg_b, NULL), TG_OK);
+    cr_assert(tg_wire_equal(&msg_a, &msg_b));
+}
+
+/* The nibble order: seat 16i + k is bits 4k..4k+3 of word i. */
+Test(wire, seat_states_pack_sixteen_seats_per_word_low_nibble_first)
+{
+    /* from_seq 1, 3 seats: FREE, SOLD, BLOCKED = 0x430. */
+    expect_accept("95 5b 01 01 03 91 91 cd 04 30", &msg_b);
+    cr_assert_eq(msg_b.seat_states_ok.seat_count, 3);
+    cr_assert_eq(msg_b.seat_states_ok.states[0].packed, 0x430u);
+}
+
 Test(wire, encoding_is_the_shortest_msgpack_form)
 {
     msg_a.type = TG_WIRE_BOOKING_CREATE;
@@ -1193,8 +1243,8 @@ Test(wire_reject, input_that_is_not_a_message_array)
 Test(wire_reject, unknown_message_types)
 {
     expect_reject("92 00 01", "unknown message type");
-    expect_reject("92 1b 01", "unknown message type");    /* 27: after the last request */
-    expect_reject("92 5b 01", "unknown message type");    /* 91: after the last reply */
+    expect_reject("92 1c 01", "unknown message type");    /* 28: after the last request */
+    expect_reject("92 5c 01", "unknown message type");    /* 92: after the last reply */
     expect_reject("92 cc 81 01", "unknown message type"); /* 129 */
     expect_reject("92 cd 01 00 01", "unknown message type");
     expect_reject("92 cf 00 00 01 00 00 00 00 11 01", "unknown message type");
@@ -1489,7 +1539,13 @@ Test(wire_reject, rules_across_fields)
     expect_reject("96 51 01 00 00 00 92 93 01 00 05 93 01 00 06",
                   "stats_ok.ops: a (type, code) pair appears twice");
     expect_reject("96 51 01 00 00 00 91 93 00 00 05", "stats_ok.ops[].type: out of range");
-    expect_reject("96 51 01 00 00 00 91 93 1b 00 05", "stats_ok.ops[].type: out of range");
+    expect_reject("96 51 01 00 00 00 91 93 1c 00 05", "stats_ok.ops[].type: out of range");
+    /* seat_states_ok: 17 seats need two words; a nibble past the last
+     * seat, or above BLOCKED, is refused. */
+    expect_reject("95 5b 01 01 11 91 91 00", "seat_states_ok.states: not one word per 16 seats");
+    expect_reject("95 5b 01 01 02 91 91 cd 03 00", "seat_states_ok.states[]: not a seat state");
+    expect_reject("95 5b 01 01 02 91 91 05", "seat_states_ok.states[]: not a seat state");
+    expect_reject("95 5b 01 00 02 91 91 01", "seat_states_ok.from_seq: out of range");
     expect_reject("96 51 01 00 00 00 91 93 01 1e 05", "stats_ok.ops[].code: out of range");
     expect_reject("96 cc 80 01 00 05 04 90", "seat_changes.from_seq: after to_seq");
     expect_reject("96 cc 80 01 00 00 04 90", "seat_changes.from_seq: out of range");

@@ -1,0 +1,38 @@
+/*
+ * nibbles.c — the pure leaves of the seat-map snapshots (snap.h): a
+ * seat_states_ok unpacked into the 4-bit encoding /seatmap sends, and
+ * seat_changes applied to it, each reporting the seats whose state
+ * changed.  Apart from snap.c so that they are tested alone.
+ */
+#include "snap.h"
+
+void gw_snap_unpack(uint8_t *states, uint32_t seat_count, const tg_wire_states *words,
+                    gw_snap_changed changed, void *arg)
+{
+    for (uint32_t seat = 0; seat < seat_count; seat++) {
+        unsigned v = (unsigned)(words[seat / TG_WIRE_STATES_PER_WORD].packed >>
+                                (4 * (seat % TG_WIRE_STATES_PER_WORD))) &
+                     15u;
+        if (gw_snap_get(states, seat) != v) {
+            gw_snap_put(states, seat, v);
+            if (changed != NULL) {
+                changed(arg, seat, v);
+            }
+        }
+    }
+}
+
+void gw_snap_apply(uint8_t *states, uint32_t seat_count, const tg_wire_change *changes,
+                   uint32_t count, gw_snap_changed changed, void *arg)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t seat = changes[i].seat_id;
+        unsigned v = (unsigned)tg_seat_word_state(changes[i].word);
+        if (seat < seat_count && gw_snap_get(states, seat) != v) {
+            gw_snap_put(states, seat, v);
+            if (changed != NULL) {
+                changed(arg, seat, v);
+            }
+        }
+    }
+}
