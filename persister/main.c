@@ -46,6 +46,9 @@ static const pst_command commands[] = {
     {"replay", "replay PARTITION --pu URL [--epoch N] [--hold-ttl-ms N] [--payment-window-ms N]",
      "load a partition from PostgreSQL into the unit at URL (layout, seats, live bookings)",
      pst_cmd_replay},
+    {"user-role", "user-role EMAIL ROLE",
+     "make an account a buyer, an organizer or an admin (effective at its next login)",
+     pst_cmd_user_role},
 };
 
 #define COMMAND_COUNT (sizeof(commands) / sizeof(commands[0]))

@@ -145,6 +145,9 @@ int pst_cmd_run(pst_context *ctx, int argc, char **argv);
  * would write them. */
 int pst_cmd_ingest(pst_context *ctx, int argc, char **argv);
 
+/* user-role EMAIL ROLE: sets the account's role (buyer, organizer, admin). */
+int pst_cmd_user_role(pst_context *ctx, int argc, char **argv);
+
 /* ---- Replay (replay.c) ----------------------------------------------------- */
 
 /* replay PARTITION --pu URL [--epoch N]: the partition's layout, seats and
