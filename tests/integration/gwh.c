@@ -798,7 +798,8 @@ gwh_resp *gwh_send(gwh_gateway *gw, const gwh_request_spec *spec)
     snprintf(url, sizeof(url), "%s%s", gw->url, spec->path);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)GWH_REQUEST_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                     (long)(spec->timeout_ms > 0 ? spec->timeout_ms : GWH_REQUEST_TIMEOUT_MS));
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, spec->http2 ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
                                                           : (long)CURL_HTTP_VERSION_1_1);
     if (spec->http2) {

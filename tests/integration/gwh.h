@@ -184,6 +184,7 @@ typedef struct {
     const char *content_type; /* "application/json" when NULL and there is a body; "" none */
     const char *const *headers; /* more "Name: value" lines, NULL-ended; may be NULL */
     bool http2;               /* HTTP/2 with prior knowledge (h2c) */
+    uint32_t timeout_ms;      /* 0: GWH_REQUEST_TIMEOUT_MS */
 } gwh_request_spec;
 
 /* Sends one request on the gateway's kept-alive connection; never asserts
