@@ -22,6 +22,8 @@
 
 #define DRAFT_TEXT_BYTES_MAX 200u
 #define DRAFT_TIME_BYTES_MAX 40u
+/* Live bookings one cancellation ends in the grid; more are left to expire. */
+#define ORG_CANCEL_BOOKINGS_MAX_TEXT "10000"
 
 /* The metadata fields an organizer may set, in a fixed order: the update's
  * SET list is built from this table, never from the body's keys. */
@@ -359,6 +361,26 @@ static const char cancel_refunds_sql[] =
     "   RETURNING 1)"
     " SELECT (SELECT count(*) FROM owed), (SELECT count(*) FROM told)";
 
+/* The event's bookings that may still hold seats, as the drain wrote them. */
+static bool live_read(PGconn *db, gw_org_job *job)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)job->id);
+    const char *const params[1] = {id};
+    PGresult *res = gw_org_query(db, job, "read the live bookings",
+                                 "SELECT id FROM bookings WHERE event_id = $1"
+                                 " AND status IN ('created', 'pending_payment') ORDER BY id"
+                                 " LIMIT " ORG_CANCEL_BOOKINGS_MAX_TEXT,
+                                 1, params);
+    int n = res != NULL ? PQntuples(res) : 0;
+    job->live = n > 0 ? calloc((size_t)n, sizeof(*job->live)) : NULL;
+    for (int i = 0; job->live != NULL && i < n; i++) {
+        job->live[job->live_count++] = strtoull(PQgetvalue(res, i, 0), NULL, 10);
+    }
+    PQclear(res);
+    return res != NULL;
+}
+
 static void cancel_run(PGconn *db, gw_org_job *job)
 {
     char status[16], id[24];
@@ -381,15 +403,80 @@ static void cancel_run(PGconn *db, gw_org_job *job)
     res = res != NULL ? gw_org_query(db, job, "mark refunds", cancel_refunds_sql, 1, params) : NULL;
     long long refunds = res != NULL ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
     PQclear(res);
-    if (res != NULL && gw_org_commit(db, job)) {
+    if (res != NULL && gw_org_commit(db, job) && live_read(db, job)) {
         gw_events_cache_clear();
         job->reply = json_pack("{s:I,s:s,s:I}", "id", (json_int_t)job->id, "status", "cancelled",
                                "refunds_due", (json_int_t)refunds);
-        job->detail = json_pack("{s:I}", "refunds_due", (json_int_t)refunds);
     }
+}
+
+/* After the commit, the event's live bookings (as the drain last wrote
+ * them) are cancelled in the grid one by one, as the system: their seats go
+ * back to FREE and they can neither hold seats nor be paid for.  A booking
+ * that ended meanwhile refuses, which changes nothing. */
+typedef struct {
+    uint64_t event_id;
+    json_t *answer;
+    uint64_t *live; /* malloc'd */
+    uint32_t count, next, cancelled;
+} cancel_state;
+
+static void cancel_state_dispose(void *p)
+{
+    cancel_state *s = p;
+    json_decref(s->answer);
+    free(s->live);
+}
+
+static void cancel_next(gw_req *r);
+
+static void cancel_booking_done(gw_req *r, tg_err err, const tg_msg *reply)
+{
+    (void)reply;
+    cancel_state *s = r->state;
+    s->cancelled += err == TG_OK;
+    s->next++;
+    cancel_next(r);
+}
+
+static void cancel_next(gw_req *r)
+{
+    cancel_state *s = r->state;
+    while (s->next < s->count) {
+        tg_booking_id b = s->live[s->next];
+        tg_msg msg = {.type = TG_WIRE_BOOKING_CANCEL};
+        msg.booking_cancel.booking_id = b;
+        msg.booking_cancel.user_id = 0; /* the system: the organizer owns no booking */
+        if (gw_grid_send(r, tg_booking_id_partition(b), &msg, GW_SPACE_NONE, cancel_booking_done) ==
+            TG_OK) {
+            return;
+        }
+        s->next++; /* unroutable now: left to expire */
+    }
+    json_object_set_new(s->answer, "bookings_cancelled", json_integer(s->cancelled));
+    gw_audit(r, "event_cancel", 0, s->event_id, NULL, 0, "ok",
+             json_pack("{s:O,s:i}", "refunds_due", json_object_get(s->answer, "refunds_due"),
+                       "bookings_cancelled", s->cancelled));
+    json_t *answer = s->answer;
+    s->answer = NULL;
+    gw_reply_json(r, 200, answer);
+}
+
+static void cancel_then(gw_req *r, gw_org_job *job)
+{
+    cancel_state *s = h2o_mem_alloc_shared(&r->h2o->pool, sizeof(*s), cancel_state_dispose);
+    memset(s, 0, sizeof(*s));
+    s->event_id = job->event_id;
+    s->answer = job->reply;
+    job->reply = NULL;
+    s->live = job->live;
+    s->count = job->live_count;
+    job->live = NULL;
+    r->state = s;
+    cancel_next(r);
 }
 
 void gw_on_org_event_cancel(gw_req *r)
 {
-    gw_org_submit(r, "event_cancel", cancel_run, NULL);
+    gw_org_submit(r, "event_cancel", cancel_run, cancel_then);
 }

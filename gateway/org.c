@@ -16,7 +16,10 @@
  * payment of its partitions' bookings that was not owed back already is
  * marked refund_status 'due', which refunds.c hands to the payment
  * provider; and each such buyer gets one notification_outbox row
- * (`event_cancelled`).  Cancelling twice changes nothing the second time.
+ * (`event_cancelled`).  Then the event's live bookings (created or pending
+ * payment, as the drain last wrote them) are cancelled in the grid as the
+ * system, so that they can neither hold seats nor be paid for.  Cancelling
+ * twice changes nothing the second time.
  *
  * Every route here is audited with its outcome (org.h).
  */
@@ -210,6 +213,7 @@ static void org_job_free(void *p)
     json_decref(job->body);
     json_decref(job->reply);
     json_decref(job->detail);
+    free(job->live);
     free(job);
 }
 

@@ -43,6 +43,8 @@ struct gw_org_job {
     /* Facts a continuation needs (sales, block, cancel). */
     uint32_t partitions[GW_EVENT_PARTITIONS_MAX];
     uint32_t partition_count;
+    uint64_t *live; /* cancel: live booking ids (malloc'd, freed with the job) */
+    uint32_t live_count;
 };
 
 /* Starts the job on the pool (the request's body is copied); replies 503

@@ -80,6 +80,28 @@ static void wait_routed(gwh_gateway *gw, uint64_t event)
                    status);
 }
 
+/* Waits until new bookings of the cancelled event are refused (at the
+ * gateway's next map read); returns how many were still made meanwhile. */
+static int64_t wait_sale_closed(gwh_gateway *gw, const char *auth, uint64_t event)
+{
+    char body[64];
+    snprintf(body, sizeof(body), "{\"event_id\": %" PRIu64 "}", event);
+    int64_t deadline = pgt_now_ms() + WAIT_MS, made = 0;
+    gwh_resp *r = NULL;
+    while (pgt_now_ms() < deadline) {
+        r = gwh_http(gw, "POST", auth, body, "/api/bookings");
+        if (r->status == 409) {
+            gwh_expect_error(r, 409, "sale_closed");
+            return made;
+        }
+        gwh_expect(r, 201);
+        made++;
+        usleep(20 * 1000);
+    }
+    cr_assert_fail("bookings of cancelled event %" PRIu64 " still accepted", event);
+    return made;
+}
+
 static json_t *sales(gwh_gateway *gw, const char *auth, uint64_t event)
 {
     return gwh_expect(gwh_http(gw, "GET", auth, NULL, "/api/admin/events/%" PRIu64 "/sales", event),
@@ -302,10 +324,26 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
 
     blocking(gw, org, buyer, event, GWH_SEAT_ID(p, 30));
 
+    /* Bookings still open when the event is cancelled are ended. */
+    char sql[256];
+    snprintf(seats, sizeof(seats), "[%" PRIu64 "]", GWH_SEAT_ID(p, 31));
+    uint64_t live = booking_holding(gw, buyer, event, NULL, seats);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*)::text FROM bookings WHERE id = %" PRIu64 " AND status = 'created'",
+             live);
+    payh_wait_pg(g, sql, "1"); /* the cancellation finds live bookings there */
     json_t *c = gwh_expect(
         gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event), 200);
     cr_assert_eq(gwh_int(c, "refunds_due"), 1);
-    char sql[256];
+    /* That one, and the empty one blocking() made. */
+    cr_assert_eq(gwh_int(c, "bookings_cancelled"), 2, "%s", json_dumps(c, 0));
+    payh_wait_booking(gw, buyer, live, "cancelled");
+    cr_assert_eq(gwh_int(gwh_expect(gwh_http(gw, "GET", NULL, NULL,
+                                             "/api/events/%" PRIu64 "/availability", event),
+                                    200),
+                         "totals.SELECTED"),
+                 0);
+    int64_t late = wait_sale_closed(gw, buyer, event);
     snprintf(sql, sizeof(sql), "SELECT refund_status FROM payments WHERE booking_id = %" PRIu64, b);
     cr_assert_str_eq(pgt_query_text(g->db, sql), "due");
     snprintf(sql, sizeof(sql),
@@ -314,9 +352,17 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
              " WHERE email = '" GWH_BUYER "')",
              b);
     cr_assert_eq(pgt_query_i64(g->db, sql), 1);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*)::text FROM bookings WHERE event_id = %" PRIu64
+             " AND status IN ('created', 'pending_payment')",
+             event);
+    char want[24];
+    snprintf(want, sizeof(want), "%" PRId64, late);
+    payh_wait_pg(g, sql, want); /* the drain wrote the cancellations, and the late bookings */
     c = gwh_expect(gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event),
                    200);
     cr_assert_eq(gwh_int(c, "refunds_due"), 0, "cancelling twice owes twice");
+    cr_assert_eq(gwh_int(c, "bookings_cancelled"), late);
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM audit_log WHERE event_id = %" PRIu64
              " AND action IN ('event_create', 'event_publish', 'event_cancel', 'seats_block')"
