@@ -67,7 +67,7 @@ typedef struct {
 
 static bool sections_write(PGconn *db, gw_org_job *job, const gw_plan *plan)
 {
-    char event[24], idx[8], price[24];
+    char event[24], idx[16], price[24];
     snprintf(event, sizeof(event), "%" PRIu64, job->event_id);
     for (uint32_t s = 0; s < plan->section_count; s++) {
         snprintf(idx, sizeof(idx), "%u", s);
