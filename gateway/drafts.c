@@ -245,25 +245,25 @@ void gw_on_org_event_create(gw_req *r)
 
 /* ---- Update -------------------------------------------------------------- */
 
-/* "UPDATE events SET title = $2, ... WHERE id = $1" from the fields given. */
-static void update_sql(char *sql, size_t size, const bool present[FIELDS_COUNT], bool layout,
-                       const char *params[FIELDS_COUNT + 3], const char *values[FIELDS_COUNT],
-                       const char *layout_param, int *n)
+/* "UPDATE events SET title = $2, ... WHERE id = $1" from the fields given;
+ * a new layout brings its currency (the first section's). */
+static void update_sql(char *sql, size_t size, const bool present[FIELDS_COUNT],
+                       const char *values[FIELDS_COUNT], const char *layout, const char *currency,
+                       const char *params[FIELDS_COUNT + 3], int *n)
 {
     size_t at = (size_t)snprintf(sql, size, "UPDATE events SET updated_at = now()");
     for (size_t i = 0; i < FIELDS_COUNT; i++) {
         if (present[i]) {
-            params[*n] = values[i];
-            (*n)++;
+            params[(*n)++] = values[i];
             at += (size_t)snprintf(sql + at, size - at, ", %s = $%d%s", fields[i].name, *n,
                                    fields[i].cast);
         }
     }
-    if (layout) {
-        params[(*n)++] = layout_param;
-        at += (size_t)snprintf(sql + at, size - at, ", layout = $%d::jsonb", *n);
-        params[(*n)++] = values[0]; /* placeholder replaced by the caller: currency */
-        at += (size_t)snprintf(sql + at, size - at, ", currency = $%d", *n);
+    if (layout != NULL) {
+        params[(*n)++] = layout;
+        params[(*n)++] = currency;
+        at += (size_t)snprintf(sql + at, size - at, ", layout = $%d::jsonb, currency = $%d", *n - 1,
+                               *n);
     }
     snprintf(sql + at, size - at, " WHERE id = $1");
 }
@@ -276,10 +276,7 @@ static bool update_apply(PGconn *db, gw_org_job *job, const bool present[FIELDS_
     const char *params[FIELDS_COUNT + 3] = {id};
     int n = 1;
     char *layout = has_layout ? layout_text(job) : NULL;
-    update_sql(sql, sizeof(sql), present, has_layout, params, values, layout, &n);
-    if (has_layout) {
-        params[n - 1] = plan->sections[0].currency;
-    }
+    update_sql(sql, sizeof(sql), present, values, layout, plan->sections[0].currency, params, &n);
     PGresult *res = gw_org_query(db, job, "update the event", sql, n, params);
     free(layout);
     PQclear(res);

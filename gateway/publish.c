@@ -56,6 +56,7 @@
 #include "tixgrid/replay.h"
 
 #define PUBLISH_COPY_BYTES (256u << 10) /* seats are sent to COPY in pieces of this */
+#define PUBLISH_LOCK_CLASS "1952935010" /* 'tgpb': the advisory lock's first key */
 
 typedef struct {
     char name[TG_PU_NAME_BYTES];
@@ -405,20 +406,49 @@ static bool publish_prepare(PGconn *db, gw_org_job *job)
     return (job->partition_count > 0 || layout_write(db, job)) && gw_org_commit(db, job);
 }
 
+/* One publish of an event at a time, across gateways: a session advisory
+ * lock on the event (released at the end, or with the session if the
+ * connection breaks).  Without it two publishes could load the same new
+ * partition into two units. */
+static bool publish_lock(PGconn *db, gw_org_job *job, bool take)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "%" PRIu64, job->id);
+    const char *const params[1] = {id};
+    PGresult *res = gw_org_query(
+        db, job, "lock the publication",
+        take ? "SELECT pg_try_advisory_lock(" PUBLISH_LOCK_CLASS ", hashint8($1::bigint))"
+             : "SELECT pg_advisory_unlock(" PUBLISH_LOCK_CLASS ", hashint8($1::bigint))",
+        1, params);
+    bool got = res != NULL && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (res != NULL && take && !got) {
+        gw_org_fail(job, 409, "publish_in_progress",
+                    "event %" PRIu64 " is being published by another request; retry", job->id);
+    }
+    return got;
+}
+
 static void publish_run(PGconn *db, gw_org_job *job)
 {
     publish_unit units[TG_GRID_MEMBERS_MAX];
     int32_t unit_of[GW_EVENT_PARTITIONS_MAX];
-    if (!publish_prepare(db, job)) {
+    if (!publish_lock(db, job, true)) {
         return;
     }
-    uint32_t n_units = units_read(db, job, units, TG_GRID_MEMBERS_MAX);
-    if (n_units == 0 || !partitions_load(db, job, units, n_units, unit_of) ||
-        !sale_open(db, job, units, unit_of)) {
-        return;
+    if (publish_prepare(db, job)) {
+        uint32_t n_units = units_read(db, job, units, TG_GRID_MEMBERS_MAX);
+        if (n_units > 0 && partitions_load(db, job, units, n_units, unit_of) &&
+            sale_open(db, job, units, unit_of)) {
+            gw_events_cache_clear();
+            job->reply = gw_org_event_json(db, job, job->event_id);
+        }
     }
-    gw_events_cache_clear();
-    job->reply = gw_org_event_json(db, job, job->event_id);
+    if (PQtransactionStatus(db) != PQTRANS_IDLE) {
+        PQclear(PQexec(db, "ROLLBACK")); /* a failed step left its transaction open */
+    }
+    gw_org_job unlock = {.cfg = job->cfg, .id = job->id}; /* keeps job's outcome */
+    publish_lock(db, &unlock, false);
 }
 
 void gw_on_org_event_publish(gw_req *r)
