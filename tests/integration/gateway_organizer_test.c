@@ -520,3 +520,48 @@ Test(gateway_organizer, a_200000_seat_event_is_placed_as_partitions_across_units
     cr_assert_eq(gwh_int(s, "totals.free"), 199997);
     gwh_stop_ok(g);
 }
+
+/* The partition's placement as "primary|backups" once it has a backup. */
+static const char *wait_backed_up(gwh_grid *g, uint32_t partition)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE(primary_pu, '') || '|' || array_to_string(backup_pus, ',')"
+             " FROM grid_partitions WHERE partition_id = %u",
+             partition);
+    int64_t deadline = pgt_now_ms() + WAIT_MS;
+    const char *row = pgt_query_text(g->db, sql);
+    while (row[strlen(row) - 1] == '|' && pgt_now_ms() < deadline) {
+        usleep(20 * 1000);
+        row = pgt_query_text(g->db, sql);
+    }
+    cr_assert(row[0] != '|' && row[strlen(row) - 1] != '|', "partition %u: %s", partition, row);
+    return row;
+}
+
+Test(gateway_organizer, with_a_manager_the_published_partition_gets_a_backup)
+{
+    gwh_grid *g = gwh_start(&(gwh_options){HALL_ONLY, .units = 2, .manager = true});
+    gwh_gateway *gw = g->gw;
+    const char *org = gwh_login(gw, ORGANIZER, ORGANIZER_PASSWORD);
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t event = event_create(gw, org, three_sections);
+    json_t *ev = gwh_expect(
+        gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/publish", event), 200);
+    uint32_t p = (uint32_t)gwh_int(ev, "partitions.0.partition_id");
+    /* The hall's unit holds one primary: the new partition goes to the other. */
+    char hall[160];
+    snprintf(hall, sizeof(hall), "SELECT primary_pu FROM grid_partitions WHERE partition_id = %u",
+             GWH_HALL_PARTITION);
+    cr_assert_str_neq(gwh_str(ev, "partitions.0.primary"), pgt_query_text(g->db, hall));
+    const char *row = wait_backed_up(g, p);
+    fprintf(stderr, "# partition %u placed as %s\n", p, row);
+    wait_routed(gw, event);
+    char seats[48];
+    snprintf(seats, sizeof(seats), "[%" PRIu64 "]", GWH_SEAT_ID(p, 25));
+    booking_holding(gw, buyer, event, NULL, seats);
+    json_t *s = sales(gw, org, event);
+    cr_assert_eq(section_count(s, 1, "held"), 1);
+    cr_assert_eq(gwh_int(s, "totals.free"), 39);
+    gwh_stop_ok(g);
+}
