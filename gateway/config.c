@@ -96,6 +96,10 @@ static const number_setting numbers[] = {
      60, "the breaker stays open this long, then lets one probe through"},
     {"refund-retry-s", "TIXGRID_PAYMENT_REFUND_RETRY_S", U32(refund_retry_s), 1, 3600, 30,
      "a late payment's refund the provider did not make is asked for again this often"},
+    {"event-seats-max", "TIXGRID_GATEWAY_EVENT_SEATS_MAX", U32(event_seats_max), 1,
+     GW_EVENT_SEATS_CEILING, 1000000, "seats an organizer's event may have"},
+    {"partition-seats", "TIXGRID_GATEWAY_PARTITION_SEATS", U32(partition_seats), TG_ROW_SEATS_MAX,
+     TG_PARTITION_SEATS_MAX, 100000, "seats a published event's partition holds at most"},
 };
 #define NUMBERS_COUNT (sizeof(numbers) / sizeof(numbers[0]))
 

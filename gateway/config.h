@@ -15,6 +15,9 @@
 #define GW_URL_BYTES 512u
 #define GW_SECRET_BYTES_MIN 16u
 #define GW_SECRET_BYTES_MAX 256u
+/* An event's partitions are at most GW_EVENT_PARTITIONS_MAX (gateway.h): 64
+ * of 2^16 seats each at the least is this many seats. */
+#define GW_EVENT_SEATS_CEILING (64u << 16)
 
 typedef struct {
     char listen_host[64]; /* "0.0.0.0", "127.0.0.1", "::" */
@@ -56,6 +59,9 @@ typedef struct {
     uint32_t breaker_threshold;       /* provider failures in a row that open the breaker */
     uint32_t breaker_timeout_s;       /* open this long before a probe */
     uint32_t refund_retry_s;          /* owed refunds are tried again this often */
+    /* Organizers (gateway/README.md, "Organizers"). */
+    uint32_t event_seats_max;         /* seats of one event's layout */
+    uint32_t partition_seats;         /* a published event is split into partitions of at most this */
 } gw_config;
 
 /* Defaults, then TIXGRID_* variables, then flags.  Returns -1 when the

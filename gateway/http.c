@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "org.h"
 #include "tixgrid/assert.h"
 #include "tixgrid/clock.h"
 #include "tixgrid/cli.h"
@@ -64,6 +65,26 @@ static const gw_route routes[] = {
     {"GET", "/readyz", GW_AUTH_PUBLIC, false, gw_on_readyz, "readyz"},
     {"GET", "/metrics", GW_AUTH_PUBLIC, false, gw_on_metrics, "metrics"},
     {"POST", "/api/reset", GW_AUTH_PUBLIC, false, gw_on_reset, "reset"},
+    /* Organizers and admins (org.h). */
+    {"POST", "/api/admin/events", GW_AUTH_ORGANIZER, true, gw_on_org_event_create, "org_create"},
+    {"PATCH", "/api/admin/events/{id}", GW_AUTH_ORGANIZER, true, gw_on_org_event_update,
+     "org_update"},
+    {"DELETE", "/api/admin/events/{id}", GW_AUTH_ORGANIZER, false, gw_on_org_event_delete,
+     "org_delete"},
+    {"POST", "/api/admin/events/{id}/publish", GW_AUTH_ORGANIZER, false, gw_on_org_event_publish,
+     "org_publish"},
+    {"POST", "/api/admin/events/{id}/cancel", GW_AUTH_ORGANIZER, false, gw_on_org_event_cancel,
+     "org_cancel"},
+    {"POST", "/api/admin/events/{id}/seats/block", GW_AUTH_ORGANIZER, true, gw_on_org_seats_block,
+     "org_block"},
+    {"POST", "/api/admin/events/{id}/seats/unblock", GW_AUTH_ORGANIZER, true,
+     gw_on_org_seats_unblock, "org_unblock"},
+    {"GET", "/api/admin/events/{id}/sales", GW_AUTH_ORGANIZER, false, gw_on_org_sales, "org_sales"},
+    {"POST", "/api/admin/artists", GW_AUTH_ORGANIZER, true, gw_on_org_artist_create,
+     "org_artist_create"},
+    {"PATCH", "/api/admin/artists/{id}", GW_AUTH_ORGANIZER, true, gw_on_org_artist_update,
+     "org_artist_update"},
+    {"PATCH", "/api/admin/users/role", GW_AUTH_ADMIN, true, gw_on_admin_user_role, "admin_role"},
 };
 #define ROUTES_COUNT (sizeof(routes) / sizeof(routes[0]))
 _Static_assert(ROUTES_COUNT <= GW_ROUTES_MAX, "GW_ROUTES_MAX");

@@ -48,6 +48,10 @@ typedef struct {
     int (*run)(pst_context *ctx, int argc, char **argv);
 } pst_command;
 
+/* Every subcommand (commands.c). */
+extern const pst_command pst_commands[];
+extern const size_t pst_command_count;
+
 /* Connects ctx->db with ctx->conninfo.  Returns 0, or the exit code after
  * one line on stderr: TG_EXIT_USAGE when no conninfo was given or it does
  * not parse, TG_EXIT_UNAVAILABLE when PostgreSQL cannot be reached. */
@@ -144,6 +148,9 @@ int pst_cmd_run(pst_context *ctx, int argc, char **argv);
 /* ingest PARTITION FILE [--epoch N]: records from JSON lines, as the drain
  * would write them. */
 int pst_cmd_ingest(pst_context *ctx, int argc, char **argv);
+
+/* user-role EMAIL ROLE: sets the account's role (buyer, organizer, admin). */
+int pst_cmd_user_role(pst_context *ctx, int argc, char **argv);
 
 /* ---- Replay (replay.c) ----------------------------------------------------- */
 

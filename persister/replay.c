@@ -43,6 +43,7 @@
 
 #include "tixgrid/client.h"
 #include "tixgrid/clock.h"
+#include "tixgrid/replay.h"
 #include "tixgrid/limits.h"
 #include "tixgrid/log.h"
 #include "tixgrid/seat.h"
@@ -464,28 +465,40 @@ static tg_err replay_read(PGconn *db, pst_replay_data *d)
 /* ---- Sending to the unit ----------------------------------------------------- */
 
 /* One request; on failure one line on stderr and *code the exit code. */
-static tg_err unit_call(tg_client *c, const pst_replay_args *a, const tg_msg *req, const char *what,
-                        int *code)
+static tg_err unit_call_with(tg_client *c, const pst_replay_args *a, const tg_msg *req,
+                             const char *what, int *code, tg_msg *reply)
 {
-    static tg_msg reply; /* large (stats arrays): off the stack; main thread only */
-    tg_err err = tg_client_call_to(c, a->pu_url, req, PST_REPLAY_CALL_TIMEOUT_MS, NULL, &reply);
+    tg_err err = tg_client_call_to(c, a->pu_url, req, PST_REPLAY_CALL_TIMEOUT_MS, NULL, reply);
     if (err == TG_OK) {
         return TG_OK;
     }
     *code = TG_EXIT_FAILURE;
-    if (reply.type == TG_WIRE_ERROR && err == TG_EEXIST && req->type == TG_WIRE_PARTITION_CREATE) {
+    if (reply->type == TG_WIRE_ERROR && err == TG_EEXIST && req->type == TG_WIRE_PARTITION_CREATE) {
         tg_log_error("replay: partition %" PRIu32 ": partition already exists on that unit "
                      "(%s at %s)",
                      a->partition_id, tg_errname(err), a->pu_url);
-    } else if (reply.type == TG_WIRE_ERROR) {
+    } else if (reply->type == TG_WIRE_ERROR) {
         tg_log_error("replay: partition %" PRIu32 ": the unit at %s refused %s: %s (%s)",
-                     a->partition_id, a->pu_url, what, tg_errname(err), reply.error.message);
+                     a->partition_id, a->pu_url, what, tg_errname(err), reply->error.message);
     } else {
         *code =
             err == TG_ETIMEDOUT || err == TG_EUNAVAILABLE ? TG_EXIT_UNAVAILABLE : TG_EXIT_FAILURE;
         tg_log_error("replay: partition %" PRIu32 ": no answer from the unit at %s to %s: %s (%s)",
                      a->partition_id, a->pu_url, what, tg_errname(err), tg_strerror(err));
     }
+    return err;
+}
+
+static tg_err unit_call(tg_client *c, const pst_replay_args *a, const tg_msg *req, const char *what,
+                        int *code)
+{
+    tg_msg *reply = malloc(sizeof(*reply)); /* large (stats arrays): off the stack */
+    if (reply == NULL) {
+        *code = TG_EXIT_FAILURE;
+        return TG_ENOMEM;
+    }
+    tg_err err = unit_call_with(c, a, req, what, code, reply);
+    free(reply);
     return err;
 }
 
@@ -525,21 +538,22 @@ static tg_err restore_send(tg_client *c, const pst_replay_args *a, const pst_rep
     return err;
 }
 
-static int replay_send(const pst_replay_args *a, const pst_replay_data *d)
+static tg_err replay_send(const pst_replay_args *a, const pst_replay_data *d, int *code)
 {
     tg_client *c = NULL;
     tg_client_config cfg = {.inflight_max = 1};
     if (tg_client_open(&cfg, &c) != TG_OK) {
         tg_log_error("replay: cannot open an nng client");
-        return TG_EXIT_FAILURE;
+        *code = TG_EXIT_FAILURE;
+        return TG_ESYSTEM;
     }
-    int code = TG_EXIT_OK;
-    tg_err err = unit_call(c, a, &d->create, "partition_create", &code);
+    *code = TG_EXIT_OK;
+    tg_err err = unit_call(c, a, &d->create, "partition_create", code);
     if (err == TG_OK) {
-        err = restore_send(c, a, d, &code);
+        err = restore_send(c, a, d, code);
     }
     tg_client_close(c);
-    return code;
+    return err;
 }
 
 /* ---- The command --------------------------------------------------------------- */
@@ -551,6 +565,66 @@ static void replay_free(pst_replay_data *d)
     free(d->bookings);
 }
 
+/* Reads the partition and sends it: the command's work, and the library's
+ * (tg_replay_partition).  *code is the command's exit code. */
+static tg_err replay_do(PGconn *db, const pst_replay_args *a, int *code)
+{
+    pst_replay_data *d = calloc(1, sizeof(*d)); /* the tg_msg inside is large */
+    tg_err err = d != NULL ? TG_OK : TG_ENOMEM;
+    if (err == TG_OK) {
+        d->partition_id = a->partition_id;
+        d->rows = calloc(TG_ROWS_MAX, sizeof(*d->rows));
+    }
+    int64_t started = tg_mono_ns();
+    if (err == TG_OK) {
+        err = d->rows != NULL ? replay_read(db, d) : TG_ENOMEM;
+    }
+    if (err != TG_OK) {
+        *code = pst_exit_code(db, err);
+        if (d != NULL) {
+            replay_free(d);
+        }
+        free(d);
+        return err;
+    }
+    int64_t read_ns = tg_mono_ns() - started;
+    d->epoch = a->epoch_given ? a->epoch
+               : d->map_epoch > d->offset_epoch ? d->map_epoch
+                                                : d->offset_epoch;
+    if (d->epoch < d->offset_epoch) {
+        tg_log_error("replay: partition %" PRIu32 ": --epoch %" PRIu64 " is below "
+                     "partition_offsets.epoch %" PRIu64 ": the drain would refuse every change "
+                     "the unit makes",
+                     d->partition_id, d->epoch, d->offset_epoch);
+        *code = TG_EXIT_FAILURE;
+        err = TG_ESTALE_EPOCH;
+    } else {
+        d->create.partition_create.hold_ttl_ms = a->hold_ttl_ms;
+        d->create.partition_create.payment_window_ms = a->payment_window_ms;
+        err = replay_send(a, d, code);
+    }
+    if (err == TG_OK) {
+        tg_log_info("replay: partition %" PRIu32 " of event %" PRId64 " restored into %s: %" PRId64
+                    " seats (%" PRIu32 " not free), %" PRIu32
+                    " live or paid bookings, epoch %" PRIu64 ", log continues after %" PRIu64
+                    "; %" PRId64 " ms (PostgreSQL %" PRId64 " ms: layout %" PRId64
+                    ", seats %" PRId64 ")",
+                    d->partition_id, d->event_id, a->pu_url, d->seat_count, d->held_n, d->live_n,
+                    d->epoch, d->log_base, (tg_mono_ns() - started) / 1000000, read_ns / 1000000,
+                    d->layout_ms, d->seats_ms);
+    }
+    replay_free(d);
+    free(d);
+    return err;
+}
+
+tg_err tg_replay_partition(PGconn *db, uint32_t partition_id, const char *pu_url)
+{
+    pst_replay_args a = {.partition_id = partition_id, .pu_url = pu_url};
+    int code = 0;
+    return replay_do(db, &a, &code);
+}
+
 int pst_cmd_replay(pst_context *ctx, int argc, char **argv)
 {
     pst_replay_args a = {0};
@@ -558,39 +632,6 @@ int pst_cmd_replay(pst_context *ctx, int argc, char **argv)
     if (code != 0 || (code = pst_context_connect(ctx)) != 0) {
         return code;
     }
-    static pst_replay_data d; /* the tg_msg inside is large: off the stack */
-    memset(&d, 0, sizeof(d));
-    d.partition_id = a.partition_id;
-    d.rows = calloc(TG_ROWS_MAX, sizeof(*d.rows));
-    int64_t started = tg_mono_ns();
-    tg_err err = d.rows != NULL ? replay_read(ctx->db, &d) : TG_ENOMEM;
-    if (err != TG_OK) {
-        replay_free(&d);
-        return pst_exit_code(ctx->db, err);
-    }
-    int64_t read_ns = tg_mono_ns() - started;
-    d.epoch = a.epoch_given ? a.epoch : d.map_epoch > d.offset_epoch ? d.map_epoch : d.offset_epoch;
-    if (d.epoch < d.offset_epoch) {
-        tg_log_error("replay: partition %" PRIu32 ": --epoch %" PRIu64 " is below "
-                     "partition_offsets.epoch %" PRIu64 ": the drain would refuse every change "
-                     "the unit makes",
-                     d.partition_id, d.epoch, d.offset_epoch);
-        replay_free(&d);
-        return TG_EXIT_FAILURE;
-    }
-    d.create.partition_create.hold_ttl_ms = a.hold_ttl_ms;
-    d.create.partition_create.payment_window_ms = a.payment_window_ms;
-    code = replay_send(&a, &d);
-    if (code == TG_EXIT_OK) {
-        tg_log_info("replay: partition %" PRIu32 " of event %" PRId64 " restored into %s: %" PRId64
-                    " seats (%" PRIu32 " not free), %" PRIu32
-                    " live or paid bookings, epoch %" PRIu64 ", log continues after %" PRIu64
-                    "; %" PRId64 " ms (PostgreSQL %" PRId64 " ms: layout %" PRId64
-                    ", seats %" PRId64 ")",
-                    d.partition_id, d.event_id, a.pu_url, d.seat_count, d.held_n, d.live_n, d.epoch,
-                    d.log_base, (tg_mono_ns() - started) / 1000000, read_ns / 1000000, d.layout_ms,
-                    d.seats_ms);
-    }
-    replay_free(&d);
+    replay_do(ctx->db, &a, &code);
     return code;
 }

@@ -513,7 +513,9 @@ static tg_err layout_add_row(layout_builder *b, const layout_row *row)
 
 static tg_err layout_build(const PGresult *res, int64_t first, int64_t count, json_t *sections)
 {
-    static layout_builder b; /* 8 KiB of bits: off the stack; main thread only */
+    /* 8 KiB of bits: off the stack; one per thread (the gateway publishes
+     * events from several pool threads through tg_replay_partition). */
+    static _Thread_local layout_builder b;
     memset(&b, 0, sizeof(b));
     b.sections = sections;
     b.section_idx = -1;

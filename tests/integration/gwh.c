@@ -566,6 +566,20 @@ static void curl_start(void)
     }
 }
 
+static void manager_start(gwh_grid *g)
+{
+    static char pub[96];
+    snprintf(g->manager_url, sizeof(g->manager_url), "ipc://%s/mgr.rep", g->dir);
+    snprintf(pub, sizeof(pub), "ipc://%s/mgr.pub", g->dir);
+    snprintf(g->manager_log, sizeof(g->manager_log), "%s/manager.log", g->dir);
+    const char *argv[] = {env_bin("TIXGRID_MANAGER_BIN"), "--name", "gwh-manager", "--listen",
+                          g->manager_url, "--pub", pub, "--db", g->pg->conninfo, "--refresh-ms",
+                          "200", NULL};
+    g->manager = spawn(argv, NULL, g->manager_log);
+}
+
+/* Units join the manager when there is one; otherwise they are written
+ * into grid_members as an operator would. */
 static void units_start(gwh_grid *g, const gwh_options *o)
 {
     g->unit_count = o->units;
@@ -573,9 +587,31 @@ static void units_start(gwh_grid *g, const gwh_options *o)
     for (uint32_t i = 0; i < g->unit_count; i++) {
         hx_unit *u = &g->units[i];
         hx_unit_init(u, "gw");
+        if (o->manager) {
+            hx_add_flag(u, "--manager");
+            hx_add_flag(u, g->manager_url);
+        }
         hx_start(u);
-        persister_ok(g->pg, (const char *const[]){"pu-register", u->name, u->rep_url, u->pub_url,
-                                                  NULL});
+        if (!o->manager) {
+            persister_ok(g->pg, (const char *const[]){"pu-register", u->name, u->rep_url,
+                                                      u->pub_url, NULL});
+        }
+    }
+}
+
+/* With a manager: the replayed partition is adopted by it (its primary
+ * written), waited for up to GWH_READY_TIMEOUT_MS. */
+static void adoption_wait(gwh_grid *g, const char *partition)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE(primary_pu, '') FROM grid_partitions WHERE partition_id = %s",
+             partition);
+    int64_t deadline = pgt_now_ms() + GWH_READY_TIMEOUT_MS;
+    while (pgt_query_text(g->db, sql)[0] == '\0') {
+        cr_assert(pgt_now_ms() < deadline, "the manager did not adopt partition %s%s", partition,
+                  tail_of(g->manager_log, 1500));
+        usleep(20 * 1000);
     }
 }
 
@@ -588,7 +624,9 @@ static void partitions_place(gwh_grid *g, const gwh_options *o)
         const hx_unit *u = &g->units[o->unit_of[i]];
         char partition[16];
         snprintf(partition, sizeof(partition), "%u", o->partitions[i]);
-        persister_ok(g->pg, (const char *const[]){"place", partition, u->name, NULL});
+        if (!o->manager) {
+            persister_ok(g->pg, (const char *const[]){"place", partition, u->name, NULL});
+        }
         const char *args[GWH_FLAGS_MAX + 8] = {"replay", partition, "--pu", u->rep_url};
         int n = 4;
         for (int k = 0; o->replay_flags != NULL && o->replay_flags[k] != NULL; k++) {
@@ -597,6 +635,9 @@ static void partitions_place(gwh_grid *g, const gwh_options *o)
         }
         args[n] = NULL;
         persister_ok(g->pg, args);
+        if (o->manager) {
+            adoption_wait(g, partition);
+        }
     }
 }
 
@@ -627,6 +668,9 @@ gwh_grid *gwh_start(const gwh_options *o)
     cr_assert(mkdtemp(g->dir) != NULL, "mkdtemp: %s", strerror(errno));
     g->pg = pgt_start_copy(golden_data(), &quick);
     g->db = pgt_connect(g->pg);
+    if (o->manager) {
+        manager_start(g);
+    }
     units_start(g, o);
     partitions_place(g, o);
     drain_start(g);
@@ -674,6 +718,14 @@ void gwh_stop_ok(gwh_grid *g)
     if (sandbox.pid > 0) {
         gwh_sandbox_stop_ok(&sandbox);
     }
+    if (g->manager > 0) {
+        int status = 0;
+        bool exited = child_stop(g->manager, &status);
+        g->manager = 0;
+        cr_assert(exited && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the manager ended with status %#x after SIGTERM, not exit 0%s", status,
+                  tail_of(g->manager_log, 1500));
+    }
 }
 
 void gwh_fini_all(void)
@@ -686,6 +738,7 @@ void gwh_fini_all(void)
     gateway_handles_close(&sandbox);
     child_kill(&sandbox.pid);
     child_kill(&grid.drain);
+    child_kill(&grid.manager);
     if (grid.db != NULL) {
         PQfinish(grid.db);
         grid.db = NULL;
@@ -798,7 +851,8 @@ gwh_resp *gwh_send(gwh_gateway *gw, const gwh_request_spec *spec)
     snprintf(url, sizeof(url), "%s%s", gw->url, spec->path);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)GWH_REQUEST_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                     (long)(spec->timeout_ms > 0 ? spec->timeout_ms : GWH_REQUEST_TIMEOUT_MS));
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION, spec->http2 ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
                                                           : (long)CURL_HTTP_VERSION_1_1);
     if (spec->http2) {

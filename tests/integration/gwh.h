@@ -7,7 +7,9 @@
  * off) with the schema, the demo data (persister/README.md, "Demo data")
  * and 200 load-test users; one or two real tixgrid-pu units (harness.h),
  * registered in grid_members, with demo partitions placed on them and
- * replayed from PostgreSQL (`tixgrid-persister replay`); the write-behind
+ * replayed from PostgreSQL (`tixgrid-persister replay`) — or, with
+ * gwh_options.manager, a tixgrid-manager (TIXGRID_MANAGER_BIN) that the
+ * units join and that adopts the replayed partitions; the write-behind
  * drain (`tixgrid-persister run`); and tixgrid-gateway on a free loopback
  * port, waited for until GET /readyz answers 200.  Binaries come from
  * TIXGRID_GATEWAY_BIN, TIXGRID_PERSISTER_BIN and TIXGRID_PU_BIN (set by
@@ -97,6 +99,7 @@ typedef struct {
     bool sandbox;                            /* start tixgrid-sandbox-pay, wire the gateway to it */
     const char *const *sandbox_flags;        /* extra flags of the sandbox, NULL-ended */
     const char *const *replay_flags;         /* extra flags of `tixgrid-persister replay` */
+    bool manager; /* start tixgrid-manager (one backup a partition); the units join it */
 } gwh_options;
 
 typedef struct {
@@ -120,6 +123,9 @@ typedef struct {
     char drain_log[96];  /* <test folder>/drain.log */
     gwh_gateway *gw;     /* the first gateway */
     gwh_gateway *sandbox; /* the payment sandbox (gwh_options.sandbox), or NULL */
+    pid_t manager;        /* tixgrid-manager (gwh_options.manager); 0 when none */
+    char manager_url[96];
+    char manager_log[96]; /* <test folder>/manager.log */
 } gwh_grid;
 
 /* Brings the grid up (see the top of the file); o may be NULL: one unit
@@ -184,6 +190,7 @@ typedef struct {
     const char *content_type; /* "application/json" when NULL and there is a body; "" none */
     const char *const *headers; /* more "Name: value" lines, NULL-ended; may be NULL */
     bool http2;               /* HTTP/2 with prior knowledge (h2c) */
+    uint32_t timeout_ms;      /* 0: GWH_REQUEST_TIMEOUT_MS */
 } gwh_request_spec;
 
 /* Sends one request on the gateway's kept-alive connection; never asserts
