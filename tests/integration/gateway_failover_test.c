@@ -17,7 +17,12 @@
  *     failover window, which is measured and printed (the kill to the first
  *     hold acknowledged again); the other partition never fails.
  *
- * Both end with the grid and PostgreSQL agreeing (after the drain caught
+ *   - a unit added (tixgridctl add-pu) gets a partition moved onto it, and a
+ *     unit drained (tixgridctl remove-pu) has its partitions moved away and
+ *     then stops by itself, both while holds go on: every refusal carries
+ *     Retry-After and refusals last no longer than the failover bound.
+ *
+ * Each ends with the grid and PostgreSQL agreeing (after the drain caught
  * up) on every acknowledged hold and on the count of held seats.  The
  * gateway's grid timeout is shortened so that a request caught by the kill
  * costs little of the window.
@@ -28,6 +33,8 @@
 
 #include <inttypes.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -317,4 +324,128 @@ Test(gateway_failover, a_killed_primary_fails_over_and_the_other_partition_never
     assert_grid_and_pg_agree(g, other);
     assert_grid_and_pg_agree(g, hit);
     gwh_stop_ok(g);
+}
+
+/* Refusals seen while the grid changes: each carries Retry-After; they
+ * must not span more than the failover bound. */
+typedef struct {
+    uint32_t count;
+    int64_t first_ms, last_ms; /* since the change began */
+} refusals;
+
+/* Holds on both partitions, one each in turn, until the tixgridctl
+ * process ctl exits; returns its exit code. */
+static int hold_while(gwh_gateway *gw, const char *auth, pid_t ctl, refusals *seen)
+{
+    int64_t t0 = hx_now_ms();
+    seller *both[2] = {&concert, &hall};
+    int status = 0;
+    for (;;) {
+        for (int k = 0; k < 2; k++) {
+            int64_t sent = hx_now_ms() - t0, took;
+            const gwh_resp *r = hold_next(gw, auth, both[k], &took);
+            if (r->status != 200) {
+                refusal_check(r, both[k]);
+                seen->first_ms = seen->count++ == 0 ? sent : seen->first_ms;
+                seen->last_ms = sent + took;
+            }
+        }
+        if (waitpid(ctl, &status, WNOHANG) == ctl) {
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        cr_assert_lt(hx_now_ms() - t0, 90000, "tixgridctl did not finish");
+    }
+}
+
+/* Starts tixgridctl with the command (NULL-ended) against the grid's manager. */
+static pid_t ctl_start(gwh_grid *g, const char *log, const char *command, const char *arg)
+{
+    const char *argv[] = {getenv("TIXGRIDCTL_BIN"),
+                          "--manager",
+                          g->manager_url,
+                          "--wait-ms",
+                          "60000",
+                          command,
+                          arg,
+                          NULL};
+    cr_assert(argv[0] != NULL, "TIXGRIDCTL_BIN is not set (run through meson test)");
+    return hx_spawn_process(argv, NULL, log);
+}
+
+/* The unit named in grid_partitions as the partition's primary. */
+static hx_unit *primary_of(gwh_grid *g, hx_unit *extra, uint32_t partition_id)
+{
+    const char *row = placement_of(g, partition_id);
+    size_t len = strcspn(row, "|");
+    hx_unit *u = unit_named(g, row, len);
+    return u != NULL || strncmp(extra->name, row, len) != 0 ? u : extra;
+}
+
+static void refusals_report(const char *what, const refusals *seen)
+{
+    printf("# routing: %s: %u refusals with Retry-After over %lld ms\n", what, seen->count,
+           (long long)(seen->count > 0 ? seen->last_ms - seen->first_ms : 0));
+    fflush(stdout);
+    cr_assert(seen->count == 0 || seen->last_ms - seen->first_ms < FAILOVER_BOUND_MS,
+              "%s: refusals over %lld ms", what, (long long)(seen->last_ms - seen->first_ms));
+}
+
+Test(gateway_failover, units_added_and_drained_under_load_lose_nothing)
+{
+    gwh_options o = {.units = 2,
+                     .partition_count = 2,
+                     .partitions = {GWH_DEMO_PARTITION, GWH_HALL_PARTITION},
+                     .unit_of = {0, 0},
+                     .gateway_flags = gateway_flags,
+                     .manager = true,
+                     .backups = 1};
+    gwh_grid *g = gwh_start(&o);
+    wait_in_sync(g, GWH_DEMO_PARTITION);
+    wait_in_sync(g, GWH_HALL_PARTITION);
+    const char *auth = gwh_login(g->gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    for (uint32_t i = 0; i < 20; i++) {
+        hold_ok(g->gw, auth, &concert);
+        hold_ok(g->gw, auth, &hall);
+    }
+
+    static hx_unit added;
+    hx_unit_init(&added, "gw");
+    hx_add_flag(&added, "--manager");
+    hx_add_flag(&added, g->manager_url);
+    hx_add_flag(&added, "--zone");
+    hx_add_flag(&added, "zone-c");
+    hx_start(&added);
+    char log[128];
+    snprintf(log, sizeof(log), "%s/ctl-add.log", g->dir);
+    refusals seen = {0};
+    int code = hold_while(g->gw, auth, ctl_start(g, log, "add-pu", added.name), &seen);
+    cr_assert_eq(code, 0, "tixgridctl add-pu exited %d", code);
+    refusals_report("add-pu", &seen);
+    cr_assert(primary_of(g, &added, GWH_DEMO_PARTITION) == &added ||
+                  primary_of(g, &added, GWH_HALL_PARTITION) == &added,
+              "nothing moved onto the added unit: %s / %s", placement_of(g, GWH_DEMO_PARTITION),
+              placement_of(g, GWH_HALL_PARTITION));
+
+    hx_unit *drained = &g->units[0];
+    snprintf(log, sizeof(log), "%s/ctl-remove.log", g->dir);
+    seen = (refusals){0};
+    code = hold_while(g->gw, auth, ctl_start(g, log, "remove-pu", drained->name), &seen);
+    cr_assert_eq(code, 0, "tixgridctl remove-pu exited %d", code);
+    refusals_report("remove-pu", &seen);
+    cr_assert(holds_nothing_of(g, drained, GWH_DEMO_PARTITION) &&
+                  holds_nothing_of(g, drained, GWH_HALL_PARTITION),
+              "the drained unit still holds: %s / %s", placement_of(g, GWH_DEMO_PARTITION),
+              placement_of(g, GWH_HALL_PARTITION));
+    int status = 0;
+    cr_assert(hx_wait_exit(drained->pid, 10000, &status), "the drained unit did not stop");
+    drained->pid = 0;
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "it ended with %#x", status);
+    for (uint32_t i = 0; i < AFTER_HOLDS; i++) {
+        hold_ok(g->gw, auth, &concert);
+        hold_ok(g->gw, auth, &hall);
+    }
+    assert_grid_and_pg_agree(g, &concert);
+    assert_grid_and_pg_agree(g, &hall);
+    gwh_stop_ok(g);
+    hx_stop_ok(&added);
 }
