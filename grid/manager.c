@@ -61,6 +61,11 @@ typedef struct {
     int64_t next_publish_ns, next_refresh_ns, next_flush_ns;
 } manager;
 
+/* The client of moves' confirmations is never closed: nng 1.5.2 can hang
+ * for good in nng_close on a socket that redialled a unit that went away,
+ * and the process exits right after the loop.  Kept reachable here. */
+static tg_client *volatile units_client_kept; /* volatile: a store nobody reads stays */
+
 static int64_t ms_ns(uint32_t ms)
 {
     return (int64_t)ms * 1000000;
@@ -406,6 +411,7 @@ tg_err grid_manager_run(const grid_manager_config *cfg, bool (*should_stop)(void
     }
     sockets_close(mg);
     db_close(mg);
+    units_client_kept = mg->units;
     msgpack_sbuffer_destroy(&mg->buf);
     free(mg->map.parts);
     free(mg->spare);
