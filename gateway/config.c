@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "tixgrid/cli.h"
+#include "tixgrid/mapsub.h"
 #include "tixgrid/wire.h"
 
 #define PROGRAM "tixgrid-gateway"
@@ -112,6 +113,7 @@ enum {
     OPT_PROVIDER_URL,
     OPT_WEBHOOK_SECRET,
     OPT_PUBLIC_URL,
+    OPT_MANAGER_PUB,
     OPT_NUMBER
 };
 /* The options before the numbers in from_flags' table. */
@@ -134,7 +136,9 @@ static void usage_print(void)
            "  --payment-webhook-secret S  TIXGRID_PAYMENT_WEBHOOK_SECRET  key of the webhooks' "
            "HMAC-SHA256, %u..%u bytes (prefer the variable: flags show in ps)\n"
            "  --public-url URL         TIXGRID_GATEWAY_PUBLIC_URL  how browsers reach this gateway "
-           "(http://HOST:PORT of --listen)\n",
+           "(http://HOST:PORT of --listen)\n"
+           "  --manager-pub URL[,URL]  TIXGRID_MANAGER_PUB      where the grid managers publish "
+           "the map (none: read from PostgreSQL only)\n",
            GW_SECRET_BYTES_MIN, GW_SECRET_BYTES_MAX);
     for (size_t i = 0; i < NUMBERS_COUNT; i++) {
         printf("  --%-22s %-36s %s (%u)\n", numbers[i].flag, numbers[i].env, numbers[i].help,
@@ -191,6 +195,19 @@ static int set_secret(gw_config *cfg, const char *text, const char *what)
                                   GW_SECRET_BYTES_MIN, GW_SECRET_BYTES_MAX, n);
     }
     memcpy(cfg->payment_webhook_secret, text, n + 1);
+    return -1;
+}
+
+/* Every manager's PUB address, "url,url" (as tixgrid-manager --pub). */
+static int set_manager_pub(gw_config *cfg, const char *text, const char *what)
+{
+    if (strlen(text) >= sizeof(cfg->manager_pub) || tg_mapsub_urls_check(text) != TG_OK) {
+        return tg_cli_usage_error(PROGRAM,
+                                  "%s: expected 1..%u nng addresses separated by commas "
+                                  "(ipc:///run/tixgrid/mgr.pub), got \"%s\"",
+                                  what, TG_GRID_MANAGERS_MAX, text);
+    }
+    memcpy(cfg->manager_pub, text, strlen(text) + 1);
     return -1;
 }
 
@@ -258,6 +275,9 @@ static int from_environment(gw_config *cfg)
     if ((v = tg_env("TIXGRID_GATEWAY_PUBLIC_URL", NULL)) != NULL && rc < 0) {
         rc = set_url(cfg->public_url, sizeof(cfg->public_url), v, "TIXGRID_GATEWAY_PUBLIC_URL");
     }
+    if ((v = tg_env("TIXGRID_MANAGER_PUB", NULL)) != NULL && rc < 0) {
+        rc = set_manager_pub(cfg, v, "TIXGRID_MANAGER_PUB");
+    }
     if ((v = tg_env("TIXGRID_ALLOW_RESET", NULL)) != NULL) {
         cfg->allow_reset = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
     }
@@ -290,6 +310,8 @@ static int from_flag(gw_config *cfg, int opt, int index, const char *arg)
         return set_secret(cfg, arg, "--payment-webhook-secret");
     case OPT_PUBLIC_URL:
         return set_url(cfg->public_url, sizeof(cfg->public_url), arg, "--public-url");
+    case OPT_MANAGER_PUB:
+        return set_manager_pub(cfg, arg, "--manager-pub");
     case OPT_NUMBER:
         return set_number(cfg, &numbers[index], arg, "--");
     default:
@@ -310,6 +332,7 @@ static int from_flags(gw_config *cfg, int argc, char **argv)
     opts[n++] = (struct option){"payment-webhook-secret", required_argument, NULL,
                                 OPT_WEBHOOK_SECRET};
     opts[n++] = (struct option){"public-url", required_argument, NULL, OPT_PUBLIC_URL};
+    opts[n++] = (struct option){"manager-pub", required_argument, NULL, OPT_MANAGER_PUB};
     for (size_t i = 0; i < NUMBERS_COUNT; i++) {
         opts[n++] = (struct option){numbers[i].flag, required_argument, NULL, OPT_NUMBER};
     }

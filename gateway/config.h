@@ -55,6 +55,9 @@ typedef struct {
     char payment_provider_url[GW_URL_BYTES]; /* "http://127.0.0.1:8090" ("" none) */
     char payment_webhook_secret[GW_SECRET_BYTES_MAX + 1]; /* HMAC-SHA256 key of webhooks */
     char public_url[GW_URL_BYTES];    /* how browsers and the provider reach this gateway */
+    /* Where the grid manager(s) publish the map ("url,url"; "" none: the
+     * map comes from PostgreSQL alone, see map.c). */
+    char manager_pub[GW_URL_BYTES];
     uint32_t payment_timeout_ms;      /* one call to the provider */
     uint32_t breaker_threshold;       /* provider failures in a row that open the breaker */
     uint32_t breaker_timeout_s;       /* open this long before a probe */

@@ -13,8 +13,29 @@
  * readers copy a few pointers and let go; the refresher builds the next
  * index outside the lock.
  *
+ * Following the manager (cfg.manager_pub).  The grid manager publishes
+ * every new map; a subscriber (tixgrid/mapsub.h) applies each newer one
+ * the moment it arrives, on nng's thread, without waiting for the
+ * refresher (which may be blocked for a second on a unit that does not
+ * answer): each partition is routed to its primary, or to nobody when the
+ * map has no primary for it or says its primary is dead.  A partition
+ * routed to nobody is refused at once by the client (TG_EUNAVAILABLE: 503
+ * partition_unavailable with Retry-After), rather than after a grid
+ * timeout, and every other partition keeps its route.  The map is then
+ * read again from PostgreSQL at once, for what the published map does not
+ * carry (seat ranges, the sale window, new partitions' layouts).
+ *
+ * Two sources, one rule.  Both sources go through route_apply under
+ * route_lock, which keeps for each partition the epoch of the route in
+ * force: a route is replaced only by one of a higher partition epoch, or of
+ * the same epoch from the manager (which knows whether the primary is
+ * alive: a dead primary without a backup keeps its partition and its epoch
+ * in grid_partitions).  So a slow PostgreSQL read never undoes a newer
+ * published map, and without a manager PostgreSQL alone decides, as before.
+ *
  * PostgreSQL down: the last index stays in force (the grid keeps selling
- * without the database) and the refresher retries on its next tick.
+ * without the database) and the refresher retries on its next tick; maps
+ * published meanwhile still move the routes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +44,7 @@
 #include "core.h"
 #include "tixgrid/assert.h"
 #include "tixgrid/log.h"
+#include "tixgrid/mapsub.h"
 
 #define GW_MAP_PARTITIONS_MAX 65536u /* placed partitions the gateway follows */
 #define GW_MAP_CALL_TIMEOUT_MS 1000u
@@ -37,6 +59,14 @@ typedef struct {
     char url[TG_URL_BYTES];
     char pub_url[TG_URL_BYTES]; /* where the primary publishes seat_changes; "" none */
 } map_entry;
+
+/* The route in force for one partition (route_lock). */
+typedef struct {
+    uint32_t partition_id;
+    uint64_t epoch;    /* the partition's epoch the route came with */
+    bool from_manager; /* a published map set it (PostgreSQL's equal epoch does not win) */
+    char url[TG_URL_BYTES]; /* "" routed to nobody: unplaced, or its primary is dead */
+} map_route;
 
 typedef struct {
     uint32_t count;
@@ -53,9 +83,15 @@ struct gw_map {
     pthread_rwlock_t rw; /* index */
     map_index *index;
     _Atomic uint64_t epoch;
+    _Atomic uint64_t manager_epoch; /* of the last published map applied; 0 none */
     atomic_bool loaded;
     char why[160]; /* under rw: why not ready */
     PGconn *db;    /* refresher thread only */
+    bool refresh_now; /* under lock: a published map asks for a PostgreSQL read at once */
+    tg_mapsub *sub;   /* NULL without cfg.manager_pub */
+    pthread_mutex_t route_lock; /* routes, and every tg_client_route of the map */
+    map_route *routes;          /* sorted by partition id */
+    uint32_t route_count, route_capacity;
     /* Every layout ever fetched, freed at close (refresher thread only). */
     gw_layout **layouts;
     uint32_t layout_count, layout_capacity;
@@ -99,6 +135,98 @@ static const map_entry *entry_find(const map_index *ix, uint32_t partition_id)
     return ix != NULL && lo < ix->count && ix->by_partition[lo].partition_id == partition_id
                ? &ix->by_partition[lo]
                : NULL;
+}
+
+/* ---- Routes (any thread, under route_lock) -------------------------------- */
+
+/* The route of partition_id, added when new; NULL when the table is full. */
+static map_route *route_slot(gw_map *m, uint32_t partition_id)
+{
+    uint32_t lo = 0, hi = m->route_count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (m->routes[mid].partition_id < partition_id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo < m->route_count && m->routes[lo].partition_id == partition_id) {
+        return &m->routes[lo];
+    }
+    if (m->route_count == m->route_capacity) {
+        uint32_t cap = m->route_capacity > 0 ? 2 * m->route_capacity : 64;
+        map_route *grown = cap <= GW_MAP_PARTITIONS_MAX
+                               ? realloc(m->routes, cap * sizeof(*grown))
+                               : NULL;
+        if (grown == NULL) {
+            return NULL;
+        }
+        m->routes = grown;
+        m->route_capacity = cap;
+    }
+    memmove(&m->routes[lo + 1], &m->routes[lo], (m->route_count - lo) * sizeof(m->routes[0]));
+    m->routes[lo] = (map_route){.partition_id = partition_id};
+    m->route_count++;
+    return &m->routes[lo];
+}
+
+/* Points the client at url ("": nobody) for the partition, unless the route
+ * in force came with a newer epoch (see the top of the file); in_force gets
+ * the address the partition is routed to afterwards ("" nobody). */
+static void route_apply(gw_map *m, uint32_t partition_id, uint64_t epoch, const char *url,
+                        bool from_manager, char in_force[TG_URL_BYTES])
+{
+    pthread_mutex_lock(&m->route_lock);
+    map_route *r = route_slot(m, partition_id);
+    bool fresh = r != NULL && r->epoch == 0 && !r->from_manager;
+    bool newer = r != NULL && (fresh || epoch > r->epoch ||
+                               (epoch == r->epoch && (from_manager || !r->from_manager)));
+    if (newer && (fresh || strcmp(r->url, url) != 0)) {
+        tg_err err = tg_client_route(m->gw->client, partition_id, url[0] != '\0' ? url : NULL);
+        if (err != TG_OK) {
+            tg_log_warn("map: partition %u: cannot route to '%s': %s", partition_id, url,
+                        tg_strerror(err));
+            (void)tg_client_route(m->gw->client, partition_id, NULL);
+            url = "";
+        }
+        if (from_manager) {
+            tg_log_info("map: partition %u at epoch %llu: %s%s", partition_id,
+                        (unsigned long long)epoch,
+                        url[0] != '\0' ? "served at " : "no live primary: refused until the "
+                                                        "grid gives it one",
+                        url);
+        }
+    }
+    if (newer) {
+        r->epoch = epoch;
+        r->from_manager = from_manager;
+        snprintf(r->url, sizeof(r->url), "%s", url);
+    }
+    snprintf(in_force, TG_URL_BYTES, "%s", r != NULL ? r->url : "");
+    pthread_mutex_unlock(&m->route_lock);
+}
+
+/* On nng's thread: a newer map was published.  Routes move at once; the
+ * refresher reads PostgreSQL again for the rest. */
+static void map_published_cb(void *arg, const tg_msg *map)
+{
+    gw_map *m = arg;
+    const __typeof__(map->grid_map) *g = &map->grid_map;
+    char in_force[TG_URL_BYTES];
+    for (uint32_t k = 0; k < g->placement_count; k++) {
+        const tg_wire_placement *p = &g->placements[k];
+        bool has_primary = p->primary >= 0 && (uint32_t)p->primary < g->member_count;
+        const tg_wire_member *primary = has_primary ? &g->members[p->primary] : NULL;
+        const char *url =
+            primary != NULL && primary->state != TG_MEMBER_DEAD ? primary->rep_url : "";
+        route_apply(m, p->partition_id, p->epoch, url, true, in_force);
+    }
+    atomic_store(&m->manager_epoch, g->epoch);
+    pthread_mutex_lock(&m->lock);
+    m->refresh_now = true;
+    pthread_cond_signal(&m->wake);
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* ---- Reading (any thread) ------------------------------------------------ */
@@ -183,7 +311,11 @@ bool gw_map_route(gw_gateway *gw, uint32_t partition_id, char pub_url[TG_URL_BYT
 
 uint64_t gw_map_epoch(gw_gateway *gw)
 {
-    return atomic_load_explicit(&gw->map->epoch, memory_order_relaxed);
+    /* The manager's map has an epoch of its own; PostgreSQL's rows only
+     * their partitions' (the highest stands for the map). */
+    uint64_t published = atomic_load_explicit(&gw->map->manager_epoch, memory_order_relaxed);
+    return published != 0 ? published
+                          : atomic_load_explicit(&gw->map->epoch, memory_order_relaxed);
 }
 
 bool gw_map_ready(gw_gateway *gw, char *why, size_t why_size)
@@ -266,9 +398,10 @@ static void entry_from_row(gw_map *m, PGresult *res, int row, map_entry *e, char
     snprintf(e->pub_url, sizeof(e->pub_url), "%s",
              PQgetisnull(res, row, 7) ? "" : PQgetvalue(res, row, 7));
     const map_entry *old = entry_find(m->index, e->partition_id);
-    if (e->url[0] == '\0' || tg_client_route(gw->client, e->partition_id, e->url) != TG_OK) {
-        (void)tg_client_route(gw->client, e->partition_id, NULL);
-        snprintf(why, why_size, "partition %u has no reachable primary", e->partition_id);
+    route_apply(m, e->partition_id, e->epoch, e->url, false, e->url);
+    if (e->url[0] == '\0') {
+        snprintf(why, why_size, "partition %u has no live primary", e->partition_id);
+        e->layout = old != NULL ? old->layout : NULL;
         return;
     }
     e->layout = old != NULL ? old->layout : NULL; /* layouts never change */
@@ -384,13 +517,26 @@ static void *map_thread(void *arg)
         uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)m->gw->cfg.map_refresh_ms * 1000000u;
         until.tv_sec += (time_t)(ns / 1000000000u);
         until.tv_nsec = (long)(ns % 1000000000u);
-        if (!m->stopping) {
-            pthread_cond_timedwait(&m->wake, &m->lock, &until);
+        while (!m->stopping && !m->refresh_now &&
+               pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0) {
         }
+        m->refresh_now = false;
     }
     pthread_mutex_unlock(&m->lock);
     PQfinish(m->db);
     return NULL;
+}
+
+static void map_free(gw_map *m)
+{
+    index_free(m->index);
+    for (uint32_t i = 0; i < m->layout_count; i++) {
+        free(m->layouts[i]->rows);
+        free(m->layouts[i]);
+    }
+    free(m->layouts);
+    free(m->routes);
+    free(m);
 }
 
 tg_err gw_map_open(gw_gateway *gw, gw_map **out)
@@ -403,12 +549,25 @@ tg_err gw_map_open(gw_gateway *gw, gw_map **out)
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->wake, NULL);
     pthread_rwlock_init(&m->rw, NULL);
+    pthread_mutex_init(&m->route_lock, NULL);
     gw->map = m;
     map_refresh(m); /* a first map before the listeners open, when PostgreSQL is up */
-    if (pthread_create(&m->thread, NULL, map_thread, m) != 0) {
+    tg_err err = TG_OK;
+    if (gw->cfg.manager_pub[0] != '\0') {
+        err = tg_mapsub_open(gw->cfg.manager_pub, map_published_cb, m, &m->sub);
+        if (err != TG_OK) {
+            tg_log_error("map: cannot follow the map published at %s: %s", gw->cfg.manager_pub,
+                         tg_strerror(err));
+        }
+    }
+    if (err == TG_OK && pthread_create(&m->thread, NULL, map_thread, m) != 0) {
+        tg_mapsub_close(m->sub);
+        err = TG_ESYSTEM;
+    }
+    if (err != TG_OK) {
         gw->map = NULL;
-        free(m);
-        return TG_ESYSTEM;
+        map_free(m);
+        return err;
     }
     *out = m;
     return TG_OK;
@@ -416,16 +575,11 @@ tg_err gw_map_open(gw_gateway *gw, gw_map **out)
 
 void gw_map_close(gw_map *m)
 {
+    tg_mapsub_close(m->sub); /* no map arrives after this */
     pthread_mutex_lock(&m->lock);
     m->stopping = true;
     pthread_cond_signal(&m->wake);
     pthread_mutex_unlock(&m->lock);
     pthread_join(m->thread, NULL);
-    index_free(m->index);
-    for (uint32_t i = 0; i < m->layout_count; i++) {
-        free(m->layouts[i]->rows);
-        free(m->layouts[i]);
-    }
-    free(m->layouts);
-    free(m);
+    map_free(m);
 }

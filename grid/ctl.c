@@ -13,10 +13,12 @@
 #include "ctl.h"
 
 #include "tixgrid/cli.h"
+#include "tixgrid/clock.h"
 
 #include <jansson.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,13 +61,17 @@ static int dial_all(nng_socket s, const char *urls)
     return 0;
 }
 
-/* Sends req and decodes the reply into `reply`; an exit code. */
-static int ask(const ctl_options *o, const tg_msg *req)
+/* The one socket to the managers, opened and dialled at the first request
+ * (commands that follow a move ask many times); an exit code. */
+static int socket_get(const ctl_options *o, nng_socket *out)
 {
-    nng_socket s;
-    msgpack_sbuffer buf;
-    msgpack_sbuffer_init(&buf);
-    if (tg_wire_encode(req, &buf, NULL) != TG_OK || nng_req0_open(&s) != 0) {
+    static nng_socket s;
+    static bool open;
+    if (open) {
+        *out = s;
+        return 0;
+    }
+    if (nng_req0_open(&s) != 0) {
         fprintf(stderr, "%s: out of memory\n", PROGRAM);
         return TG_EXIT_FAILURE;
     }
@@ -75,7 +81,22 @@ static int ask(const ctl_options *o, const tg_msg *req)
     nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, (nng_duration)o->timeout_ms);
     nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, (nng_duration)o->timeout_ms);
     nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
-    int code = dial_all(s, o->manager_urls);
+    open = true;
+    *out = s;
+    return dial_all(s, o->manager_urls);
+}
+
+/* Sends req and decodes the reply into `reply`; an exit code. */
+static int ask(const ctl_options *o, const tg_msg *req)
+{
+    nng_socket s;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    if (tg_wire_encode(req, &buf, NULL) != TG_OK) {
+        fprintf(stderr, "%s: out of memory\n", PROGRAM);
+        return TG_EXIT_FAILURE;
+    }
+    int code = socket_get(o, &s);
     void *body = NULL;
     size_t len = 0;
     int rv = code == 0 ? nng_send(s, buf.data, buf.size, 0) : 0;
@@ -327,18 +348,150 @@ int ctl_status(const ctl_options *o)
     return o->json ? print_json(&reply.grid_status_ok) : print_table(&reply.grid_status_ok);
 }
 
+/* ---- Moving partitions ------------------------------------------------------------- */
+
+static bool name_ok(const char *name)
+{
+    return name[0] != '\0' && strlen(name) < TG_PU_NAME_BYTES;
+}
+
+static int still_moving(const ctl_options *o, const char *what)
+{
+    fprintf(stderr,
+            "%s: %s is still under way after %u ms; the grid carries on: 'tixgridctl status' "
+            "shows where it is\n",
+            PROGRAM, what, o->wait_ms);
+    return CTL_EXIT_STILL_MOVING;
+}
+
+/* True when the status in `reply` shows the partition served by `to`. */
+static bool served_by(uint32_t partition_id, const char *to, uint64_t *epoch)
+{
+    const __typeof__(reply.grid_status_ok) *s = &reply.grid_status_ok;
+    for (uint32_t i = 0; i < s->placement_count; i++) {
+        const tg_wire_placement *p = &s->placements[i];
+        if (p->partition_id == partition_id) {
+            *epoch = p->epoch;
+            return p->primary >= 0 && strcmp(s->members[p->primary].name, to) == 0 &&
+                   p->state == TG_PLACEMENT_SERVING;
+        }
+    }
+    return false;
+}
+
+int ctl_move(const ctl_options *o, uint32_t partition_id, const char *to)
+{
+    static tg_msg req, status;
+    if (!name_ok(to)) {
+        return tg_cli_usage_error(PROGRAM, "move takes a unit name of 1 to %u bytes",
+                                  TG_PU_NAME_BYTES - 1);
+    }
+    req.type = TG_WIRE_PARTITION_MOVE;
+    req.partition_move.partition_id = partition_id;
+    snprintf(req.partition_move.to, sizeof(req.partition_move.to), "%s", to);
+    status.type = TG_WIRE_GRID_STATUS;
+    int64_t t0 = tg_mono_ns();
+    int code = ask(o, &req);
+    uint64_t epoch = 0;
+    while (code == TG_EXIT_OK && o->wait_ms > 0) {
+        code = ask(o, &status);
+        if (code == TG_EXIT_OK && served_by(partition_id, to, &epoch)) {
+            printf("partition %u is served by %s at epoch %llu (%lld ms)\n", partition_id, to,
+                   (unsigned long long)epoch, (long long)((tg_mono_ns() - t0) / 1000000));
+            return TG_EXIT_OK;
+        }
+        if (tg_mono_ns() - t0 >= (int64_t)o->wait_ms * 1000000) {
+            return code == TG_EXIT_OK ? still_moving(o, "the move") : code;
+        }
+        nng_msleep(CTL_POLL_MS);
+    }
+    if (code == TG_EXIT_OK) {
+        printf("partition %u is moving to %s\n", partition_id, to);
+    }
+    return code;
+}
+
+/* Asks req until no move is pending (and, for a drain, the unit holds
+ * nothing), at most o->wait_ms; then `rebalance` is asked again, which
+ * starts nothing new once the grid is balanced. */
+static int follow_moves(const ctl_options *o, tg_msg *req, const char *what, uint32_t *started)
+{
+    int64_t t0 = tg_mono_ns();
+    bool drain = req->type == TG_WIRE_PU_DRAIN;
+    for (uint32_t round = 0;; round++) {
+        int code = ask(o, req);
+        if (code != TG_EXIT_OK && drain && round > 0 && reply.type == TG_WIRE_ERROR &&
+            reply.error.code == TG_ENOT_FOUND) {
+            return TG_EXIT_OK; /* drained, stopped, and forgotten meanwhile */
+        }
+        if (code != TG_EXIT_OK) {
+            return code;
+        }
+        /* A drain's moves are started by the manager's passes: report what it held. */
+        *started = drain ? (round == 0 ? reply.moves_ok.held : *started)
+                         : *started + reply.moves_ok.started;
+        bool done = reply.moves_ok.pending == 0 &&
+                    (drain ? reply.moves_ok.held == 0 : reply.moves_ok.started == 0);
+        if (done || o->wait_ms == 0) {
+            return TG_EXIT_OK;
+        }
+        if (tg_mono_ns() - t0 >= (int64_t)o->wait_ms * 1000000) {
+            return still_moving(o, what);
+        }
+        nng_msleep(CTL_POLL_MS);
+        if (req->type == TG_WIRE_PU_ADD) {
+            req->type = TG_WIRE_REBALANCE;
+        }
+    }
+}
+
+int ctl_rebalance(const ctl_options *o)
+{
+    static tg_msg req;
+    req.type = TG_WIRE_REBALANCE;
+    uint32_t started = 0;
+    int code = follow_moves(o, &req, "the rebalance", &started);
+    if (code == TG_EXIT_OK) {
+        printf(o->wait_ms > 0 ? "balanced: %u partitions moved\n"
+                              : "rebalancing: %u partitions moving\n",
+               started);
+    }
+    return code;
+}
+
+int ctl_add_pu(const ctl_options *o, const char *name)
+{
+    static tg_msg req;
+    if (!name_ok(name)) {
+        return tg_cli_usage_error(PROGRAM, "add-pu takes a unit name of 1 to %u bytes",
+                                  TG_PU_NAME_BYTES - 1);
+    }
+    req.type = TG_WIRE_PU_ADD;
+    snprintf(req.pu_add.name, sizeof(req.pu_add.name), "%s", name);
+    uint32_t started = 0;
+    int code = follow_moves(o, &req, "the rebalance onto it", &started);
+    if (code == TG_EXIT_OK) {
+        printf("%s is in the grid: %u partitions moved %s\n", name, started,
+               o->wait_ms > 0 ? "to balance it" : "started moving");
+    }
+    return code;
+}
+
 int ctl_remove_pu(const ctl_options *o, const char *name)
 {
     static tg_msg req;
-    req.type = TG_WIRE_PU_REMOVE;
-    if (name[0] == '\0' || strlen(name) >= sizeof(req.pu_remove.name)) {
+    if (!name_ok(name)) {
         return tg_cli_usage_error(PROGRAM, "remove-pu takes a unit name of 1 to %u bytes",
                                   TG_PU_NAME_BYTES - 1);
     }
-    snprintf(req.pu_remove.name, sizeof(req.pu_remove.name), "%s", name);
-    int code = ask(o, &req);
+    req.type = TG_WIRE_PU_DRAIN;
+    snprintf(req.pu_drain.name, sizeof(req.pu_drain.name), "%s", name);
+    uint32_t started = 0;
+    int code = follow_moves(o, &req, "the drain", &started);
     if (code == TG_EXIT_OK) {
-        printf("%s is removed from the grid (a live unit is told to stop)\n", name);
+        printf(o->wait_ms > 0 ? "%s is drained (it held %u partitions) and told to stop\n"
+                              : "%s is draining (it holds %u partitions)\n",
+               name, started);
     }
     return code;
 }

@@ -8,7 +8,9 @@
  *   2. answers up to GRID_REQUESTS_PER_PASS requests, waiting at most
  *      GRID_TICK_MS for the first (nng REP socket, synchronous: the
  *      handlers only touch memory, a few microseconds each);
- *   3. declares silent units dead, and places backups (manager_place.c);
+ *   3. declares silent units dead, advances moves of partitions between
+ *      live units (manager_move.c; a move's last step is confirmed with
+ *      its primary, below), and places backups (manager_place.c);
  *   4. when the map changed: writes it (epoch + 1, one transaction), then
  *      publishes it;
  *   5. on their timers: publishes the map again, re-reads grid_partitions
@@ -26,6 +28,7 @@
 #include "manager.h"
 
 #include "tixgrid/assert.h"
+#include "tixgrid/client.h"
 #include "tixgrid/clock.h"
 #include "tixgrid/log.h"
 
@@ -52,8 +55,16 @@ typedef struct {
     bool standby_logged; /* "standing by" was logged */
     nng_socket rep, pub;
     bool rep_open, pub_open;
+    tg_client *units; /* repl_status to a moving partition's primary; never closed */
+    grid_move ready[GRID_MOVES_CONFIRM_PER_PASS];
+    tg_msg unit_reply;
     int64_t next_publish_ns, next_refresh_ns, next_flush_ns;
 } manager;
+
+/* The client of moves' confirmations is never closed: nng 1.5.2 can hang
+ * for good in nng_close on a socket that redialled a unit that went away,
+ * and the process exits right after the loop.  Kept reachable here. */
+static tg_client *volatile units_client_kept; /* volatile: a store nobody reads stays */
 
 static int64_t ms_ns(uint32_t ms)
 {
@@ -222,7 +233,9 @@ static void handle(manager *mg, nng_msg *msg)
         grid_state_env env = {.det = &mg->det,
                               .pub_url = mg->cfg.pub_url,
                               .heartbeat_interval_ms = mg->cfg.heartbeat_interval_ms,
-                              .failure_timeout_ms = mg->cfg.failure_timeout_ms};
+                              .failure_timeout_ms = mg->cfg.failure_timeout_ms,
+                              .backups = mg->cfg.backups,
+                              .move_timeout_ms = mg->cfg.move_timeout_ms};
         grid_state_handle(&mg->map, &env, &mg->req, tg_mono_ns(), &mg->scratch, &mg->reply);
     }
     reply_send(mg, msg);
@@ -287,12 +300,52 @@ static bool housekeeping(manager *mg, int64_t now)
     return true;
 }
 
+/* True when the partition's primary says its link to the move's target is
+ * in sync: it waits for the target's acks before answering anybody, so
+ * every acknowledged change is on the target.  Only the primary knows; a
+ * backup's own flag may be left over from an earlier time it was a backup.
+ * One bounded round trip, only for a move whose target reported itself in
+ * sync: a pass waits at most GRID_MOVE_CONFIRM_TIMEOUT_MS per move. */
+static bool move_confirmed(manager *mg, const grid_move *mv)
+{
+    const grid_member *primary = &mg->map.members[mv->source];
+    const char *target = mg->map.members[mv->target].name;
+    tg_msg req = {.type = TG_WIRE_REPL_STATUS, .repl_status = {.partition_id = mv->partition_id}};
+    if (mg->units == NULL && tg_client_open(NULL, &mg->units) != TG_OK) {
+        return false;
+    }
+    if (tg_client_call_to(mg->units, primary->rep_url, &req, GRID_MOVE_CONFIRM_TIMEOUT_MS, NULL,
+                          &mg->unit_reply) != TG_OK) {
+        return false;
+    }
+    const __typeof__(mg->unit_reply.repl_status_ok) *st = &mg->unit_reply.repl_status_ok;
+    for (uint32_t i = 0; st->role == TG_REPL_ROLE_PRIMARY && i < st->link_count; i++) {
+        if (strcmp(st->links[i].name, target) == 0) {
+            return st->links[i].state == TG_REPL_LINK_IN_SYNC;
+        }
+    }
+    return false;
+}
+
+/* Hands over the moves whose target is in sync, as their primary confirms. */
+static void moves_advance(manager *mg, int64_t now)
+{
+    grid_moves_pass(&mg->map, mg->cfg.backups, mg->cfg.move_timeout_ms, now);
+    uint32_t n = grid_moves_ready(&mg->map, mg->ready, GRID_MOVES_CONFIRM_PER_PASS);
+    for (uint32_t i = 0; i < n; i++) {
+        if (move_confirmed(mg, &mg->ready[i])) {
+            (void)grid_move_handover(&mg->map, mg->ready[i].partition_id, mg->cfg.backups);
+        }
+    }
+}
+
 static void active_pass(manager *mg)
 {
     grid_detector_pass(&mg->det, tg_mono_ns());
     serve_requests(mg);
     int64_t now = tg_mono_ns();
     grid_state_detect(&mg->map, &mg->det, now);
+    moves_advance(mg, now);
     grid_state_place(&mg->map, mg->cfg.backups, &mg->place);
     if (mg->map.changed && !persist(mg)) {
         return;
@@ -358,6 +411,7 @@ tg_err grid_manager_run(const grid_manager_config *cfg, bool (*should_stop)(void
     }
     sockets_close(mg);
     db_close(mg);
+    units_client_kept = mg->units;
     msgpack_sbuffer_destroy(&mg->buf);
     free(mg->map.parts);
     free(mg->spare);

@@ -61,6 +61,15 @@
 /* How long a manager that got the lock but could not take over (its
  * address in use, the map unreadable) waits before trying again. */
 #define GRID_RETRY_MS 1000u
+/* Moves of partitions between live units in progress at once (each fills a
+ * backup by state transfer), and how long one may take by default before
+ * it is given up, in ms. */
+#define GRID_MOVES_MAX               32u
+#define GRID_MOVE_TIMEOUT_MS_DEFAULT 60000u
+/* A move's last step is confirmed with its primary (repl_status): at most
+ * this many a pass, each waited for at most this long, in ms. */
+#define GRID_MOVES_CONFIRM_PER_PASS  4u
+#define GRID_MOVE_CONFIRM_TIMEOUT_MS 250u
 /* The loop's longest wait for a request: the detector's resolution. */
 #define GRID_TICK_MS 10u
 /* Requests answered in one pass of the loop before housekeeping runs. */
@@ -80,7 +89,8 @@ typedef struct {
     uint32_t republish_ms;
     uint32_t standby_poll_ms;
     uint32_t refresh_ms;
-    uint32_t backups; /* backups wanted per partition, 0..TG_GRID_BACKUPS_MAX */
+    uint32_t backups;         /* backups wanted per partition, 0..TG_GRID_BACKUPS_MAX */
+    uint32_t move_timeout_ms; /* a move not done by then is given up */
 } grid_manager_config;
 
 /* Runs the manager until should_stop(arg) is true (checked at every pass,
@@ -106,6 +116,7 @@ typedef struct {
     uint64_t map_epoch;   /* the newest map it applied */
     bool dirty;           /* its row must be written */
     bool removing;        /* its row must be deleted, then the slot freed */
+    bool draining;        /* remove-pu: its partitions move away, then it leaves (in memory) */
 } grid_member;
 
 /* What a backup of a partition last reported in a heartbeat. */
@@ -136,6 +147,17 @@ typedef struct {
     grid_backup_report backup_reports[TG_GRID_BACKUPS_MAX];
 } grid_partition;
 
+/* A partition's primary being handed to another live unit (manager_move.c):
+ * the target is a backup being filled until it reports itself in sync. */
+typedef struct {
+    uint32_t partition_id;
+    int32_t source; /* the primary's slot when the move started */
+    int32_t target; /* the slot that becomes the primary */
+    uint64_t epoch; /* the partition's epoch once the target was a backup */
+    bool added;     /* the move made the target a backup (undone if it is given up) */
+    int64_t deadline_ns;
+} grid_move;
+
 typedef struct {
     char manager[TG_PU_NAME_BYTES]; /* this manager's name */
     uint64_t epoch;                 /* the map's epoch as PostgreSQL holds it */
@@ -143,6 +165,8 @@ typedef struct {
     grid_member members[TG_GRID_MEMBERS_MAX];
     grid_partition *parts; /* sorted by partition_id; TG_GRID_PARTITIONS_MAX */
     uint32_t part_count;
+    grid_move moves[GRID_MOVES_MAX]; /* in progress; forgotten by a manager taking over */
+    uint32_t move_count;
 } grid_map_state;
 
 /* Scratch for building messages from the map (one per manager). */
@@ -170,6 +194,8 @@ typedef struct {
     const char *pub_url;
     uint32_t heartbeat_interval_ms;
     uint32_t failure_timeout_ms;
+    uint32_t backups;         /* backups wanted per partition */
+    uint32_t move_timeout_ms; /* 0: GRID_MOVE_TIMEOUT_MS_DEFAULT */
 } grid_state_env;
 
 /* Handles one decoded request to the manager, filling reply (an ok reply,
@@ -203,6 +229,35 @@ typedef struct {
  * on units that are dead or leaving.  A partition that changes gets epoch
  * + 1 and is marked dirty (manager_place.c).  Returns how many changed. */
 uint32_t grid_state_place(grid_map_state *m, uint32_t backups_wanted, grid_place_scratch *sc);
+
+/* ---- Moving partitions between live units (manager_move.c) -------------- */
+
+/* True when slot i may take new partitions: alive, not leaving, not draining. */
+bool grid_member_eligible(const grid_member *u);
+
+/* Partitions whose primary or one of whose backups is slot i. */
+uint32_t grid_member_references(const grid_map_state *m, int32_t i);
+
+/* pu_add, partition_move, rebalance and pu_drain: start moves, fill a
+ * moves_ok reply.  TG_OK, or an error with *why. */
+tg_err grid_moves_handle(grid_map_state *m, const grid_state_env *env, const tg_msg *req,
+                         int64_t now_ns, tg_msg *reply, const char **why);
+
+/* One pass: hands over every move whose target reported itself in sync,
+ * gives up moves that cannot finish, moves a draining unit's primaries
+ * away and lets a drained one leave.  Returns how many partitions changed. */
+uint32_t grid_moves_pass(grid_map_state *m, uint32_t backups_wanted, uint32_t move_timeout_ms,
+                         int64_t now_ns);
+
+/* Moves whose target reports itself in sync (up to max, copied to out):
+ * the loop confirms each with the primary (repl_status) before
+ * grid_move_handover makes the target the primary. */
+uint32_t grid_moves_ready(grid_map_state *m, grid_move *out, uint32_t max);
+
+/* Makes the move's target the partition's primary (epoch + 1); the old
+ * primary stays a backup when it may hold one, within backups_wanted.
+ * TG_ENOT_FOUND when the move is no longer in progress as it was. */
+tg_err grid_move_handover(grid_map_state *m, uint32_t partition_id, uint32_t backups_wanted);
 
 /* After a successful write: clears dirty marks, frees removed slots, takes
  * the new epoch. */

@@ -47,6 +47,8 @@ static const char usage[] =
     "                               (default 200)\n"
     "  --refresh-ms N               re-read grid_partitions this often (default 1000)\n"
     "  --backups N                  backups wanted per partition, 0..8 (default 1)\n"
+    "  --move-timeout-ms N          a move (move, rebalance, add-pu, a drain) not done\n"
+    "                               by then is given up, 1000..3600000 (default 60000)\n"
     "  --connect-timeout-s N        PostgreSQL connection timeout (default 10)\n"
     "  --log-level LEVEL            debug, info, warn or error (TIXGRID_LOG_LEVEL)\n"
     "  --help, --version\n"
@@ -101,6 +103,8 @@ static int parse_option(int c, options *o)
         return parse_ms("--refresh-ms", optarg, 10, 60000, &g->refresh_ms);
     case 'b':
         return parse_ms("--backups", optarg, 0, TG_GRID_BACKUPS_MAX, &g->backups);
+    case 'm':
+        return parse_ms("--move-timeout-ms", optarg, 1000, 3600000, &g->move_timeout_ms);
     case 'c':
         return parse_ms("--connect-timeout-s", optarg, 1, 3600, &g->connect_timeout_s);
     case 'L':
@@ -172,6 +176,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"standby-poll-ms", required_argument, NULL, 's'},
         {"refresh-ms", required_argument, NULL, 'f'},
         {"backups", required_argument, NULL, 'b'},
+        {"move-timeout-ms", required_argument, NULL, 'm'},
         {"connect-timeout-s", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
@@ -184,6 +189,7 @@ static int parse_args(int argc, char **argv, options *o)
         .refresh_ms = GRID_REFRESH_MS_DEFAULT,
         .connect_timeout_s = 10,
         .backups = 1,
+        .move_timeout_ms = GRID_MOVE_TIMEOUT_MS_DEFAULT,
     };
     int rc = parse_env(o);
     opterr = 0;

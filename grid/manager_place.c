@@ -34,9 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool member_eligible(const grid_member *u)
+bool grid_member_eligible(const grid_member *u)
 {
-    return u->name[0] != '\0' && !u->removing && u->state == TG_MEMBER_ALIVE;
+    return u->name[0] != '\0' && !u->removing && !u->draining && u->state == TG_MEMBER_ALIVE;
 }
 
 /* The backup of p to promote (a member slot), or -1. */
@@ -47,7 +47,8 @@ static int32_t promotion_candidate(const grid_map_state *m, const grid_partition
     for (uint32_t b = 0; b < p->backup_count; b++) {
         int32_t i = p->backups[b];
         const grid_backup_report *r = grid_backup_report_find(p, i);
-        if (!member_eligible(&m->members[i]) || r == NULL || !r->in_sync || r->epoch > p->epoch) {
+        if (!grid_member_eligible(&m->members[i]) || r == NULL || !r->in_sync ||
+            r->epoch > p->epoch) {
             continue;
         }
         if (best < 0 || r->applied > best_applied) {
@@ -68,7 +69,7 @@ static bool slot_fill(const grid_map_state *m, const grid_partition *p, grid_pla
     *s = (grid_place_slot){.primary = p->primary, .backup_count = p->backup_count};
     memcpy(s->backups, p->backups, sizeof(s->backups));
     const grid_member *primary = &m->members[p->primary];
-    if (member_eligible(primary)) {
+    if (grid_member_eligible(primary)) {
         return true;
     }
     if (primary->state != TG_MEMBER_DEAD) {
@@ -122,7 +123,7 @@ uint32_t grid_state_place(grid_map_state *m, uint32_t backups_wanted, grid_place
 {
     for (uint32_t i = 0; i < TG_GRID_MEMBERS_MAX; i++) {
         const grid_member *u = &m->members[i];
-        sc->members[i] = (grid_place_member){.zone = u->zone, .eligible = member_eligible(u)};
+        sc->members[i] = (grid_place_member){.zone = u->zone, .eligible = grid_member_eligible(u)};
     }
     uint32_t n = 0;
     for (uint32_t k = 0; k < m->part_count; k++) {

@@ -120,8 +120,7 @@ grid_partition *grid_partition_find(grid_map_state *m, uint32_t partition_id)
     return lo < m->part_count && m->parts[lo].partition_id == partition_id ? &m->parts[lo] : NULL;
 }
 
-/* Partitions whose primary or one of whose backups is slot i. */
-static uint32_t references(const grid_map_state *m, int32_t i)
+uint32_t grid_member_references(const grid_map_state *m, int32_t i)
 {
     uint32_t n = 0;
     for (uint32_t k = 0; k < m->part_count; k++) {
@@ -350,13 +349,13 @@ static tg_err on_remove(grid_map_state *m, const tg_msg *req, tg_msg *reply, con
         *why = "no unit of that name in the grid";
         return TG_ENOT_FOUND;
     }
-    uint32_t refs = references(m, i);
+    uint32_t refs = grid_member_references(m, i);
     if (refs > 0) {
         tg_log_warn("manager: remove-pu %s refused: it is the primary or a backup of %u "
                     "partitions",
                     name, refs);
-        *why = "the unit is the primary or a backup of partitions: moving them away (a "
-               "drain) is not done by this build yet";
+        *why = "the unit is the primary or a backup of partitions: drain it first "
+               "(pu_drain, tixgridctl remove-pu)";
         return TG_EPARTITION_STATE;
     }
     grid_member *u = &m->members[i];
@@ -495,6 +494,12 @@ void grid_state_handle(grid_map_state *m, const grid_state_env *env, const tg_ms
     case TG_WIRE_PU_REMOVE:
         err = on_remove(m, req, reply, &why);
         break;
+    case TG_WIRE_PU_ADD:
+    case TG_WIRE_PARTITION_MOVE:
+    case TG_WIRE_REBALANCE:
+    case TG_WIRE_PU_DRAIN:
+        err = grid_moves_handle(m, env, req, now_ns, reply, &why);
+        break;
     default:
         err = TG_EPROTO;
         why = "not a request to the grid manager";
@@ -517,7 +522,7 @@ uint32_t grid_state_detect(grid_map_state *m, const grid_detector *d, int64_t no
             continue;
         }
         int64_t silent_ms = grid_detector_silence_ns(d, &u->heard, now_ns) / 1000000;
-        uint32_t refs = references(m, (int32_t)i);
+        uint32_t refs = grid_member_references(m, (int32_t)i);
         if (u->state == TG_MEMBER_LEAVING && refs == 0) {
             u->removing = true;
             tg_log_info("manager: unit %s left the grid", u->name);

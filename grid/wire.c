@@ -706,6 +706,18 @@ BODY(grid_status_ok, NAME(grid_status_ok.manager), ID(grid_status_ok.map_epoch),
      LIST_SPACE(grid_status_ok.placement_count, grid_status_ok.placements,
                 TG_GRID_PARTITIONS_MAX, grid_status_placement, SPACE_PLACEMENTS));
 EMPTY_BODY(pu_remove_ok);
+BODY(pu_add, NAME(pu_add.name));
+BODY(partition_move, PARTITION(partition_move.partition_id), NAME(partition_move.to));
+EMPTY_BODY(rebalance);
+BODY(pu_drain, NAME(pu_drain.name));
+#define MOVES_OK(name)                                                                             \
+    BODY(name, U(moves_ok.started, 0, TG_GRID_PARTITIONS_MAX),                                     \
+         U(moves_ok.pending, 0, TG_GRID_PARTITIONS_MAX),                                           \
+         U(moves_ok.held, 0, TG_GRID_PARTITIONS_MAX))
+MOVES_OK(pu_add_ok);
+MOVES_OK(partition_move_ok);
+MOVES_OK(rebalance_ok);
+MOVES_OK(pu_drain_ok);
 
 /* ---- Rules across fields ------------------------------------------------ */
 
@@ -977,6 +989,26 @@ static const char *check_pu_remove(const tg_msg *m)
     return m->pu_remove.name[0] == '\0' ? "pu_remove.name: empty" : NULL;
 }
 
+static const char *check_pu_add(const tg_msg *m)
+{
+    return m->pu_add.name[0] == '\0' ? "pu_add.name: empty" : NULL;
+}
+
+static const char *check_partition_move(const tg_msg *m)
+{
+    return m->partition_move.to[0] == '\0' ? "partition_move.to: empty" : NULL;
+}
+
+static const char *check_pu_drain(const tg_msg *m)
+{
+    return m->pu_drain.name[0] == '\0' ? "pu_drain.name: empty" : NULL;
+}
+
+static const char *check_moves_ok(const tg_msg *m)
+{
+    return m->moves_ok.started > m->moves_ok.pending ? "moves_ok.started: above pending" : NULL;
+}
+
 /* One lost heartbeat must never kill: the timeout spans at least two. */
 static const char *check_pu_register_ok(const tg_msg *m)
 {
@@ -1054,6 +1086,14 @@ static const wire_message messages[TG_WIRE_TYPE_LIMIT] = {
     MESSAGE(TG_WIRE_HEARTBEAT_OK, heartbeat_ok, NULL),
     MESSAGE(TG_WIRE_GRID_STATUS_OK, grid_status_ok, check_grid_status_ok),
     MESSAGE(TG_WIRE_PU_REMOVE_OK, pu_remove_ok, NULL),
+    MESSAGE(TG_WIRE_PU_ADD, pu_add, check_pu_add),
+    MESSAGE(TG_WIRE_PARTITION_MOVE, partition_move, check_partition_move),
+    MESSAGE(TG_WIRE_REBALANCE, rebalance, NULL),
+    MESSAGE(TG_WIRE_PU_DRAIN, pu_drain, check_pu_drain),
+    MESSAGE(TG_WIRE_PU_ADD_OK, pu_add_ok, check_moves_ok),
+    MESSAGE(TG_WIRE_PARTITION_MOVE_OK, partition_move_ok, check_moves_ok),
+    MESSAGE(TG_WIRE_REBALANCE_OK, rebalance_ok, check_moves_ok),
+    MESSAGE(TG_WIRE_PU_DRAIN_OK, pu_drain_ok, check_moves_ok),
 };
 
 static const wire_message *message_lookup(uint64_t type)

@@ -29,10 +29,11 @@ const pst_command pst_commands[] = {
     {"place", "place PARTITION PU_NAME",
      "make a registered unit the partition's primary and raise its epoch by 1", pst_cmd_place},
     {"run", "run [--batch-max-changes N] [--batch-max-ms MS] [--routes-refresh-ms MS]\n"
-            "      [--retry-max-ms MS] [--poll-idle-ms MS]",
+            "      [--retry-max-ms MS] [--poll-idle-ms MS] [--manager-pub URL[,URL]]",
      "drain placed partitions' change logs into PostgreSQL until SIGTERM\n"
      "      (defaults: 8192 changes or 20 ms a batch, routes every 1000 ms, retries\n"
-     "      100..5000 ms apart, idle partitions polled every 5 ms)",
+     "      100..5000 ms apart, idle partitions polled every 5 ms; with --manager-pub\n"
+     "      or TIXGRID_MANAGER_PUB, routes are read again at every map published)",
      pst_cmd_run},
     {"ingest", "ingest PARTITION FILE [--epoch N]",
      "write change-log records (JSON lines; FILE - is stdin) as the drain would", pst_cmd_ingest},

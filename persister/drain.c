@@ -77,6 +77,7 @@
 #include "tixgrid/client.h"
 #include "tixgrid/clock.h"
 #include "tixgrid/log.h"
+#include "tixgrid/mapsub.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -997,6 +998,7 @@ typedef struct {
     uint32_t routes_refresh_ms;
     uint32_t retry_max_ms;
     uint32_t poll_idle_ms;
+    const char *manager_pub; /* "url,url" the managers publish the map at; NULL none */
 } pst_drain_config;
 
 /* One log_read: sent, answered (queued on done_reads by read_cb), landed by
@@ -1071,6 +1073,7 @@ struct pst_drain {
     uint32_t retry_delay_ms;
     int64_t retry_at_ns, refresh_at_ns, stats_at_ns;
     tg_client *client;
+    tg_mapsub *sub; /* NULL without cfg.manager_pub */
     pst_part *parts;
     uint32_t part_count;
     uint16_t *part_index; /* partition id -> part index + 1 */
@@ -1089,6 +1092,7 @@ struct pst_drain {
     pst_read *done_reads;
     uint32_t acks_inflight;
     bool wake;
+    bool map_news; /* a newer map was published: read the routes at once */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -1773,6 +1777,29 @@ static int64_t min_ns(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
+/* On nng's thread: the manager published a newer map.  The manager writes
+ * a map to PostgreSQL before it publishes it, so reading the routes now
+ * finds it; the map itself lacks what the drain needs besides the primary
+ * (seat ranges, the recorded offsets and epochs). */
+static void map_published_cb(void *arg, const tg_msg *map)
+{
+    (void)map;
+    pst_drain *d = arg;
+    pthread_mutex_lock(&d->lock);
+    d->map_news = d->wake = true;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static bool map_news_take(pst_drain *d)
+{
+    pthread_mutex_lock(&d->lock);
+    bool news = d->map_news;
+    d->map_news = false;
+    pthread_mutex_unlock(&d->lock);
+    return news;
+}
+
 /* One turn: reconnect or refresh, land answers, batch, flush, send. */
 static int drain_turn(pst_drain *d)
 {
@@ -1783,7 +1810,7 @@ static int drain_turn(pst_drain *d)
             return code;
         }
     }
-    if (d->db_up && now >= d->refresh_at_ns) {
+    if (d->db_up && (map_news_take(d) || now >= d->refresh_at_ns)) {
         /* A refused query (logged) keeps the routes it had until the next. */
         if (routes_refresh(d, false) != TG_OK && pst_db_connection_lost(d->db)) {
             db_lost(d, now);
@@ -1979,6 +2006,12 @@ static int drain_run(const pst_context *ctx, const pst_drain_config *cfg)
         }
         return TG_EXIT_FAILURE;
     }
+    if (cfg->manager_pub != NULL &&
+        tg_mapsub_open(cfg->manager_pub, map_published_cb, d, &d->sub) != TG_OK) {
+        tg_log_error("drain: cannot follow the map published at %s", cfg->manager_pub);
+        drain_free(d);
+        return TG_EXIT_FAILURE;
+    }
     signals_install();
     tg_log_info("drain: starting (batches of up to %u changes or %u ms, routes every %u ms, "
                 "retries up to %u ms apart)",
@@ -1991,6 +2024,7 @@ static int drain_run(const pst_context *ctx, const pst_drain_config *cfg)
     while (code == 0 && stop_signal == 0) {
         code = drain_turn(d);
     }
+    tg_mapsub_close(d->sub);
     if (code == 0) {
         tg_log_info("drain: signal %d: finishing the batch at hand", (int)stop_signal);
         drain_finish(d);
@@ -2040,12 +2074,26 @@ static int run_flag_set(pst_drain_config *cfg, const run_flag *f, const char *va
     return 0;
 }
 
+/* "--manager-pub URL[,URL]" or "--manager-pub=..." at argv[*i]; moves *i
+ * past its value.  The list is checked once all flags are read. */
+static bool manager_pub_flag(int argc, char **argv, int *i, const char **out)
+{
+    static const char flag[] = "--manager-pub";
+    size_t len = sizeof(flag) - 1;
+    if (strncmp(argv[*i], flag, len) != 0 || (argv[*i][len] != '\0' && argv[*i][len] != '=')) {
+        return false;
+    }
+    *out = argv[*i][len] == '=' ? argv[*i] + len + 1 : (*i + 1 < argc ? argv[++*i] : "");
+    return true;
+}
+
 /* Reads the run flags ("--flag N" or "--flag=N"; TIXGRID_PERSISTER_* first). */
 static int run_parse(int argc, char **argv, pst_drain_config *cfg)
 {
     *cfg = (pst_drain_config){PST_DRAIN_BATCH_CHANGES_DEFAULT, PST_DRAIN_BATCH_MS_DEFAULT,
                               PST_DRAIN_ROUTES_REFRESH_MS_DEFAULT, PST_DRAIN_RETRY_MAX_MS_DEFAULT,
-                              PST_DRAIN_POLL_IDLE_MS_DEFAULT};
+                              PST_DRAIN_POLL_IDLE_MS_DEFAULT, NULL};
+    cfg->manager_pub = tg_env("TIXGRID_MANAGER_PUB", NULL);
     for (size_t f = 0; f < RUN_FLAG_COUNT; f++) {
         const char *env = tg_env(run_flags[f].env, NULL);
         if (env != NULL && run_flag_set(cfg, &run_flags[f], env) != 0) {
@@ -2053,6 +2101,9 @@ static int run_parse(int argc, char **argv, pst_drain_config *cfg)
         }
     }
     for (int i = 1; i < argc; i++) {
+        if (manager_pub_flag(argc, argv, &i, &cfg->manager_pub)) {
+            continue;
+        }
         const run_flag *f = NULL;
         const char *value = NULL;
         for (size_t k = 0; k < RUN_FLAG_COUNT && f == NULL; k++) {
@@ -2070,6 +2121,12 @@ static int run_parse(int argc, char **argv, pst_drain_config *cfg)
         if (run_flag_set(cfg, f, value) != 0) {
             return TG_EXIT_USAGE;
         }
+    }
+    if (cfg->manager_pub != NULL && tg_mapsub_urls_check(cfg->manager_pub) != TG_OK) {
+        return tg_cli_usage_error(PST_PROGRAM,
+                                  "run: --manager-pub / TIXGRID_MANAGER_PUB must be 1..%u nng "
+                                  "addresses separated by commas, got '%s'",
+                                  TG_GRID_MANAGERS_MAX, cfg->manager_pub);
     }
     return 0;
 }

@@ -17,6 +17,9 @@
  * registers again at once.
  *
  * The map.  A map whose epoch is not above the last one applied is ignored.
+ * A map the unit could not wholly follow — it makes the unit the primary of
+ * a partition a replay is still loading — does not count as applied: its
+ * republication (every second) is applied again until it does.
  * For each partition the map makes this unit the primary of, the
  * partition's epoch in shared memory is raised to the map's
  * (pu_partition_raise_epoch): never lowered, so a unit never acts on an
@@ -318,18 +321,22 @@ static void follow_other(pu_member *m, const tg_wire_placement *p, int32_t me, p
     }
 }
 
-/* The map's placement of one partition, for this unit (member index me). */
-static void follow_placement(pu_member *m, const tg_msg *map, const tg_wire_placement *p,
+/* The map's placement of one partition, for this unit (member index me).
+ * False when the unit could not follow it yet: the map makes it the primary
+ * of a partition it does not hold (replay has not loaded it yet), or its
+ * copy is still being restored.  The map is then applied again when it is
+ * republished, so that a map that came during a replay is not lost. */
+static bool follow_placement(pu_member *m, const tg_msg *map, const tg_wire_placement *p,
                              int32_t me)
 {
     pu_partition *part = pu_server_find(m->srv, p->partition_id);
     pu_served *e = part != NULL ? pu_server_entry(m->srv, p->partition_id) : NULL;
     if (part == NULL || __atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {
-        return;
+        return part == NULL && p->primary != me;
     }
     if (p->primary != me) {
         follow_other(m, p, me, e);
-        return;
+        return true;
     }
     if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
         pu_repl_promote(m->srv, e, p->epoch); /* the manager chose it: it was in sync */
@@ -344,6 +351,7 @@ static void follow_placement(pu_member *m, const tg_msg *map, const tg_wire_plac
     }
     /* After the epoch: links send the new one, which the backups then hold. */
     follow_backups(m, map, p);
+    return true;
 }
 
 static void apply_map(pu_member *m, const tg_msg *map)
@@ -356,10 +364,13 @@ static void apply_map(pu_member *m, const tg_msg *map)
     for (uint32_t i = 0; i < g->member_count && me < 0; i++) {
         me = strcmp(g->members[i].name, m->srv->name) == 0 ? (int32_t)i : -1;
     }
+    bool followed = true;
     for (uint32_t k = 0; me >= 0 && k < g->placement_count; k++) {
-        follow_placement(m, map, &g->placements[k], me);
+        followed = follow_placement(m, map, &g->placements[k], me) && followed;
     }
-    m->map_epoch = g->epoch;
+    if (followed) {
+        m->map_epoch = g->epoch; /* else the republished map is applied again */
+    }
 }
 
 /* Waits for maps until deadline_ns (at most WAIT_SLICE_MS at a time). */

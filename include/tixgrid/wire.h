@@ -127,14 +127,22 @@ typedef enum {
     TG_WIRE_HEARTBEAT = 162,
     TG_WIRE_GRID_STATUS = 163,
     TG_WIRE_PU_REMOVE = 164,
+    TG_WIRE_PU_ADD = 165,         /* accept a registered unit and rebalance onto it */
+    TG_WIRE_PARTITION_MOVE = 166, /* hand a partition's primary to another unit */
+    TG_WIRE_REBALANCE = 167,      /* move primaries until balanced */
+    TG_WIRE_PU_DRAIN = 168,       /* move everything off a unit, then let it exit */
     TG_WIRE_GRID_REQUEST_FIRST = 161,
-    TG_WIRE_GRID_REQUEST_LAST = 164,
+    TG_WIRE_GRID_REQUEST_LAST = 168,
     TG_WIRE_GRID_REPLY_OFFSET = 16,
 
     TG_WIRE_PU_REGISTER_OK = 177,
     TG_WIRE_HEARTBEAT_OK = 178,
     TG_WIRE_GRID_STATUS_OK = 179,
     TG_WIRE_PU_REMOVE_OK = 180,
+    TG_WIRE_PU_ADD_OK = 181,
+    TG_WIRE_PARTITION_MOVE_OK = 182,
+    TG_WIRE_REBALANCE_OK = 183,
+    TG_WIRE_PU_DRAIN_OK = 184,
 
     TG_WIRE_TYPE_LIMIT = 256 /* every type is below this; not a message */
 } tg_wire_type;
@@ -633,6 +641,19 @@ typedef struct {
         struct {
             char name[TG_PU_NAME_BYTES];
         } pu_remove;
+        struct {
+            char name[TG_PU_NAME_BYTES];
+        } pu_add, pu_drain;
+        struct {
+            uint32_t partition_id;
+            char to[TG_PU_NAME_BYTES]; /* the unit that becomes its primary */
+        } partition_move;
+        /* pu_add_ok, partition_move_ok, rebalance_ok, pu_drain_ok. */
+        struct {
+            uint32_t started; /* moves this request started */
+            uint32_t pending; /* moves in progress in the grid, these included */
+            uint32_t held;    /* pu_drain_ok: partitions the unit still holds (0 otherwise) */
+        } moves_ok;
         struct {
             char manager[TG_PU_NAME_BYTES];
             char pub_url[TG_URL_BYTES]; /* where the manager publishes grid_map */

@@ -541,7 +541,7 @@ static const char *wait_backed_up(gwh_grid *g, uint32_t partition)
 
 Test(gateway_organizer, with_a_manager_the_published_partition_gets_a_backup)
 {
-    gwh_grid *g = gwh_start(&(gwh_options){HALL_ONLY, .units = 2, .manager = true});
+    gwh_grid *g = gwh_start(&(gwh_options){HALL_ONLY, .units = 2, .manager = true, .backups = 1});
     gwh_gateway *gw = g->gw;
     const char *org = gwh_login(gw, ORGANIZER, ORGANIZER_PASSWORD);
     const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);

@@ -4,7 +4,7 @@
  *
  * STYLE.md rule 14: --help and --version exit 0; bad flags exit 64 with one
  * line on stderr that says what is wrong and nothing on stdout; tixgridctl
- * exits 69 when no manager answers or a command needs replication.
+ * exits 69 when no manager answers.
  */
 #include "harness.h"
 
@@ -121,16 +121,33 @@ Test(grid_cli, tixgridctl_refuses_bad_use_with_exit_64_and_one_line)
     one_line(run(CTL, "--manager", m, "--bogus", "status", NULL), 64, "unknown option", "flag");
 }
 
-Test(grid_cli, tixgridctl_exits_69_without_a_manager_or_replication)
+Test(grid_cli, tixgridctl_exits_69_without_a_manager)
 {
     const char *m = "ipc:///tmp/tixgrid-grid-cli-nobody.rep";
     one_line(run(CTL, "--manager", m, "--timeout-ms", "200", "status", NULL), 69,
              "no manager answered", "nobody listens");
-    static const char *const later[] = {"add-pu", "move", "rebalance"};
-    for (int i = 0; i < 3; i++) {
-        one_line(run(CTL, "--manager", m, later[i], NULL), 69,
-                 "needs moving partitions between live units", later[i]);
-    }
+    one_line(run(CTL, "--manager", m, "--timeout-ms", "200", "rebalance", NULL), 69,
+             "no manager answered", "rebalance, nobody listens");
+}
+
+Test(grid_cli, tixgridctl_checks_the_moving_commands_arguments)
+{
+    const char *m = "ipc:///tmp/tixgrid-grid-cli-nobody.rep";
+    one_line(run(CTL, "--manager", m, "move", NULL), 64, "usage: tixgridctl move", "move alone");
+    one_line(run(CTL, "--manager", m, "move", "3", NULL), 64, "usage: tixgridctl move",
+             "move without a unit");
+    one_line(run(CTL, "--manager", m, "move", "x", "pu2", NULL), 64,
+             "move: PARTITION must be a whole number", "move x");
+    one_line(run(CTL, "--manager", m, "move", "3", "pu2", "--to", "pu3", NULL), 64,
+             "usage: tixgridctl move", "two targets");
+    one_line(run(CTL, "--manager", m, "--to", "pu2", "rebalance", NULL), 64, "--to goes with move",
+             "--to elsewhere");
+    one_line(run(CTL, "--manager", m, "rebalance", "now", NULL), 64, "rebalance takes no arguments",
+             "rebalance now");
+    one_line(run(CTL, "--manager", m, "add-pu", NULL), 64, "add-pu takes one unit name",
+             "add-pu alone");
+    one_line(run(CTL, "--manager", m, "--wait-ms", "-1", "rebalance", NULL), 64,
+             "--wait-ms must be", "bad wait");
 }
 
 Test(grid_cli, the_units_grid_flags_are_checked)

@@ -557,7 +557,7 @@ Test(grid_manager, the_standby_takes_over_when_the_active_manager_is_killed)
     json_decref(root);
 }
 
-Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitions)
+Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_a_drain_with_nowhere_to_go)
 {
     static hx_unit empty, busy;
     database_start(true);
@@ -572,16 +572,7 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitio
             .unit = busy.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
         SETTLE_MS, NULL));
 
-    hx_run_result *r = ctl_patient("remove-pu", busy.name, NULL);
-    cr_assert_eq(exit_code(r), 1, "stderr: %s", r->err);
-    cr_assert_eq(hx_count_lines(r->err), 1u, "%s", r->err);
-    cr_assert(strstr(r->err, "partition_state") != NULL && strstr(r->err, "drain") != NULL,
-              "%s", r->err);
-    r = ctl_patient("remove-pu", "no-such-unit", NULL);
-    cr_assert_eq(exit_code(r), 1);
-    cr_assert(strstr(r->err, "not_found") != NULL, "%s", r->err);
-
-    r = ctl_patient("remove-pu", empty.name, NULL);
+    hx_run_result *r = ctl_patient("remove-pu", empty.name, NULL);
     cr_assert_eq(exit_code(r), 0, "stderr: %s", r->err);
     int status_code = 0;
     cr_assert(hx_wait_exit(empty.pid, 5000, &status_code), "the removed unit did not stop");
@@ -593,6 +584,16 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_one_with_partitio
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM grid_members WHERE pu_name = '%s'",
              empty.name);
     cr_assert_eq(query_i64(sql), 0);
+
+    /* The last unit: its partition has nowhere to go. */
+    r = ctl_patient("remove-pu", busy.name, NULL);
+    cr_assert_eq(exit_code(r), 1, "stderr: %s", r->err);
+    cr_assert_eq(hx_count_lines(r->err), 1u, "%s", r->err);
+    cr_assert(strstr(r->err, "partition_state") != NULL && strstr(r->err, "drain") != NULL,
+              "%s", r->err);
+    r = ctl_patient("remove-pu", "no-such-unit", NULL);
+    cr_assert_eq(exit_code(r), 1);
+    cr_assert(strstr(r->err, "not_found") != NULL, "%s", r->err);
 }
 
 Test(grid_manager, the_map_is_published_and_published_again_for_late_subscribers)

@@ -400,6 +400,10 @@ static int gateway_launch(gwh_grid *g, gwh_gateway *gw, const char *const *flags
         env_bin("TIXGRID_GATEWAY_BIN"), "--listen", listen, "--db", g->pg->conninfo,
         "--data-dir", gw->data_dir, "--threads", "2", "--map-refresh-ms", "200"};
     int n = 11;
+    if (g->manager_pub[0] != '\0') {
+        argv[n++] = "--manager-pub";
+        argv[n++] = g->manager_pub;
+    }
     for (int i = 0; flags != NULL && flags[i] != NULL; i++) {
         cr_assert(i < GWH_FLAGS_MAX, "too many gateway flags");
         argv[n++] = flags[i];
@@ -552,8 +556,15 @@ static void drain_start(gwh_grid *g)
     snprintf(g->drain_log, sizeof(g->drain_log), "%s/drain.log", g->dir);
     static char db_env[256];
     snprintf(db_env, sizeof(db_env), "TIXGRID_DB=%s", g->pg->conninfo);
-    const char *argv[] = {env_bin("TIXGRID_PERSISTER_BIN"), "run", "--routes-refresh-ms", "200",
-                          "--retry-max-ms", "1000", NULL};
+    const char *argv[] = {env_bin("TIXGRID_PERSISTER_BIN"),
+                          "run",
+                          "--routes-refresh-ms",
+                          "200",
+                          "--retry-max-ms",
+                          "1000",
+                          g->manager_pub[0] != '\0' ? "--manager-pub" : NULL,
+                          g->manager_pub,
+                          NULL};
     const char *const env[] = {db_env, "TIXGRID_LOG_LEVEL=info", NULL};
     g->drain = spawn(argv, env, g->drain_log);
 }
@@ -566,15 +577,28 @@ static void curl_start(void)
     }
 }
 
-static void manager_start(gwh_grid *g)
+/* The grid manager, on sockets in the test's folder. */
+static void manager_start(gwh_grid *g, uint32_t backups)
 {
-    static char pub[96];
+    static char backups_text[12];
+    snprintf(backups_text, sizeof(backups_text), "%u", backups);
     snprintf(g->manager_url, sizeof(g->manager_url), "ipc://%s/mgr.rep", g->dir);
-    snprintf(pub, sizeof(pub), "ipc://%s/mgr.pub", g->dir);
+    snprintf(g->manager_pub, sizeof(g->manager_pub), "ipc://%s/mgr.pub", g->dir);
     snprintf(g->manager_log, sizeof(g->manager_log), "%s/manager.log", g->dir);
-    const char *argv[] = {env_bin("TIXGRID_MANAGER_BIN"), "--name", "gwh-manager", "--listen",
-                          g->manager_url, "--pub", pub, "--db", g->pg->conninfo, "--refresh-ms",
-                          "200", NULL};
+    const char *argv[] = {env_bin("TIXGRID_MANAGER_BIN"),
+                          "--name",
+                          "gwh-mgr",
+                          "--listen",
+                          g->manager_url,
+                          "--pub",
+                          g->manager_pub,
+                          "--db",
+                          g->pg->conninfo,
+                          "--backups",
+                          backups_text,
+                          "--refresh-ms",
+                          "200",
+                          NULL};
     g->manager = spawn(argv, NULL, g->manager_log);
 }
 
@@ -582,6 +606,7 @@ static void manager_start(gwh_grid *g)
  * into grid_members as an operator would. */
 static void units_start(gwh_grid *g, const gwh_options *o)
 {
+    static const char *const zones[GWH_UNITS_MAX] = {"zone-a", "zone-b", "zone-c"};
     g->unit_count = o->units;
     cr_assert(g->unit_count >= 1 && g->unit_count <= GWH_UNITS_MAX);
     for (uint32_t i = 0; i < g->unit_count; i++) {
@@ -590,6 +615,8 @@ static void units_start(gwh_grid *g, const gwh_options *o)
         if (o->manager) {
             hx_add_flag(u, "--manager");
             hx_add_flag(u, g->manager_url);
+            hx_add_flag(u, "--zone");
+            hx_add_flag(u, zones[i]);
         }
         hx_start(u);
         if (!o->manager) {
@@ -669,7 +696,7 @@ gwh_grid *gwh_start(const gwh_options *o)
     g->pg = pgt_start_copy(golden_data(), &quick);
     g->db = pgt_connect(g->pg);
     if (o->manager) {
-        manager_start(g);
+        manager_start(g, o->backups);
     }
     units_start(g, o);
     partitions_place(g, o);

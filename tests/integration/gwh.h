@@ -71,7 +71,7 @@
 /* Demo partitions one test may place. */
 #define GWH_PARTITIONS_MAX 4
 /* Units one test may start. */
-#define GWH_UNITS_MAX 2
+#define GWH_UNITS_MAX 3
 /* Extra flags of one gateway. */
 #define GWH_FLAGS_MAX 24
 
@@ -91,7 +91,7 @@
 #define GWH_SEAT_ID(partition, seat) ((uint64_t)(partition) << 32 | (uint64_t)(seat))
 
 typedef struct {
-    uint32_t units;                          /* 1 or 2 (0: 1) */
+    uint32_t units;                          /* 1..GWH_UNITS_MAX (0: 1) */
     uint32_t partition_count;                /* demo partitions to place (0: the concert on unit 0) */
     uint32_t partitions[GWH_PARTITIONS_MAX]; /* partition ids, e.g. 1 and 3 */
     uint32_t unit_of[GWH_PARTITIONS_MAX];    /* the unit (index) each is placed on */
@@ -99,7 +99,11 @@ typedef struct {
     bool sandbox;                            /* start tixgrid-sandbox-pay, wire the gateway to it */
     const char *const *sandbox_flags;        /* extra flags of the sandbox, NULL-ended */
     const char *const *replay_flags;         /* extra flags of `tixgrid-persister replay` */
-    bool manager; /* start tixgrid-manager (one backup a partition); the units join it */
+    /* A tixgrid-manager before the units (they join it with --manager, each
+     * in a zone of its own; the drain and every gateway follow its published
+     * map with --manager-pub), placing `backups` backups per partition. */
+    bool manager;
+    uint32_t backups;
 } gwh_options;
 
 typedef struct {
@@ -123,9 +127,10 @@ typedef struct {
     char drain_log[96];  /* <test folder>/drain.log */
     gwh_gateway *gw;     /* the first gateway */
     gwh_gateway *sandbox; /* the payment sandbox (gwh_options.sandbox), or NULL */
-    pid_t manager;        /* tixgrid-manager (gwh_options.manager); 0 when none */
-    char manager_url[96];
-    char manager_log[96]; /* <test folder>/manager.log */
+    pid_t manager;        /* gwh_options.manager; 0 none or stopped */
+    char manager_url[96]; /* its REP address (tixgridctl --manager) */
+    char manager_pub[96]; /* where it publishes the map */
+    char manager_log[96];
 } gwh_grid;
 
 /* Brings the grid up (see the top of the file); o may be NULL: one unit

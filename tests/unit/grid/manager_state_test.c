@@ -414,3 +414,158 @@ Test(manager_state, a_backup_report_never_adopts_a_partition)
     cr_assert_eq(backup_heartbeat("pu2", 1, 40, true, 10 * MS), TG_OK);
     cr_assert_eq(grid_partition_find(m, 1)->primary, -1);
 }
+
+/* ---- Moving partitions between live units (manager_move.c) --------------------- */
+
+/* Sends one of the moving requests; its error code, or TG_OK with rep a
+ * moves_ok reply. */
+static tg_err moves_request(tg_wire_type type, const char *name, uint32_t partition_id)
+{
+    memset(&req, 0, sizeof(req));
+    req.type = type;
+    if (type == TG_WIRE_PARTITION_MOVE) {
+        req.partition_move.partition_id = partition_id;
+        snprintf(req.partition_move.to, sizeof(req.partition_move.to), "%s", name);
+    } else if (type == TG_WIRE_PU_DRAIN) {
+        snprintf(req.pu_drain.name, sizeof(req.pu_drain.name), "%s", name);
+    } else if (type == TG_WIRE_PU_ADD) {
+        snprintf(req.pu_add.name, sizeof(req.pu_add.name), "%s", name);
+    }
+    grid_state_handle(m, &env, &req, 0, scratch, &rep);
+    if (rep.type == TG_WIRE_ERROR) {
+        return (tg_err)rep.error.code;
+    }
+    cr_assert_eq(rep.type, tg_wire_reply_type(type));
+    return TG_OK;
+}
+
+/* pu1 holds partition 1, pu2 joins empty; no backups wanted by placement. */
+static grid_partition *one_primary_one_idle(void)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    cr_assert_eq(do_register("pu2", 200, NULL, 0, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    return grid_partition_find(m, 1);
+}
+
+Test(manager_state, a_move_fills_the_target_as_a_backup_then_hands_it_the_primary)
+{
+    env.backups = 1;
+    grid_partition *p = one_primary_one_idle();
+    uint64_t epoch = p->epoch;
+    int32_t pu1 = grid_member_find(m, "pu1"), pu2 = grid_member_find(m, "pu2");
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "pu2", 1), TG_OK);
+    cr_assert_eq(rep.moves_ok.started, 1);
+    cr_assert_eq(rep.moves_ok.pending, 1);
+    cr_assert_eq(p->backup_count, 1);
+    cr_assert_eq(p->backups[0], pu2, "the target is filled as a backup first");
+    cr_assert_eq(p->epoch, epoch + 1);
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "pu2", 1), TG_OK);
+    cr_assert_eq(rep.moves_ok.started, 0, "asked again: the same move goes on");
+
+    grid_move ready[4];
+    cr_assert_eq(grid_moves_ready(m, ready, 4), 0, "no report from the target yet");
+    cr_assert_eq(backup_heartbeat("pu2", epoch, 9, true, 10 * MS), TG_OK);
+    cr_assert_eq(grid_moves_ready(m, ready, 4), 0, "in sync at the epoch before the move");
+    cr_assert_eq(backup_heartbeat("pu2", epoch + 1, 9, false, 20 * MS), TG_OK);
+    cr_assert_eq(grid_moves_ready(m, ready, 4), 0, "being filled");
+    cr_assert_eq(backup_heartbeat("pu2", epoch + 1, 9, true, 30 * MS), TG_OK);
+    cr_assert_eq(grid_moves_ready(m, ready, 4), 1);
+    cr_assert_eq(grid_move_handover(m, 1, 1), TG_OK);
+    cr_assert_eq(p->primary, pu2);
+    cr_assert_eq(p->epoch, epoch + 2, "the handover fences the old primary");
+    cr_assert_eq(p->backup_count, 1);
+    cr_assert_eq(p->backups[0], pu1, "the old primary stays a backup");
+    cr_assert_eq(m->move_count, 0);
+    cr_assert_eq(grid_move_handover(m, 1, 1), TG_ENOT_FOUND);
+}
+
+Test(manager_state, moves_that_make_no_sense_are_refused_with_their_reason)
+{
+    one_primary_one_idle();
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "pu1", 1), TG_EPARTITION_STATE);
+    cr_assert(strstr(rep.error.message, "primary already") != NULL, "%s", rep.error.message);
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "nobody", 1), TG_ENOT_FOUND);
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "pu2", 99), TG_ENOT_FOUND);
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "pu1", 2), TG_EPARTITION_STATE,
+                 "partition 2 has no primary");
+    cr_assert_eq(moves_request(TG_WIRE_PU_ADD, "nobody", 0), TG_ENOT_FOUND);
+    cr_assert_eq(m->move_count, 0, "nothing was started");
+}
+
+Test(manager_state, a_move_is_given_up_when_its_target_dies_and_its_backup_dropped)
+{
+    grid_partition *p = one_primary_one_idle();
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "pu2", 1), TG_OK);
+    uint64_t epoch = p->epoch;
+    for (int64_t t = 0; t <= 1010 * MS; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+        if (t % (100 * MS) == 0) {
+            cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1}, 1, epoch, t), TG_OK);
+        }
+    }
+    cr_assert_eq(grid_state_detect(m, &det, 1010 * MS), 1, "pu2 is dead");
+    cr_assert_eq(grid_moves_pass(m, 0, 0, 1010 * MS), 1);
+    cr_assert_eq(m->move_count, 0);
+    cr_assert_eq(p->backup_count, 0, "the backup the move added is dropped");
+    cr_assert_eq(p->epoch, epoch + 1);
+    cr_assert_eq(p->primary, grid_member_find(m, "pu1"));
+}
+
+Test(manager_state, a_move_that_takes_too_long_is_given_up)
+{
+    grid_partition *p = one_primary_one_idle();
+    env.move_timeout_ms = 1000;
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, "pu2", 1), TG_OK);
+    cr_assert_eq(grid_moves_pass(m, 0, 1000, 999 * MS), 0, "not yet");
+    cr_assert_eq(grid_moves_pass(m, 0, 1000, 1000 * MS), 1);
+    cr_assert_eq(m->move_count, 0);
+    cr_assert_eq(p->backup_count, 0);
+}
+
+Test(manager_state, rebalance_moves_primaries_until_units_differ_by_one_at_most)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1, 2, 3}, 3, 0), TG_OK);
+    cr_assert_eq(do_register("pu2", 200, NULL, 0, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    cr_assert_eq(moves_request(TG_WIRE_REBALANCE, NULL, 0), TG_OK);
+    cr_assert_eq(rep.moves_ok.started, 1, "3 and 0 become 2 and 1");
+    cr_assert_eq(moves_request(TG_WIRE_REBALANCE, NULL, 0), TG_OK);
+    cr_assert_eq(rep.moves_ok.started, 0, "a move in progress counts as done");
+    cr_assert_eq(rep.moves_ok.pending, 1);
+    cr_assert_eq(m->moves[0].target, grid_member_find(m, "pu2"));
+    cr_assert_eq(do_register("pu3", 300, NULL, 0, 0), TG_OK);
+    cr_assert_eq(moves_request(TG_WIRE_PU_ADD, "pu3", 0), TG_OK);
+    cr_assert_eq(rep.moves_ok.started, 1, "2, 1 and 0 become 1, 1 and 1");
+    cr_assert_eq(m->moves[1].target, grid_member_find(m, "pu3"));
+}
+
+Test(manager_state, a_drain_moves_everything_away_then_lets_the_unit_leave)
+{
+    grid_partition *p = one_primary_one_idle();
+    int32_t pu1 = grid_member_find(m, "pu1"), pu2 = grid_member_find(m, "pu2");
+    cr_assert_eq(moves_request(TG_WIRE_PU_DRAIN, "pu1", 0), TG_OK);
+    cr_assert_eq(rep.moves_ok.held, 1);
+    cr_assert(m->members[pu1].draining);
+    cr_assert_eq(grid_moves_pass(m, 1, 0, 0), 1, "a move starts");
+    cr_assert_eq(m->moves[0].target, pu2);
+    cr_assert_eq(backup_heartbeat("pu2", p->epoch, 9, true, 10 * MS), TG_OK);
+    grid_move ready[4];
+    cr_assert_eq(grid_moves_ready(m, ready, 4), 1);
+    cr_assert_eq(grid_move_handover(m, 1, 1), TG_OK);
+    cr_assert_eq(p->primary, pu2);
+    cr_assert_eq(p->backup_count, 0, "a draining unit is kept as no backup");
+    grid_moves_pass(m, 1, 0, 20 * MS);
+    cr_assert_eq(m->members[pu1].state, TG_MEMBER_LEAVING, "drained: told to stop");
+    cr_assert_eq(moves_request(TG_WIRE_PU_DRAIN, "pu1", 0), TG_OK);
+    cr_assert_eq(rep.moves_ok.held, 0);
+}
+
+Test(manager_state, a_drain_with_nowhere_to_go_is_refused)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    cr_assert_eq(moves_request(TG_WIRE_PU_DRAIN, "pu1", 0), TG_EPARTITION_STATE);
+    cr_assert(strstr(rep.error.message, "no other live unit") != NULL, "%s", rep.error.message);
+    cr_assert(!m->members[grid_member_find(m, "pu1")].draining, "nothing changed");
+}

@@ -198,6 +198,14 @@ static const tg_wire_type all_types[] = {
     TG_WIRE_HEARTBEAT_OK,
     TG_WIRE_GRID_STATUS_OK,
     TG_WIRE_PU_REMOVE_OK,
+    TG_WIRE_PU_ADD,
+    TG_WIRE_PARTITION_MOVE,
+    TG_WIRE_REBALANCE,
+    TG_WIRE_PU_DRAIN,
+    TG_WIRE_PU_ADD_OK,
+    TG_WIRE_PARTITION_MOVE_OK,
+    TG_WIRE_REBALANCE_OK,
+    TG_WIRE_PU_DRAIN_OK,
 };
 #define TYPE_COUNT (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -812,7 +820,25 @@ static void gen_grid(int v, tg_msg *m)
         gen_placements(v, true, s->member_count, &s->placement_count, &s->placements);
         break;
     }
-    default: /* grid_status, pu_remove_ok: no fields */
+    case TG_WIRE_PU_ADD:
+        gen_name(v, 4, m->pu_add.name, sizeof(m->pu_add.name));
+        break;
+    case TG_WIRE_PU_DRAIN:
+        gen_name(v, 5, m->pu_drain.name, sizeof(m->pu_drain.name));
+        break;
+    case TG_WIRE_PARTITION_MOVE:
+        m->partition_move.partition_id = (uint32_t)pick(v, 0, TG_PARTITION_ID_MAX);
+        gen_name(v, 6, m->partition_move.to, sizeof(m->partition_move.to));
+        break;
+    case TG_WIRE_PU_ADD_OK:
+    case TG_WIRE_PARTITION_MOVE_OK:
+    case TG_WIRE_REBALANCE_OK:
+    case TG_WIRE_PU_DRAIN_OK:
+        m->moves_ok.pending = (uint32_t)pick(v, 0, TG_GRID_PARTITIONS_MAX);
+        m->moves_ok.started = (uint32_t)pick(v, 0, m->moves_ok.pending);
+        m->moves_ok.held = (uint32_t)pick(v, 0, TG_GRID_PARTITIONS_MAX);
+        break;
+    default: /* grid_status, pu_remove_ok, rebalance: no fields */
         break;
     }
 }
@@ -1864,6 +1890,10 @@ Test(wire, grid_requests_map_to_their_replies_sixteen_types_on)
         {TG_WIRE_HEARTBEAT, TG_WIRE_HEARTBEAT_OK, "heartbeat"},
         {TG_WIRE_GRID_STATUS, TG_WIRE_GRID_STATUS_OK, "grid_status"},
         {TG_WIRE_PU_REMOVE, TG_WIRE_PU_REMOVE_OK, "pu_remove"},
+        {TG_WIRE_PU_ADD, TG_WIRE_PU_ADD_OK, "pu_add"},
+        {TG_WIRE_PARTITION_MOVE, TG_WIRE_PARTITION_MOVE_OK, "partition_move"},
+        {TG_WIRE_REBALANCE, TG_WIRE_REBALANCE_OK, "rebalance"},
+        {TG_WIRE_PU_DRAIN, TG_WIRE_PU_DRAIN_OK, "pu_drain"},
     };
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         cr_assert_eq(tg_wire_reply_type(pairs[i].request), pairs[i].reply);
@@ -1876,9 +1906,9 @@ Test(wire, grid_requests_map_to_their_replies_sixteen_types_on)
     cr_assert_str_eq(tg_wire_type_name(TG_WIRE_GRID_MAP), "grid_map");
     cr_assert_eq(tg_wire_reply_type(TG_WIRE_GRID_MAP), TG_WIRE_NONE);
     cr_assert_eq(tg_wire_reply_type(TG_WIRE_HEARTBEAT_OK), TG_WIRE_NONE);
-    cr_assert_eq(tg_wire_reply_type((tg_wire_type)165), TG_WIRE_NONE);
-    cr_assert_null(tg_wire_type_name((tg_wire_type)165));
-    cr_assert_null(tg_wire_type_name((tg_wire_type)181));
+    cr_assert_eq(tg_wire_reply_type((tg_wire_type)169), TG_WIRE_NONE);
+    cr_assert_null(tg_wire_type_name((tg_wire_type)169));
+    cr_assert_null(tg_wire_type_name((tg_wire_type)185));
     cr_assert_null(tg_wire_type_name((tg_wire_type)192));
 }
 
@@ -1918,6 +1948,26 @@ Test(wire, grid_messages_have_the_documented_layout)
     cr_assert_eq(msg_a.grid_map.placements[0].backups.count, 2);
     cr_assert_eq(msg_a.grid_map.placements[0].backups.members[0], 2);
     assert_round_trip(&msg_a);
+}
+
+Test(wire, moving_partitions_have_the_documented_layout)
+{
+    /* partition_move [7, "b"]; rebalance has no fields; pu_drain ["a"]. */
+    expect_accept("94 cc a6 01 07 a1 62", &msg_a);
+    cr_assert_eq(msg_a.type, TG_WIRE_PARTITION_MOVE);
+    cr_assert_eq(msg_a.partition_move.partition_id, 7);
+    cr_assert_str_eq(msg_a.partition_move.to, "b");
+    expect_accept("92 cc a7 01", &msg_a);
+    cr_assert_eq(msg_a.type, TG_WIRE_REBALANCE);
+    expect_accept("93 cc a8 01 a1 61", &msg_a);
+    cr_assert_str_eq(msg_a.pu_drain.name, "a");
+    /* pu_drain_ok [started 1, pending 2, held 3]; started above pending is refused. */
+    expect_accept("95 cc b8 01 01 02 03", &msg_a);
+    cr_assert_eq(msg_a.moves_ok.started, 1);
+    cr_assert_eq(msg_a.moves_ok.pending, 2);
+    cr_assert_eq(msg_a.moves_ok.held, 3);
+    expect_reject("95 cc b8 01 03 02 00", "moves_ok.started: above pending");
+    expect_reject("94 cc a6 01 07 a0", "partition_move.to: empty");
 }
 
 Test(wire, the_grid_map_is_published_under_its_own_topic)
