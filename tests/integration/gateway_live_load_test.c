@@ -75,7 +75,7 @@ Test(gateway_live_load, ten_thousand_streams_under_five_thousand_holds_a_second)
                                "--rate",
                                "10000",
                                "--seconds",
-                               "40",
+                               "22",
                                "--warmup-seconds",
                                "0",
                                "--connections",
