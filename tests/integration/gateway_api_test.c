@@ -736,7 +736,8 @@ Test(gateway_api, unknown_paths_are_404_and_known_paths_with_another_method_are_
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/nope"), 404, "not_found");
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/"), 404, "not_found");
     gwh_expect_error(gwh_http(gw, "GET", buyer, NULL, "/api/bookings/1/nope"), 404, "not_found");
-    gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/seatmap"), 404, "not_found");
+    gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/nope"), 404, "not_found");
+    expect_405(gw, "POST", "/api/events/1/seatmap", "GET, HEAD");
     gwh_expect_error(gwh_http(gw, "POST", buyer, "{}", "/api/webhook/payment"), 404, "not_found");
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/API/EVENTS"), 404, "not_found");
     expect_405(gw, "DELETE", "/api/bookings/5", "GET, HEAD");

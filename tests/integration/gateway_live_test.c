@@ -21,8 +21,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static void kept_free(void);
+
 static void fini(void)
 {
+    kept_free();
     gwh_fini_all();
 }
 
@@ -52,7 +55,11 @@ static seatmap seatmap_get(gwh_gateway *gw, uint64_t event_id)
     cr_assert_str_eq(gwh_str(m.doc, "encoding"), "nibbles");
     const char *b64 = gwh_str(m.doc, "states");
     size_t want = (size_t)(m.seat_count + 1) / 2, got = 0;
-    m.states = malloc(want + 1);
+    /* The last few maps stay valid (a test compares up to three). */
+    static uint8_t pool[8][GWH_DEMO_SEATS / 2 + 2];
+    static unsigned next;
+    cr_assert_leq(want + 1, sizeof(pool[0]));
+    m.states = pool[next++ % 8];
     cr_assert_eq(sodium_base642bin(m.states, want + 1, b64, strlen(b64), NULL, &got, NULL,
                                    sodium_base64_VARIANT_ORIGINAL),
                  0, "states is not base64");
@@ -222,6 +229,24 @@ static bool sse_next(sse *s, int timeout_ms, sse_event *ev)
 }
 
 /* The next message named `name`, skipping others (bounded by timeout_ms). */
+/* Documents the helpers return live until the end of the test. */
+static json_t *kept[64];
+static unsigned kept_count;
+
+static json_t *keep(json_t *j)
+{
+    cr_assert_lt(kept_count, 64, "more documents than kept[] holds");
+    kept[kept_count++] = j;
+    return j;
+}
+
+static void kept_free(void)
+{
+    while (kept_count > 0) {
+        json_decref(kept[--kept_count]);
+    }
+}
+
 #define sse_expect(s, name, timeout_ms, ev) sse_expect_at(s, name, timeout_ms, ev, __LINE__)
 static json_t *sse_expect_at(sse *s, const char *name, int timeout_ms, sse_event *ev, int line)
 {
@@ -234,7 +259,7 @@ static json_t *sse_expect_at(sse *s, const char *name, int timeout_ms, sse_event
             json_error_t e;
             json_t *j = ev->data != NULL ? json_loads(ev->data, 0, &e) : NULL;
             cr_assert(ev->data == NULL || j != NULL, "%s: bad JSON: %.200s", name, ev->data);
-            return j;
+            return keep(j);
         }
     }
 }
@@ -468,7 +493,6 @@ static void live_stream_sends_changes_and_resumes(gwh_gateway *gw)
     cr_assert_lt(ev.at_ms - t0, 1000, "the hold took %lld ms", (long long)(ev.at_ms - t0));
     uint64_t v1 = (uint64_t)gwh_int(seats, "version");
     cr_assert_gt(v1, v0);
-    cr_assert_str_eq(ev.id, gwh_str(json_pack("{s:s}", "v", ev.id), "v"));
     char resume[32];
     snprintf(resume, sizeof(resume), "%s", ev.id);
 

@@ -136,6 +136,7 @@ static uint32_t sample_requests(tg_msg *out)
     out[TG_WIRE_REPL_APPEND - 1].repl_append.partition_id = P;
     out[TG_WIRE_REPL_SNAPSHOT - 1].repl_snapshot.partition_id = P;
     out[TG_WIRE_REPL_STATUS - 1].repl_status.partition_id = P;
+    out[TG_WIRE_SEAT_STATES - 1].seat_states.partition_id = P;
     return n;
 }
 
@@ -452,6 +453,8 @@ static void flood_replies(void)
             m.log_read_ok.record_count = 1;
             m.log_read_ok.log_head = 1;
             m.log_read_ok.records = records;
+        } else if (t == TG_WIRE_SEAT_STATES_OK) {
+            m.seat_states_ok.from_seq = 1; /* no seats: no states */
         } else if (t == TG_WIRE_SEAT_CHANGES) {
             m.seat_changes = (__typeof__(m.seat_changes)){.partition_id = P, .from_seq = 1,
                                                           .to_seq = 1, .change_count = 1,
