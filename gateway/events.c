@@ -1038,11 +1038,10 @@ typedef struct {
     seat_counts counts;
 } avail_row;
 
-/* r->state of an availability request (request memory). */
+/* The counts of one availability body being built (one malloc'd block). */
 typedef struct {
     uint64_t event_id;
     uint32_t partition_count;
-    uint32_t next; /* the partition asked, or to ask */
     const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX];
     /* Partition p's section i is merged section section_of[section_base[p] + i];
      * likewise for rows. */
@@ -1090,11 +1089,10 @@ static void avail_merge(avail_state *st, uint32_t p, uint32_t *sections_seen, ui
     }
 }
 
-/* The state for these partitions, in one block from alloc(ctx, size)
- * (zeroed); NULL when they do not cover the event's seats 0..n-1 without a
- * gap (a partition's layout is not loaded yet) or alloc failed. */
-static avail_state *avail_state_new(void *(*alloc)(void *ctx, size_t size), void *ctx,
-                                    uint64_t event_id, const gw_layout *const *layouts,
+/* The state for these partitions, in one zeroed block to free(); NULL when
+ * they do not cover the event's seats 0..n-1 without a gap (a partition's
+ * layout is not loaded yet) or out of memory. */
+static avail_state *avail_state_new(uint64_t event_id, const gw_layout *const *layouts,
                                     uint32_t count)
 {
     uint32_t sections = 0, rows = 0;
@@ -1110,7 +1108,7 @@ static avail_state *avail_state_new(void *(*alloc)(void *ctx, size_t size), void
     size_t size = sizeof(avail_state) +
                   (sizeof(uint32_t) + sizeof(avail_section)) * (sections + 1) +
                   (sizeof(uint32_t) + sizeof(avail_row)) * (rows + 1);
-    avail_state *st = alloc(ctx, size);
+    avail_state *st = calloc(1, size);
     if (st == NULL) {
         return NULL;
     }
@@ -1128,12 +1126,6 @@ static avail_state *avail_state_new(void *(*alloc)(void *ctx, size_t size), void
         avail_merge(st, p, &sections_seen, &rows_seen);
     }
     return st;
-}
-
-static void *heap_alloc(void *ctx, size_t size)
-{
-    (void)ctx;
-    return calloc(1, size);
 }
 
 static void counts_add(seat_counts *to, const tg_wire_counts *from)
@@ -1250,7 +1242,7 @@ static void avail_add(avail_state *st, uint32_t p, const tg_msg *reply)
 char *gw_availability_render(uint64_t event_id, const gw_layout *const *layouts, uint32_t count,
                              const gw_partition_counts *counts, bool with_rows, size_t *len)
 {
-    avail_state *st = avail_state_new(heap_alloc, NULL, event_id, layouts, count);
+    avail_state *st = avail_state_new(event_id, layouts, count);
     if (st == NULL) {
         return NULL;
     }
