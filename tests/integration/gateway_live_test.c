@@ -321,6 +321,13 @@ static void seatmap_follows_holds_and_releases(gwh_gateway *gw)
         gwh_send(gw, &(gwh_request_spec){.path = "/api/events/1/seatmap", .headers = inm});
     cr_assert_eq(nm->status, 304, "%s: %ld", nm->what, nm->status);
     cr_assert_eq(nm->len, 0);
+    /* /availability at the same version has the same ETag, and 304 too. */
+    const char *avail_path = "/api/events/1/availability";
+    cr_assert_str_eq(gwh_header(gwh_http(gw, "GET", NULL, NULL, "%s", avail_path), "etag"),
+                     m0.etag);
+    nm = gwh_send(gw, &(gwh_request_spec){.path = avail_path, .headers = inm});
+    cr_assert_eq(nm->status, 304, "%s: %ld", nm->what, nm->status);
+    cr_assert_eq(nm->len, 0);
 
     /* Holds show as SELECTED (1), releases as FREE again; the version rises
      * and the old ETag no longer matches. */
@@ -335,6 +342,8 @@ static void seatmap_follows_holds_and_releases(gwh_gateway *gw)
     expect_counts_match(gw, &m1);
     nm = gwh_send(gw, &(gwh_request_spec){.path = "/api/events/1/seatmap", .headers = inm});
     cr_assert_eq(nm->status, 200);
+    nm = gwh_send(gw, &(gwh_request_spec){.path = avail_path, .headers = inm});
+    cr_assert_eq(nm->status, 200, "%s: %ld", nm->what, nm->status);
     release_seats(gw, buyer, b, "[4294967397]");
     seatmap m2 = seatmap_wait(gw, GWH_DEMO_EVENT, 101, 0);
     cr_assert_eq(nibble(&m2, 100), 1);
@@ -381,6 +390,10 @@ static void killed_unit_turns_unknown(gwh_grid *g)
         cr_assert_eq(nibble(&dead, k), 15, "seat %" PRIu64, k);
     }
     cr_assert(strstr(dead.etag, "-unknown") != NULL, "ETag %s", dead.etag);
+    /* The hall's counts are not known now: 503 with Retry-After. */
+    gwh_resp *gone = gwh_http(gw, "GET", NULL, NULL, "/api/events/3/availability");
+    gwh_expect_error(gone, 503, "unavailable");
+    cr_assert(gwh_header(gone, "retry-after") != NULL, "503 without Retry-After");
     cr_log_info("UNKNOWN %lld ms after the kill", (long long)(hx_now_ms() - t_kill));
     /* The stream says reset, then (no availability while UNKNOWN) heartbeats. */
     sse_expect(s, "reset", 2000, &ev);
