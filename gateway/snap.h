@@ -38,6 +38,7 @@ typedef struct gw_snap {
     bool unknown;       /* the unit is unreachable now: its seats are UNKNOWN */
     bool fetching;      /* a seat_states request is in flight */
     bool failed;        /* the last fetch failed (waiters get 503) */
+    bool refetch;       /* a unit connection came up during the fetch: fetch again */
     int64_t retry_at_ms;
     char pub_url[TG_URL_BYTES]; /* the address subscribed to */
     /* seat_changes events that came while fetching, applied after it. */
