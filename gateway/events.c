@@ -1,7 +1,7 @@
 /*
  * events.c — the public event reads: the list of current events, full-text
- * search, one event with its layout summary, and the seat availability of an
- * event from the grid.
+ * search, one event with its layout summary, and the body of an event's seat
+ * availability.
  *
  * Catalogue reads (list, search, one event) come from PostgreSQL, never on a
  * loop thread: a handler checks its query parameters, builds a job and hands
@@ -39,18 +39,15 @@
  * gateway runs exactly once whether or not the request is still there, so
  * a client that hangs up does not leave the entry stuck "refreshing".
  *
- * Availability is read from the grid, never from PostgreSQL: the map gives
- * the event's partitions in seat order, and an `availability` request goes
- * to each in turn (one call in flight per request; each reply's done
- * callback sends the next).  Partitions are merged into one event: a
- * section or row split by a partition boundary is the last of one
- * partition and the first of the next (sections and rows are contiguous in
- * seat order, 001_core.sql), so merging compares only those two.
- * `version` is the sum of the partitions' log heads: each only rises, so
- * the sum rises with every change (the partitions are read one after the
- * other, not as one snapshot).  This reply is never cached — it is live
- * data — and is written with a bounded buffer instead of jansson: it can
- * carry thousands of rows and sits on the shoppers' hot path.
+ * The availability body is built here (gw_availability_render) from
+ * per-partition counts; availability.c counts them from the worker's
+ * snapshots for GET /availability and the live stream.  Partitions are
+ * merged into one event: a section or row split by a partition boundary is
+ * the last of one partition and the first of the next (sections and rows
+ * are contiguous in seat order, 001_core.sql), so merging compares only
+ * those two.  `version` is the sum of the partitions' versions.  The body
+ * is written with a bounded buffer instead of jansson: it can carry
+ * thousands of rows and sits on the shoppers' hot path.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -1024,7 +1021,7 @@ void gw_on_event_get(gw_req *r)
     events_start(r, job);
 }
 
-/* ---- Availability (from the grid) ----------------------------------------- */
+/* ---- Availability (the body) ----------------------------------------- */
 
 typedef struct {
     uint64_t by_state[TG_SEAT_STATE_COUNT];
@@ -1041,11 +1038,10 @@ typedef struct {
     seat_counts counts;
 } avail_row;
 
-/* r->state of an availability request (request memory). */
+/* The counts of one availability body being built (one malloc'd block). */
 typedef struct {
     uint64_t event_id;
     uint32_t partition_count;
-    uint32_t next; /* the partition asked, or to ask */
     const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX];
     /* Partition p's section i is merged section section_of[section_base[p] + i];
      * likewise for rows. */
@@ -1093,11 +1089,10 @@ static void avail_merge(avail_state *st, uint32_t p, uint32_t *sections_seen, ui
     }
 }
 
-/* The state for these partitions, in one block from alloc(ctx, size)
- * (zeroed); NULL when they do not cover the event's seats 0..n-1 without a
- * gap (a partition's layout is not loaded yet) or alloc failed. */
-static avail_state *avail_state_new(void *(*alloc)(void *ctx, size_t size), void *ctx,
-                                    uint64_t event_id, const gw_layout *const *layouts,
+/* The state for these partitions, in one zeroed block to free(); NULL when
+ * they do not cover the event's seats 0..n-1 without a gap (a partition's
+ * layout is not loaded yet) or out of memory. */
+static avail_state *avail_state_new(uint64_t event_id, const gw_layout *const *layouts,
                                     uint32_t count)
 {
     uint32_t sections = 0, rows = 0;
@@ -1113,7 +1108,7 @@ static avail_state *avail_state_new(void *(*alloc)(void *ctx, size_t size), void
     size_t size = sizeof(avail_state) +
                   (sizeof(uint32_t) + sizeof(avail_section)) * (sections + 1) +
                   (sizeof(uint32_t) + sizeof(avail_row)) * (rows + 1);
-    avail_state *st = alloc(ctx, size);
+    avail_state *st = calloc(1, size);
     if (st == NULL) {
         return NULL;
     }
@@ -1131,17 +1126,6 @@ static avail_state *avail_state_new(void *(*alloc)(void *ctx, size_t size), void
         avail_merge(st, p, &sections_seen, &rows_seen);
     }
     return st;
-}
-
-static void *req_alloc(void *ctx, size_t size)
-{
-    return gw_alloc(ctx, size);
-}
-
-static void *heap_alloc(void *ctx, size_t size)
-{
-    (void)ctx;
-    return calloc(1, size);
 }
 
 static void counts_add(seat_counts *to, const tg_wire_counts *from)
@@ -1240,18 +1224,6 @@ static char *avail_render(const avail_state *st, bool with_rows, size_t *len)
     return o.buf;
 }
 
-static void avail_reply(gw_req *r)
-{
-    size_t len;
-    char *body = avail_render(r->state, true, &len);
-    if (body == NULL) {
-        gw_reply_error(r, 500, "internal", "out of memory");
-        return;
-    }
-    gw_reply_raw(r, 200, "application/json", body, len);
-    free(body);
-}
-
 /* Adds partition p's availability_ok to the event's counts. */
 static void avail_add(avail_state *st, uint32_t p, const tg_msg *reply)
 {
@@ -1270,7 +1242,7 @@ static void avail_add(avail_state *st, uint32_t p, const tg_msg *reply)
 char *gw_availability_render(uint64_t event_id, const gw_layout *const *layouts, uint32_t count,
                              const gw_partition_counts *counts, bool with_rows, size_t *len)
 {
-    avail_state *st = avail_state_new(heap_alloc, NULL, event_id, layouts, count);
+    avail_state *st = avail_state_new(event_id, layouts, count);
     if (st == NULL) {
         return NULL;
     }
@@ -1290,48 +1262,6 @@ char *gw_availability_render(uint64_t event_id, const gw_layout *const *layouts,
     return body;
 }
 
-static void avail_send(gw_req *r);
-
-/* A partition's counts: add them, then ask the next partition or answer. */
-static void avail_done(gw_req *r, tg_err err, const tg_msg *reply)
-{
-    avail_state *st = r->state;
-    uint32_t p = st->next;
-    const gw_layout *l = st->layouts[p];
-    if (err != TG_OK) {
-        gw_reply_grid_error(r, err, reply, l->partition_id);
-        return;
-    }
-    if (reply->type != TG_WIRE_AVAILABILITY_OK ||
-        reply->availability_ok.section_count != l->section_count ||
-        reply->availability_ok.row_count != l->row_count) {
-        /* The unit serves another layout than the map has: the map is
-         * behind (the partition was re-created).  It catches up. */
-        gw_reply_error_retry(r, 503, "unavailable", 1,
-                             "partition %" PRIu32 " is changing; try again shortly",
-                             l->partition_id);
-        return;
-    }
-    avail_add(st, p, reply);
-    st->next++;
-    if (st->next < st->partition_count) {
-        avail_send(r);
-    } else {
-        avail_reply(r);
-    }
-}
-
-static void avail_send(gw_req *r)
-{
-    const avail_state *st = r->state;
-    uint32_t partition_id = st->layouts[st->next]->partition_id;
-    tg_msg msg = {.type = TG_WIRE_AVAILABILITY, .availability = {.partition_id = partition_id}};
-    tg_err err = gw_grid_send(r, partition_id, &msg, GW_SPACE_COUNTS, avail_done);
-    if (err != TG_OK) {
-        gw_reply_grid_error(r, err, NULL, partition_id);
-    }
-}
-
 void gw_event_not_placed(gw_req *r, uint64_t event_id)
 {
     /* Unknown here: ask PostgreSQL whether it should be (cached). */
@@ -1341,26 +1271,4 @@ void gw_event_not_placed(gw_req *r, uint64_t event_id)
         key_make(job, "placement|%" PRIu64, event_id);
         events_start(r, job);
     }
-}
-
-void gw_on_availability(gw_req *r)
-{
-    uint64_t id = r->params[0];
-    if (!event_id_valid(r, id)) {
-        return;
-    }
-    const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX];
-    uint32_t count = gw_map_event(r->gw, id, layouts);
-    if (count == 0) {
-        gw_event_not_placed(r, id);
-        return;
-    }
-    avail_state *st = avail_state_new(req_alloc, r, id, layouts, count);
-    if (st == NULL) {
-        gw_reply_error_retry(r, 503, "unavailable", 1,
-                             "event %" PRIu64 " is not fully placed in the grid yet", id);
-        return;
-    }
-    r->state = st;
-    avail_send(r);
 }

@@ -402,47 +402,11 @@ static void event_flush(gw_live_event *ev)
 
 /* ---- Availability from the snapshots ---------------------------------------------- */
 
-static void partition_count(const gw_snap *snap, gw_partition_counts *out)
-{
-    const gw_layout *l = snap->layout;
-    out->version = snap->seq;
-    for (uint32_t j = 0; j < l->row_count; j++) {
-        const gw_row *w = &l->rows[j];
-        tg_wire_counts *rc = &out->rows[j];
-        for (uint32_t k = w->seat_first; k < w->seat_first + w->seat_count; k++) {
-            rc->by_state[gw_snap_get(snap->states, k)]++;
-        }
-        for (uint32_t st = 0; st < TG_SEAT_STATE_COUNT; st++) {
-            out->sections[w->section].by_state[st] += rc->by_state[st];
-            out->totals.by_state[st] += rc->by_state[st];
-        }
-    }
-}
-
 static live_msg *availability_render(const gw_live_event *ev, bool with_rows)
 {
-    gw_partition_counts counts[GW_EVENT_PARTITIONS_MAX];
-    uint32_t rows = 0;
-    for (uint32_t p = 0; p < ev->partition_count; p++) {
-        if (ev->snaps[p]->unknown || !ev->snaps[p]->ready) {
-            return NULL; /* counts of an unreachable unit are not known */
-        }
-        rows += ev->layouts[p]->row_count;
-    }
-    tg_wire_counts *row_counts = calloc(rows + 1, sizeof(*row_counts));
-    if (row_counts == NULL) {
-        return NULL;
-    }
-    memset(counts, 0, sizeof(counts[0]) * ev->partition_count);
-    for (uint32_t p = 0, at = 0; p < ev->partition_count; p++) {
-        counts[p].rows = row_counts + at;
-        at += ev->layouts[p]->row_count;
-        partition_count(ev->snaps[p], &counts[p]);
-    }
     size_t len = 0;
-    char *body = gw_availability_render(ev->event_id, ev->layouts, ev->partition_count, counts,
-                                        with_rows, &len);
-    free(row_counts);
+    char *body = gw_snap_availability(ev->event_id, ev->layouts, ev->snaps, ev->partition_count,
+                                      with_rows, &len);
     live_msg *m = body != NULL ? msg_new(len + 40) : NULL;
     if (m != NULL) {
         m->len = (size_t)snprintf(m->data, len + 40, "event: availability\ndata: %s\n\n", body);

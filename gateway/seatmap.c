@@ -206,8 +206,7 @@ static bool body_render(seatmap_entry *e, gw_snap *const *snaps, uint32_t count,
 
 /* ---- The request -------------------------------------------------------------- */
 
-/* Whether If-None-Match names etag (a list, or "*"). */
-static bool etag_matches(gw_req *r, const char *etag)
+bool gw_etag_matches(gw_req *r, const char *etag)
 {
     size_t len;
     const char *v = gw_header(r, "if-none-match", &len);
@@ -238,7 +237,7 @@ static void seatmap_answer(gw_req *r, const gw_layout *const *layouts, gw_snap *
              unknown ? "-unknown" : "");
     gw_reply_header(r, "etag", etag);
     gw_reply_header(r, "cache-control", "no-cache");
-    if (etag_matches(r, etag)) {
+    if (gw_etag_matches(r, etag)) {
         gw_reply_raw(r, 304, "application/json", "", 0);
         return;
     }
@@ -288,13 +287,12 @@ uint32_t gw_event_layouts(gw_req *r, const gw_layout *layouts[GW_EVENT_PARTITION
     return count;
 }
 
-static void seatmap_serve(gw_req *r)
+uint32_t gw_event_snaps(gw_req *r, const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX],
+                        gw_snap *snaps[GW_EVENT_PARTITIONS_MAX], void (*again)(gw_req *r))
 {
-    const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX];
-    gw_snap *snaps[GW_EVENT_PARTITIONS_MAX];
     uint32_t count = gw_event_layouts(r, layouts);
     if (count == 0) {
-        return;
+        return 0;
     }
     seatmap_state *st = r->state;
     for (uint32_t p = 0; p < count; p++) {
@@ -303,7 +301,7 @@ static void seatmap_serve(gw_req *r)
             gw_reply_error_retry(r, 503, "unavailable", 1,
                                  "this gateway follows too many partitions to add %" PRIu32,
                                  layouts[p]->partition_id);
-            return;
+            return 0;
         }
         if (snaps[p]->ready) {
             continue;
@@ -311,15 +309,24 @@ static void seatmap_serve(gw_req *r)
         if (st == NULL) {
             st = r->state = gw_alloc(r, sizeof(*st));
         }
-        if (st->waits < GW_SEATMAP_WAITS_MAX &&
-            gw_snap_wait(snaps[p], r, &st->wait, seatmap_serve)) {
+        if (st->waits < GW_SEATMAP_WAITS_MAX && gw_snap_wait(snaps[p], r, &st->wait, again)) {
             st->waits++;
-            return;
+            return 0;
         }
         gw_reply_error_retry(r, 503, "unavailable", 1,
                              "partition %" PRIu32 " has no reachable unit; try again shortly",
                              layouts[p]->partition_id);
-        return;
+        return 0;
     }
-    seatmap_answer(r, layouts, snaps, count);
+    return count;
+}
+
+static void seatmap_serve(gw_req *r)
+{
+    const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX];
+    gw_snap *snaps[GW_EVENT_PARTITIONS_MAX];
+    uint32_t count = gw_event_snaps(r, layouts, snaps, seatmap_serve);
+    if (count > 0) {
+        seatmap_answer(r, layouts, snaps, count);
+    }
 }

@@ -27,7 +27,10 @@
  * partition fetched again; a primary the map finds unreachable is fetched
  * at once, and if that fails too its seats turn UNKNOWN until a fetch
  * succeeds again.  A unit without a PUB address is
- * polled: fetched once a second.
+ * polled: fetched once a second.  Every new connection to a unit's PUB
+ * (the first dial completing, or a reconnect) fetches the snapshots again:
+ * what was published before it never arrived, and a quiet partition would
+ * show no gap to reveal it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +71,7 @@ typedef struct gw_snaps {
     nng_msg **queue; /* ring of GW_SNAP_QUEUE_MAX */
     uint32_t queue_head, queue_count;
     snap_fetch *fetched;
+    bool resync; /* a connection to a unit's PUB came up: fetch every snapshot again */
     bool closing;
     /* Loop thread only. */
     uint32_t count, capacity;
@@ -157,6 +161,7 @@ static void fetch_start(gw_snaps *s, gw_snap *snap)
     if (snap->fetching) {
         return;
     }
+    snap->refetch = false;
     uint32_t words =
         (snap->layout->seat_count + TG_WIRE_STATES_PER_WORD - 1) / TG_WIRE_STATES_PER_WORD;
     snap_fetch *f = calloc(1, sizeof(*f));
@@ -248,6 +253,9 @@ static void fetch_apply(gw_snaps *s, snap_fetch *f)
         }
     }
     waiters_wake(snap);
+    if (snap->refetch) {
+        fetch_start(s, snap); /* it may predate events the new connection missed */
+    }
 }
 
 /* ---- Events ----------------------------------------------------------------- */
@@ -328,12 +336,46 @@ static void sub_recv_cb(void *arg)
     nng_recv_aio(s->sub, s->aio);
 }
 
+/* On nng's thread: a connection to a unit's PUB came up (a first dial, or
+ * a reconnect after the unit restarted or the link dropped).  What the unit
+ * published before it never reached this socket, and a snapshot fetched
+ * meanwhile shows no gap until the partition's next change: a quiet
+ * partition would stay behind.  So every snapshot is fetched again. */
+static void sub_pipe_cb(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    (void)pipe;
+    (void)ev;
+    gw_snaps *s = arg;
+    pthread_mutex_lock(&s->lock);
+    bool closing = s->closing;
+    s->resync = true;
+    pthread_mutex_unlock(&s->lock);
+    if (!closing) {
+        uv_async_send(&s->wakeup);
+    }
+}
+
+/* On the loop: the fetches sub_pipe_cb asked for. */
+static void resync_all(gw_snaps *s)
+{
+    for (uint32_t i = 0; i < s->count; i++) {
+        gw_snap *snap = s->snaps[i];
+        if (snap->fetching) {
+            snap->refetch = true;
+        } else if (snap->ready) {
+            fetch_start(s, snap);
+        }
+    }
+}
+
 static void on_wakeup(uv_async_t *async)
 {
     gw_snaps *s = async->data;
     pthread_mutex_lock(&s->lock);
     snap_fetch *fetched = s->fetched;
     s->fetched = NULL;
+    bool resync = s->resync;
+    s->resync = false;
     pthread_mutex_unlock(&s->lock);
     /* Oldest first. */
     snap_fetch *ordered = NULL;
@@ -349,6 +391,9 @@ static void on_wakeup(uv_async_t *async)
         free(ordered->space.states);
         free(ordered);
         ordered = next;
+    }
+    if (resync) {
+        resync_all(s);
     }
     for (uint32_t batch = 0; batch < GW_SNAP_QUEUE_MAX; batch++) {
         nng_msg *msg = NULL;
@@ -548,6 +593,9 @@ tg_err gw_snaps_init(gw_worker *w)
     uv_timer_init(&w->loop, &s->tick);
     s->tick.data = s;
     uv_timer_start(&s->tick, on_tick, GW_SNAP_TICK_MS, GW_SNAP_TICK_MS);
+    if (nng_pipe_notify(s->sub, NNG_PIPE_EV_ADD_POST, sub_pipe_cb, s) != 0) {
+        return TG_ENOMEM;
+    }
     if (nng_aio_alloc(&s->aio, sub_recv_cb, s) != 0) {
         return TG_ENOMEM;
     }

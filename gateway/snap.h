@@ -38,6 +38,7 @@ typedef struct gw_snap {
     bool unknown;       /* the unit is unreachable now: its seats are UNKNOWN */
     bool fetching;      /* a seat_states request is in flight */
     bool failed;        /* the last fetch failed (waiters get 503) */
+    bool refetch;       /* a unit connection came up during the fetch: fetch again */
     int64_t retry_at_ms;
     char pub_url[TG_URL_BYTES]; /* the address subscribed to */
     /* seat_changes events that came while fetching, applied after it. */
@@ -90,5 +91,21 @@ void gw_snap_apply(uint8_t *states, uint32_t seat_count, const tg_wire_change *c
 /* seatmap.c: the event's (r->params[0]) layouts in seat order, checked to
  * cover its seats 0..n-1 without a gap; 0 after replying 404 or 503. */
 uint32_t gw_event_layouts(gw_req *r, const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX]);
+
+/* seatmap.c: the event's (r->params[0]) layouts and ready snapshots, in seat
+ * order; their count, or 0 after replying (404, 503) or while the request
+ * waits for a first snapshot, after which again(r) runs (r->state is this
+ * function's: a caller that waits keeps none of its own). */
+uint32_t gw_event_snaps(gw_req *r, const gw_layout *layouts[GW_EVENT_PARTITIONS_MAX],
+                        gw_snap *snaps[GW_EVENT_PARTITIONS_MAX], void (*again)(gw_req *r));
+
+/* seatmap.c: whether If-None-Match names etag (a list, or "*"). */
+bool gw_etag_matches(gw_req *r, const char *etag);
+
+/* availability.c: the body of GET /availability (gw_availability_render)
+ * counted from the snapshots, all ready; NULL when some partition is
+ * UNKNOWN or not ready, or out of memory.  malloc'd, its length in *len. */
+char *gw_snap_availability(uint64_t event_id, const gw_layout *const *layouts,
+                           gw_snap *const *snaps, uint32_t count, bool with_rows, size_t *len);
 
 #endif

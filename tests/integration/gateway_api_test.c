@@ -425,7 +425,7 @@ Test(gateway_api, events_are_listed_searched_and_read_and_availability_counts_th
     const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     uint64_t booking = gwh_booking_create(gw, buyer, GWH_DEMO_EVENT);
     select_ok(gw, buyer, booking, (uint64_t[]){SEAT(10), SEAT(3000)}, 2);
-    a = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200);
+    a = gwh_availability_settled(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
     cr_assert(gwh_int(a, "version") > version, "version did not rise");
     cr_assert_eq(gwh_int(a, "totals.SELECTED"), 2);
     cr_assert_eq(gwh_int(a, "totals.FREE"), GWH_DEMO_SEATS - 2);
@@ -865,19 +865,18 @@ Test(gateway_api, reset_frees_every_seat_and_ends_every_booking_and_is_404_witho
     select_ok(gw, other, h, (uint64_t[]){GWH_SEAT_ID(GWH_HALL_PARTITION, 7)}, 1);
 
     gwh_expect_error(gwh_http(plain, "POST", NULL, NULL, "/api/reset"), 404, "not_found");
-    cr_assert_eq(gwh_int(gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"),
-                                    200),
-                         "totals.SELECTED"),
-                 3, "a refused reset changed nothing");
+    cr_assert_eq(
+        gwh_int(gwh_availability_settled(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION), "totals.SELECTED"),
+        3, "a refused reset changed nothing");
 
     json_t *reset = gwh_expect(gwh_http(gw, "POST", NULL, NULL, "/api/reset"), 200);
     cr_assert(json_is_true(gwh_json_at(reset, "reset")));
     cr_assert_eq(gwh_int(reset, "partitions"), 2);
     cr_assert_eq(gwh_int(reset, "bookings_cancelled"), 3);
     cr_assert_eq(gwh_int(reset, "seats_freed"), 4);
-    json_t *av = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200);
+    json_t *av = gwh_availability_settled(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
     cr_assert_eq(gwh_int(av, "totals.FREE"), GWH_DEMO_SEATS);
-    av = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/3/availability"), 200);
+    av = gwh_availability_settled(g, GWH_HALL_EVENT, GWH_HALL_PARTITION);
     cr_assert_eq(gwh_int(av, "totals.FREE"), GWH_HALL_SEATS);
     json_t *ended = gwh_expect(gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64, a), 200);
     cr_assert_str_eq(gwh_str(ended, "status"), "cancelled");

@@ -389,12 +389,12 @@ Test(gateway_contention, two_hundred_clients_fight_for_one_hundred_seats_and_eac
         cr_assert_eq(gwh_int(b, "seats.0.seat_no"), c->order[c->tried]);
     }
     expect_all_selected(gw, clients[0].auth);
-    json_t *av = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200);
+    json_t *av = gwh_availability_settled(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
     cr_assert_eq(gwh_int(av, "totals.SELECTED"), CONTESTED);
     cr_assert_eq(gwh_int(av, "totals.FREE"), GWH_DEMO_SEATS - CONTESTED);
 
     /* PostgreSQL, once the drain caught up: seat for seat the same. */
-    gwh_wait_drained(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
+    gwh_wait_drained(g, GWH_DEMO_PARTITION);
     PGresult *res = PQexec(g->db, "SELECT seat_no, status, coalesce(booking_id, 0) FROM seats "
                                   "WHERE event_id = 1 AND seat_no < 100 ORDER BY seat_no");
     cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQresultErrorMessage(res));

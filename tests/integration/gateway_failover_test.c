@@ -129,10 +129,8 @@ static const char *refusal_check(const gwh_resp *r, const seller *s)
  * its booking, and PostgreSQL counts as many held seats as the grid. */
 static void assert_grid_and_pg_agree(gwh_grid *g, const seller *s)
 {
-    gwh_wait_drained(g, s->event_id, s->partition_id);
-    json_t *av = gwh_expect(
-        gwh_http(g->gw, "GET", NULL, NULL, "/api/events/%" PRIu64 "/availability", s->event_id),
-        200);
+    gwh_wait_drained(g, s->partition_id);
+    json_t *av = gwh_availability_settled(g, s->event_id, s->partition_id);
     int64_t grid_held = gwh_int(av, "totals.SELECTED");
     char sql[200];
     snprintf(sql, sizeof(sql),

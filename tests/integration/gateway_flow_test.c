@@ -97,11 +97,11 @@ Test(gateway_flow, create_select_release_select_again_and_cancel_runs_end_to_end
     json_t *got = booking_get(gw, buyer, b);
     cr_assert_eq(json_array_size(gwh_json_at(got, "seats")), 1);
     cr_assert_eq(gwh_int(got, "total.amount"), 24900);
-    json_t *av = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200);
+    json_t *av = gwh_availability_settled(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
     cr_assert_eq(gwh_int(av, "totals.SELECTED"), 1);
 
     /* PostgreSQL follows, written behind. */
-    gwh_wait_drained(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
+    gwh_wait_drained(g, GWH_DEMO_PARTITION);
     expect_pg_seat(g, 100, "SELECTED", b);
 
     /* Release in the seed's form {seat_id}: the seat is free again. */
@@ -159,7 +159,7 @@ Test(gateway_flow, create_select_release_select_again_and_cancel_runs_end_to_end
     cr_assert_str_eq(seat_status(gw, buyer, 100), "FREE");
     cr_assert_str_eq(seat_status(gw, buyer, (uint32_t)floor_no), "FREE");
     cr_assert_str_eq(seat_status(gw, buyer, (uint32_t)floor_no + 1), "FREE");
-    av = gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200);
+    av = gwh_availability_settled(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
     cr_assert_eq(gwh_int(av, "totals.FREE"), GWH_DEMO_SEATS);
     gwh_expect_error(gwh_http(gw, "PATCH", buyer, body_with(b, "seat_id", seat),
                               "/api/seats/select"),
@@ -168,7 +168,7 @@ Test(gateway_flow, create_select_release_select_again_and_cancel_runs_end_to_end
                      "booking_state");
 
     /* PostgreSQL agrees once the drain caught up. */
-    gwh_wait_drained(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
+    gwh_wait_drained(g, GWH_DEMO_PARTITION);
     expect_pg_seat(g, 100, "FREE", 0);
     expect_pg_seat(g, (uint32_t)floor_no, "FREE", 0);
     char sql[128];
@@ -258,7 +258,7 @@ Test(gateway_flow, a_seat_another_user_holds_is_409_and_another_users_booking_is
     gwh_expect(gwh_http(gw, "PATCH", bob, body_with(b, "seat_id", "4294967396"),
                         "/api/seats/select"),
                200);
-    gwh_wait_drained(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
+    gwh_wait_drained(g, GWH_DEMO_PARTITION);
     expect_pg_seat(g, 100, "SELECTED", b);
     gwh_stop_ok(g);
 }

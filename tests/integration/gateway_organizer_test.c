@@ -245,17 +245,17 @@ static void unknown_ids_are_404(gwh_gateway *gw, const char *org)
                      "not_found");
 }
 
-/* Blocked seats cannot be held and count as BLOCKED; unblocked, they can. */
-static void blocking(gwh_gateway *gw, const char *org, const char *buyer, uint64_t event,
-                     uint64_t seat)
+/* Blocked seats cannot be held and count as BLOCKED; unblocked, they can.
+ * The event has one partition, that of seat. */
+static void blocking(gwh_grid *g, const char *org, const char *buyer, uint64_t event, uint64_t seat)
 {
+    gwh_gateway *gw = g->gw;
     char body[64];
     snprintf(body, sizeof(body), "{\"seat_ids\": [%" PRIu64 "]}", seat);
     json_t *done = gwh_expect(
         gwh_http(gw, "POST", org, body, "/api/admin/events/%" PRIu64 "/seats/block", event), 200);
     cr_assert_str_eq(gwh_str(done, "status"), "BLOCKED");
-    json_t *avail = gwh_expect(
-        gwh_http(gw, "GET", NULL, NULL, "/api/events/%" PRIu64 "/availability", event), 200);
+    json_t *avail = gwh_availability_settled(g, event, (uint32_t)(seat >> 32));
     cr_assert_eq(gwh_int(avail, "totals.BLOCKED"), 1, "%s", json_dumps(avail, 0));
     char body_b[64];
     snprintf(body_b, sizeof(body_b), "{\"event_id\": %" PRIu64 "}", event);
@@ -322,7 +322,7 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
     cr_assert_eq(gwh_int(s, "sales_per_minute.0.sales"), 1);
     cr_assert_eq(gwh_int(s, "sales_per_minute.0.amount"), 13000);
 
-    blocking(gw, org, buyer, event, GWH_SEAT_ID(p, 30));
+    blocking(g, org, buyer, event, GWH_SEAT_ID(p, 30));
 
     /* Bookings still open when the event is cancelled are ended. */
     char sql[256];
@@ -338,11 +338,7 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
     /* That one, and the empty one blocking() made. */
     cr_assert_eq(gwh_int(c, "bookings_cancelled"), 2, "%s", json_dumps(c, 0));
     payh_wait_booking(gw, buyer, live, "cancelled");
-    cr_assert_eq(gwh_int(gwh_expect(gwh_http(gw, "GET", NULL, NULL,
-                                             "/api/events/%" PRIu64 "/availability", event),
-                                    200),
-                         "totals.SELECTED"),
-                 0);
+    cr_assert_eq(gwh_int(gwh_availability_settled(g, event, p), "totals.SELECTED"), 0);
     int64_t late = wait_sale_closed(gw, buyer, event);
     snprintf(sql, sizeof(sql), "SELECT refund_status FROM payments WHERE booking_id = %" PRIu64, b);
     cr_assert_str_eq(pgt_query_text(g->db, sql), "due");

@@ -274,7 +274,7 @@ Test(gateway_payment_faults,
              " AND kind = 'booking_expired'",
              late);
     payh_wait_pg(g, sql, "1");
-    gwh_wait_drained(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
+    gwh_wait_drained(g, GWH_DEMO_PARTITION);
     snprintf(sql, sizeof(sql),
              "SELECT status || ':' || booking_id FROM seats"
              " WHERE event_id = 1 AND seat_no = 900");

@@ -1148,23 +1148,82 @@ char *gwh_read_all(int fd, int timeout_ms, size_t *len, bool *closed)
     return g->buf != NULL ? g->buf : keep_string("");
 }
 
+/* ---- Availability ---------------------------------------------------------------- */
+
+int64_t gwh_log_head(gwh_grid *g, uint32_t partition_id)
+{
+    tg_msg req = {.type = TG_WIRE_AVAILABILITY, .availability = {.partition_id = partition_id}};
+    tg_msg *rep = malloc(sizeof(*rep));
+    cr_assert(rep != NULL);
+    tg_client *c = hx_client(&g->units[0], partition_id, 1);
+    int64_t head = -1;
+    for (uint32_t i = 0; i < g->unit_count; i++) {
+        if (g->units[i].pid != 0 &&
+            tg_client_call_to(c, g->units[i].rep_url, &req, HX_CALL_TIMEOUT_MS, hx_space(), rep) ==
+                TG_OK &&
+            rep->type == TG_WIRE_AVAILABILITY_OK && (int64_t)rep->availability_ok.log_head > head) {
+            head = (int64_t)rep->availability_ok.log_head;
+        }
+    }
+    hx_client_close(c);
+    free(rep);
+    cr_assert(head >= 0, "no running unit answers availability for partition %u", partition_id);
+    return head;
+}
+
+/* Polls with If-None-Match: an unchanged answer is a 304 without a body, so
+ * a wait does not keep a 250 KB body per poll until the end of the test. */
+json_t *gwh_availability_at(gwh_gateway *gw, uint64_t event_id, int64_t version_min)
+{
+    char path[96], inm[96] = "";
+    snprintf(path, sizeof(path), "/api/events/%llu/availability", (unsigned long long)event_id);
+    int64_t deadline = hx_now_ms() + GWH_AVAILABILITY_TIMEOUT_MS;
+    int64_t version = -1;
+    long status = 0;
+    for (;;) {
+        const char *headers[] = {inm[0] != '\0' ? inm : NULL, NULL};
+        gwh_resp *r = gwh_send(gw, &(gwh_request_spec){.path = path, .headers = headers});
+        status = r->status;
+        if (status == 200) {
+            json_t *a = gwh_expect(r, 200);
+            version = gwh_int(a, "version");
+            if (version >= version_min) {
+                return a;
+            }
+            const char *etag = gwh_header(r, "etag");
+            cr_assert_not_null(etag, "%s: no ETag", path);
+            snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
+        }
+        if (hx_now_ms() >= deadline) {
+            break;
+        }
+        hx_sleep_ms(5);
+    }
+    cr_assert_fail("GET %s: version %lld (last status %ld) after %d ms, want at least %lld: the "
+                   "gateway's snapshot does not follow the unit",
+                   path, (long long)version, status, GWH_AVAILABILITY_TIMEOUT_MS,
+                   (long long)version_min);
+    return NULL;
+}
+
+json_t *gwh_availability_settled(gwh_grid *g, uint64_t event_id, uint32_t partition_id)
+{
+    return gwh_availability_at(g->gw, event_id, gwh_log_head(g, partition_id));
+}
+
 /* ---- PostgreSQL ------------------------------------------------------------------------ */
 
-void gwh_wait_drained(gwh_grid *g, uint64_t event_id, uint32_t partition_id)
+void gwh_wait_drained(gwh_grid *g, uint32_t partition_id)
 {
     char sql[160];
     snprintf(sql, sizeof(sql),
              "SELECT coalesce(max(last_seq), 0) FROM partition_offsets WHERE partition_id = %u",
              partition_id);
     int64_t deadline = hx_now_ms() + GWH_DRAIN_TIMEOUT_MS;
-    int64_t version = 0, persisted = 0;
+    int64_t head = gwh_log_head(g, partition_id), persisted = 0;
     for (;;) {
-        json_t *a = gwh_expect(gwh_http(g->gw, "GET", NULL, NULL, "/api/events/%llu/availability",
-                                        (unsigned long long)event_id),
-                               200);
-        version = gwh_int(a, "version");
         persisted = pgt_query_i64(g->db, sql);
-        if (persisted >= version) {
+        if (persisted >= head) {
             return;
         }
         if (hx_now_ms() >= deadline) {
@@ -1174,6 +1233,6 @@ void gwh_wait_drained(gwh_grid *g, uint64_t event_id, uint32_t partition_id)
     }
     cr_assert_fail("PostgreSQL holds changes up to %lld of partition %u, the grid is at %lld, "
                    "after %d ms%s",
-                   (long long)persisted, partition_id, (long long)version, GWH_DRAIN_TIMEOUT_MS,
+                   (long long)persisted, partition_id, (long long)head, GWH_DRAIN_TIMEOUT_MS,
                    tail_of(g->drain_log, 1500));
 }

@@ -65,6 +65,9 @@
 #define GWH_STOP_TIMEOUT_MS 15000    /* a gateway or the drain exits after SIGTERM */
 #define GWH_REQUEST_TIMEOUT_MS 15000 /* one HTTP request of a test */
 #define GWH_DRAIN_TIMEOUT_MS 30000   /* PostgreSQL catches up with the grid */
+/* The gateway's /availability (counted from its snapshots) reaches a write's
+ * version: a publisher tick and a hand-off, a few ms on an idle machine. */
+#define GWH_AVAILABILITY_TIMEOUT_MS 2000
 
 /* Gateways one test may start. */
 #define GWH_GATEWAYS_MAX 3
@@ -248,13 +251,28 @@ void gwh_write(int fd, const void *data, size_t len);
  * lives until the end of the test; *closed tells which. */
 char *gwh_read_all(int fd, int timeout_ms, size_t *len, bool *closed);
 
+/* ---- Availability ------------------------------------------------------------- */
+
+/* The partition's log head, asked of the units over the wire (the highest
+ * any running unit answers: a backup's is never ahead of its primary's). */
+int64_t gwh_log_head(gwh_grid *g, uint32_t partition_id);
+
+/* GET /api/events/{id}/availability once its version is at least
+ * version_min: the gateway counts from snapshots that follow the units'
+ * change streams, so a read right after a write may not show it yet.
+ * Fails after GWH_AVAILABILITY_TIMEOUT_MS saying which version it reached. */
+json_t *gwh_availability_at(gwh_gateway *gw, uint64_t event_id, int64_t version_min);
+
+/* The same at the grid's state as of this call: version_min is the log head
+ * of the event's one partition (gwh_log_head). */
+json_t *gwh_availability_settled(gwh_grid *g, uint64_t event_id, uint32_t partition_id);
+
 /* ---- PostgreSQL --------------------------------------------------------------- */
 
 /* Waits (GWH_DRAIN_TIMEOUT_MS) until PostgreSQL holds every change the
- * partition made so far: partition_offsets.last_seq reaches the event's
- * availability version (the partition's log head: one partition per demo
- * event). */
-void gwh_wait_drained(gwh_grid *g, uint64_t event_id, uint32_t partition_id);
+ * partition made so far: partition_offsets.last_seq reaches the partition's
+ * log head as its units say when this is called (gwh_log_head). */
+void gwh_wait_drained(gwh_grid *g, uint32_t partition_id);
 
 /* A unique string for this test run (emails): "<pid>-<n>". */
 const char *gwh_unique(void);
