@@ -446,14 +446,27 @@ static tg_err snapshot_bookings(pu_link *l, pu_partition *p, uint64_t base)
 }
 
 /* A full copy: layout, begin at base, seats, bookings, end.  The link then
- * sends the records after base. */
+ * sends the records after base.
+ *
+ * Why base is the persisted mark, not the head: the copy's ring must hold
+ * every record the persister has not drained, since the copy may become
+ * the primary (a failover, or a move) before the drain catches up, and the
+ * drain then reads the log from its offset on the new primary.  A copy
+ * whose log began at the head would miss the records in between, and the
+ * drain would skip them as a gap: sales the grid acknowledged but
+ * PostgreSQL never got.  The seats and bookings are read after the head
+ * settled, so they already hold those records' changes; sending the
+ * records again costs their bytes only, as replica.c applies a record no
+ * newer than the copy as nothing but publishes it in the ring. */
 static tg_err link_snapshot(pu_link *l)
 {
     pu_partition *p = l->part->entry->p;
-    uint64_t base = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE);
-    if (!log_settled(l, base)) {
+    uint64_t head = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE);
+    if (!log_settled(l, head)) {
         return TG_EBUSY;
     }
+    uint64_t persisted = __atomic_load_n(&p->hdr->log_persisted, __ATOMIC_ACQUIRE);
+    uint64_t base = persisted < head ? persisted : head;
     __atomic_fetch_add(&l->snapshots, 1, __ATOMIC_RELAXED);
     create_message(l, p);
     tg_err err = link_call(l);

@@ -39,7 +39,9 @@ static tg_client *pc, *bc; /* routed to the primary, to the backup */
 static tg_msg rep;         /* large: keep it off the stack */
 static uint64_t words_p[TG_PARTITION_SEATS_MAX / 16], words_b[TG_PARTITION_SEATS_MAX / 16];
 
-static void start_pair(uint32_t rows, uint32_t seats_per_row)
+/* The pair; an unpersisted primary acks its own log (no persister), a
+ * persisted one keeps every record until a log_ack. */
+static void start_pair_with(uint32_t rows, uint32_t seats_per_row, bool unpersisted)
 {
     hx_layout layout = {.partition_id = P,
                         .event_id = EVENT,
@@ -49,12 +51,19 @@ static void start_pair(uint32_t rows, uint32_t seats_per_row)
                         .log_records = 1u << 16};
     hx_unit_init(&primary, "replp");
     hx_write_layout(&primary, &layout);
-    hx_add_flag(&primary, "--unpersisted");
+    if (unpersisted) {
+        hx_add_flag(&primary, "--unpersisted");
+    }
     hx_start(&primary);
     hx_unit_init(&backup, "replb");
     hx_start(&backup);
     pc = hx_client(&primary, P, 64);
     bc = hx_client(&backup, P, 64);
+}
+
+static void start_pair(uint32_t rows, uint32_t seats_per_row)
+{
+    start_pair_with(rows, seats_per_row, true);
 }
 
 static void stop_all(void)
@@ -537,6 +546,54 @@ Test(repl, a_new_backup_is_filled_while_the_primary_keeps_selling)
     cr_assert_eq(rep.repl_status_ok.links[0].snapshots, 1u);
     cr_assert_geq(rep.repl_status_ok.links[0].snapshot_items, (uint64_t)SEATS);
     cr_assert_gt(rep.repl_status_ok.links[0].records_sent, 0u, "the tail followed the copy");
+}
+
+/* Reads the unit's log from seq on into out (up to max records); returns
+ * how many. */
+static uint32_t log_of(tg_client *c, uint64_t from, tg_wire_log_record *out, uint32_t max)
+{
+    uint32_t n = 0;
+    while (n < max) {
+        tg_msg req = {.type = TG_WIRE_LOG_READ};
+        req.log_read = (__typeof__(req.log_read)){P, from + n, max - n};
+        cr_assert_eq(hx_call(c, P, &req, &rep), TG_OK);
+        if (rep.log_read_ok.record_count == 0) {
+            break;
+        }
+        memcpy(&out[n], rep.log_read_ok.records,
+               rep.log_read_ok.record_count * sizeof(out[0]));
+        n += rep.log_read_ok.record_count;
+    }
+    return n;
+}
+
+/* The copy may become the primary before the persister drained it: its log
+ * must then hold every record after the persisted mark, or the drain would
+ * find a gap and PostgreSQL would lack acknowledged holds. */
+Test(repl, a_new_backup_holds_every_record_the_persister_has_not_drained)
+{
+    enum { ROWS = 10, PER_ROW = 40, PERSISTED = 7, RECORDS_MAX = 512 };
+    start_pair_with(ROWS, PER_ROW, false);
+    sell(0, 30, 4); /* 30 booking records and 120 seat records */
+    tg_msg ack = {.type = TG_WIRE_LOG_ACK};
+    ack.log_ack = (__typeof__(ack.log_ack)){P, PERSISTED};
+    cr_assert_eq(hx_call(pc, P, &ack, &rep), TG_OK);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    static tg_wire_log_record want[RECORDS_MAX], got[RECORDS_MAX];
+    uint32_t n = log_of(pc, PERSISTED + 1, want, RECORDS_MAX);
+    cr_assert_geq(n, 150u - PERSISTED, "the primary's unpersisted log: %u records", n);
+    cr_assert_eq(log_of(bc, PERSISTED + 1, got, RECORDS_MAX), n,
+                 "the backup's log lacks records after the persisted mark");
+    for (uint32_t i = 0; i < n; i++) {
+        cr_assert_eq(got[i].seq, want[i].seq);
+        cr_assert_eq(got[i].kind, want[i].kind, "seq %llu", (unsigned long long)want[i].seq);
+        cr_assert_eq(got[i].ident, want[i].ident, "seq %llu", (unsigned long long)want[i].seq);
+        cr_assert_eq(got[i].word, want[i].word, "seq %llu", (unsigned long long)want[i].seq);
+        cr_assert_eq(got[i].version, want[i].version, "seq %llu",
+                     (unsigned long long)want[i].seq);
+    }
+    assert_copies_equal(ROWS * PER_ROW);
 }
 
 /* ---- Restart and delta catch-up ------------------------------------------------- */
