@@ -252,16 +252,24 @@ test('the 100,000-seat map renders in section colours', async ({ browser, grid }
 
 test('while the seat map cannot be had, the layout is drawn and the map asked for again', async ({ browser, grid }) => {
   const page = await browser.newPage();
-  let refused = 0;
+  // Refused until the layout-only state has been checked, however long the
+  // page takes to open: a slow machine must not let a retry through first.
+  let refused = 0, served = 0, refusing = true;
   await page.route('**/api/events/1/seatmap', (route) => {
-    if (refused++ === 0) return route.fulfill({ status: 503, contentType: 'application/json', headers: { 'Retry-After': '1' }, body: '{"error":{"code":"unavailable","message":"no snapshot yet"}}' });
+    if (refusing) {
+      refused++;
+      return route.fulfill({ status: 503, contentType: 'application/json', headers: { 'Retry-After': '1' }, body: '{"error":{"code":"unavailable","message":"no snapshot yet"}}' });
+    }
+    served++;
     return route.continue();
   });
   await openEvent(page, grid, CONCERT);
+  await page.waitForFunction(() => /not shown/.test(document.getElementById('notice').textContent), null, { timeout: 10000 });
   const first = await page.evaluate(() => ({ layoutOnly: window.tixgrid.layoutOnly, placed: window.tixgrid.map.plan.seatPixel.filter((p) => p >= 0).length, notice: document.getElementById('notice').textContent }));
   check(first.layoutOnly && first.placed === 100000 && /not shown/.test(first.notice), `first: ${JSON.stringify(first)}`);
+  refusing = false;
   await page.waitForFunction(() => !window.tixgrid.layoutOnly && document.getElementById('notice').hidden, null, { timeout: 10000 });
-  check(refused >= 2, `the map was asked for ${refused} time(s)`);
+  check(refused >= 1 && served >= 1, `the map was refused ${refused} time(s), then served ${served} time(s)`);
   await page.close();
 });
 
