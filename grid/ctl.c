@@ -226,6 +226,22 @@ static void backups_text(const __typeof__(reply.grid_status_ok) *s, const tg_wir
     }
 }
 
+/* Records the slowest reporting backup is behind the primary, and how many
+ * backups are in sync: "0 (1/1 in sync)"; "-" without backups, "?" for
+ * the lag while none has reported at the partition's epoch. */
+static void repl_text(const tg_wire_placement *p, char *out, size_t size)
+{
+    if (p->backups.count == 0) {
+        snprintf(out, size, "-");
+    } else if (p->backups_reported == 0) {
+        snprintf(out, size, "? (0/%u in sync)", p->backups.count);
+    } else {
+        uint64_t lag = p->log_head > p->backups_applied ? p->log_head - p->backups_applied : 0;
+        snprintf(out, size, "%llu (%u/%u in sync)", (unsigned long long)lag, p->backups_in_sync,
+                 p->backups.count);
+    }
+}
+
 static void print_partitions(const __typeof__(reply.grid_status_ok) *s, table *t)
 {
     static const char *const head[] = {"PARTITION",   "EVENT",   "PRIMARY",  "BACKUPS",
@@ -253,7 +269,8 @@ static void print_partitions(const __typeof__(reply.grid_status_ok) *s, table *t
         table_cell(t, r, 6, "%llu", (unsigned long long)p->log_head);
         table_cell(t, r, 7, "%llu", (unsigned long long)p->log_persisted);
         table_cell(t, r, 8, "%llu (%s)", (unsigned long long)(p->log_head - p->log_persisted), age);
-        table_cell(t, r, 9, "-"); /* replication comes with the next step of the grid */
+        repl_text(p, backups, sizeof(backups));
+        table_cell(t, r, 9, "%s", backups);
     }
     table_print(t);
 }
@@ -301,14 +318,20 @@ static json_t *placement_json(const __typeof__(reply.grid_status_ok) *s, const t
         json_array_append_new(backups, json_string(member_name(s, p->backups.members[b])));
     }
     json_t *primary = p->primary >= 0 ? json_string(member_name(s, p->primary)) : json_null();
+    json_t *lag = p->backups_reported == 0 ? json_null()
+                  : p->log_head > p->backups_applied
+                      ? json_integer((json_int_t)(p->log_head - p->backups_applied))
+                      : json_integer(0);
     return json_pack(
-        "{s:I, s:I, s:o, s:o, s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "partition_id",
+        "{s:I, s:I, s:o, s:o, s:I, s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I}", "partition_id",
         (json_int_t)p->partition_id, "event_id", (json_int_t)p->event_id, "primary", primary,
         "backups", backups, "epoch", (json_int_t)p->epoch, "state", placement_states[p->state],
         "held_epoch", (json_int_t)p->held_epoch, "log_head", (json_int_t)p->log_head,
         "log_persisted", (json_int_t)p->log_persisted, "persistence_lag",
         (json_int_t)(p->log_head - p->log_persisted), "unpersisted_age_ms",
-        (json_int_t)(p->unpersisted_age_ms > INT64_MAX ? INT64_MAX : p->unpersisted_age_ms));
+        (json_int_t)(p->unpersisted_age_ms > INT64_MAX ? INT64_MAX : p->unpersisted_age_ms),
+        "replication_lag", lag, "backups_reported", (json_int_t)p->backups_reported,
+        "backups_in_sync", (json_int_t)p->backups_in_sync);
 }
 
 static int print_json(const __typeof__(reply.grid_status_ok) *s)

@@ -418,6 +418,24 @@ static uint32_t placement_state(const grid_map_state *m, const grid_partition *p
     return p->held_epoch < p->epoch ? TG_PLACEMENT_EPOCH_BEHIND : TG_PLACEMENT_SERVING;
 }
 
+/* What the backups named now last said of their copies at the map's epoch
+ * (a report from an older epoch may predate a copy the map left out). */
+static void wire_replication(const grid_partition *p, const grid_msg_scratch *s,
+                             tg_wire_placement *w)
+{
+    for (uint32_t b = 0; b < p->backup_count; b++) {
+        const grid_backup_report *r = grid_backup_report_find(p, p->backups[b]);
+        if (s->wire_index[p->backups[b]] < 0 || r == NULL || r->epoch != p->epoch) {
+            continue;
+        }
+        w->backups_applied = w->backups_reported == 0 || r->applied < w->backups_applied
+                                 ? r->applied
+                                 : w->backups_applied;
+        w->backups_reported++;
+        w->backups_in_sync += r->in_sync ? 1u : 0u;
+    }
+}
+
 static void wire_placement(const grid_map_state *m, const grid_partition *p,
                            const grid_msg_scratch *s, bool status, tg_wire_placement *w)
 {
@@ -438,6 +456,7 @@ static void wire_placement(const grid_map_state *m, const grid_partition *p,
         w->log_head = p->log_head;
         w->log_persisted = p->log_persisted <= p->log_head ? p->log_persisted : p->log_head;
         w->unpersisted_age_ms = p->unpersisted_age_ms;
+        wire_replication(p, s, w);
     }
 }
 

@@ -514,7 +514,10 @@ ELEMENT(grid_status_placement, "grid_status_ok.placements[]", tg_wire_placement,
         F_UINT(GSP, tg_wire_placement, held_epoch, 0, TG_WIRE_ID_MAX),
         F_UINT(GSP, tg_wire_placement, log_head, 0, TG_WIRE_ID_MAX),
         F_UINT(GSP, tg_wire_placement, log_persisted, 0, TG_WIRE_ID_MAX),
-        F_UINT(GSP, tg_wire_placement, unpersisted_age_ms, 0, UINT64_MAX));
+        F_UINT(GSP, tg_wire_placement, unpersisted_age_ms, 0, UINT64_MAX),
+        F_UINT(GSP, tg_wire_placement, backups_reported, 0, TG_GRID_BACKUPS_MAX),
+        F_UINT(GSP, tg_wire_placement, backups_in_sync, 0, TG_GRID_BACKUPS_MAX),
+        F_UINT(GSP, tg_wire_placement, backups_applied, 0, TG_WIRE_ID_MAX));
 
 #define RGH "pu_register.held[]."
 ELEMENT(pu_register_held, "pu_register.held[]", tg_wire_held,
@@ -847,7 +850,7 @@ _Static_assert(TG_SECTIONS_MAX ==
 /* The sentences of the rules that the map and the status reply share. */
 typedef struct {
     const char *name_empty, *name_twice;
-    const char *ids_order, *primary_range, *backup_range, *backup_twice, *persisted;
+    const char *ids_order, *primary_range, *backup_range, *backup_twice, *persisted, *reports;
 } grid_whys;
 
 static const grid_whys map_whys = {
@@ -857,6 +860,7 @@ static const grid_whys map_whys = {
     "grid_map.placements[].primary: no such member",
     "grid_map.placements[].backups: no such member",
     "grid_map.placements[].backups: a member appears twice or is the primary",
+    NULL,
     NULL,
 };
 
@@ -868,6 +872,7 @@ static const grid_whys status_whys = {
     "grid_status_ok.placements[].backups: no such member",
     "grid_status_ok.placements[].backups: a member appears twice or is the primary",
     "grid_status_ok.placements[].log_persisted: beyond log_head",
+    "grid_status_ok.placements[]: more backups in sync or reported than it has",
 };
 
 static const char *check_members(const tg_wire_member *m, uint32_t n, const grid_whys *w)
@@ -921,6 +926,10 @@ static const char *check_placements(const tg_wire_placement *p, uint32_t n, uint
         }
         if (w->persisted != NULL && p[i].log_persisted > p[i].log_head) {
             return w->persisted;
+        }
+        if (w->reports != NULL && (p[i].backups_in_sync > p[i].backups_reported ||
+                                   p[i].backups_reported > p[i].backups.count)) {
+            return w->reports;
         }
     }
     return NULL;

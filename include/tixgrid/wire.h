@@ -346,6 +346,10 @@ typedef struct {
     uint64_t log_head;           /* the primary's last log sequence */
     uint64_t log_persisted;      /* ... and the last one PostgreSQL holds */
     uint64_t unpersisted_age_ms; /* age of its oldest unpersisted change; 0 none */
+    /* Replication, from the backups' last heartbeats at the map's epoch. */
+    uint32_t backups_reported; /* backups that reported their copy; <= backups.count */
+    uint32_t backups_in_sync;  /* ... and said their primary counts them in sync */
+    uint64_t backups_applied;  /* the lowest last-applied record among them; 0 none */
 } tg_wire_placement;
 
 /* What a held partition is on the unit that reports it (heartbeat). */

@@ -214,6 +214,24 @@ static void wait_copies_equal(tg_client *a, tg_client *b, int timeout_ms)
     cr_assert(same, "the backup's copy differs from the primary's after %d ms", timeout_ms);
 }
 
+/* Polls `tixgridctl status` until the partition's REPL LAG cell reads
+ * want (at most timeout_ms). */
+static void wait_repl_cell(const char *want, int timeout_ms)
+{
+    const char *ctl = getenv("TIXGRIDCTL_BIN");
+    cr_assert(ctl != NULL, "TIXGRIDCTL_BIN is not set (run through meson test)");
+    char *const argv[] = {(char *)ctl, "--manager", manager_url, "status", NULL};
+    int64_t t0 = hx_now_ms();
+    do {
+        hx_run(argv, RUN_MS, &run_result);
+        if (strstr(run_result.out, want) != NULL) {
+            return;
+        }
+        hx_sleep_ms(50);
+    } while (hx_now_ms() - t0 < timeout_ms);
+    cr_assert_fail("the status never showed REPL LAG \"%s\":\n%s", want, run_result.out);
+}
+
 Test(failover, a_unit_that_joins_is_made_a_backup_and_filled_by_state_transfer)
 {
     static hx_unit a, b;
@@ -236,6 +254,7 @@ Test(failover, a_unit_that_joins_is_made_a_backup_and_filled_by_state_transfer)
         held += tg_seat_word_state(words_b[s]) == TG_SEAT_SELECTED ? 1 : 0;
     }
     cr_assert_eq(held, 80u);
+    wait_repl_cell(" 0 (1/1 in sync)", SETTLE_MS); /* what an operator sees once it is quiet */
     hx_client_close(ca);
     hx_client_close(cb);
 }

@@ -569,3 +569,22 @@ Test(manager_state, a_drain_with_nowhere_to_go_is_refused)
     cr_assert(strstr(rep.error.message, "no other live unit") != NULL, "%s", rep.error.message);
     cr_assert(!m->members[grid_member_find(m, "pu1")].draining, "nothing changed");
 }
+
+Test(manager_state, status_reports_the_backups_lag_and_how_many_are_in_sync)
+{
+    grid_partition *p = two_backups();
+    const tg_wire_placement *w = &status_at(0)->grid_status_ok.placements[0];
+    cr_assert_eq(w->backups.count, 2);
+    cr_assert_eq(w->backups_reported, 0, "no backup has reported yet");
+    cr_assert_eq(backup_heartbeat("pu2", p->epoch, 40, true, 10 * MS), TG_OK);
+    cr_assert_eq(backup_heartbeat("pu3", p->epoch, 35, false, 10 * MS), TG_OK);
+    w = &status_at(10 * MS)->grid_status_ok.placements[0];
+    cr_assert_eq(w->backups_reported, 2);
+    cr_assert_eq(w->backups_in_sync, 1);
+    cr_assert_eq(w->backups_applied, 35, "the slowest backup sets the lag");
+    cr_assert_eq(backup_heartbeat("pu3", p->epoch - 1, 50, true, 20 * MS), TG_OK);
+    w = &status_at(20 * MS)->grid_status_ok.placements[0];
+    cr_assert_eq(w->backups_reported, 1, "a report of an older epoch does not count");
+    cr_assert_eq(w->backups_in_sync, 1);
+    cr_assert_eq(w->backups_applied, 40);
+}

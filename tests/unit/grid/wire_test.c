@@ -745,6 +745,9 @@ static void gen_placements(int v, bool status, uint32_t members, uint32_t *count
             p->log_head = pick(v, 0, TG_WIRE_ID_MAX);
             p->log_persisted = pick(v, 0, p->log_head);
             p->unpersisted_age_ms = pick(v, 0, UINT64_MAX);
+            p->backups_reported = (uint32_t)pick(v, 0, p->backups.count);
+            p->backups_in_sync = (uint32_t)pick(v, 0, p->backups_reported);
+            p->backups_applied = pick(v, 0, TG_WIRE_ID_MAX);
         }
     }
 }
@@ -2132,4 +2135,15 @@ Test(wire, the_encoder_refuses_grid_messages_that_break_the_schema)
     msg_a.grid_status_ok.placements[0].log_persisted = msg_a.grid_status_ok.placements[0].log_head;
     msg_a.grid_status_ok.placements[0].log_head--;
     expect_encode_refuses(&msg_a, "grid_status_ok.placements[].log_persisted: beyond log_head");
+    gen(TG_WIRE_GRID_STATUS_OK, V_MAX, &msg_a);
+    msg_a.grid_status_ok.placements[0].backups.count = 1;
+    msg_a.grid_status_ok.placements[0].backups_reported = 2;
+    msg_a.grid_status_ok.placements[0].backups_in_sync = 0;
+    expect_encode_refuses(
+        &msg_a, "grid_status_ok.placements[]: more backups in sync or reported than it has");
+    gen(TG_WIRE_GRID_STATUS_OK, V_MAX, &msg_a);
+    msg_a.grid_status_ok.placements[0].backups_reported = 0;
+    msg_a.grid_status_ok.placements[0].backups_in_sync = 1;
+    expect_encode_refuses(
+        &msg_a, "grid_status_ok.placements[]: more backups in sync or reported than it has");
 }
