@@ -57,7 +57,7 @@
 #include <string.h>
 
 /* How long the unit may take over one request, connecting included (END
- * checks every seat: milliseconds even for 2^20 of them). */
+ * checks every seat: milliseconds even for 2^20 of them); --timeout-ms. */
 #define PST_REPLAY_CALL_TIMEOUT_MS 10000u
 
 typedef struct {
@@ -67,6 +67,7 @@ typedef struct {
     uint64_t epoch;
     uint32_t hold_ttl_ms;       /* 0: the unit's default */
     uint32_t payment_window_ms; /* 0: the unit's default */
+    uint32_t timeout_ms;        /* per request to the unit; 0: PST_REPLAY_CALL_TIMEOUT_MS */
 } pst_replay_args;
 
 /* Everything read from PostgreSQL, and the partition_create request. */
@@ -90,7 +91,7 @@ static int replay_usage(void)
 {
     return tg_cli_usage_error(PST_PROGRAM,
                               "usage: %s replay PARTITION --pu URL [--epoch N] [--hold-ttl-ms N] "
-                              "[--payment-window-ms N]",
+                              "[--payment-window-ms N] [--timeout-ms N]",
                               PST_PROGRAM);
 }
 
@@ -143,22 +144,29 @@ static int replay_check(const char *partition, const char *epoch, pst_replay_arg
     return 0;
 }
 
-/* --hold-ttl-ms and --payment-window-ms: 1 s .. 1 day; 1 set, 0 not this
- * flag, -1 a usage error (printed). */
+/* --hold-ttl-ms and --payment-window-ms (1 s .. 1 day), --timeout-ms
+ * (100 ms .. 10 min); 1 set, 0 not this flag, -1 a usage error (printed). */
 static int replay_duration(int argc, char **argv, int *i, pst_replay_args *a)
 {
-    static const char *const names[] = {"--hold-ttl-ms", "--payment-window-ms"};
-    for (int k = 0; k < 2; k++) {
+    const struct {
+        const char *name;
+        uint64_t min, max;
+        uint32_t *field;
+    } flags[] = {{"--hold-ttl-ms", 1000, 86400000, &a->hold_ttl_ms},
+                 {"--payment-window-ms", 1000, 86400000, &a->payment_window_ms},
+                 {"--timeout-ms", 100, 600000, &a->timeout_ms}};
+    for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++) {
         const char *value = NULL;
-        int got = replay_flag(argc, argv, i, names[k], &value);
+        int got = replay_flag(argc, argv, i, flags[k].name, &value);
         uint64_t v;
-        if (got < 0 || (got > 0 && tg_parse_u64(value, 1000, 86400000, &v) != TG_OK)) {
-            tg_cli_usage_error(PST_PROGRAM, "replay: %s needs a whole number of ms from 1000 "
-                                            "to 86400000", names[k]);
+        if (got < 0 || (got > 0 && tg_parse_u64(value, flags[k].min, flags[k].max, &v) != TG_OK)) {
+            tg_cli_usage_error(PST_PROGRAM,
+                               "replay: %s needs a whole number of ms from %" PRIu64 " to %" PRIu64,
+                               flags[k].name, flags[k].min, flags[k].max);
             return -1;
         }
         if (got > 0) {
-            *(k == 0 ? &a->hold_ttl_ms : &a->payment_window_ms) = (uint32_t)v;
+            *flags[k].field = (uint32_t)v;
             return 1;
         }
     }
@@ -468,7 +476,8 @@ static tg_err replay_read(PGconn *db, pst_replay_data *d)
 static tg_err unit_call_with(tg_client *c, const pst_replay_args *a, const tg_msg *req,
                              const char *what, int *code, tg_msg *reply)
 {
-    tg_err err = tg_client_call_to(c, a->pu_url, req, PST_REPLAY_CALL_TIMEOUT_MS, NULL, reply);
+    uint32_t timeout = a->timeout_ms != 0 ? a->timeout_ms : PST_REPLAY_CALL_TIMEOUT_MS;
+    tg_err err = tg_client_call_to(c, a->pu_url, req, timeout, NULL, reply);
     if (err == TG_OK) {
         return TG_OK;
     }

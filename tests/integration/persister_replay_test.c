@@ -556,7 +556,10 @@ Test(persister_replay, bad_arguments_exit_64_and_unknown_partitions_1_with_one_l
     /* A unit that is not there: 69, as for PostgreSQL being down. */
     char nowhere[96];
     snprintf(nowhere, sizeof(nowhere), "ipc://%s/nobody.rep", u.dir);
-    persister_fails(s, ARGS("replay", "3", "--pu", nowhere), 69, "no answer from the unit");
+    persister_fails(NULL, ARGS("replay", "3", "--pu", url, "--timeout-ms", "99"), 64,
+                    "--timeout-ms needs a whole number of ms from 100 to 600000");
+    persister_fails(s, ARGS("replay", "3", "--pu", nowhere, "--timeout-ms", "1000"), 69,
+                    "no answer from the unit");
     hx_stop_ok(&u);
     PQfinish(db);
 }
