@@ -819,7 +819,7 @@ Test(persister_drain, changes_made_while_postgresql_is_down_land_when_it_returns
     fx.db = NULL;
     tg_msg info;
     uint64_t head_down = partition_info(&info)->partition_info_ok.log_head;
-    hx_sleep_ms(10000);
+    hx_sleep_ms(4000); /* several backoff rounds (capped at 1 s) */
     uint64_t head_later = partition_info(&info)->partition_info_ok.log_head;
     uint64_t acked = info.partition_info_ok.log_persisted;
     pgt_resume(fx.pg);
