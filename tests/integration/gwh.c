@@ -44,8 +44,10 @@
 extern char **environ;
 
 /* Names the criterion runner to the tests it spawns (they inherit its
- * environment): the seeded database's folder is the runner's. */
+ * environment): without TIXGRID_IT_GOLDEN_DIR the seeded database's folder
+ * is the runner's. */
 #define RUNNER_ENV "TIXGRID_GWH_RUNNER"
+#define GOLDEN_DIR_ENV "TIXGRID_IT_GOLDEN_DIR"
 #define GOLDEN_PREFIX "/tmp/tixgrid-gwh-golden-"
 #define FOLDER_PREFIX "/tmp/tixgrid-gwh-"
 /* Building the seeded database: at most this long, also for a test that
@@ -116,6 +118,9 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
+    if (getenv(GOLDEN_DIR_ENV) != NULL) {
+        return; /* kept for the build's other test binaries */
+    }
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), GOLDEN_PREFIX "%ld", (long)getpid());
     remove_tree(dir);
@@ -242,7 +247,7 @@ static void persister_ok(const pgt_server *s, const char *const *args)
                  run_result.err);
 }
 
-/* ---- The seeded database, once per test binary ---------------------------- */
+/* ---- The seeded database, once per build ------------------------------------ */
 
 static long runner_pid(void)
 {
@@ -267,33 +272,76 @@ static void golden_build(const char *data)
     pgt_destroy(s);
 }
 
-/* The data folder of the seeded server (built on first use, see gwh.h). */
-static const char *golden_data(void)
+/* What the seeded database is made from: the persister that migrates and
+ * seeds it (the migrations are compiled into it) and the users asked for.
+ * A kept copy whose stamp differs is made again. */
+static void golden_stamp(char *out, size_t size)
 {
-    static char data[PATH_MAX];
-    char dir[PATH_MAX / 2], path[PATH_MAX];
-    snprintf(dir, sizeof(dir), GOLDEN_PREFIX "%ld", runner_pid());
-    snprintf(data, sizeof(data), "%s/data", dir);
-    cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", dir, strerror(errno));
-    snprintf(path, sizeof(path), "%s/lock", dir);
-    int lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    cr_assert(lock >= 0, "open %s: %s", path, strerror(errno));
+    const char *bin = env_bin("TIXGRID_PERSISTER_BIN");
+    struct stat st;
+    cr_assert(stat(bin, &st) == 0, "stat %s: %s", bin, strerror(errno));
+    snprintf(out, size, "persister %s %lld %lld.%09ld users %u\n", bin, (long long)st.st_size,
+             (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, GWH_LOAD_USERS);
+}
+
+static bool golden_fresh(const char *ready, const char *stamp)
+{
+    char was[PATH_MAX + 128] = {0};
+    int fd = open(ready, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    ssize_t n = read(fd, was, sizeof(was) - 1);
+    close(fd);
+    return n > 0 && strcmp(was, stamp) == 0;
+}
+
+static void golden_lock(int lock, int how, const char *dir)
+{
     int64_t deadline = pgt_now_ms() + GOLDEN_TIMEOUT_MS;
-    while (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+    while (flock(lock, how | LOCK_NB) != 0) {
         cr_assert(pgt_now_ms() < deadline, "waited %d ms for the seeded database in %s",
                   GOLDEN_TIMEOUT_MS, dir);
         hx_sleep_ms(50);
     }
+}
+
+/* The data folder of the seeded server, built on first use (gwh.h), in
+ * *data; returns the lock to close once the folder is copied: it is held
+ * shared meanwhile, so that nobody rebuilds the folder under a copy. */
+static int golden_data(char *data, size_t size)
+{
+    char dir[PATH_MAX / 2], path[PATH_MAX], stamp[PATH_MAX + 128];
+    const char *shared = getenv(GOLDEN_DIR_ENV);
+    if (shared != NULL && shared[0] != '\0') {
+        snprintf(dir, sizeof(dir), "%s", shared);
+    } else {
+        snprintf(dir, sizeof(dir), GOLDEN_PREFIX "%ld", runner_pid());
+    }
+    snprintf(data, size, "%s/data", dir);
+    cr_assert(mkdir(dir, 0755) == 0 || errno == EEXIST, "mkdir %s: %s", dir, strerror(errno));
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    int lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    cr_assert(lock >= 0, "open %s: %s", path, strerror(errno));
+    golden_stamp(stamp, sizeof(stamp));
     snprintf(path, sizeof(path), "%s/ready", dir);
-    if (access(path, F_OK) != 0) {
-        remove_tree(data); /* what a killed build left */
+    golden_lock(lock, LOCK_SH, dir);
+    if (golden_fresh(path, stamp)) {
+        return lock;
+    }
+    flock(lock, LOCK_UN);
+    golden_lock(lock, LOCK_EX, dir);
+    if (!golden_fresh(path, stamp)) { /* nobody built it meanwhile */
+        unlink(path);
+        remove_tree(data); /* a stale one, or what a killed build left */
         golden_build(data);
-        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+        cr_assert(write(fd, stamp, strlen(stamp)) == (ssize_t)strlen(stamp), "write %s", path);
         close(fd);
     }
-    close(lock); /* releases the lock */
-    return data;
+    golden_lock(lock, LOCK_SH, dir); /* flock converts the exclusive lock */
+    return lock;
 }
 
 /* ---- Children --------------------------------------------------------------- */
@@ -693,7 +741,10 @@ gwh_grid *gwh_start(const gwh_options *o)
     sweep_stale();
     snprintf(g->dir, sizeof(g->dir), FOLDER_PREFIX "%ld-XXXXXX", (long)getpid());
     cr_assert(mkdtemp(g->dir) != NULL, "mkdtemp: %s", strerror(errno));
-    g->pg = pgt_start_copy(golden_data(), &quick);
+    char golden[PATH_MAX];
+    int golden_lock_fd = golden_data(golden, sizeof(golden));
+    g->pg = pgt_start_copy(golden, &quick);
+    close(golden_lock_fd);
     g->db = pgt_connect(g->pg);
     if (o->manager) {
         manager_start(g, o->backups);
