@@ -86,8 +86,15 @@ static int socket_get(const ctl_options *o, nng_socket *out)
     return dial_all(s, o->manager_urls);
 }
 
-/* Sends req and decodes the reply into `reply`; an exit code. */
-static int ask(const ctl_options *o, const tg_msg *req)
+static void refusal_print(void)
+{
+    fprintf(stderr, "%s: the manager refused (%s): %s\n", PROGRAM,
+            tg_errname((tg_err)reply.error.code), reply.error.message);
+}
+
+/* Sends req and decodes the reply into `reply`; an exit code.  A refusal
+ * is printed when report_refusal. */
+static int ask_as(const ctl_options *o, const tg_msg *req, bool report_refusal)
 {
     nng_socket s;
     msgpack_sbuffer buf;
@@ -129,11 +136,17 @@ static int ask(const ctl_options *o, const tg_msg *req)
         return TG_EXIT_FAILURE;
     }
     if (reply.type == TG_WIRE_ERROR) {
-        fprintf(stderr, "%s: the manager refused (%s): %s\n", PROGRAM,
-                tg_errname((tg_err)reply.error.code), reply.error.message);
+        if (report_refusal) {
+            refusal_print();
+        }
         return TG_EXIT_FAILURE;
     }
     return TG_EXIT_OK;
+}
+
+static int ask(const ctl_options *o, const tg_msg *req)
+{
+    return ask_as(o, req, true);
 }
 
 /* ---- The table ------------------------------------------------------------------ */
@@ -434,6 +447,25 @@ int ctl_move(const ctl_options *o, uint32_t partition_id, const char *to)
     return code;
 }
 
+/* add-pu is usually run right after the unit was started, which may not
+ * have registered yet: asked again until it has, within --wait-ms; only
+ * then is not_found the answer. */
+static int ask_registered(const ctl_options *o, const tg_msg *req, int64_t t0)
+{
+    for (;;) {
+        int code = ask_as(o, req, false);
+        bool unknown = code == TG_EXIT_FAILURE && reply.type == TG_WIRE_ERROR &&
+                       reply.error.code == TG_ENOT_FOUND;
+        if (!unknown || tg_mono_ns() - t0 >= (int64_t)o->wait_ms * 1000000) {
+            if (code == TG_EXIT_FAILURE && reply.type == TG_WIRE_ERROR) {
+                refusal_print();
+            }
+            return code;
+        }
+        nng_msleep(CTL_POLL_MS);
+    }
+}
+
 /* Asks req until no move is pending (and, for a drain, the unit holds
  * nothing), at most o->wait_ms; then `rebalance` is asked again, which
  * starts nothing new once the grid is balanced. */
@@ -442,7 +474,7 @@ static int follow_moves(const ctl_options *o, tg_msg *req, const char *what, uin
     int64_t t0 = tg_mono_ns();
     bool drain = req->type == TG_WIRE_PU_DRAIN;
     for (uint32_t round = 0;; round++) {
-        int code = ask(o, req);
+        int code = req->type == TG_WIRE_PU_ADD ? ask_registered(o, req, t0) : ask(o, req);
         if (code != TG_EXIT_OK && drain && round > 0 && reply.type == TG_WIRE_ERROR &&
             reply.error.code == TG_ENOT_FOUND) {
             return TG_EXIT_OK; /* drained, stopped, and forgotten meanwhile */

@@ -594,6 +594,13 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_a_drain_with_nowh
     r = ctl_patient("remove-pu", "no-such-unit", NULL);
     cr_assert_eq(exit_code(r), 1);
     cr_assert(strstr(r->err, "not_found") != NULL, "%s", r->err);
+    /* add-pu waits for a unit to register, within --wait-ms, then says so once. */
+    int64_t t0 = hx_now_ms();
+    r = ctl_patient("--wait-ms", "400", "add-pu", "no-such-unit", NULL);
+    cr_assert_eq(exit_code(r), 1, "stderr: %s", r->err);
+    cr_assert_geq(hx_now_ms() - t0, 400, "add-pu gave up before --wait-ms");
+    cr_assert_eq(hx_count_lines(r->err), 1u, "%s", r->err);
+    cr_assert(strstr(r->err, "not_found") != NULL, "%s", r->err);
 }
 
 Test(grid_manager, the_map_is_published_and_published_again_for_late_subscribers)
