@@ -15,15 +15,20 @@
  * TIXGRID_GATEWAY_BIN, TIXGRID_PERSISTER_BIN and TIXGRID_PU_BIN (set by
  * tests/meson.build).
  *
- * The seeded database.  migrate + seed-demo take several seconds (100,000
- * seats, argon2id hashes), so they run once per test binary: the first test
- * that needs the database seeds a server, stops it cleanly and keeps a copy
- * of its data folder in /tmp/tixgrid-gwh-golden-<runner pid>/ (under a
- * lock, in case tests run side by side); every other test of the binary
- * starts its server on a copy of that folder (pgt_start_copy).  The
- * criterion runner (whose pid names the folder) removes it when all tests
- * are done; a runner killed by its timeout leaves it behind, and the next
- * run removes folders whose runner is gone.
+ * The seeded database.  migrate + seed-demo + seed-users take several
+ * seconds (100,000 seats, argon2id hashes), so they run once per build: the
+ * first test that needs the database seeds a server, stops it cleanly and
+ * keeps a copy of its data folder in TIXGRID_IT_GOLDEN_DIR (tests/meson.build
+ * sets it to build/tests/gwh-golden/) with a stamp naming the persister
+ * binary that made it (its size and time: the migrations are compiled in);
+ * a later test starts its server on a copy of that folder
+ * (pgt_start_copy), and makes it again when the stamp differs.  A lock file
+ * is held exclusively while the folder is made and shared while it is
+ * copied, as tests run side by side.  Without TIXGRID_IT_GOLDEN_DIR (a test
+ * binary run by hand) the folder is /tmp/tixgrid-gwh-golden-<runner pid>/,
+ * removed by the criterion runner when all its tests are done; a runner
+ * killed by its timeout leaves it behind, and the next run removes folders
+ * whose runner is gone.
  *
  * Processes and folders.  The drain and the gateways are started with
  * PR_SET_PDEATHSIG (SIGKILL), so nothing outlives the test process even
