@@ -5,8 +5,10 @@
  * Failover.  A partition whose primary is dead gets its most up-to-date
  * backup as primary — among the alive backups whose last heartbeat said
  * they are in sync (their primary waited for their acks before answering
- * anybody, so every acknowledged change is on them) at an epoch not above
- * the map's; the highest applied record wins, ties to the lowest slot.
+ * anybody, so every acknowledged change is on them) at the map's epoch of
+ * the partition — an "in sync" said at an older epoch may predate a time
+ * the map left the backup out; the highest applied record wins, ties to
+ * the lowest slot.
  * placement.h does the swap (a dead primary is replaced by its first
  * backup), then gives the partition a new backup in the same pass.  With no
  * such backup the partition stays primary_dead: promoting a copy that may
@@ -48,7 +50,7 @@ static int32_t promotion_candidate(const grid_map_state *m, const grid_partition
         int32_t i = p->backups[b];
         const grid_backup_report *r = grid_backup_report_find(p, i);
         if (!grid_member_eligible(&m->members[i]) || r == NULL || !r->in_sync ||
-            r->epoch > p->epoch) {
+            r->epoch != p->epoch) {
             continue;
         }
         if (best < 0 || r->applied > best_applied) {

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef tg_err (*pu_handler)(pu_ctx *c, pu_partition *p);
 
@@ -767,6 +768,13 @@ static bool request_partition(const tg_msg *m, uint32_t *id)
     }
 }
 
+/* The test-only cut (server_internal.h, repl_refuse_path): one stat per
+ * replication message, and only when a test asked for it. */
+static bool repl_refused(const pu_server *s)
+{
+    return s->repl_refuse_path[0] != '\0' && access(s->repl_refuse_path, F_OK) == 0;
+}
+
 /* Runs a decoded request; returns its outcome (c->rep filled on TG_OK). */
 static tg_err dispatch(pu_ctx *c, const char **why)
 {
@@ -790,6 +798,10 @@ static tg_err dispatch(pu_ctx *c, const char **why)
     if (backup && (changes_partition[type] || primary_only[type])) {
         *why = "partition is a backup on this processing unit: ask its primary";
         return TG_EUNAVAILABLE;
+    }
+    if ((type == TG_WIRE_REPL_APPEND || type == TG_WIRE_REPL_SNAPSHOT) && repl_refused(c->srv)) {
+        *why = "replication refused (test fault injection)";
+        return TG_EBUSY;
     }
     c->rep.type = tg_wire_reply_type(type);
     tg_err err = handlers[type](c, p);

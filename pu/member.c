@@ -301,6 +301,23 @@ static bool names_backup(const tg_wire_placement *p, int32_t me)
     return false;
 }
 
+/* A backup named at a newer epoch forgets that it was in sync: whatever
+ * its primary said was said at an older epoch, and the map may have left
+ * it out meanwhile (its primary then acknowledged changes it lacks).  The
+ * primary says it again at the new epoch (repl.c, epoch_moved).  Under the
+ * apply lock, so that a repl_append that already raised the epoch and said
+ * "in sync" at it is not undone. */
+static void backup_raise_epoch(pu_served *e, uint64_t epoch)
+{
+    pthread_mutex_lock(&e->apply_lock);
+    pu_partition_info info;
+    pu_partition_describe(e->p, &info);
+    if (pu_partition_raise_epoch(e->p, epoch) > info.map_epoch) {
+        __atomic_store_n(&e->in_sync, false, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&e->apply_lock);
+}
+
 /* A partition this unit holds that the map gives to another primary (or
  * lists this unit as a backup of).  A backup takes the map's epoch at once,
  * so that it refuses the old primary even before the new one reaches it; a
@@ -311,7 +328,7 @@ static void follow_other(pu_member *m, const tg_wire_placement *p, int32_t me, p
     pu_partition_describe(e->p, &info);
     if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
         if (names_backup(p, me)) {
-            (void)pu_partition_raise_epoch(e->p, p->epoch);
+            backup_raise_epoch(e, p->epoch);
         }
         return;
     }

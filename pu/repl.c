@@ -30,6 +30,16 @@
  * time out, until it answers again or the map drops it (synchronous
  * replication: an acknowledged change is always on every in-sync backup).
  *
+ * Vouched.  Every repl_append says whether the link is IN_SYNC, and the
+ * backup reports the last one it applied to the manager, which promotes
+ * only a backup that says it is in sync.  So a link that leaves IN_SYNC
+ * (an error reply: the backup refused, lost its copy, ...) keeps holding
+ * replies back until the backup has applied a message that says it is not
+ * in sync (a probe, or the begin of a state transfer): until then the
+ * backup may still call itself in sync, and must then have every
+ * acknowledged change.  A new link starts vouched as well: the backup may
+ * still believe what an earlier link told it.
+ *
  * Gap repair.  The backup applies in sequence order only; a message that
  * starts past its last applied record is not applied, and its answer (the
  * last applied) makes the link wait for what is in flight and resend from
@@ -117,8 +127,10 @@ typedef struct pu_link {
     uint64_t acked;                                   /* atomic */
     uint64_t records_sent, snapshots, snapshot_items; /* atomic */
     bool refused_logged;
-    bool release_due; /* an ack came in whose replies are not sent yet */
-    bool announce;    /* just in sync: tell the backup, even if no record follows */
+    bool release_due;         /* an ack came in whose replies are not sent yet */
+    bool announce;            /* just in sync: tell the backup, even if no record follows */
+    bool vouched;             /* the backup may report itself in sync (see the top); atomic */
+    uint64_t announced_epoch; /* the epoch of the last announce it took; link thread */
     link_slot slots[REPL_IN_FLIGHT];
     uint32_t oldest, in_flight; /* the slots in flight: a ring; link thread */
     msgpack_sbuffer buf;
@@ -141,8 +153,8 @@ struct pu_repl_part {
 
 /* ---- Parked replies ------------------------------------------------------------ */
 
-/* The mark every IN_SYNC link acknowledged; UINT64_MAX when no link is in
- * sync (no reply waits for a backup that could not take over yet). */
+/* The mark every IN_SYNC or vouched link acknowledged; UINT64_MAX when
+ * there is none (no reply waits for a backup that could not take over). */
 static uint64_t release_mark(pu_repl_part *r)
 {
     if (r->deposed) {
@@ -151,7 +163,8 @@ static uint64_t release_mark(pu_repl_part *r)
     uint64_t mark = UINT64_MAX;
     for (uint32_t i = 0; i < r->link_count; i++) {
         pu_link *l = r->links[i];
-        if (__atomic_load_n(&l->state, __ATOMIC_ACQUIRE) == TG_REPL_LINK_IN_SYNC) {
+        if (__atomic_load_n(&l->state, __ATOMIC_ACQUIRE) == TG_REPL_LINK_IN_SYNC ||
+            __atomic_load_n(&l->vouched, __ATOMIC_ACQUIRE)) {
             uint64_t a = __atomic_load_n(&l->acked, __ATOMIC_ACQUIRE);
             mark = a < mark ? a : mark;
         }
@@ -477,6 +490,9 @@ static tg_err link_snapshot(pu_link *l)
         err = snapshot_send(l, TG_WIRE_SNAPSHOT_BEGIN, base, 0, 0);
     }
     if (err == TG_OK) {
+        __atomic_store_n(&l->vouched, false, __ATOMIC_RELEASE); /* begin cleared its flag */
+    }
+    if (err == TG_OK) {
         err = snapshot_seats(l, p, base);
     }
     if (err == TG_OK) {
@@ -511,6 +527,10 @@ static void append_message(pu_link *l, uint32_t n)
                                                    .deadline_ms = r->deadline_ms,
                                                    .created_ms = r->created_ms};
     }
+    bool in_sync = __atomic_load_n(&l->state, __ATOMIC_ACQUIRE) == TG_REPL_LINK_IN_SYNC;
+    if (in_sync) {
+        __atomic_store_n(&l->vouched, true, __ATOMIC_RELEASE); /* before the backup can hear it */
+    }
     memset(&l->msg, 0, sizeof(l->msg));
     l->msg.type = TG_WIRE_REPL_APPEND;
     l->msg.repl_append = (__typeof__(l->msg.repl_append)){
@@ -519,7 +539,7 @@ static void append_message(pu_link *l, uint32_t n)
         .persisted = info.log_persisted <= info.log_head ? info.log_persisted : info.log_head,
         .record_count = n,
         .records = l->scratch->wire,
-        .in_sync = __atomic_load_n(&l->state, __ATOMIC_ACQUIRE) == TG_REPL_LINK_IN_SYNC};
+        .in_sync = in_sync};
 }
 
 /* True when the ring no longer holds the record at seq. */
@@ -559,6 +579,7 @@ static uint32_t link_probe(pu_link *l)
         link_refused(l, err);
         return TG_REPL_LINK_PROBING;
     }
+    __atomic_store_n(&l->vouched, false, __ATOMIC_RELEASE); /* it applied "not in sync" */
     uint64_t applied = l->reply.repl_append_ok.applied_seq;
     uint64_t head = __atomic_load_n(&p->hdr->log_head, __ATOMIC_ACQUIRE);
     if (applied > head || cursor_lost(p, applied + 1)) {
@@ -737,11 +758,24 @@ static uint32_t link_announce(pu_link *l, uint32_t state)
     append_message(l, 0);
     tg_err err = link_call(l);
     l->announce = err != TG_OK;
+    if (err == TG_OK) {
+        l->announced_epoch = l->msg.repl_append.epoch;
+    }
     if (err != TG_OK && err != TG_ETIMEDOUT) {
         link_refused(l, err);
         return TG_REPL_LINK_PROBING;
     }
     return state;
+}
+
+/* In sync, but the backup has not been told so at the partition's epoch:
+ * a backup forgets it is in sync when the map raises its epoch (member.c),
+ * since it cannot tell whether it missed records while the map did not
+ * name it. */
+static bool epoch_moved(const pu_link *l, uint32_t state)
+{
+    uint64_t epoch = __atomic_load_n(&l->part->entry->p->hdr->map_epoch, __ATOMIC_ACQUIRE);
+    return state == TG_REPL_LINK_IN_SYNC && epoch != l->announced_epoch;
 }
 
 /* One step of streaming: send a batch if a slot is free and records are
@@ -753,7 +787,7 @@ static uint32_t link_stream(pu_link *l, uint32_t state)
     if (l->in_flight == 0 && cursor_lost(p, l->cursor)) {
         return link_fill(l);
     }
-    if (l->in_flight == 0 && l->announce) {
+    if (l->in_flight == 0 && (l->announce || epoch_moved(l, state))) {
         return link_announce(l, state);
     }
     if (l->in_flight < REPL_IN_FLIGHT && slot_send(l)) {
@@ -850,6 +884,7 @@ static pu_link *link_start(pu_repl_part *r, const tg_wire_backup *b)
     }
     l->part = r;
     l->scratch = scratch;
+    l->vouched = true; /* see the top */
     snprintf(l->name, sizeof(l->name), "%s", b->name);
     snprintf(l->url, sizeof(l->url), "%s", b->rep_url);
     msgpack_sbuffer_init(&l->buf);

@@ -148,6 +148,10 @@ tg_err pu_server_open(const pu_server_config *cfg, pu_server **out)
     s->cfg = *cfg;
     snprintf(s->name, sizeof(s->name), "%s", cfg->name);
     s->cfg.name = s->name;
+    const char *refuse_dir = getenv("TIXGRID_TEST_REPL_REFUSE_DIR");
+    if (refuse_dir != NULL && refuse_dir[0] != '\0') {
+        snprintf(s->repl_refuse_path, sizeof(s->repl_refuse_path), "%s/%s", refuse_dir, s->name);
+    }
     s->nctx = cfg->contexts != 0 ? cfg->contexts : PU_CONTEXTS_DEFAULT;
     s->sweep_interval_ms =
         cfg->sweep_interval_ms != 0 ? cfg->sweep_interval_ms : PU_SWEEP_INTERVAL_MS_DEFAULT;

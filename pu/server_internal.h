@@ -147,6 +147,12 @@ struct pu_server {
     pthread_t housekeeper;
     bool housekeeping;
     pu_member *member; /* NULL without a manager; controlling thread only */
+
+    /* Tests only (TIXGRID_TEST_REPL_REFUSE_DIR, read once at start): while a
+     * file named after this unit exists in that folder, it refuses every
+     * replication message it receives, as a backup cut off from its primary
+     * would look to it.  Empty: never. */
+    char repl_refuse_path[TG_URL_BYTES];
 };
 
 /* The entry for a partition in any state, or NULL. */

@@ -18,6 +18,13 @@
  *     refuses them (it serves the partition as a backup), and none of them
  *     is on the new primary.
  *
+ *   - the backup made to refuse every replication message (a file in the
+ *     folder TIXGRID_TEST_REPL_REFUSE_DIR names): holds asked of the
+ *     primary meanwhile are not acknowledged (the backup still reports
+ *     itself in sync, so the primary must not answer without it), and
+ *     after the primary's SIGKILL the promoted backup holds every hold
+ *     that was acknowledged.
+ *
  * The map is read from PostgreSQL (the manager writes it before it
  * publishes it).  Every wait is bounded; the suite's .fini kills what is
  * still running and removes the folder.
@@ -466,5 +473,77 @@ Test(failover, a_frozen_primary_acknowledges_nothing_after_it_was_replaced)
                      LATE_FIRST + k);
     }
     hx_client_close(ca);
+    hx_client_close(cb);
+}
+
+#define CUT_FIRST 100u /* seats asked of the primary while its backup refuses replication */
+#define CUT_COUNT 5u
+
+/* Makes unit u refuse every replication message (the test-only switch of
+ * pu/server_internal.h, TIXGRID_TEST_REPL_REFUSE_DIR = dir), or lets it
+ * take them again. */
+static void repl_cut(const hx_unit *u, bool cut)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/%s", dir, u->name);
+    if (cut) {
+        FILE *f = fopen(path, "w");
+        cr_assert(f != NULL, "%s: %s", path, strerror(errno));
+        fclose(f);
+    } else {
+        cr_assert_eq(unlink(path), 0, "%s: %s", path, strerror(errno));
+    }
+}
+
+Test(failover, a_primary_whose_backup_refuses_replication_acknowledges_nothing_it_lacks)
+{
+    static hx_unit a, others[2];
+    grid_start();
+    cr_assert_eq(setenv("TIXGRID_TEST_REPL_REFUSE_DIR", dir, 1), 0);
+    unit_start(&a, true, "zone-a");
+    unit_start(&others[0], false, "zone-b");
+    unit_start(&others[1], false, "zone-c");
+    hx_unit *b = wait_any_backup(others, 2, SETTLE_MS);
+    tg_client *ca = hx_client(&a, P, 16);
+    tg_client *cb = hx_client(b, P, 16);
+    wait_copies_equal(ca, cb, SETTLE_MS);
+    sell_acked(ca);
+
+    /* The backup refuses: its primary's link leaves "in sync", yet the
+     * backup still reports itself in sync to the manager. */
+    repl_cut(b, true);
+    bool acknowledged[CUT_COUNT] = {false};
+    uint32_t acknowledged_count = 0;
+    for (uint32_t k = 0; k < CUT_COUNT; k++) {
+        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
+        req.seats_hold.booking_id = acked[k];
+        req.seats_hold.user_id = USER;
+        req.seats_hold.seats.count = 1;
+        req.seats_hold.seats.ids[0] = CUT_FIRST + k;
+        acknowledged[k] = call_within(ca, &req, 300) == TG_OK;
+        acknowledged_count += acknowledged[k] ? 1 : 0;
+    }
+    hx_kill(&a); /* closes ca first */
+    tg_booking_id first = 0;
+    tg_err err = TG_EUNAVAILABLE;
+    for (int64_t t0 = hx_now_ms(); err != TG_OK && hx_now_ms() - t0 < SETTLE_MS;) {
+        err = try_hold(cb, SEATS - 1, &first);
+        hx_sleep_ms(err != TG_OK ? 5 : 0);
+    }
+    cr_assert_eq(err, TG_OK, "the backup never served a hold: %s", tg_errname(err));
+    repl_cut(b, false);
+
+    hx_seat_words(cb, P, SEATS, words_b);
+    for (uint32_t k = 0; k < CUT_COUNT; k++) {
+        uint64_t w = words_b[CUT_FIRST + k];
+        cr_assert(!acknowledged[k] ||
+                      (tg_seat_word_state(w) == TG_SEAT_SELECTED &&
+                       tg_seat_word_booking(w) == (uint32_t)(acked[k] & 0xffffffffu)),
+                  "the hold of seat %u was acknowledged while the backup refused it, and the "
+                  "promoted backup lacks it",
+                  CUT_FIRST + k);
+    }
+    cr_assert_eq(acknowledged_count, 0u, "holds acknowledged that the backup had not applied");
+    assert_acked_present(cb, 1);
     hx_client_close(cb);
 }

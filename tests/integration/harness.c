@@ -495,6 +495,46 @@ void hx_kill(hx_unit *u)
     u->pid = 0;
 }
 
+/* True when every thread of pid is stopped ('T' in /proc/PID/task/TID/stat). */
+static bool all_threads_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    bool stopped = dir != NULL;
+    struct dirent *de;
+    while (stopped && (de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+        char stat[320], text[256] = "";
+        snprintf(stat, sizeof(stat), "/proc/%d/task/%s/stat", (int)pid, de->d_name);
+        FILE *f = fopen(stat, "r");
+        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        text[n] = '\0';
+        if (f != NULL) {
+            fclose(f);
+        }
+        const char *after_name = strrchr(text, ')'); /* "tid (comm) S ..." */
+        stopped = after_name != NULL && after_name[1] == ' ' && after_name[2] == 'T';
+    }
+    if (dir != NULL) {
+        closedir(dir);
+    }
+    return stopped;
+}
+
+void hx_freeze(hx_unit *u)
+{
+    cr_assert(u->pid > 0, "unit %s is not running", u->name);
+    cr_assert_eq(kill(u->pid, SIGSTOP), 0);
+    int64_t limit = hx_now_ms() + HX_STOP_TIMEOUT_MS;
+    while (!all_threads_stopped(u->pid)) {
+        cr_assert_lt(hx_now_ms(), limit, "SIGSTOP did not stop every thread of %s", u->name);
+        hx_sleep_ms(1);
+    }
+}
+
 static void remove_segments(const char *name)
 {
     char prefix[TG_SHM_NAME_BYTES + 16];

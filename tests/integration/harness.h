@@ -132,6 +132,14 @@ void hx_stop_ok(hx_unit *u);
  * and reaps it. */
 void hx_kill(hx_unit *u);
 
+/* SIGSTOP, then waits (at most HX_STOP_TIMEOUT_MS) until every thread of
+ * the unit is stopped.  kill(2) returns before that: the kernel stops the
+ * threads one by one as each is scheduled, so on a busy machine a unit can
+ * go on receiving, applying and acknowledging requests for a while after
+ * the call.  A test that counts on the unit being frozen starts counting
+ * only once this returns. */
+void hx_freeze(hx_unit *u);
+
 /* Waits (bounded) for a process to exit; true and *status when it did. */
 bool hx_wait_exit(pid_t pid, int timeout_ms, int *status);
 

@@ -21,7 +21,6 @@
 #include "harness.h"
 
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <pthread.h>
 #include <signal.h>
@@ -159,48 +158,6 @@ static void sell(uint32_t first, uint32_t count, uint32_t per)
     }
 }
 
-/* True when every thread of pid is stopped ('T' in /proc/PID/task/TID/stat). */
-static bool all_threads_stopped(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    DIR *dir = opendir(path);
-    bool stopped = dir != NULL;
-    struct dirent *de;
-    while (stopped && (de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.') {
-            continue;
-        }
-        char stat[320], text[256] = "";
-        snprintf(stat, sizeof(stat), "/proc/%d/task/%s/stat", (int)pid, de->d_name);
-        FILE *f = fopen(stat, "r");
-        size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
-        text[n] = '\0';
-        if (f != NULL) {
-            fclose(f);
-        }
-        const char *after_name = strrchr(text, ')'); /* "tid (comm) S ..." */
-        stopped = after_name != NULL && after_name[1] == ' ' && after_name[2] == 'T';
-    }
-    if (dir != NULL) {
-        closedir(dir);
-    }
-    return stopped;
-}
-
-/* SIGSTOP, and wait (bounded) until no thread of the unit can run: the
- * signal is delivered asynchronously, and a thread still running could
- * apply a change and acknowledge it. */
-static void freeze(hx_unit *u)
-{
-    cr_assert_eq(kill(u->pid, SIGSTOP), 0);
-    int64_t limit = hx_now_ms() + 5000;
-    while (!all_threads_stopped(u->pid)) {
-        cr_assert_lt(hx_now_ms(), limit, "the unit did not stop");
-        hx_sleep_ms(1);
-    }
-}
-
 /* ---- Streaming and ack after apply -------------------------------------- */
 
 Test(repl, holds_on_the_primary_are_on_the_backup_seat_for_seat)
@@ -239,7 +196,7 @@ Test(repl, a_client_is_answered_only_after_the_backup_applied_the_change)
     cr_assert_eq(name_backup(1, &backup), TG_OK);
     wait_in_sync();
     tg_booking_id b = hx_booking_create(pc, P, USER);
-    freeze(&backup);
+    hx_freeze(&backup);
     tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
     req.seats_hold = (__typeof__(req.seats_hold)){.booking_id = b, .user_id = USER};
     req.seats_hold.seats.count = 2;
@@ -316,7 +273,7 @@ Test(repl, a_batch_is_answered_only_after_the_backup_applied_all_of_it)
     cr_assert_eq(name_backup(1, &backup), TG_OK);
     wait_in_sync();
     tg_booking_id b = hx_booking_create(pc, P, USER);
-    freeze(&backup);
+    hx_freeze(&backup);
     batch_wait w;
     int64_t t0 = hx_now_ms();
     batch_hold_two(b, 20, 1500, &w);

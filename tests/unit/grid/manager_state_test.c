@@ -588,3 +588,15 @@ Test(manager_state, status_reports_the_backups_lag_and_how_many_are_in_sync)
     cr_assert_eq(w->backups_in_sync, 1);
     cr_assert_eq(w->backups_applied, 40);
 }
+
+Test(manager_state, a_backup_in_sync_only_at_an_older_epoch_is_never_promoted)
+{
+    grid_partition *p = two_backups();
+    uint64_t epoch = p->epoch;
+    primary_dies(epoch - 1, 99, true, 99, true);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 0,
+                 "in sync at an older epoch: the map may have left them out since");
+    cr_assert_eq(p->epoch, epoch);
+    const tg_msg *s = status_at(1010 * MS);
+    cr_assert_eq(s->grid_status_ok.placements[0].state, TG_PLACEMENT_PRIMARY_DEAD);
+}
