@@ -17,7 +17,13 @@
  *     acknowledged, and no hold it acknowledged is missing on the new
  *     primary (the thawed primary may still answer requests it had taken
  *     before the freeze: those must be on the new primary too);
- *   - kill after kill, three times (twenty in scripts/bench failover).
+ *   - kill after kill, three times (twenty in scripts/bench failover);
+ *   - the link between the primary and its backup cut under load (the
+ *     backup refuses every replication message: TIXGRID_TEST_REPL_REFUSE_DIR,
+ *     pu/README.md), then mended: while it is cut the primary acknowledges
+ *     no hold asked of it, the backup sells nothing and is not promoted;
+ *     once mended the backup catches up, holds are acknowledged again, and
+ *     both copies end equal, seat for seat.
  *
  * Both check, seat for seat on the new primary: every acknowledged hold is
  * there in its booking, and no seat is held by a booking it was not asked
@@ -89,6 +95,10 @@ static struct {
     uint32_t pace_base;           /* load.next then */
     _Atomic int64_t kill_ns;      /* 0 before the kill */
     _Atomic int64_t served_ns;    /* the first ack of a hold sent after the kill */
+    _Atomic int64_t cut_ns;       /* the link cut (0: never), then mended (heal_ns) */
+    _Atomic int64_t heal_ns;
+    atomic_uint acked_in_cut;     /* holds sent after the cut and acknowledged before the mend */
+    atomic_uint sent_in_cut;
     _Atomic uint8_t state[SEATS]; /* SEAT_* */
     int64_t sent_ns[SEATS];
 } load;
@@ -259,6 +269,10 @@ static void hold_cb(void *arg, tg_err err, const tg_msg *reply)
     if (err == TG_OK) {
         atomic_store(&load.state[i], SEAT_ACKED);
         atomic_fetch_add(&load.acked, 1);
+        int64_t cut_ns = atomic_load(&load.cut_ns), heal_ns = atomic_load(&load.heal_ns);
+        if (cut_ns != 0 && load.sent_ns[i] > cut_ns && (heal_ns == 0 || tg_mono_ns() < heal_ns)) {
+            atomic_fetch_add(&load.acked_in_cut, 1);
+        }
         int64_t kill_ns = atomic_load(&load.kill_ns), none = 0;
         if (kill_ns != 0 && load.sent_ns[i] > kill_ns) {
             atomic_compare_exchange_strong(&load.served_ns, &none, tg_mono_ns());
@@ -291,6 +305,9 @@ static void load_until(int64_t until_ns)
         req.seats_hold.seats.count = 1;
         req.seats_hold.seats.ids[0] = i;
         load.sent_ns[i] = tg_mono_ns();
+        if (atomic_load(&load.cut_ns) != 0 && atomic_load(&load.heal_ns) == 0) {
+            atomic_fetch_add(&load.sent_in_cut, 1);
+        }
         atomic_store(&load.state[i], SEAT_SENT);
         load.gen_of[i] = atomic_load(&load.route_gen);
         atomic_fetch_add(&load.inflight, 1);
@@ -565,5 +582,109 @@ Test(failover_load, kill_after_kill_the_partition_fails_over_every_time, .timeou
            kills, timeout_ms, load_rate, (long long)serve_ms[kills / 2],
            (long long)serve_ms[kills - 1]);
     fflush(stdout);
+    PQfinish(db);
+}
+
+/* ---- A cut link ----------------------------------------------------------------- */
+
+#define CUT_MS 1500 /* how long the backup refuses its primary */
+
+/* Makes the unit refuse every replication message, or take them again
+ * (pu/server_internal.h: a file named after it in TIXGRID_TEST_REPL_REFUSE_DIR). */
+static void repl_cut(const hx_unit *u, bool cut)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/%s", dir, u->name);
+    if (cut) {
+        FILE *f = fopen(path, "w");
+        cr_assert(f != NULL, "%s: %s", path, strerror(errno));
+        fclose(f);
+    } else {
+        cr_assert_eq(unlink(path), 0, "%s: %s", path, strerror(errno));
+    }
+}
+
+/* Holds of seats nobody asked for yet, sent to the backup directly: a
+ * backup sells nothing, cut off or not. */
+static void assert_backup_sells_nothing(const hx_unit *backup)
+{
+    static tg_msg rep;
+    for (uint32_t k = 0; k < LATE_HOLDS; k++) {
+        uint32_t i = atomic_fetch_add(&load.next, 1);
+        cr_assert_lt(i, SEATS);
+        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
+        req.seats_hold.booking_id = load.bookings[i % BOOKINGS];
+        req.seats_hold.user_id = USER;
+        req.seats_hold.seats.count = 1;
+        req.seats_hold.seats.ids[0] = i;
+        atomic_store(&load.state[i], SEAT_SENT);
+        tg_err err = tg_client_call_to(load.c, backup->rep_url, &req, 500, NULL, &rep);
+        err = err == TG_OK && rep.type == TG_WIRE_ERROR ? (tg_err)rep.error.code : err;
+        cr_assert_neq(err, TG_OK, "the cut-off backup acknowledged a hold of seat %u", i);
+        atomic_store(&load.state[i], SEAT_REFUSED);
+    }
+}
+
+/* Both copies equal, seat for seat, within SETTLE_MS. */
+static void assert_copies_equal(const hx_unit *primary, const hx_unit *backup)
+{
+    static uint64_t theirs[SEATS];
+    tg_client *b = hx_client(backup, P, 4);
+    bool equal = false;
+    for (int64_t t0 = hx_now_ms(); !equal && hx_now_ms() - t0 < SETTLE_MS;) {
+        hx_seat_words(load.c, P, SEATS, words);
+        hx_seat_words(b, P, SEATS, theirs);
+        equal = memcmp(words, theirs, sizeof(words)) == 0;
+        hx_sleep_ms(equal ? 0 : 50);
+    }
+    uint32_t first = 0;
+    while (!equal && first < SEATS && words[first] == theirs[first]) {
+        first++;
+    }
+    hx_client_close(b);
+    cr_assert(equal, "%s and %s differ at seat %u: %#llx and %#llx", primary->name, backup->name,
+              first, (unsigned long long)(first < SEATS ? words[first] : 0),
+              (unsigned long long)(first < SEATS ? theirs[first] : 0));
+}
+
+Test(failover_load, a_link_cut_between_primary_and_backup_sells_nothing_twice_on_either_side)
+{
+    grid_start(1);
+    cr_assert_eq(setenv("TIXGRID_TEST_REPL_REFUSE_DIR", dir, 1), 0); /* read by units at start */
+    PGconn *db;
+    hx_unit *backup, *a = units_start(&db, &backup);
+    bookings_make();
+    int64_t t0 = tg_mono_ns();
+    load.pace_ns = t0;
+    load_until(t0 + (int64_t)STEADY_MS * 1000000);
+    double rate = (double)atomic_load(&load.acked) * 1e9 / (double)(tg_mono_ns() - t0);
+
+    repl_cut(backup, true);
+    atomic_store(&load.cut_ns, tg_mono_ns());
+    load_until(atomic_load(&load.cut_ns) + (int64_t)CUT_MS * 1000000);
+    assert_backup_sells_nothing(backup);
+    cr_assert(strncmp(placement(db), a->name, strlen(a->name)) == 0,
+              "the primary is alive, yet the map changed: grid_partitions: %s", placement(db));
+    atomic_store(&load.heal_ns, tg_mono_ns());
+    repl_cut(backup, false);
+    int64_t bound = atomic_load(&load.heal_ns) + (int64_t)4 * SERVE_BOUND_MS * 1000000;
+    atomic_store(&load.kill_ns, atomic_load(&load.heal_ns)); /* served_ns: an ack after the mend */
+    while (atomic_load(&load.served_ns) == 0 && tg_mono_ns() < bound) {
+        load_until(tg_mono_ns() + 10 * 1000000);
+    }
+    cr_assert_neq(atomic_load(&load.served_ns), 0, "no hold acknowledged after the link mended");
+    load_until(tg_mono_ns() + (int64_t)AFTER_MS * 1000000);
+    load_drain();
+    printf("# load: link cut: %.0f holds/s before; %u holds asked during the %d ms cut, %u "
+           "acknowledged before the mend; %lld ms from the mend to the first hold acknowledged\n",
+           rate, atomic_load(&load.sent_in_cut), CUT_MS, atomic_load(&load.acked_in_cut),
+           (long long)((atomic_load(&load.served_ns) - atomic_load(&load.heal_ns)) / 1000000));
+    fflush(stdout);
+    cr_assert_geq(rate, LOAD_RATE_MIN, "the load ran at %.0f holds/s only", rate);
+    cr_assert_gt(atomic_load(&load.sent_in_cut), 0u, "no hold was asked during the cut");
+    cr_assert_eq(atomic_load(&load.acked_in_cut), 0u,
+                 "holds acknowledged while the backup refused them");
+    assert_nothing_lost_or_held_twice();
+    assert_copies_equal(a, backup);
     PQfinish(db);
 }
