@@ -356,9 +356,9 @@ static bool page_dir(const char *dir, char *out, size_t size)
 {
     char index[PATH_MAX + 16], real[PATH_MAX];
     struct stat st;
-    snprintf(index, sizeof(index), "%s/index.html", dir);
-    if (stat(index, &st) != 0 || !S_ISREG(st.st_mode) || realpath(dir, real) == NULL ||
-        strlen(real) >= size) {
+    int n = snprintf(index, sizeof(index), "%s/index.html", dir);
+    if (n < 0 || (size_t)n >= sizeof(index) || stat(index, &st) != 0 || !S_ISREG(st.st_mode) ||
+        realpath(dir, real) == NULL || strlen(real) >= size) {
         return false;
     }
     memcpy(out, real, strlen(real) + 1);
