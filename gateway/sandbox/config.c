@@ -43,7 +43,10 @@ static const char usage[] =
     "  --secret-file FILE     TIXGRID_PAYMENT_WEBHOOK_SECRET_FILE  the secret is FILE's first line\n"
     "  --mode M               TIXGRID_SANDBOX_MODE         normal|fail|delay|timeout|decline\n"
     "  --delay-ms N           TIXGRID_SANDBOX_DELAY_MS     the API's delay in delay mode (2000)\n"
-    "  --webhook-attempts N   TIXGRID_SANDBOX_WEBHOOK_ATTEMPTS  per webhook, 1..20 (5)\n\n"
+    "  --webhook-attempts N   TIXGRID_SANDBOX_WEBHOOK_ATTEMPTS  per webhook, 1..20 (5)\n"
+    "  --webhook-threads N    TIXGRID_SANDBOX_WEBHOOK_THREADS   webhooks sent at once, 1..64 (8)\n"
+    "  --payments-max N       TIXGRID_SANDBOX_PAYMENTS_MAX  payments kept, 1..16777216 (262144);\n"
+    "                                                      about 1.8 KB each\n\n"
     "POST /control {\"mode\": M, \"delay_ms\": N} changes the mode while it runs.\n"
     "Exit status: 0 after SIGTERM/SIGINT, 64 bad flags, 69 the port is taken, 1 other.\n";
 
@@ -107,6 +110,18 @@ static int set(sbx_config *cfg, const char *name, const char *v)
                                       delay ? "0..600000" : "1..20");
         }
         *(delay ? &cfg->delay_ms : &cfg->webhook_attempts) = (uint32_t)n;
+    } else if (strcmp(name, "webhook-threads") == 0) {
+        if (tg_parse_u64(v, 1, SBX_WEBHOOK_THREADS_MAX, &n) != TG_OK) {
+            return tg_cli_usage_error(PROGRAM, "--webhook-threads: expected a whole number in 1..%u",
+                                      SBX_WEBHOOK_THREADS_MAX);
+        }
+        cfg->webhook_threads = (uint32_t)n;
+    } else if (strcmp(name, "payments-max") == 0) {
+        if (tg_parse_u64(v, 1, SBX_PAYMENTS_LIMIT, &n) != TG_OK) {
+            return tg_cli_usage_error(PROGRAM, "--payments-max: expected a whole number in 1..%u",
+                                      SBX_PAYMENTS_LIMIT);
+        }
+        cfg->payments_max = (uint32_t)n;
     }
     return -1;
 }
@@ -121,6 +136,8 @@ static const struct {
     {"mode", "TIXGRID_SANDBOX_MODE"},
     {"delay-ms", "TIXGRID_SANDBOX_DELAY_MS"},
     {"webhook-attempts", "TIXGRID_SANDBOX_WEBHOOK_ATTEMPTS"},
+    {"webhook-threads", "TIXGRID_SANDBOX_WEBHOOK_THREADS"},
+    {"payments-max", "TIXGRID_SANDBOX_PAYMENTS_MAX"},
 };
 #define SETTINGS_COUNT (sizeof(settings) / sizeof(settings[0]))
 
@@ -150,7 +167,11 @@ int sbx_config_parse(sbx_config *cfg, int argc, char **argv)
     if (tg_cli_standard(argc, argv, PROGRAM, usage, &exit_code)) {
         return exit_code;
     }
-    *cfg = (sbx_config){.listen_port = 8090, .delay_ms = 2000, .webhook_attempts = 5};
+    *cfg = (sbx_config){.listen_port = 8090,
+                        .delay_ms = 2000,
+                        .webhook_attempts = 5,
+                        .webhook_threads = SBX_WEBHOOK_THREADS,
+                        .payments_max = SBX_PAYMENTS_MAX};
     strcpy(cfg->listen_host, "127.0.0.1");
     int rc = -1;
     for (size_t i = 0; i < SETTINGS_COUNT && rc < 0; i++) {

@@ -9,9 +9,9 @@
  * API with 500, to answer it only after a delay, never to answer it, or to
  * decline every payment on its own.
  *
- * One libuv loop + h2o serves HTTP; one thread delivers webhooks (blocking
- * libcurl, with retries), so that a slow gateway never holds the page.
- * Payments live in memory, at most SBX_PAYMENTS_MAX, under one mutex.
+ * One libuv loop + h2o serves HTTP; a pool of threads delivers webhooks
+ * (blocking libcurl, with retries), so that a slow gateway never holds the
+ * page.  Payments live in memory, at most payments_max, under one mutex.
  */
 #ifndef TIXGRID_SANDBOX_H
 #define TIXGRID_SANDBOX_H
@@ -20,8 +20,10 @@
 
 #define SBX_URL_BYTES         512u
 #define SBX_SECRET_BYTES_MAX  256u
-#define SBX_PAYMENTS_MAX      4096u /* more are refused with 503 */
-#define SBX_WEBHOOK_QUEUE_MAX 1024u /* deliveries waiting; more are dropped (logged) */
+#define SBX_PAYMENTS_MAX        262144u /* the default of --payments-max: more get 503 */
+#define SBX_PAYMENTS_LIMIT      16777216u /* the largest --payments-max */
+#define SBX_WEBHOOK_THREADS     8u /* the default of --webhook-threads */
+#define SBX_WEBHOOK_THREADS_MAX 64u
 
 typedef enum {
     SBX_MODE_NORMAL = 0,  /* answer at once, wait for the buyer */
@@ -39,6 +41,8 @@ typedef struct {
     sbx_mode mode;
     uint32_t delay_ms;
     uint32_t webhook_attempts; /* per webhook, 200 ms apart doubling */
+    uint32_t webhook_threads;  /* webhooks delivered at once */
+    uint32_t payments_max;     /* payments kept; more are refused with 503 */
 } sbx_config;
 
 /* Flags and TIXGRID_* variables; -1: run, else an exit code. */

@@ -439,7 +439,7 @@ static bool listen_start(const sbx_config *cfg)
     uv_tcp_init(&sbx.loop, &sbx.listener);
     int rc = uv_tcp_bind(&sbx.listener, (struct sockaddr *)&ss, 0);
     if (rc == 0) {
-        rc = uv_listen((uv_stream_t *)&sbx.listener, 128, on_accept);
+        rc = uv_listen((uv_stream_t *)&sbx.listener, SOMAXCONN, on_accept);
     }
     if (rc != 0) {
         tg_log(TG_LOG_ERROR, "cannot listen on %s:%u: %s", cfg->listen_host, cfg->listen_port,
@@ -483,7 +483,7 @@ int sbx_run(const sbx_config *cfg)
     uv_signal_init(&sbx.loop, &sbx.sigint);
     uv_signal_start(&sbx.sigterm, on_signal, SIGTERM);
     uv_signal_start(&sbx.sigint, on_signal, SIGINT);
-    if (!sbx_store_start(cfg->secret, cfg->webhook_attempts)) {
+    if (!sbx_store_start(cfg)) {
         return 1;
     }
     tg_log(TG_LOG_INFO, "listening on %s:%u, pages at %s, mode %s", cfg->listen_host,

@@ -21,27 +21,36 @@
 #include <string.h>
 #include <time.h>
 
+#include "tixgrid/assert.h"
 #include "tixgrid/clock.h"
 #include "tixgrid/log.h"
 
-typedef struct {
-    uint32_t payment; /* index */
-    char body[512];
-    char signature[65];
-} delivery;
+#define INDEX_EMPTY UINT32_MAX
+#define CAP_FIRST   1024u
 
+/* Payments grow by doubling up to max; an open-addressing index (ids are
+ * random, so a plain hash spreads them) finds one by id; the deliveries
+ * waiting are a ring of payment indexes.  A payment is decided once and
+ * queues one webhook, so the ring never holds more than there are
+ * payments: it grows with them and is never full. */
 static struct {
     pthread_mutex_t lock;
-    pthread_cond_t wake;
-    sbx_payment payments[SBX_PAYMENTS_MAX];
-    uint32_t count;
-    delivery queue[SBX_WEBHOOK_QUEUE_MAX];
+    pthread_cond_t wake; /* a delivery queued, or stopping */
+    pthread_cond_t stop; /* stopping: ends a retry's pause */
+    sbx_payment *payments;
+    uint32_t count, cap, max;
+    uint32_t *index; /* index_slots: a power of two, at least 2 x cap */
+    uint32_t index_slots;
+    uint32_t *queue; /* cap slots */
     uint32_t head, len;
     bool stopping;
-    pthread_t thread;
+    pthread_t threads[SBX_WEBHOOK_THREADS_MAX];
+    uint32_t threads_started;
     char secret[SBX_SECRET_BYTES_MAX + 1];
     uint32_t attempts;
-} store = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+} store = {.lock = PTHREAD_MUTEX_INITIALIZER,
+           .wake = PTHREAD_COND_INITIALIZER,
+           .stop = PTHREAD_COND_INITIALIZER};
 
 const char *sbx_status_name(sbx_status s)
 {
@@ -49,14 +58,77 @@ const char *sbx_status_name(sbx_status s)
     return (unsigned)s < 4 ? names[s] : "PENDING";
 }
 
-static sbx_payment *find_locked(const char *id)
+static uint32_t id_hash(const char *id)
 {
-    for (uint32_t i = 0; i < store.count; i++) {
-        if (strcmp(store.payments[i].id, id) == 0) {
-            return &store.payments[i];
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *id != '\0'; id++) {
+        h = (h ^ (unsigned char)*id) * 16777619u;
+    }
+    return h;
+}
+
+/* The index slot of id: its payment's, or the empty one it would take. */
+static uint32_t *slot_locked(const char *id)
+{
+    uint32_t mask = store.index_slots - 1;
+    for (uint32_t i = id_hash(id) & mask;; i = (i + 1) & mask) {
+        uint32_t *slot = &store.index[i];
+        if (*slot == INDEX_EMPTY || strcmp(store.payments[*slot].id, id) == 0) {
+            return slot;
         }
     }
-    return NULL;
+}
+
+static sbx_payment *find_locked(const char *id)
+{
+    if (store.cap == 0) {
+        return NULL;
+    }
+    uint32_t *slot = slot_locked(id);
+    return *slot == INDEX_EMPTY ? NULL : &store.payments[*slot];
+}
+
+/* Room for one more payment: doubles the payments, the index (rebuilt)
+ * and the ring (unrolled from its head); false at max or out of memory. */
+static bool grow_locked(void)
+{
+    if (store.count < store.cap) {
+        return true;
+    }
+    uint32_t cap = store.cap == 0 ? CAP_FIRST : 2 * store.cap;
+    cap = cap > store.max ? store.max : cap;
+    if (cap <= store.cap) {
+        return false;
+    }
+    uint32_t slots = 1;
+    while (slots < 2 * cap) {
+        slots *= 2;
+    }
+    sbx_payment *payments = realloc(store.payments, (size_t)cap * sizeof(*payments));
+    uint32_t *index = malloc((size_t)slots * sizeof(*index));
+    uint32_t *queue = malloc((size_t)cap * sizeof(*queue));
+    if (payments == NULL || index == NULL || queue == NULL) {
+        store.payments = payments != NULL ? payments : store.payments;
+        free(index);
+        free(queue);
+        return false;
+    }
+    for (uint32_t i = 0; i < store.len; i++) {
+        queue[i] = store.queue[(store.head + i) % store.cap];
+    }
+    free(store.queue);
+    free(store.index);
+    store.payments = payments;
+    store.queue = queue;
+    store.head = 0;
+    store.index = index;
+    store.index_slots = slots;
+    store.cap = cap;
+    memset(index, 0xff, (size_t)slots * sizeof(*index)); /* INDEX_EMPTY */
+    for (uint32_t i = 0; i < store.count; i++) {
+        *slot_locked(store.payments[i].id) = i;
+    }
+    return true;
 }
 
 bool sbx_store_create(sbx_payment *p, sbx_payment *out)
@@ -68,9 +140,11 @@ bool sbx_store_create(sbx_payment *p, sbx_payment *out)
     snprintf(p->id, sizeof(p->id), "pay_%s", hex);
     p->status = SBX_PENDING;
     pthread_mutex_lock(&store.lock);
-    bool ok = store.count < SBX_PAYMENTS_MAX;
+    bool ok = grow_locked();
     if (ok) {
-        store.payments[store.count++] = *p;
+        uint32_t i = store.count++;
+        store.payments[i] = *p;
+        *slot_locked(p->id) = i;
         *out = *p;
     }
     pthread_mutex_unlock(&store.lock);
@@ -88,27 +162,13 @@ bool sbx_store_get(const char *id, sbx_payment *out)
     return p != NULL;
 }
 
-/* The signed webhook of p's current status, queued (lock held). */
-static void webhook_queue_locked(const sbx_payment *p)
+/* p's webhook queued for the delivery threads (lock held).  Its body is
+ * made when it is sent, from the payment, with the time of the decision. */
+static void webhook_queue_locked(sbx_payment *p)
 {
-    if (store.len == SBX_WEBHOOK_QUEUE_MAX) {
-        tg_log(TG_LOG_WARN, "webhook queue full: %s %s not delivered", p->id,
-               sbx_status_name(p->status));
-        return;
-    }
-    delivery *d = &store.queue[(store.head + store.len++) % SBX_WEBHOOK_QUEUE_MAX];
-    d->payment = (uint32_t)(p - store.payments);
-    char now[TG_RFC3339_BYTES];
-    tg_format_rfc3339(now, tg_now_ms());
-    /* Formatted apart: the payment and the queue are both in `store`. */
-    char body[sizeof(d->body)];
-    snprintf(body, sizeof(body),
-             "{\"paymentId\":\"%s\",\"status\":\"%s\",\"orderId\":\"%s\",\"amount\":%lld,"
-             "\"currency\":\"%s\",\"timestamp\":\"%s\"}",
-             p->id, sbx_status_name(p->status), p->order_id, (long long)p->amount, p->currency,
-             now);
-    memcpy(d->body, body, sizeof(body));
-    sbx_sign(store.secret, d->body, d->signature);
+    TG_ASSERT(store.len < store.cap); /* one webhook per payment at most */
+    p->decided_ms = tg_now_ms();
+    store.queue[(store.head + store.len++) % store.cap] = (uint32_t)(p - store.payments);
     pthread_cond_signal(&store.wake);
 }
 
@@ -161,6 +221,13 @@ void sbx_sign(const char *secret, const char *body, char hex[65])
 
 /* ---- Delivery ---------------------------------------------------------------- */
 
+typedef struct {
+    CURL *easy; /* kept from one webhook to the next: its connection is reused */
+    char url[SBX_URL_BYTES];
+    char body[512];
+    char signature[65];
+} deliverer;
+
 static size_t discard(char *data, size_t size, size_t n, void *arg)
 {
     (void)data;
@@ -168,32 +235,45 @@ static size_t discard(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-static long post(const char *url, const delivery *d)
+/* The signed webhook of payment i as it stands (lock held). */
+static void webhook_format_locked(deliverer *d, uint32_t i)
 {
-    CURL *e = curl_easy_init();
-    if (e == NULL) {
-        return 0;
-    }
+    const sbx_payment *p = &store.payments[i];
+    char at[TG_RFC3339_BYTES];
+    tg_format_rfc3339(at, p->decided_ms);
+    snprintf(d->url, sizeof(d->url), "%s", p->notify_url);
+    snprintf(d->body, sizeof(d->body),
+             "{\"paymentId\":\"%s\",\"status\":\"%s\",\"orderId\":\"%s\",\"amount\":%lld,"
+             "\"currency\":\"%s\",\"timestamp\":\"%s\"}",
+             p->id, sbx_status_name(p->status), p->order_id, (long long)p->amount, p->currency, at);
+    sbx_sign(store.secret, d->body, d->signature);
+}
+
+static long post(deliverer *d)
+{
     char sig[80];
     snprintf(sig, sizeof(sig), "X-Signature: %s", d->signature);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     h = curl_slist_append(h, sig);
-    curl_easy_setopt(e, CURLOPT_URL, url);
+    CURL *e = d->easy;
+    curl_easy_setopt(e, CURLOPT_URL, d->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, d->body);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 5000L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
     long status = 0;
-    if (curl_easy_perform(e) == CURLE_OK) {
+    if (h != NULL && curl_easy_perform(e) == CURLE_OK) {
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     }
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(h);
-    curl_easy_cleanup(e);
     return status;
 }
 
-/* Waits up to ms unless stopping (lock held); true when stopping. */
+/* Waits up to ms unless stopping (lock held); true when stopping.  It
+ * waits on `stop`, not `wake`, so that a queued webhook's signal goes to
+ * an idle thread and is never spent on one that is pausing. */
 static bool pause_locked(uint32_t ms)
 {
     struct timespec until;
@@ -204,25 +284,32 @@ static bool pause_locked(uint32_t ms)
         until.tv_sec++;
         until.tv_nsec -= 1000000000;
     }
-    while (!store.stopping && pthread_cond_timedwait(&store.wake, &store.lock, &until) == 0) {
+    while (!store.stopping && pthread_cond_timedwait(&store.stop, &store.lock, &until) == 0) {
     }
     return store.stopping;
 }
 
-static void deliver_locked(const delivery *d)
+/* Payment i's webhook, retried until a 2xx or the attempts are spent
+ * (lock held, released while sending). */
+static void deliver_locked(deliverer *d, uint32_t i)
 {
-    char url[SBX_URL_BYTES];
-    snprintf(url, sizeof(url), "%s", store.payments[d->payment].notify_url);
+    webhook_format_locked(d, i);
     uint32_t wait_ms = 200;
     for (uint32_t attempt = 1; attempt <= store.attempts; attempt++) {
         pthread_mutex_unlock(&store.lock);
-        long status = post(url, d);
+        long status = post(d);
         pthread_mutex_lock(&store.lock);
-        tg_log(TG_LOG_INFO, "webhook %s attempt %u: HTTP %ld", store.payments[d->payment].id,
-               attempt, status);
+        /* Every failure is told; a success only where debugging (a
+         * sell-out makes tens of thousands). */
+        tg_log(status >= 200 && status <= 299 ? TG_LOG_DEBUG : TG_LOG_INFO,
+               "webhook %s attempt %u: HTTP %ld", store.payments[i].id, attempt, status);
         if (status >= 200 && status <= 299) {
-            store.payments[d->payment].webhooks_delivered++;
+            store.payments[i].webhooks_delivered++;
             return;
+        }
+        if (attempt == store.attempts) {
+            tg_log(TG_LOG_WARN, "webhook %s %s dropped after %u attempts", store.payments[i].id,
+                   sbx_status_name(store.payments[i].status), attempt);
         }
         if (attempt == store.attempts || pause_locked(wait_ms)) {
             return;
@@ -233,27 +320,54 @@ static void deliver_locked(const delivery *d)
 
 static void *delivery_main(void *arg)
 {
-    (void)arg;
+    deliverer *d = arg;
     pthread_mutex_lock(&store.lock);
     while (!store.stopping) {
         if (store.len == 0) {
             pthread_cond_wait(&store.wake, &store.lock);
             continue;
         }
-        delivery d = store.queue[store.head];
-        store.head = (store.head + 1) % SBX_WEBHOOK_QUEUE_MAX;
+        uint32_t i = store.queue[store.head];
+        store.head = (store.head + 1) % store.cap;
         store.len--;
-        deliver_locked(&d);
+        deliver_locked(d, i);
     }
     pthread_mutex_unlock(&store.lock);
+    curl_easy_cleanup(d->easy);
+    free(d);
     return NULL;
 }
 
-bool sbx_store_start(const char *secret, uint32_t attempts)
+static bool thread_start(void)
 {
-    snprintf(store.secret, sizeof(store.secret), "%s", secret);
-    store.attempts = attempts;
-    return pthread_create(&store.thread, NULL, delivery_main, NULL) == 0;
+    deliverer *d = calloc(1, sizeof(*d));
+    d->easy = d != NULL ? curl_easy_init() : NULL;
+    if (d == NULL || d->easy == NULL ||
+        pthread_create(&store.threads[store.threads_started], NULL, delivery_main, d) != 0) {
+        if (d != NULL && d->easy != NULL) {
+            curl_easy_cleanup(d->easy);
+        }
+        free(d);
+        return false;
+    }
+    store.threads_started++;
+    return true;
+}
+
+bool sbx_store_start(const sbx_config *cfg)
+{
+    snprintf(store.secret, sizeof(store.secret), "%s", cfg->secret);
+    store.attempts = cfg->webhook_attempts;
+    store.max = cfg->payments_max;
+    bool ok = true;
+    while (ok && store.threads_started < cfg->webhook_threads) {
+        ok = thread_start();
+    }
+    if (!ok) {
+        tg_log(TG_LOG_ERROR, "cannot start the webhook threads");
+        sbx_store_stop();
+    }
+    return ok;
 }
 
 void sbx_store_stop(void)
@@ -264,6 +378,10 @@ void sbx_store_stop(void)
         tg_log(TG_LOG_WARN, "%u webhooks not delivered at exit", store.len);
     }
     pthread_cond_broadcast(&store.wake);
+    pthread_cond_broadcast(&store.stop);
     pthread_mutex_unlock(&store.lock);
-    pthread_join(store.thread, NULL);
+    for (uint32_t t = 0; t < store.threads_started; t++) {
+        pthread_join(store.threads[t], NULL);
+    }
+    store.threads_started = 0;
 }

@@ -24,18 +24,21 @@ typedef struct {
     sbx_status status;
     uint32_t refunds;            /* refunds made (0 or 1) */
     uint32_t webhooks_delivered; /* answered 2xx */
+    int64_t decided_ms;          /* when approved or declined: the webhook's timestamp */
 } sbx_payment;
 
 typedef enum { SBX_DECIDE_OK, SBX_DECIDE_UNKNOWN, SBX_DECIDE_ALREADY } sbx_decide_result;
 
 const char *sbx_status_name(sbx_status s);
 
-/* Starts the delivery thread. */
-bool sbx_store_start(const char *secret, uint32_t attempts);
+/* Starts the delivery threads (cfg: secret, webhook_attempts and
+ * _threads, payments_max). */
+bool sbx_store_start(const sbx_config *cfg);
 /* Stops it; undelivered webhooks are dropped (logged). */
 void sbx_store_stop(void);
 
-/* Gives p an id and stores it PENDING (copy in out); false when full. */
+/* Gives p an id and stores it PENDING (copy in out); false when
+ * payments_max are stored already, or out of memory. */
 bool sbx_store_create(sbx_payment *p, sbx_payment *out);
 bool sbx_store_get(const char *id, sbx_payment *out);
 /* PENDING → CONFIRMED (approve) or FAILED, and its webhook queued. */
