@@ -1,7 +1,8 @@
 /*
  * failover_load_test.c — failover under a steady load of holds (suite
  * `load`): a private PostgreSQL (pg.h), managers, three units in three zones
- * (harness.h), and a load of single-seat holds kept at LOAD_INFLIGHT
+ * (harness.h), the write-behind drain (tixgrid-persister run, following the
+ * managers' maps), and a load of single-seat holds kept at LOAD_INFLIGHT
  * requests in flight by this process, which follows the map the manager
  * publishes (tixgrid/mapsub.h) exactly as the gateway does.
  *
@@ -28,7 +29,9 @@
  * Both check, seat for seat on the new primary: every acknowledged hold is
  * there in its booking, and no seat is held by a booking it was not asked
  * for (each seat is asked for once, in one booking), so nothing acknowledged
- * is lost and nothing is held twice.  LOAD_RATE holds/s are offered, well
+ * is lost and nothing is held twice.  Then, once the drain has caught up
+ * with the serving unit's log, PostgreSQL agrees with that unit seat for
+ * seat: held in the same booking, or free.  LOAD_RATE holds/s are offered, well
  * over the 5,000/s the checks are asked to hold under; the rate acknowledged
  * before the fault is printed.  It is not a test of speed (a busy machine
  * lets fewer through: scripts/bench measures speed), so only a load that
@@ -75,7 +78,7 @@ enum { SEAT_UNSENT, SEAT_SENT, SEAT_ACKED, SEAT_REFUSED };
 
 static char dir[64];
 static pgt_server *pg;
-static pid_t managers[2];
+static pid_t managers[2], drain;
 static char manager_urls[200], manager_pubs[200];
 static hx_run_result run_result;
 static hx_unit units[3];
@@ -111,6 +114,11 @@ static uint64_t words[SEATS];
 static void fini(void)
 {
     hx_fini_all();
+    if (drain > 0) {
+        kill(drain, SIGKILL);
+        waitpid(drain, NULL, 0);
+        drain = 0;
+    }
     for (int i = 0; i < 2; i++) {
         if (managers[i] > 0) {
             kill(managers[i], SIGKILL);
@@ -129,7 +137,28 @@ static void fini(void)
 
 TestSuite(failover_load, .fini = fini, .timeout = 90);
 
-/* PostgreSQL with event 1 and its partition; n managers (the first active). */
+/* The write-behind drain, following the managers' published maps. */
+static void drain_start(void)
+{
+    static char db_env[256], log[96];
+    snprintf(db_env, sizeof(db_env), "TIXGRID_DB=%s", pg->conninfo);
+    snprintf(log, sizeof(log), "%s/drain.log", dir);
+    const char *argv[] = {getenv("TIXGRID_PERSISTER_BIN"),
+                          "run",
+                          "--routes-refresh-ms",
+                          "200",
+                          "--retry-max-ms",
+                          "1000",
+                          "--manager-pub",
+                          manager_pubs,
+                          NULL};
+    cr_assert(argv[0] != NULL, "TIXGRID_PERSISTER_BIN is not set (run through meson test)");
+    const char *const env[] = {db_env, NULL};
+    drain = hx_spawn_process(argv, env, log);
+}
+
+/* PostgreSQL with event 1, its seats and its partition; n managers (the
+ * first active) and the drain. */
 static void grid_start(int n)
 {
     snprintf(dir, sizeof(dir), "/tmp/tixgrid-fl-%ld-XXXXXX", (long)getpid());
@@ -141,13 +170,21 @@ static void grid_start(int n)
     cr_assert_eq(pgt_exit_code(r), 0, "migrate failed: %s", r->err);
     free(r);
     PGconn *db = pgt_connect(pg);
-    char sql[512];
+    char sql[1024];
+    /* The seats as the unit's layout numbers them (one section, rows of
+     * PER_ROW): the drain writes their states here. */
     snprintf(sql, sizeof(sql),
              "INSERT INTO events (id, title, artist, venue, starts_at, status)"
              " VALUES (1, 'Load', 'The Testers', 'Hall', now() + interval '30 days', 'on_sale');"
+             "INSERT INTO sections (event_id, section_idx, name, price_minor, currency)"
+             " VALUES (1, 0, 'S0', 1000, 'EUR');"
+             "INSERT INTO seats (event_id, seat_no, partition_id, section_idx, row_name, number,"
+             " price_minor)"
+             " SELECT 1, r * %u + n - 1, %u, 0, 'R' || r, n, 1000"
+             " FROM generate_series(0, %u) r, generate_series(1, %u) n;"
              "INSERT INTO grid_partitions (partition_id, event_id, first_seat, seat_count, epoch)"
              " VALUES (%u, 1, 0, %u, 1);",
-             P, SEATS);
+             PER_ROW, P, ROWS - 1, PER_ROW, P, SEATS);
     pgt_exec(db, sql);
     PQfinish(db);
     for (int i = 0; i < n; i++) {
@@ -178,6 +215,7 @@ static void grid_start(int n)
                  "%s%s", i > 0 ? "," : "", pub[i]);
         hx_sleep_ms(i == 0 ? 300 : 0); /* the first takes the lock */
     }
+    drain_start();
 }
 
 static void unit_start(hx_unit *u, bool with_partition, const char *zone)
@@ -334,8 +372,66 @@ static void load_drain(void)
     cr_assert_eq(atomic_load(&load.inflight), 0u, "holds still in flight after 5 s");
 }
 
+#define DRAIN_TIMEOUT_MS 30000
+
+/* Waits until PostgreSQL holds every change up to the serving unit's log
+ * head (the load has stopped). */
+static void wait_drained(PGconn *db)
+{
+    static tg_msg rep;
+    tg_msg req = {.type = TG_WIRE_AVAILABILITY, .availability = {.partition_id = P}};
+    tg_err err = tg_client_call(load.c, P, &req, HX_CALL_TIMEOUT_MS, hx_space(), &rep);
+    cr_assert_eq(err, TG_OK, "availability: %s", tg_strerror(err));
+    cr_assert_eq(rep.type, TG_WIRE_AVAILABILITY_OK);
+    int64_t head = (int64_t)rep.availability_ok.log_head, persisted = -1;
+    char sql[160];
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce(max(last_seq), 0) FROM partition_offsets WHERE partition_id = %u", P);
+    for (int64_t t0 = hx_now_ms(); hx_now_ms() - t0 < DRAIN_TIMEOUT_MS; hx_sleep_ms(50)) {
+        persisted = pgt_query_i64(db, sql);
+        if (persisted >= head) {
+            return;
+        }
+    }
+    cr_assert_fail("after %d ms PostgreSQL holds changes up to %lld, the log is at %lld "
+                   "(%s/drain.log)",
+                   DRAIN_TIMEOUT_MS, (long long)persisted, (long long)head, dir);
+}
+
+/* After the drain caught up, PostgreSQL agrees with words (the serving
+ * unit's seats) seat for seat: held in the same booking, or free. */
+static void assert_pg_agrees(void)
+{
+    PGconn *db = pgt_connect(pg);
+    wait_drained(db);
+    PGresult *res = PQexec(db, "SELECT seat_no, status, coalesce(booking_id, 0) FROM seats"
+                               " WHERE event_id = 1 ORDER BY seat_no");
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(db));
+    cr_assert_eq(PQntuples(res), (int)SEATS);
+    uint32_t held = 0;
+    for (uint32_t i = 0; i < SEATS; i++) {
+        bool free_in_grid = tg_seat_word_state(words[i]) == TG_SEAT_FREE;
+        const char *status = PQgetvalue(res, (int)i, 1);
+        uint64_t booking = strtoull(PQgetvalue(res, (int)i, 2), NULL, 10);
+        cr_assert_eq(strtoul(PQgetvalue(res, (int)i, 0), NULL, 10), i);
+        cr_assert_str_eq(status, free_in_grid ? "FREE" : "SELECTED",
+                         "seat %u: the grid has it %s, PostgreSQL %s", i,
+                         free_in_grid ? "free" : "held", status);
+        cr_assert_eq(booking, free_in_grid ? 0 : load.bookings[i % BOOKINGS],
+                     "seat %u: PostgreSQL has it in booking %llu", i,
+                     (unsigned long long)booking);
+        held += !free_in_grid;
+    }
+    PQclear(res);
+    PQfinish(db);
+    printf("# load: PostgreSQL agrees after the drain: %u seats held, %u free\n", held,
+           SEATS - held);
+    fflush(stdout);
+}
+
 /* Every acknowledged hold is on the unit serving the partition now, in its
- * booking, and no seat is held by a booking it was not asked for. */
+ * booking, and no seat is held by a booking it was not asked for; then
+ * PostgreSQL, once drained, agrees seat for seat. */
 static void assert_nothing_lost_or_held_twice(void)
 {
     hx_seat_words(load.c, P, SEATS, words);
@@ -356,6 +452,7 @@ static void assert_nothing_lost_or_held_twice(void)
     }
     printf("# load: %u holds acknowledged, %u seats held on the new primary\n", acked, held);
     fflush(stdout);
+    assert_pg_agrees();
 }
 
 static void bookings_make(void)
