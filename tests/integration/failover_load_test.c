@@ -341,11 +341,7 @@ static void load_until(int64_t until_ns)
             continue;
         }
         uint32_t i = atomic_fetch_add(&load.next, 1);
-        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-        req.seats_hold.booking_id = load.bookings[i % BOOKINGS];
-        req.seats_hold.user_id = USER;
-        req.seats_hold.seats.count = 1;
-        req.seats_hold.seats.ids[0] = i;
+        tg_msg req = hx_hold_one(load.bookings[i % BOOKINGS], USER, i);
         load.sent_ns[i] = tg_mono_ns();
         if (atomic_load(&load.cut_ns) != 0 && atomic_load(&load.heal_ns) == 0) {
             atomic_fetch_add(&load.sent_in_cut, 1);
@@ -571,25 +567,21 @@ Test(failover_load, with_the_active_manager_killed_the_standby_fails_over_under_
 
 #define LATE_HOLDS 10u /* asked of the frozen primary once it was replaced */
 
-/* Holds of LATE_HOLDS seats nobody asked for yet, sent to the old primary
- * directly: none may be acknowledged.  Returns how many it refused outright
- * (it serves the partition as a backup now) rather than not answering. */
-static uint32_t assert_old_primary_acknowledges_nothing(const hx_unit *old)
+/* Holds of LATE_HOLDS seats nobody asked for yet, sent to unit u directly
+ * (what: who it is, for the failure): none may be acknowledged.  Returns
+ * how many it refused outright rather than not answering. */
+static uint32_t assert_unit_acknowledges_nothing(const hx_unit *u, const char *what)
 {
     static tg_msg rep;
     uint32_t refused = 0;
     for (uint32_t k = 0; k < LATE_HOLDS; k++) {
         uint32_t i = atomic_fetch_add(&load.next, 1);
         cr_assert_lt(i, SEATS);
-        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-        req.seats_hold.booking_id = load.bookings[i % BOOKINGS];
-        req.seats_hold.user_id = USER;
-        req.seats_hold.seats.count = 1;
-        req.seats_hold.seats.ids[0] = i;
+        tg_msg req = hx_hold_one(load.bookings[i % BOOKINGS], USER, i);
         atomic_store(&load.state[i], SEAT_SENT);
-        tg_err err = tg_client_call_to(load.c, old->rep_url, &req, 500, NULL, &rep);
+        tg_err err = tg_client_call_to(load.c, u->rep_url, &req, 500, NULL, &rep);
         err = err == TG_OK && rep.type == TG_WIRE_ERROR ? (tg_err)rep.error.code : err;
-        cr_assert_neq(err, TG_OK, "the deposed primary acknowledged a hold of seat %u", i);
+        cr_assert_neq(err, TG_OK, "%s acknowledged a hold of seat %u", what, i);
         atomic_store(&load.state[i], SEAT_REFUSED);
         refused += err != TG_ETIMEDOUT ? 1 : 0;
     }
@@ -627,7 +619,7 @@ Test(failover_load, a_primary_frozen_under_load_acknowledges_nothing_once_replac
               placement(db));
     cr_assert_eq(kill(a->pid, SIGCONT), 0);
     load_until(tg_mono_ns() + (int64_t)AFTER_MS * 1000000);
-    uint32_t refused = assert_old_primary_acknowledges_nothing(a);
+    uint32_t refused = assert_unit_acknowledges_nothing(a, "the deposed primary");
     load_drain();
     printf("# load: SIGSTOP: %.0f holds/s before the freeze; %lld ms to the first hold on the "
            "new primary; the thawed primary refused %u of %u late holds outright\n",
@@ -703,42 +695,6 @@ Test(failover_load, kill_after_kill_the_partition_fails_over_every_time, .timeou
 
 #define CUT_MS 1500 /* how long the backup refuses its primary */
 
-/* Makes the unit refuse every replication message, or take them again
- * (pu/server_internal.h: a file named after it in TIXGRID_TEST_REPL_REFUSE_DIR). */
-static void repl_cut(const hx_unit *u, bool cut)
-{
-    char path[160];
-    snprintf(path, sizeof(path), "%s/%s", dir, u->name);
-    if (cut) {
-        FILE *f = fopen(path, "w");
-        cr_assert(f != NULL, "%s: %s", path, strerror(errno));
-        fclose(f);
-    } else {
-        cr_assert_eq(unlink(path), 0, "%s: %s", path, strerror(errno));
-    }
-}
-
-/* Holds of seats nobody asked for yet, sent to the backup directly: a
- * backup sells nothing, cut off or not. */
-static void assert_backup_sells_nothing(const hx_unit *backup)
-{
-    static tg_msg rep;
-    for (uint32_t k = 0; k < LATE_HOLDS; k++) {
-        uint32_t i = atomic_fetch_add(&load.next, 1);
-        cr_assert_lt(i, SEATS);
-        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-        req.seats_hold.booking_id = load.bookings[i % BOOKINGS];
-        req.seats_hold.user_id = USER;
-        req.seats_hold.seats.count = 1;
-        req.seats_hold.seats.ids[0] = i;
-        atomic_store(&load.state[i], SEAT_SENT);
-        tg_err err = tg_client_call_to(load.c, backup->rep_url, &req, 500, NULL, &rep);
-        err = err == TG_OK && rep.type == TG_WIRE_ERROR ? (tg_err)rep.error.code : err;
-        cr_assert_neq(err, TG_OK, "the cut-off backup acknowledged a hold of seat %u", i);
-        atomic_store(&load.state[i], SEAT_REFUSED);
-    }
-}
-
 /* Both copies equal, seat for seat, within SETTLE_MS. */
 static void assert_copies_equal(const hx_unit *primary, const hx_unit *backup)
 {
@@ -773,14 +729,15 @@ Test(failover_load, a_link_cut_between_primary_and_backup_sells_nothing_twice_on
     load_until(t0 + (int64_t)STEADY_MS * 1000000);
     double rate = (double)atomic_load(&load.acked) * 1e9 / (double)(tg_mono_ns() - t0);
 
-    repl_cut(backup, true);
+    hx_repl_cut(dir, backup, true);
     atomic_store(&load.cut_ns, tg_mono_ns());
     load_until(atomic_load(&load.cut_ns) + (int64_t)CUT_MS * 1000000);
-    assert_backup_sells_nothing(backup);
+    /* A backup sells nothing, cut off or not. */
+    (void)assert_unit_acknowledges_nothing(backup, "the cut-off backup");
     cr_assert(strncmp(placement(db), a->name, strlen(a->name)) == 0,
               "the primary is alive, yet the map changed: grid_partitions: %s", placement(db));
     atomic_store(&load.heal_ns, tg_mono_ns());
-    repl_cut(backup, false);
+    hx_repl_cut(dir, backup, false);
     int64_t bound = atomic_load(&load.heal_ns) + (int64_t)4 * SERVE_BOUND_MS * 1000000;
     atomic_store(&load.kill_ns, atomic_load(&load.heal_ns)); /* served_ns: an ack after the mend */
     while (atomic_load(&load.served_ns) == 0 && tg_mono_ns() < bound) {

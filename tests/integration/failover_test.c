@@ -418,11 +418,7 @@ static tg_err call_within(tg_client *c, const tg_msg *req, uint32_t timeout_ms)
  * with unavailable (the partition is no longer served there). */
 static uint32_t assert_nothing_acknowledged(tg_client *c, tg_booking_id b, uint32_t seat)
 {
-    tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-    req.seats_hold.booking_id = b;
-    req.seats_hold.user_id = USER;
-    req.seats_hold.seats.count = 1;
-    req.seats_hold.seats.ids[0] = seat;
+    tg_msg req = hx_hold_one(b, USER, seat);
     tg_err hold = call_within(c, &req, 1000);
     cr_assert_neq(hold, TG_OK, "the deposed primary acknowledged a hold of seat %u", seat);
     req = (tg_msg){.type = TG_WIRE_BOOKING_CREATE};
@@ -479,22 +475,6 @@ Test(failover, a_frozen_primary_acknowledges_nothing_after_it_was_replaced)
 #define CUT_FIRST 100u /* seats asked of the primary while its backup refuses replication */
 #define CUT_COUNT 5u
 
-/* Makes unit u refuse every replication message (the test-only switch of
- * pu/server_internal.h, TIXGRID_TEST_REPL_REFUSE_DIR = dir), or lets it
- * take them again. */
-static void repl_cut(const hx_unit *u, bool cut)
-{
-    char path[160];
-    snprintf(path, sizeof(path), "%s/%s", dir, u->name);
-    if (cut) {
-        FILE *f = fopen(path, "w");
-        cr_assert(f != NULL, "%s: %s", path, strerror(errno));
-        fclose(f);
-    } else {
-        cr_assert_eq(unlink(path), 0, "%s: %s", path, strerror(errno));
-    }
-}
-
 Test(failover, a_primary_whose_backup_refuses_replication_acknowledges_nothing_it_lacks)
 {
     static hx_unit a, others[2];
@@ -511,15 +491,11 @@ Test(failover, a_primary_whose_backup_refuses_replication_acknowledges_nothing_i
 
     /* The backup refuses: its primary's link leaves "in sync", yet the
      * backup still reports itself in sync to the manager. */
-    repl_cut(b, true);
+    hx_repl_cut(dir, b, true);
     bool acknowledged[CUT_COUNT] = {false};
     uint32_t acknowledged_count = 0;
     for (uint32_t k = 0; k < CUT_COUNT; k++) {
-        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-        req.seats_hold.booking_id = acked[k];
-        req.seats_hold.user_id = USER;
-        req.seats_hold.seats.count = 1;
-        req.seats_hold.seats.ids[0] = CUT_FIRST + k;
+        tg_msg req = hx_hold_one(acked[k], USER, CUT_FIRST + k);
         acknowledged[k] = call_within(ca, &req, 300) == TG_OK;
         acknowledged_count += acknowledged[k] ? 1 : 0;
     }
@@ -531,7 +507,7 @@ Test(failover, a_primary_whose_backup_refuses_replication_acknowledges_nothing_i
         hx_sleep_ms(err != TG_OK ? 5 : 0);
     }
     cr_assert_eq(err, TG_OK, "the backup never served a hold: %s", tg_errname(err));
-    repl_cut(b, false);
+    hx_repl_cut(dir, b, false);
 
     hx_seat_words(cb, P, SEATS, words_b);
     for (uint32_t k = 0; k < CUT_COUNT; k++) {

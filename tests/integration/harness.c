@@ -535,6 +535,19 @@ void hx_freeze(hx_unit *u)
     }
 }
 
+void hx_repl_cut(const char *refuse_dir, const hx_unit *u, bool cut)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", refuse_dir, u->name);
+    if (cut) {
+        FILE *f = fopen(path, "w");
+        cr_assert(f != NULL, "%s: %s", path, strerror(errno));
+        fclose(f);
+    } else {
+        cr_assert_eq(unlink(path), 0, "%s: %s", path, strerror(errno));
+    }
+}
+
 static void remove_segments(const char *name)
 {
     char prefix[TG_SHM_NAME_BYTES + 16];
@@ -927,6 +940,16 @@ tg_err hx_hold(tg_client *c, tg_booking_id b, uint64_t user_id, const uint32_t *
     req.seats_hold.seats.count = n;
     memcpy(req.seats_hold.seats.ids, seats, sizeof(uint32_t) * n);
     return hx_call(c, tg_booking_id_partition(b), &req, rep);
+}
+
+tg_msg hx_hold_one(tg_booking_id b, uint64_t user_id, uint32_t seat)
+{
+    tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
+    req.seats_hold.booking_id = b;
+    req.seats_hold.user_id = user_id;
+    req.seats_hold.seats.count = 1;
+    req.seats_hold.seats.ids[0] = seat;
+    return req;
 }
 
 tg_err hx_booking_get(tg_client *c, tg_booking_id b, uint64_t user_id, tg_msg *rep)

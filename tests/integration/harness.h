@@ -140,6 +140,12 @@ void hx_kill(hx_unit *u);
  * only once this returns. */
 void hx_freeze(hx_unit *u);
 
+/* Makes unit u refuse every replication message, or lets it take them
+ * again: the test-only switch of pu/server_internal.h, a file named after
+ * the unit in refuse_dir, which the unit was started with as
+ * TIXGRID_TEST_REPL_REFUSE_DIR. */
+void hx_repl_cut(const char *refuse_dir, const hx_unit *u, bool cut);
+
 /* Waits (bounded) for a process to exit; true and *status when it did. */
 bool hx_wait_exit(pid_t pid, int timeout_ms, int *status);
 
@@ -228,6 +234,8 @@ tg_err hx_call(tg_client *c, uint32_t partition_id, const tg_msg *req, tg_msg *r
 tg_booking_id hx_booking_create(tg_client *c, uint32_t partition_id, uint64_t user_id);
 tg_err hx_hold(tg_client *c, tg_booking_id b, uint64_t user_id, const uint32_t *seats,
                uint32_t n, tg_msg *rep);
+/* The request of a one-seat hold, for a test that sends it its own way. */
+tg_msg hx_hold_one(tg_booking_id b, uint64_t user_id, uint32_t seat);
 tg_err hx_booking_get(tg_client *c, tg_booking_id b, uint64_t user_id, tg_msg *rep);
 tg_err hx_seat_get(tg_client *c, uint32_t partition_id, uint32_t seat, tg_msg *rep);
 /* availability into rep; rows point into rows_out (TG_ROWS_MAX entries). */
