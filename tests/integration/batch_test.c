@@ -111,16 +111,6 @@ static void add(tg_wire_batch *b, const tg_msg *req)
     cr_assert_eq(tg_wire_batch_add(b, req, &why), TG_OK, "batch_add: %s", why ? why : "?");
 }
 
-static tg_msg hold_req(tg_booking_id booking, uint64_t user, uint32_t seat)
-{
-    tg_msg m = {.type = TG_WIRE_SEATS_HOLD};
-    m.seats_hold.booking_id = booking;
-    m.seats_hold.user_id = user;
-    m.seats_hold.seats.count = 1;
-    m.seats_hold.seats.ids[0] = seat;
-    return m;
-}
-
 static tg_msg release_req(tg_booking_id booking, uint64_t user, uint32_t seat)
 {
     tg_msg m = {.type = TG_WIRE_SEATS_RELEASE};
@@ -150,15 +140,15 @@ Test(batch, requests_run_in_order_each_with_the_outcome_it_would_have_alone)
     tg_booking_id b = hx_booking_create(client, P, BOB);
     static tg_wire_batch batch;
     tg_wire_batch_init(&batch);
-    tg_msg m = hold_req(a, ALICE, 3);
+    tg_msg m = hx_hold_one(a, ALICE, 3);
     add(&batch, &m); /* 0: Alice takes seat 3 */
-    m = hold_req(b, BOB, 3);
+    m = hx_hold_one(b, BOB, 3);
     add(&batch, &m); /* 1: Bob is refused seat 3, named in the error */
     m = release_req(a, ALICE, 3);
     add(&batch, &m); /* 2: Alice lets it go, after 1 */
-    m = hold_req(b, BOB, 3);
+    m = hx_hold_one(b, BOB, 3);
     add(&batch, &m); /* 3: now Bob gets it */
-    m = hold_req(a, BOB, 4);
+    m = hx_hold_one(a, BOB, 4);
     add(&batch, &m); /* 4: Bob using Alice's booking: not found */
     m = (tg_msg){.type = TG_WIRE_BOOKING_GET};
     m.booking_get.booking_id = b;
@@ -190,7 +180,7 @@ Test(batch, a_batch_of_one_and_a_full_batch_both_work)
     tg_booking_id a = hx_booking_create(client, P, ALICE);
     static tg_wire_batch batch;
     tg_wire_batch_init(&batch);
-    tg_msg m = hold_req(a, ALICE, 0);
+    tg_msg m = hx_hold_one(a, ALICE, 0);
     add(&batch, &m);
     run_batch(&batch); /* travels as a plain request */
     cr_assert_eq(out.err[0], TG_OK);
@@ -198,7 +188,7 @@ Test(batch, a_batch_of_one_and_a_full_batch_both_work)
 
     /* 64 requests: hold and release seat 1, 32 times over. */
     for (uint32_t i = 0; i < TG_WIRE_BATCH_MAX; i++) {
-        m = i % 2 == 0 ? hold_req(a, ALICE, 1) : release_req(a, ALICE, 1);
+        m = i % 2 == 0 ? hx_hold_one(a, ALICE, 1) : release_req(a, ALICE, 1);
         add(&batch, &m);
     }
     const char *why = NULL;
@@ -232,7 +222,7 @@ Test(batch, a_batch_for_a_partition_without_a_route_is_refused_at_once)
 {
     static tg_wire_batch batch;
     tg_wire_batch_init(&batch);
-    tg_msg m = hold_req(tg_booking_id_make(P, 1), ALICE, 0);
+    tg_msg m = hx_hold_one(tg_booking_id_make(P, 1), ALICE, 0);
     add(&batch, &m);
     cr_assert_eq(tg_client_send_batch(client, P + 1, &batch, 1000, batch_cb, &out),
                  TG_EUNAVAILABLE);
@@ -293,7 +283,7 @@ static void frame_bin(const void *data, size_t len)
 Test(batch, malformed_frames_are_refused_whole_and_change_nothing)
 {
     tg_booking_id a = hx_booking_create(client, P, ALICE);
-    tg_msg hold = hold_req(a, ALICE, 7);
+    tg_msg hold = hx_hold_one(a, ALICE, 7);
     uint8_t one[256];
     size_t one_len = encode(&hold, one, sizeof(one));
     msgpack_sbuffer_init(&frame);
@@ -340,7 +330,7 @@ Test(batch, malformed_frames_are_refused_whole_and_change_nothing)
 Test(batch, a_bad_part_gets_its_own_error_and_the_others_run)
 {
     tg_booking_id a = hx_booking_create(client, P, ALICE);
-    tg_msg hold = hold_req(a, ALICE, 8);
+    tg_msg hold = hx_hold_one(a, ALICE, 8);
     tg_msg list = {.type = TG_WIRE_SEATS_LIST};
     list.seats_list.partition_id = P;
     list.seats_list.count = 10;
@@ -353,7 +343,7 @@ Test(batch, a_bad_part_gets_its_own_error_and_the_others_run)
     uint8_t nested[512];
     size_t nested_len = frame.size;
     memcpy(nested, frame.data, nested_len); /* a whole batch, holding the same hold */
-    tg_msg elsewhere = hold_req(tg_booking_id_make(P + 1, 1), ALICE, 8);
+    tg_msg elsewhere = hx_hold_one(tg_booking_id_make(P + 1, 1), ALICE, 8);
     uint8_t e[256];
     size_t e_len = encode(&elsewhere, e, sizeof(e));
     frame_begin(3, TG_WIRE_BATCH, TG_WIRE_VERSION, 5);

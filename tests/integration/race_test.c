@@ -90,10 +90,7 @@ static void race_one_by_one(racer *r, tg_client *c, tg_msg *rep)
                 break;
             }
         }
-        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-        req.seats_hold.booking_id = r->booking_ids[r->bookings - 1];
-        req.seats_hold.user_id = user_of(r->index);
-        req.seats_hold.seats = (tg_wire_seat_ids){.count = 1, .ids = {seat}};
+        tg_msg req = hx_hold_one(r->booking_ids[r->bookings - 1], user_of(r->index), seat);
         err = tg_client_call(c, P, &req, HX_CALL_TIMEOUT_MS, NULL, rep);
         if (err == TG_OK) {
             r->won++;

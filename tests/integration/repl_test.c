@@ -244,10 +244,7 @@ static void batch_hold_two(tg_booking_id b, uint32_t first, uint32_t timeout_ms,
     static tg_wire_batch batch;
     tg_wire_batch_init(&batch);
     for (uint32_t i = 0; i < 2; i++) {
-        tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-        req.seats_hold = (__typeof__(req.seats_hold)){.booking_id = b, .user_id = USER};
-        req.seats_hold.seats.count = 1;
-        req.seats_hold.seats.ids[0] = first + i;
+        tg_msg req = hx_hold_one(b, USER, first + i);
         cr_assert_eq(tg_wire_batch_add(&batch, &req, NULL), TG_OK);
     }
     *w = (batch_wait){.calls = 0};
@@ -564,10 +561,7 @@ Test(repl, a_backup_killed_and_restarted_keeps_its_place_and_its_copy)
     tg_booking_id b = hx_booking_create(pc, P, USER);
     hx_kill(&backup); /* still named: the primary keeps trying it */
     bc = NULL;
-    tg_msg req = {.type = TG_WIRE_SEATS_HOLD};
-    req.seats_hold = (__typeof__(req.seats_hold)){.booking_id = b, .user_id = USER};
-    req.seats_hold.seats.count = 1;
-    req.seats_hold.seats.ids[0] = 40;
+    tg_msg req = hx_hold_one(b, USER, 40);
     cr_assert_eq(tg_client_call_to(pc, primary.rep_url, &req, 800, NULL, &rep), TG_ETIMEDOUT,
                  "acknowledged while its only backup was dead");
     hx_start(&backup);
