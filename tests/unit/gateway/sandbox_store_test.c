@@ -233,3 +233,51 @@ Test(sandbox_store, thousands_of_decisions_each_deliver_one_signed_webhook)
         cr_assert_str_neq(got[i - 1], got[i], "payment %s's webhook arrived twice", got[i]);
     }
 }
+
+/* ---- The sandbox's settings (config.c) -------------------------------------- */
+
+static int parse(sbx_config *cfg, const char *const *flags)
+{
+    char *argv[16] = {"tixgrid-sandbox-pay"};
+    int argc = 1;
+    for (; flags[argc - 1] != NULL; argc++) {
+        argv[argc] = (char *)flags[argc - 1];
+    }
+    return sbx_config_parse(cfg, argc, argv);
+}
+
+Test(sandbox_config, the_delivery_and_capacity_settings_have_defaults_flags_and_variables)
+{
+    sbx_config cfg;
+    cr_assert_eq(parse(&cfg, (const char *const[]){"--secret", SECRET, NULL}), -1);
+    cr_assert_eq(cfg.webhook_threads, SBX_WEBHOOK_THREADS);
+    cr_assert_eq(cfg.payments_max, SBX_PAYMENTS_MAX);
+    cr_assert_eq(parse(&cfg, (const char *const[]){"--secret", SECRET, "--webhook-threads", "64",
+                                                   "--payments-max", "16777216", NULL}),
+                 -1);
+    cr_assert_eq(cfg.webhook_threads, 64u);
+    cr_assert_eq(cfg.payments_max, 16777216u);
+    cr_assert_eq(setenv("TIXGRID_SANDBOX_WEBHOOK_THREADS", "3", 1), 0);
+    cr_assert_eq(setenv("TIXGRID_SANDBOX_PAYMENTS_MAX", "5", 1), 0);
+    cr_assert_eq(parse(&cfg, (const char *const[]){"--secret", SECRET, NULL}), -1);
+    cr_assert_eq(cfg.webhook_threads, 3u);
+    cr_assert_eq(cfg.payments_max, 5u);
+}
+
+Test(sandbox_config, bad_delivery_and_capacity_settings_are_usage_errors)
+{
+    static const char *const bad[][2] = {
+        {"--webhook-threads", "0"},  {"--webhook-threads", "65"},       {"--webhook-threads", "x"},
+        {"--webhook-threads", "-1"}, {"--payments-max", "0"},           {"--payments-max", "16777217"},
+        {"--payments-max", "1e6"},   {"--payments-max", "99999999999"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sbx_config cfg;
+        cr_assert_eq(parse(&cfg, (const char *const[]){"--secret", SECRET, bad[i][0], bad[i][1],
+                                                       NULL}),
+                     64, "%s %s", bad[i][0], bad[i][1]);
+    }
+    cr_assert_eq(setenv("TIXGRID_SANDBOX_PAYMENTS_MAX", "0", 1), 0);
+    sbx_config cfg;
+    cr_assert_eq(parse(&cfg, (const char *const[]){"--secret", SECRET, NULL}), 64);
+}
