@@ -136,8 +136,10 @@ class EventPage {
     if (!res.ok) {
       // 503 while a partition has no snapshot yet, or a gateway without the
       // route: the layout now, the states as soon as the map can be had.
+      // A map drawn from the layout keeps its notice (seat states not
+      // shown): it says more than "retrying" would.
       if (!this.map) await this.loadLayoutOnly();
-      else notice(`The seat map could not be read now (HTTP ${res.status}); retrying.`, 'warn');
+      else if (!this.layoutOnly) notice(`The seat map could not be read now (HTTP ${res.status}); retrying.`, 'warn');
       clearTimeout(this.retry);
       if (!this.stopped) this.retry = setTimeout(() => this.reload(), POLL_MS);
       return;
