@@ -316,6 +316,18 @@ static tg_err on_log_read(pu_ctx *c, pu_partition *p)
     out->records = c->big->records;
     uint32_t max = c->req.log_read.max, n = 0;
     uint64_t from = c->req.log_read.from_seq;
+    /* Only what the backups applied: a record the primary has alone may
+     * never have been acknowledged, and a backup promoted without it writes
+     * other records under the same sequence numbers.  Persisted, it would
+     * stand in PostgreSQL for a hold nobody was told of, and make the drain
+     * skip the new primary's records of those numbers. */
+    pu_served *e = pu_server_entry(c->srv, c->req.log_read.partition_id);
+    uint64_t readable = e != NULL ? pu_repl_readable(e) : UINT64_MAX;
+    if (from > readable) {
+        max = 0;
+    } else if (readable - from < max) {
+        max = (uint32_t)(readable - from + 1);
+    }
     while (n < max) {
         pu_log_record chunk[128];
         uint32_t want = max - n < 128 ? max - n : 128;

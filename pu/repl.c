@@ -998,6 +998,18 @@ tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backu
 
 /* ---- Status and stopping ----------------------------------------------------------- */
 
+uint64_t pu_repl_readable(pu_served *e)
+{
+    pu_repl_part *r = __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE);
+    if (r == NULL) {
+        return UINT64_MAX;
+    }
+    pthread_mutex_lock(&r->lock);
+    uint64_t mark = release_mark(r);
+    pthread_mutex_unlock(&r->lock);
+    return mark;
+}
+
 void pu_repl_status(pu_served *e, tg_msg *rep)
 {
     pu_repl_part *r = __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE);

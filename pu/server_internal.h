@@ -196,6 +196,11 @@ void pu_repl_depose(pu_server *s, pu_served *e);
 /* Fills a repl_status_ok for a primary partition. */
 void pu_repl_status(pu_served *e, tg_msg *rep);
 
+/* The last record the drain may read (log_read): what every backup the
+ * primary waits for has applied, so what a promoted backup has too; the
+ * whole log (UINT64_MAX) without backups; nothing (0) once deposed. */
+uint64_t pu_repl_readable(pu_served *e);
+
 /* Adds p in state RESTORING (partition_create). */
 tg_err pu_server_add_restoring(pu_server *s, pu_partition *p);
 

@@ -521,6 +521,32 @@ static uint32_t log_of(tg_client *c, uint64_t from, tg_wire_log_record *out, uin
     return n;
 }
 
+/* The drain reads only what the backups applied: a record the primary has
+ * alone may never be acknowledged, and a backup promoted without it writes
+ * other records under the same numbers. */
+Test(repl, the_drain_reads_only_what_the_backups_applied)
+{
+    enum { RECORDS_MAX = 512 };
+    static tg_wire_log_record records[RECORDS_MAX];
+    start_pair(4, 50);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    wait_in_sync();
+    tg_booking_id b = hx_booking_create(pc, P, USER);
+    hx_freeze(&backup);
+    tg_msg req = hx_hold_one(b, USER, 10);
+    cr_assert_eq(tg_client_call_to(pc, primary.rep_url, &req, 1000, NULL, &rep), TG_ETIMEDOUT);
+    uint32_t n = log_of(pc, 1, records, RECORDS_MAX);
+    uint64_t head = rep.log_read_ok.log_head;
+    cr_assert_gt(n, 0u, "not even the booking, acknowledged before the freeze, is readable");
+    cr_assert_lt(records[n - 1].seq, head,
+                 "the drain was given record %llu, which the frozen backup never applied",
+                 (unsigned long long)records[n - 1].seq);
+    cr_assert_eq(kill(backup.pid, SIGCONT), 0);
+    wait_in_sync();
+    n = log_of(pc, 1, records, RECORDS_MAX);
+    cr_assert_eq(records[n - 1].seq, head, "the backup applied the hold: the drain may read it");
+}
+
 /* The copy may become the primary before the persister drained it: its log
  * must then hold every record after the persisted mark, or the drain would
  * find a gap and PostgreSQL would lack acknowledged holds. */
