@@ -24,9 +24,12 @@ tg_build() {
     fi
 }
 
-# tg_count_tests TESTLOG_JSON MESON_TEST_STATUS
+# tg_count_tests TESTLOG_JSON MESON_TEST_STATUS [DIAG_DIR]
 # Prints "PASSED FAILED SKIPPED", counting single tests, not test binaries,
-# and describes each failure on stderr.  meson 1.0 writes one JSON object per
+# and describes each failure on stderr: the TAP line, criterion's message,
+# and the end of what the test printed — DIAG_DIR/<suite>::<test>.<pid>.log
+# (tests/integration/watchdog.c), eu-stack's frames without a symbol left
+# out.  meson 1.0 writes one JSON object per
 # test binary to meson-logs/testlog.json with the binary's whole stdout
 # ("stdout") and its verdict ("result": OK, SKIP, FAIL, ERROR, TIMEOUT...),
 # but not its TAP subtests; so the TAP lines are read from "stdout": "ok"
@@ -37,10 +40,72 @@ tg_build() {
 # own interpreter, so parsing adds no dependency.
 tg_count_tests() {
     /usr/bin/python3 - "$@" <<'EOF'
-import json, re, sys
+import json, os, re, sys
 
 path, status = sys.argv[1], int(sys.argv[2])
+diag = sys.argv[3] if len(sys.argv) > 3 else None
 tap = re.compile(r'(not )?ok\b(.*)')
+test_name = re.compile(r'\s*-\s*(\S+::\S+)')
+bare_frame = re.compile(r'#\d+\s+0x[0-9a-f]+\s*$')
+DIAG_LINES = 150
+
+
+def fold_stacks(lines):
+    """eu-stack's threads with the same frames once, as 'TID a (and n more)',
+    each frame by its symbol only, frames without one left out."""
+    out, stack, tids = [], None, []
+
+    def flush():
+        if tids:
+            more = f" (and {len(tids) - 1} more the same)" if len(tids) > 1 else ""
+            out.append(f"TID {tids[0]}{more}:")
+            out.extend(stack)
+            tids.clear()
+
+    i = 0
+    while i < len(lines):
+        m = re.match(r'TID (\d+):$', lines[i])
+        if not m:
+            if not bare_frame.match(lines[i].strip()):
+                flush()
+                out.append(lines[i])
+            i += 1
+            continue
+        frames = []
+        i += 1
+        while i < len(lines) and lines[i].startswith('#'):
+            parts = lines[i].split(None, 2)
+            if len(parts) == 3:
+                frames.append(f"  {parts[0]} {parts[2]}")
+            i += 1
+        if frames != stack:
+            flush()
+            stack = frames
+        tids.append(m.group(1))
+    flush()
+    return out
+
+
+def print_diag(rest):
+    """The end of what the failed test printed, if it left a file."""
+    name = test_name.match(rest)
+    if diag is None or name is None:
+        return
+    prefix = name.group(1) + '.'
+    try:
+        files = sorted(f for f in os.listdir(diag) if f.startswith(prefix))
+    except OSError:
+        return
+    for f in files:
+        with open(os.path.join(diag, f), encoding='utf-8', errors='replace') as out:
+            lines = fold_stacks(out.read().splitlines())
+        if not lines:
+            continue
+        print(f"  --- the last {min(len(lines), DIAG_LINES)} lines of {diag}/{f}",
+              file=sys.stderr)
+        for l in lines[-DIAG_LINES:]:
+            print('  | ' + l, file=sys.stderr)
+
 skip = re.compile(r'#\s*skip', re.IGNORECASE)
 passed = failed = skipped = 0
 try:
@@ -66,6 +131,7 @@ for binary in binaries:
                 if not detail.startswith(' '):
                     break
                 print(detail, file=sys.stderr)
+            print_diag(match.group(2))
         else:
             passed += 1
     if binary['result'] not in ('OK', 'SKIP', 'EXPECTEDFAIL') and bad == 0:

@@ -287,6 +287,7 @@ pid_t hx_spawn_process(const char *const *argv, const char *const *extra_env,
         memcpy(env, extra_env, more * sizeof(*env));
     }
     memcpy(env + more, environ, base * sizeof(*env)); /* the first of a name wins */
+    hx_watchdog_arm();
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     cr_assert(fd >= 0, "cannot open %s: %s", log_path, strerror(errno));
     pid_t parent = getpid();
@@ -638,6 +639,7 @@ static void drain(int fd, char *buf, size_t cap, size_t *len, bool *open_flag)
 
 void hx_run(char *const argv[], int timeout_ms, hx_run_result *r)
 {
+    hx_watchdog_arm();
     memset(r, 0, sizeof(*r));
     int out[2], err[2];
     cr_assert(pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0);
@@ -705,6 +707,7 @@ const char *hx_load_bin(void)
 void hx_helper_start(hx_helper *h, char *const argv[])
 {
     cr_assert(helper_count < HELPERS_MAX);
+    hx_watchdog_arm();
     int in[2], out[2];
     cr_assert(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0);
     pid_t parent = getpid();

@@ -115,6 +115,14 @@ pid_t hx_spawn(hx_unit *u);
 pid_t hx_spawn_process(const char *const *argv, const char *const *extra_env,
                        const char *log_path);
 
+/* Arms, once per test process, a watchdog for a test that hangs: criterion
+ * kills it at its timeout with no word on where it hung, so a quarter of the
+ * timeout before (10 s at most) the watchdog prints on stderr the stacks of
+ * the test process and of its children (eu-stack, from elfutils) and the end
+ * of each child's log (watchdog.c).  Every harness function that starts a
+ * process arms it; a test without a timeout has none. */
+void hx_watchdog_arm(void);
+
 /* Waits for the unit to answer a stats request, until timeout_ms; false if it
  * did not (or exited). */
 bool hx_wait_ready(hx_unit *u, int timeout_ms);

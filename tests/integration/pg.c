@@ -14,6 +14,7 @@
  * between.
  */
 #include "pg.h"
+#include "harness.h" /* hx_watchdog_arm */
 
 #include <criterion/criterion.h>
 
@@ -114,6 +115,7 @@ static int run_as_postgres(const char *dir, const char *log_path, const char *co
         full[n++] = argv[i];
     }
     full[n] = NULL;
+    hx_watchdog_arm();
     int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     cr_assert(log_fd >= 0, "cannot open %s: %s", log_path, strerror(errno));
     pid_t pid = fork();
@@ -507,6 +509,7 @@ static void drain(int fd, char *buf, size_t cap, size_t *len, bool *open_flag)
 
 static pid_t spawn(char *const argv[], char **env, int out_fd, int err_fd)
 {
+    hx_watchdog_arm();
     pid_t parent = getpid();
     pid_t pid = fork();
     cr_assert(pid >= 0, "fork: %s", strerror(errno));
