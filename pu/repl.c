@@ -50,8 +50,11 @@
  * the partition's log head after its change (pu_handle) and parks its reply
  * with that sequence; whenever a link's ack moves, the partition's
  * `released` mark becomes the smallest ack of its IN_SYNC links, and every
- * parked reply at or below it is sent.  Stopping drops parked replies
- * without sending them (a reply no backup acknowledged is never sent).
+ * parked reply at or below it is sent.  Stopping or being deposed drops
+ * parked replies without sending them (a reply no backup acknowledged is
+ * never sent); a dropped reply's context goes back to receiving, or the
+ * unit would lose one context for each and, once deposed with all of them
+ * parked, answer nothing more.
  *
  * Locks: part->lock guards parked, released, the link table and each
  * link's stop flag; a link's counters and state are atomics read by
@@ -203,23 +206,34 @@ static void send_released(pu_ctx *c)
     }
 }
 
+/* Drops the replies of a list taken out of the parked list (after the
+ * lock is dropped, as send_released). */
+static void drop_taken(pu_ctx *c)
+{
+    while (c != NULL) {
+        pu_ctx *next = c->park_next;
+        pu_ctx_drop(c);
+        c = next;
+    }
+}
+
 bool pu_repl_park(pu_ctx *c)
 {
     pu_repl_part *r = __atomic_load_n(&c->park_entry->repl, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&r->lock);
     r->released = release_mark(r);
     bool drop = r->stopping || r->deposed;
-    bool park = c->park_seq > r->released || drop;
-    if (drop) {
-        nng_msg_free(nng_aio_get_msg(c->aio)); /* never acknowledged: never answered */
-        __atomic_store_n(&c->state, PU_CTX_IDLE, __ATOMIC_SEQ_CST);
-    } else if (park) {
+    bool park = c->park_seq > r->released && !drop;
+    if (park) {
         c->park_next = r->parked;
         r->parked = c;
     }
     pthread_cond_broadcast(&r->wake);
     pthread_mutex_unlock(&r->lock);
-    return park;
+    if (drop) {
+        pu_ctx_drop(c); /* never acknowledged: never answered */
+    }
+    return park || drop;
 }
 
 /* ---- Talking to a backup ------------------------------------------------------- */
@@ -1034,15 +1048,13 @@ void pu_repl_status(pu_served *e, tg_msg *rep)
     pthread_mutex_unlock(&r->lock);
 }
 
-/* Drops every parked reply: it was never acknowledged. */
-static void drop_parked_locked(pu_repl_part *r)
+/* Takes every parked reply out, to be dropped once the lock is released
+ * (drop_taken): it was never acknowledged. */
+static pu_ctx *take_parked_locked(pu_repl_part *r)
 {
-    while (r->parked != NULL) {
-        pu_ctx *c = r->parked;
-        r->parked = c->park_next;
-        nng_msg_free(nng_aio_get_msg(c->aio));
-        __atomic_store_n(&c->state, PU_CTX_IDLE, __ATOMIC_SEQ_CST);
-    }
+    pu_ctx *taken = r->parked;
+    r->parked = NULL;
+    return taken;
 }
 
 void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch)
@@ -1071,8 +1083,9 @@ void pu_repl_depose(pu_server *s, pu_served *e)
     if (r != NULL) {
         pthread_mutex_lock(&r->lock);
         r->deposed = true;
-        drop_parked_locked(r);
+        pu_ctx *taken = take_parked_locked(r);
         pthread_mutex_unlock(&r->lock);
+        drop_taken(taken);
     }
     if (__atomic_exchange_n(&e->role, PU_ROLE_BACKUP, __ATOMIC_ACQ_REL) == PU_ROLE_BACKUP) {
         return;
@@ -1096,12 +1109,13 @@ void pu_repl_stop(pu_server *s)
         }
         pthread_mutex_lock(&r->lock);
         r->stopping = true;
-        drop_parked_locked(r); /* before the links go: none of them may release it */
+        pu_ctx *taken = take_parked_locked(r); /* before the links go: none may release it */
         uint32_t n = r->link_count;
         pu_link *links[TG_GRID_BACKUPS_MAX];
         memcpy(links, r->links, sizeof(links[0]) * n);
         r->link_count = 0;
         pthread_mutex_unlock(&r->lock);
+        drop_taken(taken);
         for (uint32_t k = 0; k < n; k++) {
             link_stop_join(links[k]);
         }

@@ -354,6 +354,18 @@ void pu_ctx_send(pu_ctx *c)
     nng_ctx_send(c->ctx, c->aio);
 }
 
+void pu_ctx_drop(pu_ctx *c)
+{
+    nng_msg_free(nng_aio_get_msg(c->aio));
+    nng_aio_set_msg(c->aio, NULL);
+    if (__atomic_load_n(&c->srv->stopping, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&c->state, PU_CTX_IDLE, __ATOMIC_SEQ_CST);
+        return;
+    }
+    /* On the same context: REP forgets the dropped request's route. */
+    ctx_receive(c);
+}
+
 /* The context's AIO completed: a request arrived, or a reply went out. */
 static void ctx_cb(void *arg)
 {

@@ -161,6 +161,10 @@ pu_served *pu_server_entry(pu_server *s, uint32_t partition_id);
 /* Sends the reply pu_handle left in c->buf (server.c); any thread. */
 void pu_ctx_send(pu_ctx *c);
 
+/* Drops the request c holds without a reply (its requester times out) and
+ * receives the next one, unless the server is stopping; any thread. */
+void pu_ctx_drop(pu_ctx *c);
+
 /* ---- Replication (repl.c) ------------------------------------------------ */
 
 /* Names the backups of a primary partition (repl_backups, or the map):
@@ -170,7 +174,8 @@ tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backu
 
 /* After a request changed e (c->park_seq set): true if the reply must wait
  * for the backups' acks (it is then sent by the link that gets the last
- * one); false to send it now.  Wakes the links either way. */
+ * one) or is never sent (a deposed or stopping primary: c is then dropped);
+ * false to send it now.  Wakes the links either way. */
 bool pu_repl_park(pu_ctx *c);
 
 /* Stops every link and drops the replies still waiting: a reply that no

@@ -40,6 +40,9 @@ static uint64_t words_p[TG_PARTITION_SEATS_MAX / 16], words_b[TG_PARTITION_SEATS
 
 /* The pair; an unpersisted primary acks its own log (no persister), a
  * persisted one keeps every record until a log_ack. */
+/* The primary's REP contexts: 0 for the default. */
+static const char *primary_contexts;
+
 static void start_pair_with(uint32_t rows, uint32_t seats_per_row, bool unpersisted)
 {
     hx_layout layout = {.partition_id = P,
@@ -52,6 +55,10 @@ static void start_pair_with(uint32_t rows, uint32_t seats_per_row, bool unpersis
     hx_write_layout(&primary, &layout);
     if (unpersisted) {
         hx_add_flag(&primary, "--unpersisted");
+    }
+    if (primary_contexts != NULL) {
+        hx_add_flag(&primary, "--contexts");
+        hx_add_flag(&primary, primary_contexts);
     }
     hx_start(&primary);
     hx_unit_init(&backup, "replb");
@@ -218,6 +225,82 @@ Test(repl, a_client_is_answered_only_after_the_backup_applied_the_change)
     assert_copies_equal(200);
     cr_assert_eq(hx_seat_get(bc, P, 11, &rep), TG_OK);
     cr_assert_eq(tg_seat_word_booking(rep.seat_get_ok.seat.word), tg_booking_id_seq(b));
+}
+
+/* The outcomes of requests sent without waiting, counted by their callbacks. */
+typedef struct {
+    pthread_mutex_t lock;
+    uint32_t done, ok;
+} sent_wait;
+
+static void sent_cb(void *arg, tg_err err, const tg_msg *reply)
+{
+    (void)reply;
+    sent_wait *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->done++;
+    w->ok += err == TG_OK;
+    pthread_mutex_unlock(&w->lock);
+}
+
+static tg_err raw_append(uint64_t epoch, uint64_t seq, uint32_t seat, uint64_t word);
+
+Test(repl, a_deposed_primary_drops_its_waiting_replies_and_still_answers)
+{
+    /* As many holds waiting for the backup as the primary has contexts: a
+     * context whose reply is dropped must receive again. */
+    enum { CONTEXTS = 4 };
+    primary_contexts = "4";
+    start_pair(4, 50);
+    primary_contexts = NULL;
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    tg_booking_id b[CONTEXTS];
+    for (uint32_t i = 0; i < CONTEXTS; i++) {
+        b[i] = hx_booking_create(pc, P, USER);
+    }
+    wait_in_sync();
+    /* The backup follows a newer primary (epoch 2) from its next record on;
+     * frozen, it keeps the primary's next records waiting. */
+    status_of(bc, &rep);
+    cr_assert_eq(raw_append(2, rep.repl_status_ok.log_head + 1, 150,
+                            tg_seat_word_make(TG_SEAT_SOLD, 9, 77)),
+                 TG_OK);
+    hx_freeze(&backup);
+    static sent_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    for (uint32_t i = 0; i < CONTEXTS; i++) {
+        tg_msg req = hx_hold_one(b[i], USER, 10 + i);
+        cr_assert_eq(tg_client_send(pc, P, &req, 1500, NULL, sent_cb, &w), TG_OK);
+    }
+    hx_sleep_ms(200); /* every hold applied, its reply waiting for the backup */
+    cr_assert_eq(kill(backup.pid, SIGCONT), 0);
+    /* The backup refuses the old epoch: the primary is deposed and drops
+     * the waiting replies; it still answers reads on every context. */
+    int64_t limit = hx_now_ms() + 3000;
+    for (;;) {
+        status_of(pc, &rep);
+        if (rep.repl_status_ok.role == (uint32_t)TG_REPL_ROLE_BACKUP) {
+            break;
+        }
+        cr_assert_lt(hx_now_ms(), limit, "the primary was not deposed");
+        hx_sleep_ms(20);
+    }
+    for (uint32_t i = 0; i < 4 * CONTEXTS; i++) {
+        tg_err err = tg_client_call(pc, P, &(tg_msg){.type = TG_WIRE_STATS}, 1000, hx_space(),
+                                    &rep);
+        cr_assert_eq(err, TG_OK, "request %u after the depose: %s", i, tg_errname(err));
+    }
+    limit = hx_now_ms() + 6000;
+    for (;;) {
+        pthread_mutex_lock(&w.lock);
+        uint32_t done = w.done, ok = w.ok;
+        pthread_mutex_unlock(&w.lock);
+        if (done == CONTEXTS) {
+            cr_assert_eq(ok, 0u, "a hold the backup never applied was acknowledged");
+            break;
+        }
+        cr_assert_lt(hx_now_ms(), limit, "the holds' callbacks did not all run");
+        hx_sleep_ms(20);
+    }
 }
 
 /* A batch (tixgrid/wire.h): its outcomes, collected by its callbacks. */
