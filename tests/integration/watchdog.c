@@ -216,12 +216,12 @@ static void diag_dir(char *out, size_t size)
 }
 
 /* Sends stdout and stderr to the test's own file when criterion sent them
- * to /dev/null; stdout is line-buffered so that a test killed at its
- * timeout loses none of it. */
-static void keep_output(void)
+ * to /dev/null (true then); stdout is line-buffered so that a test killed
+ * at its timeout loses none of it. */
+static bool keep_output(void)
 {
     if (!is_dev_null(2) || criterion_current_test == NULL) {
-        return;
+        return false;
     }
     char dir[PATH_MAX + 16], path[PATH_MAX + 160];
     diag_dir(dir, sizeof(dir));
@@ -230,13 +230,14 @@ static void keep_output(void)
              criterion_current_test->name, (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
-        return;
+        return false;
     }
     fflush(stdout);
     dup2(fd, 1);
     dup2(fd, 2);
     close(fd);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    return true;
 }
 
 static double armed_timeout_s;
@@ -252,9 +253,10 @@ static void note_exit(void)
 
 static void arm_once(void)
 {
-    keep_output();
     armed_at_ms = hx_now_ms();
-    atexit(note_exit);
+    if (keep_output()) {
+        atexit(note_exit);
+    }
     armed_timeout_s = test_timeout_s();
     if (armed_timeout_s <= 0) {
         return;
