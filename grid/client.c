@@ -10,8 +10,8 @@
  *
  * Locks: `lock` protects the free list, the endpoint table and the routes;
  * it is never held while nng runs a callback or while a user callback runs.
- * Endpoints are never removed before close, so a slot may keep a pointer to
- * its endpoint's socket without the lock.
+ * Endpoints are never removed before close; an endpoint's socket may be
+ * replaced (endpoint_note), so a slot keeps the socket it was sent through.
  */
 #include "tixgrid/client.h"
 
@@ -26,10 +26,11 @@
 #include <string.h>
 #include <time.h>
 
-
 typedef struct {
     char url[TG_URL_BYTES];
     nng_socket sock;
+    uint32_t timeouts;       /* in a row on sock, since its last answer */
+    int64_t redial_after_ns; /* no new socket before */
 } client_endpoint;
 
 typedef struct {
@@ -42,6 +43,8 @@ typedef struct client_slot {
     struct client_slot *next_free;
     nng_aio *aio;
     nng_ctx ctx;
+    int32_t ep;      /* the endpoint it was sent through */
+    nng_socket sock; /* the endpoint's socket then */
     bool receiving;
     tg_wire_type expect; /* the ok reply's type for this request */
     int64_t deadline_ns;
@@ -67,14 +70,15 @@ struct tg_client {
     uint32_t endpoint_count;
     client_route routes[TG_CLIENT_ROUTES_MAX];
     uint32_t route_count;
+    uint32_t redials; /* sockets set aside (see client.h) */
 };
 
 static void slot_cb(void *arg);
 
 tg_err tg_client_open(const tg_client_config *cfg, tg_client **out)
 {
-    uint32_t n = cfg != NULL && cfg->inflight_max != 0 ? cfg->inflight_max
-                                                        : TG_CLIENT_INFLIGHT_DEFAULT;
+    uint32_t n =
+        cfg != NULL && cfg->inflight_max != 0 ? cfg->inflight_max : TG_CLIENT_INFLIGHT_DEFAULT;
     if (n > TG_CLIENT_INFLIGHT_MAX) {
         return TG_EINVAL;
     }
@@ -104,6 +108,28 @@ tg_err tg_client_open(const tg_client_config *cfg, tg_client **out)
     return TG_OK;
 }
 
+/* A REQ socket dialling url in the background. */
+static tg_err socket_dial(const char *url, nng_socket *out)
+{
+    nng_socket sock;
+    if (nng_req0_open(&sock) != 0) {
+        return TG_ENOMEM;
+    }
+    /* Never resend: a hold must not run twice (see client.h). */
+    nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 100);
+    nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 1000);
+    nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
+    int rv = nng_dial(sock, url, NULL, NNG_FLAG_NONBLOCK);
+    if (rv != 0) {
+        nng_close(sock);
+        tg_log_warn("client: cannot dial %s: %s", url, nng_strerror(rv));
+        return TG_EINVAL;
+    }
+    *out = sock;
+    return TG_OK;
+}
+
 /* Finds or opens the endpoint for url; called with the lock held. */
 static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
 {
@@ -117,23 +143,46 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
         return strlen(url) >= TG_URL_BYTES ? TG_EINVAL : TG_ENOMEM;
     }
     client_endpoint *e = &c->endpoints[c->endpoint_count];
-    if (nng_req0_open(&e->sock) != 0) {
-        return TG_ENOMEM;
-    }
-    /* Never resend: a hold must not run twice (see client.h). */
-    nng_socket_set_ms(e->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMINT, 100);
-    nng_socket_set_ms(e->sock, NNG_OPT_RECONNMAXT, 1000);
-    nng_socket_set_size(e->sock, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
-    int rv = nng_dial(e->sock, url, NULL, NNG_FLAG_NONBLOCK);
-    if (rv != 0) {
-        nng_close(e->sock);
-        tg_log_warn("client: cannot dial %s: %s", url, nng_strerror(rv));
-        return TG_EINVAL;
+    tg_err err = socket_dial(url, &e->sock);
+    if (err != TG_OK) {
+        return err;
     }
     memcpy(e->url, url, strlen(url) + 1);
+    e->timeouts = 0;
+    e->redial_after_ns = 0;
     *index = (int32_t)c->endpoint_count++;
     return TG_OK;
+}
+
+/* After a request through slot s ended with err: counts the timeouts in a
+ * row on its socket and, past TG_CLIENT_REDIAL_TIMEOUTS, sets the socket
+ * aside for a new one (see client.h). */
+static void endpoint_note(tg_client *c, const client_slot *s, tg_err err)
+{
+    pthread_mutex_lock(&c->lock);
+    client_endpoint *e = &c->endpoints[s->ep];
+    if (nng_socket_id(e->sock) != nng_socket_id(s->sock) || err == TG_ECLOSED) {
+        pthread_mutex_unlock(&c->lock); /* set aside already, or closing */
+        return;
+    }
+    e->timeouts = err == TG_ETIMEDOUT ? e->timeouts + 1 : 0;
+    int64_t now = tg_mono_ns();
+    nng_socket fresh;
+    if (e->timeouts >= TG_CLIENT_REDIAL_TIMEOUTS && now >= e->redial_after_ns &&
+        c->redials < TG_CLIENT_REDIALS_MAX && !c->closing && socket_dial(e->url, &fresh) == TG_OK) {
+        e->sock = fresh;
+        e->timeouts = 0;
+        e->redial_after_ns = now + (int64_t)TG_CLIENT_REDIAL_INTERVAL_MS * 1000000;
+        c->redials++;
+        tg_log_warn("client: %u requests in a row to %s timed out: dialling it again on a new "
+                    "socket",
+                    TG_CLIENT_REDIAL_TIMEOUTS, e->url);
+        if (c->redials == TG_CLIENT_REDIALS_MAX) {
+            tg_log_warn("client: %u sockets set aside: no new one from now on",
+                        TG_CLIENT_REDIALS_MAX);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url)
@@ -293,6 +342,7 @@ static void batch_finish(client_slot *s, tg_err err, nng_msg *msg)
 
 static void slot_done(client_slot *s, tg_err err, nng_msg *msg)
 {
+    endpoint_note(s->client, s, err);
     if (s->batch_cb != NULL) {
         batch_finish(s, err, msg);
     } else {
@@ -352,6 +402,8 @@ static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nn
         c->free_list = (*out)->next_free;
         c->busy++;
         *sock = c->endpoints[ep].sock;
+        (*out)->ep = ep;
+        (*out)->sock = *sock;
     }
     pthread_mutex_unlock(&c->lock);
     return err;

@@ -25,6 +25,15 @@
  * run twice.  A caller that gets TG_ETIMEDOUT does not know whether the
  * request ran; reading the booking tells.
  *
+ * A socket whose last TG_CLIENT_REDIAL_TIMEOUTS requests all timed out is
+ * set aside and a new one dials the address (tixgrid/limits.h bounds how
+ * often).  With nng 1.5.2 a socket that was connected to a unit that died
+ * and was started again at the same address was seen, now and then, to get
+ * no answer ever again while a new socket got one at once; a unit that is
+ * really silent costs only the new socket.  Requests in flight on the old
+ * socket finish there.  Sockets set aside stay open until the process
+ * exits: closing one whose peer went away can hang in nng 1.5.2.
+ *
  * Every function may be called from any thread; from a callback, all but
  * the blocking tg_client_call* and tg_client_close (they would block one of
  * nng's callback threads, or wait for the callback itself).

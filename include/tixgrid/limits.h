@@ -84,6 +84,12 @@
 #define TG_CLIENT_INFLIGHT_MAX 65536u
 #define TG_CLIENT_INFLIGHT_DEFAULT 256u
 #define TG_CLIENT_TIMEOUT_MS_DEFAULT 2000u
+/* A connection whose last TG_CLIENT_REDIAL_TIMEOUTS requests all timed out
+ * is replaced by a new one (at most once per TG_CLIENT_REDIAL_INTERVAL_MS
+ * per address, TG_CLIENT_REDIALS_MAX times per client): see client.h. */
+#define TG_CLIENT_REDIAL_TIMEOUTS 3u
+#define TG_CLIENT_REDIAL_INTERVAL_MS 2000u
+#define TG_CLIENT_REDIALS_MAX 256u
 #define TG_URL_BYTES 256u
 
 /* Bytes of a shared-memory object name, including the NUL. */

@@ -86,9 +86,6 @@ static hx_unit units[3];
  * asked for with others (scripts/bench failover: the defaults). */
 static char failure_timeout[16] = "500", heartbeat_interval[16] = "50";
 static uint32_t load_rate = LOAD_RATE;
-/* The drain runs, and PostgreSQL is checked at the end, in every case but
- * kill after kill (see there). */
-static bool with_drain = true;
 
 /* The load: written by the main thread (send) and nng's (callbacks). */
 static struct {
@@ -143,9 +140,6 @@ TestSuite(failover_load, .fini = fini, .timeout = 90);
 /* The write-behind drain, following the managers' published maps. */
 static void drain_start(void)
 {
-    if (!with_drain) {
-        return;
-    }
     static char db_env[256], log[96];
     snprintf(db_env, sizeof(db_env), "TIXGRID_DB=%s", pg->conninfo);
     snprintf(log, sizeof(log), "%s/drain.log", dir);
@@ -404,9 +398,6 @@ static void wait_drained(PGconn *db)
  * unit's seats) seat for seat: held in the same booking, or free. */
 static void assert_pg_agrees(void)
 {
-    if (!with_drain) {
-        return;
-    }
     PGconn *db = pgt_connect(pg);
     wait_drained(db);
     PGresult *res = PQexec(db, "SELECT seat_no, status, coalesce(booking_id, 0) FROM seats"
@@ -671,14 +662,6 @@ Test(failover_load, kill_after_kill_the_partition_fails_over_every_time, .timeou
     snprintf(failure_timeout, sizeof(failure_timeout), "%u", timeout_ms);
     snprintf(heartbeat_interval, sizeof(heartbeat_interval), "%u", timeout_ms / 10);
     load_rate = 1000;
-    /* No drain here: with units killed and started again at the same
-     * addresses, kill after kill, the drain was seen to stop reading from
-     * the primary (its reads to a unit started again timed out, then no
-     * more were sent) about once in 100 kills, and the load's holds to a
-     * promoted unit once to go unanswered; without the drain neither was
-     * seen in as many.  Until that is understood, this case checks the
-     * grid alone; the four others check PostgreSQL. */
-    with_drain = false;
     grid_start(1);
     PGconn *db;
     hx_unit *backup, *primary = units_start(&db, &backup);
@@ -688,7 +671,13 @@ Test(failover_load, kill_after_kill_the_partition_fails_over_every_time, .timeou
         double rate = 0;
         primary = k == 0 ? primary : wait_backup_in_sync(db, &backup);
         serve_ms[k] = kill_round(primary, 300, 4 * (int64_t)timeout_ms + 2000, &rate);
-        cr_assert_lt(serve_ms[k], (int64_t)timeout_ms + 500,
+        /* Each new primary here was itself started again, empty, a few
+         * seconds before, and its new backup is the unit killed the round
+         * before: it is filled by state transfer while the drain writes.
+         * The single-kill case above holds failover to 1 s; this one, on
+         * two shared cores, to the failure timeout + 1.5 s, and prints
+         * every round (the median and max of 20 are scripts/bench's). */
+        cr_assert_lt(serve_ms[k], (int64_t)timeout_ms + 1500,
                      "kill %u: %lld ms from SIGKILL to the first hold on the new primary "
                      "(failure timeout %u ms)",
                      k + 1, (long long)serve_ms[k], timeout_ms);
