@@ -91,7 +91,8 @@ def print_diag(rest):
     name = test_name.match(rest)
     if diag is None or name is None:
         return
-    prefix = name.group(1) + '.'
+    suite, _, test = name.group(1).partition('::')
+    prefix = f"{suite[:40]}::{test[:180]}."  # as watchdog.c names the file
     try:
         files = sorted(f for f in os.listdir(diag) if f.startswith(prefix))
     except OSError:

@@ -223,10 +223,10 @@ static bool keep_output(void)
     if (!is_dev_null(2) || criterion_current_test == NULL) {
         return false;
     }
-    char dir[PATH_MAX + 16], path[PATH_MAX + 160];
+    char dir[PATH_MAX + 16], path[PATH_MAX + 260];
     diag_dir(dir, sizeof(dir));
     mkdir(dir, 0755);
-    snprintf(path, sizeof(path), "%s/%.40s::%.60s.%d.log", dir, criterion_current_test->category,
+    snprintf(path, sizeof(path), "%s/%.40s::%.180s.%d.log", dir, criterion_current_test->category,
              criterion_current_test->name, (int)getpid());
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
