@@ -43,15 +43,20 @@ extern char **environ;
 #define WATCHDOG_STACK_TIMEOUT_MS 10000
 #define WATCHDOG_LOG_TAIL_BYTES   3000
 
-/* The test's timeout in seconds (its own, else its suite's); 0 for none. */
+/* The test's timeout in seconds (its own, else its suite's); 0 for none.
+ * Criterion's extra data sits unaligned in its section: copied, not read in
+ * place (UBSan). */
 static double test_timeout_s(void)
 {
+    struct criterion_test_extra_data data;
     double t = 0;
     if (criterion_current_test != NULL && criterion_current_test->data != NULL) {
-        t = criterion_current_test->data->timeout;
+        memcpy(&data, criterion_current_test->data, sizeof(data));
+        t = data.timeout;
     }
     if (t <= 0 && criterion_current_suite != NULL && criterion_current_suite->data != NULL) {
-        t = criterion_current_suite->data->timeout;
+        memcpy(&data, criterion_current_suite->data, sizeof(data));
+        t = data.timeout;
     }
     return t > 0 ? t : 0;
 }

@@ -47,14 +47,14 @@ static void *serve(void *arg)
         uint32_t pipe = nng_pipe_id(nng_msg_get_pipe(msg));
         first_pipe = first_pipe == 0 ? pipe : first_pipe;
         if (pipe == first_pipe) {
-            nng_msg_free(msg); /* REP forgets it at the next receive */
             atomic_fetch_add(&ignored, 1);
+            nng_msg_free(msg); /* REP forgets it at the next receive */
             continue;
         }
         nng_msg_clear(msg);
         cr_assert_eq(nng_msg_append(msg, buf.data, buf.size), 0);
+        atomic_fetch_add(&answered, 1); /* before the client can see the answer */
         cr_assert_eq(nng_sendmsg(server, msg, 0), 0);
-        atomic_fetch_add(&answered, 1);
     }
     msgpack_sbuffer_destroy(&buf);
     return NULL;
