@@ -11,7 +11,8 @@
  * Locks: `lock` protects the free list, the endpoint table and the routes;
  * it is never held while nng runs a callback or while a user callback runs.
  * Endpoints are never removed before close; an endpoint's socket may be
- * replaced (endpoint_note), so a slot keeps the socket it was sent through.
+ * replaced (endpoint_note_locked), so a slot keeps the socket it was sent
+ * through.
  */
 #include "tixgrid/client.h"
 
@@ -154,16 +155,15 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
     return TG_OK;
 }
 
-/* After a request through slot s ended with err: counts the timeouts in a
- * row on its socket and, past TG_CLIENT_REDIAL_TIMEOUTS, sets the socket
- * aside for a new one (see client.h). */
-static void endpoint_note(tg_client *c, const client_slot *s, tg_err err)
+/* After a request through slot s ended with the transport's err, with the
+ * lock held: counts the timeouts in a row on its socket and, past
+ * TG_CLIENT_REDIAL_TIMEOUTS, sets the socket aside for a new one (see
+ * client.h). */
+static void endpoint_note_locked(tg_client *c, const client_slot *s, tg_err err)
 {
-    pthread_mutex_lock(&c->lock);
     client_endpoint *e = &c->endpoints[s->ep];
     if (nng_socket_id(e->sock) != nng_socket_id(s->sock) || err == TG_ECLOSED) {
-        pthread_mutex_unlock(&c->lock); /* set aside already, or closing */
-        return;
+        return; /* set aside already, or closing */
     }
     e->timeouts = err == TG_ETIMEDOUT ? e->timeouts + 1 : 0;
     int64_t now = tg_mono_ns();
@@ -182,7 +182,6 @@ static void endpoint_note(tg_client *c, const client_slot *s, tg_err err)
                         TG_CLIENT_REDIALS_MAX);
         }
     }
-    pthread_mutex_unlock(&c->lock);
 }
 
 tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url)
@@ -224,21 +223,33 @@ static tg_err from_nng(int rv)
     }
 }
 
-static void slot_untake(tg_client *c, client_slot *s)
+/* Puts s back on the free list; lock held. */
+static void slot_untake_locked(tg_client *c, client_slot *s)
 {
-    pthread_mutex_lock(&c->lock);
     s->next_free = c->free_list;
     c->free_list = s;
     if (--c->busy == 0) {
         pthread_cond_broadcast(&c->idle_cond);
     }
+}
+
+/* Gives back a slot that was never sent. */
+static void slot_untake(tg_client *c, client_slot *s)
+{
+    pthread_mutex_lock(&c->lock);
+    slot_untake_locked(c, s);
     pthread_mutex_unlock(&c->lock);
 }
 
-static void slot_release(tg_client *c, client_slot *s)
+/* Gives back a slot whose request ended with the transport's err, noting
+ * the outcome for its socket under the same lock. */
+static void slot_release(tg_client *c, client_slot *s, tg_err err)
 {
     nng_ctx_close(s->ctx);
-    slot_untake(c, s);
+    pthread_mutex_lock(&c->lock);
+    endpoint_note_locked(c, s, err);
+    slot_untake_locked(c, s);
+    pthread_mutex_unlock(&c->lock);
 }
 
 /* Decodes one reply (a whole message, or one part of a batch reply) that
@@ -271,6 +282,7 @@ static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
 {
     static _Thread_local tg_msg decoded;
     const tg_msg *reply = NULL;
+    tg_err transport = err;
     if (err == TG_OK) {
         err = reply_decode(nng_msg_body(msg), nng_msg_len(msg), s->space, s->expect, &decoded,
                            &reply);
@@ -280,7 +292,7 @@ static void slot_finish(client_slot *s, tg_err err, nng_msg *msg)
     }
     tg_client_cb cb = s->cb;
     void *arg = s->arg;
-    slot_release(s->client, s);
+    slot_release(s->client, s, transport);
     cb(arg, err, reply);
 }
 
@@ -319,7 +331,7 @@ static void batch_finish(client_slot *s, tg_err err, nng_msg *msg)
     memcpy(types, s->batch_types, count);
     tg_client_batch_cb cb = s->batch_cb;
     void *arg = s->arg;
-    slot_release(s->client, s);
+    slot_release(s->client, s, err);
     whole.type = TG_WIRE_NONE;
     if (err == TG_OK && count == 1) {
         parts[0] = (tg_wire_part){nng_msg_body(msg), nng_msg_len(msg)};
@@ -342,7 +354,6 @@ static void batch_finish(client_slot *s, tg_err err, nng_msg *msg)
 
 static void slot_done(client_slot *s, tg_err err, nng_msg *msg)
 {
-    endpoint_note(s->client, s, err);
     if (s->batch_cb != NULL) {
         batch_finish(s, err, msg);
     } else {

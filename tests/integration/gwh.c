@@ -141,27 +141,9 @@ static bool keep_folders(void)
     return keep_env != NULL && keep_env[0] != '\0' && strcmp(keep_env, "0") != 0;
 }
 
-static void dump_file_tail(const char *path, size_t bytes)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        return;
-    }
-    off_t size = lseek(fd, 0, SEEK_END);
-    lseek(fd, size > (off_t)bytes ? size - (off_t)bytes : 0, SEEK_SET);
-    char *buf = malloc(bytes + 1);
-    ssize_t n = buf != NULL ? read(fd, buf, bytes) : -1;
-    close(fd);
-    if (n > 0) {
-        buf[n] = '\0';
-        fprintf(stderr, "---- end of %s ----\n%s---- end ----\n", path, buf);
-    }
-    free(buf);
-}
-
 void gwh_dump_log(const gwh_gateway *gw)
 {
-    dump_file_tail(gw->log_path, 4000);
+    hx_dump_file(gw->log_path, 4000);
 }
 
 /* Where a sanitizer's report begins in a log, or -1. */

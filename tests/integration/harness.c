@@ -428,21 +428,27 @@ bool hx_wait_ready(hx_unit *u, int timeout_ms)
     return ready;
 }
 
-void hx_dump_log(const hx_unit *u)
+void hx_dump_file(const char *path, size_t bytes)
 {
-    int fd = open(u->log_path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return;
     }
     off_t size = lseek(fd, 0, SEEK_END);
-    lseek(fd, size > 4000 ? size - 4000 : 0, SEEK_SET);
-    char buf[4001];
-    ssize_t n = read(fd, buf, 4000);
+    off_t from = size > (off_t)bytes ? size - (off_t)bytes : 0;
+    char *buf = malloc(bytes + 1);
+    ssize_t n = buf != NULL ? pread(fd, buf, bytes, from) : -1;
     close(fd);
     if (n > 0) {
         buf[n] = '\0';
-        fprintf(stderr, "---- end of %s ----\n%s---- end ----\n", u->log_path, buf);
+        fprintf(stderr, "---- end of %s ----\n%s---- end ----\n", path, buf);
     }
+    free(buf);
+}
+
+void hx_dump_log(const hx_unit *u)
+{
+    hx_dump_file(u->log_path, 4000);
 }
 
 void hx_start(hx_unit *u)

@@ -164,6 +164,10 @@ void hx_fini_all(void);
 /* Prints the last bytes of the unit's log on stderr. */
 void hx_dump_log(const hx_unit *u);
 
+/* Prints the last `bytes` of the file at path on stderr, between two
+ * marker lines; nothing if it cannot be read.  Any thread. */
+void hx_dump_file(const char *path, size_t bytes);
+
 /* ---- Running a command and capturing its output ------------------------ */
 
 typedef struct {

@@ -14,7 +14,7 @@
  * between.
  */
 #include "pg.h"
-#include "harness.h" /* hx_watchdog_arm */
+#include "harness.h" /* hx_watchdog_arm, hx_dump_file */
 
 #include <criterion/criterion.h>
 
@@ -140,29 +140,13 @@ static int run_as_postgres(const char *dir, const char *log_path, const char *co
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-static void dump_tail(const char *path)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        return;
-    }
-    off_t size = lseek(fd, 0, SEEK_END);
-    lseek(fd, size > 3000 ? size - 3000 : 0, SEEK_SET);
-    char buf[3001];
-    ssize_t n = read(fd, buf, 3000);
-    close(fd);
-    if (n > 0) {
-        buf[n] = '\0';
-        fprintf(stderr, "---- end of %s ----\n%s---- end ----\n", path, buf);
-    }
-}
 
 static void server_dump(const pgt_server *s)
 {
     char ctl[128];
     snprintf(ctl, sizeof(ctl), "%s/ctl.log", s->dir);
-    dump_tail(ctl);
-    dump_tail(s->log_path);
+    hx_dump_file(ctl, 3000);
+    hx_dump_file(s->log_path, 3000);
 }
 
 /* ---- Finding and removing what dead tests left ---------------------------- */

@@ -136,19 +136,9 @@ static void print_log_tail(pid_t pid)
     snprintf(link, sizeof(link), "/proc/%d/fd/1", (int)pid);
     ssize_t n = readlink(link, path, sizeof(path) - 1);
     struct stat st;
-    if (n <= 0 || (path[n] = '\0', stat(path, &st) != 0) || !S_ISREG(st.st_mode)) {
-        return;
+    if (n > 0 && (path[n] = '\0', stat(path, &st) == 0) && S_ISREG(st.st_mode)) {
+        hx_dump_file(path, WATCHDOG_LOG_TAIL_BYTES);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return;
-    }
-    char buf[WATCHDOG_LOG_TAIL_BYTES + 1];
-    off_t from = st.st_size > WATCHDOG_LOG_TAIL_BYTES ? st.st_size - WATCHDOG_LOG_TAIL_BYTES : 0;
-    ssize_t got = pread(fd, buf, WATCHDOG_LOG_TAIL_BYTES, from);
-    close(fd);
-    buf[got > 0 ? got : 0] = '\0';
-    fprintf(stderr, "---- end of %s ----\n%s\n---- end ----\n", path, buf);
 }
 
 static void report_children(void)
