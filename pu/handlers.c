@@ -811,6 +811,10 @@ static tg_err dispatch(pu_ctx *c, const char **why)
         *why = "partition is a backup on this processing unit: ask its primary";
         return TG_EUNAVAILABLE;
     }
+    if (!backup && e != NULL && changes_partition[type] && pu_repl_fenced(e)) {
+        *why = "partition's backups follow a newer map than this unit yet: retry shortly";
+        return TG_EUNAVAILABLE;
+    }
     if ((type == TG_WIRE_REPL_APPEND || type == TG_WIRE_REPL_SNAPSHOT) && repl_refused(c->srv)) {
         *why = "replication refused (test fault injection)";
         return TG_EBUSY;

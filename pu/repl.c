@@ -50,11 +50,28 @@
  * the partition's log head after its change (pu_handle) and parks its reply
  * with that sequence; whenever a link's ack moves, the partition's
  * `released` mark becomes the smallest ack of its IN_SYNC links, and every
- * parked reply at or below it is sent.  Stopping or being deposed drops
+ * parked reply at or below it is sent (none while fenced, below).
+ * Stopping or being deposed drops
  * parked replies without sending them (a reply no backup acknowledged is
  * never sent); a dropped reply's context goes back to receiving, or the
  * unit would lose one context for each and, once deposed with all of them
  * parked, answer nothing more.
+ *
+ * Fencing.  A backup refuses a message stamped with an epoch older than its
+ * own (stale_epoch).  That is how a deposed primary learns of its
+ * successor, but it also happens to a primary the map keeps: every unit
+ * applies a new map on its own, and a backup that applied it first refuses
+ * what the primary stamped before it did.  So a refusal does not depose at
+ * once; it fences the partition until its own epoch passes the refused
+ * one: nothing is released, its changes are refused (handlers.c), and the
+ * link probes again every few milliseconds.  The map that raised the
+ * backup's epoch either raises the primary's too (the fence lifts and the
+ * link goes on at the new epoch: the waiting replies are answered) or
+ * names another primary (member.c deposes it).  A fence that no map lifts
+ * within REPL_FENCE_MS deposes the partition: the unit hears no map (no
+ * manager, or cut off from it) while its backup follows a newer one.  A
+ * refusal of a message stamped before the primary's own epoch rose only
+ * makes the link probe again at once.
  *
  * Locks: part->lock guards parked, released, the link table and each
  * link's stop flag; a link's counters and state are atomics read by
@@ -89,6 +106,10 @@
 #define REPL_PENDING_WAIT_US 200u
 /* After a refusal (stale epoch, a primary's copy there): wait, then probe. */
 #define REPL_BACKOFF_MS 200u
+/* A fenced partition (see the top) re-probes this often while it waits for
+ * the map, and is deposed when the map has not come after REPL_FENCE_MS. */
+#define REPL_FENCE_POLL_MS 5u
+#define REPL_FENCE_MS      1000u
 /* How long a state transfer waits for records being written at its start. */
 #define REPL_SNAPSHOT_SETTLE_MS 2000u
 
@@ -116,6 +137,7 @@ typedef struct {
     int result;           /* nng's result; under part->lock */
     uint64_t first, last; /* the records it carries */
     uint64_t head;        /* the log head when they were read */
+    uint64_t epoch;       /* the partition's epoch it carries */
 } link_slot;
 
 typedef struct pu_link {
@@ -152,16 +174,26 @@ struct pu_repl_part {
     uint64_t released; /* replies for records up to here may go */
     bool stopping;
     bool deposed; /* another primary has a newer epoch: nothing is released again */
+    /* Fenced while the partition's epoch is below fence_until (atomic: the
+     * request path reads it without the lock); since fenced_ns. */
+    uint64_t fence_until;
+    int64_t fenced_ns;
 };
 
 /* ---- Parked replies ------------------------------------------------------------ */
+
+static bool fenced(const pu_repl_part *r)
+{
+    uint64_t epoch = __atomic_load_n(&r->entry->p->hdr->map_epoch, __ATOMIC_ACQUIRE);
+    return epoch < __atomic_load_n(&r->fence_until, __ATOMIC_ACQUIRE);
+}
 
 /* The mark every IN_SYNC or vouched link acknowledged; UINT64_MAX when
  * there is none (no reply waits for a backup that could not take over). */
 static uint64_t release_mark(pu_repl_part *r)
 {
-    if (r->deposed) {
-        return 0; /* its backups follow another primary: no ack of ours means anything */
+    if (r->deposed || fenced(r)) {
+        return 0; /* a backup follows a newer map: no ack of ours means anything yet */
     }
     uint64_t mark = UINT64_MAX;
     for (uint32_t i = 0; i < r->link_count; i++) {
@@ -339,19 +371,71 @@ static void link_set_state(pu_link *l, uint32_t state)
     send_released(released);
 }
 
-/* An error from the backup: what the link does next.  A stale epoch means
- * the backup follows a newer primary: this one is deposed. */
-static void link_refused(pu_link *l, tg_err err)
+/* The partition's epoch a message to a backup carries. */
+static uint64_t msg_epoch(const pu_link *l)
 {
-    if (err == TG_ESTALE_EPOCH) {
-        pu_repl_depose(l->part->srv, l->part->entry);
+    switch (l->msg.type) {
+    case TG_WIRE_REPL_APPEND:
+        return l->msg.repl_append.epoch;
+    case TG_WIRE_REPL_SNAPSHOT:
+        return l->msg.repl_snapshot.epoch;
+    default:
+        return part_epoch(l); /* partition_create: none; the current one */
     }
+}
+
+/* The backup refused a message at `epoch`: it holds a newer one.  Fences
+ * the partition until its epoch passes that one (see the top); true when
+ * it has been fenced for REPL_FENCE_MS, and is to be deposed. */
+static bool fence(pu_link *l, uint64_t epoch)
+{
+    pu_repl_part *r = l->part;
+    int64_t now = tg_mono_ns();
+    pthread_mutex_lock(&r->lock);
+    bool was = fenced(r);
+    if (epoch + 1 > r->fence_until) {
+        __atomic_store_n(&r->fence_until, epoch + 1, __ATOMIC_RELEASE);
+    }
+    bool is = fenced(r);
+    if (is && !was) {
+        r->fenced_ns = now;
+        tg_log_info("pu %s: partition %u: backup %s holds an epoch above %llu: nothing is "
+                    "acknowledged until the map that raised it comes",
+                    r->srv->name, r->entry->id, l->name, (unsigned long long)epoch);
+    }
+    bool overdue = is && now - r->fenced_ns >= (int64_t)REPL_FENCE_MS * 1000000;
+    pthread_mutex_unlock(&r->lock);
+    return overdue;
+}
+
+/* Waits (at most REPL_BACKOFF_MS) while the partition is fenced: the map
+ * that lifts the fence is usually a few milliseconds behind the backup's. */
+static void fence_wait(pu_link *l)
+{
+    for (uint32_t waited = 0; waited < REPL_BACKOFF_MS && fenced(l->part) && !link_stopping(l);
+         waited += REPL_FENCE_POLL_MS) {
+        sleep_ms(REPL_FENCE_POLL_MS);
+    }
+}
+
+/* An error from the backup to a message at `epoch`: what the link does
+ * next.  A stale epoch fences the partition (see the top), and deposes it
+ * when no map lifted the fence in time; the link then probes again. */
+static void link_refused(pu_link *l, tg_err err, uint64_t epoch)
+{
     if (!l->refused_logged) {
         tg_log_warn("pu %s: partition %u: backup %s refused: %s", l->part->srv->name,
                     l->part->entry->id, l->name, tg_errname(err));
         l->refused_logged = true;
     }
-    sleep_ms(REPL_BACKOFF_MS);
+    if (err != TG_ESTALE_EPOCH) {
+        sleep_ms(REPL_BACKOFF_MS);
+    } else if (fence(l, epoch)) {
+        pu_repl_depose(l->part->srv, l->part->entry);
+        sleep_ms(REPL_BACKOFF_MS);
+    } else {
+        fence_wait(l);
+    }
 }
 
 /* ---- State transfer ------------------------------------------------------------ */
@@ -572,7 +656,7 @@ static uint32_t link_fill(pu_link *l)
         return TG_REPL_LINK_FILLING;
     }
     if (err != TG_ETIMEDOUT) {
-        link_refused(l, err);
+        link_refused(l, err, msg_epoch(l));
     }
     return TG_REPL_LINK_PROBING;
 }
@@ -590,7 +674,7 @@ static uint32_t link_probe(pu_link *l)
         return link_fill(l); /* no copy there, or one being filled */
     }
     if (err != TG_OK) {
-        link_refused(l, err);
+        link_refused(l, err, msg_epoch(l));
         return TG_REPL_LINK_PROBING;
     }
     __atomic_store_n(&l->vouched, false, __ATOMIC_RELEASE); /* it applied "not in sync" */
@@ -685,6 +769,7 @@ static bool slot_send(pu_link *l)
     s->first = l->cursor;
     s->last = l->scratch->records[n - 1].seq;
     s->head = head;
+    s->epoch = l->msg.repl_append.epoch;
     s->done = false;
     s->sending = true;
     nng_aio_set_msg(s->aio, msg);
@@ -744,11 +829,12 @@ static void link_drain(pu_link *l)
 static uint32_t link_ack(pu_link *l, uint32_t state)
 {
     link_slot *s = &l->slots[l->oldest];
+    uint64_t epoch = s->epoch;
     tg_err err = slot_take(l, s);
     if (err != TG_OK) {
         link_drain(l); /* sent again from the last ack */
         if (err != TG_ETIMEDOUT) {
-            link_refused(l, err);
+            link_refused(l, err, epoch);
             return TG_REPL_LINK_PROBING;
         }
         return state;
@@ -776,7 +862,7 @@ static uint32_t link_announce(pu_link *l, uint32_t state)
         l->announced_epoch = l->msg.repl_append.epoch;
     }
     if (err != TG_OK && err != TG_ETIMEDOUT) {
-        link_refused(l, err);
+        link_refused(l, err, msg_epoch(l));
         return TG_REPL_LINK_PROBING;
     }
     return state;
@@ -1011,6 +1097,12 @@ tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backu
 }
 
 /* ---- Status and stopping ----------------------------------------------------------- */
+
+bool pu_repl_fenced(pu_served *e)
+{
+    pu_repl_part *r = __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE);
+    return r != NULL && fenced(r);
+}
 
 uint64_t pu_repl_readable(pu_served *e)
 {

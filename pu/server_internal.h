@@ -178,6 +178,11 @@ tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backu
  * false to send it now.  Wakes the links either way. */
 bool pu_repl_park(pu_ctx *c);
 
+/* True while e's primary is fenced: a backup refused it a newer epoch than
+ * its own, and the map that raised it has not come yet (repl.c).  Its
+ * changes are refused meanwhile; any thread, no lock. */
+bool pu_repl_fenced(pu_served *e);
+
 /* Stops every link and drops the replies still waiting: a reply that no
  * backup acknowledged is never sent, exactly as if the unit had crashed. */
 void pu_repl_stop(pu_server *s);
@@ -191,8 +196,8 @@ void pu_repl_free(pu_server *s);
  * and serves it as one.  The caller then names its backups. */
 void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch);
 
-/* A primary that learned it is deposed (a backup refused its epoch, or the
- * map names another primary at a newer epoch): drops the parked replies
+/* A primary that learned it is deposed (the map names another primary at a
+ * newer epoch, or it stayed fenced too long: repl.c): drops the parked replies
  * unsent, releases none from then on, and serves the partition as a
  * backup (reads only; a new primary may fill it).  Idempotent; any thread
  * but e's link threads' callers of configure. */
@@ -203,7 +208,8 @@ void pu_repl_status(pu_served *e, tg_msg *rep);
 
 /* The last record the drain may read (log_read): what every backup the
  * primary waits for has applied, so what a promoted backup has too; the
- * whole log (UINT64_MAX) without backups; nothing (0) once deposed. */
+ * whole log (UINT64_MAX) without backups; nothing (0) once deposed, or
+ * while fenced. */
 uint64_t pu_repl_readable(pu_served *e);
 
 /* Adds p in state RESTORING (partition_create). */

@@ -9,8 +9,10 @@
  *     the backup stopped (SIGSTOP) a hold is not acknowledged in time, nor
  *     any request of a batch (tixgrid/wire.h, "Batches");
  *   - the backup applies in order (a message after a gap is not applied)
- *     and refuses an older epoch; a backup that acknowledges only part of
- *     a batch (played by the test) gets the rest again;
+ *     and refuses an older epoch; a primary refused so is fenced (no change,
+ *     no reply) until its own epoch rises, then answers what waited; a
+ *     backup that acknowledges only part of a batch (played by the test)
+ *     gets the rest again;
  *   - a new backup is filled by state transfer while it_load keeps selling
  *     on the primary, and then both copies are identical;
  *   - a backup killed while named holds replies back and, restarted with
@@ -273,8 +275,9 @@ Test(repl, a_deposed_primary_drops_its_waiting_replies_and_still_answers)
     }
     hx_sleep_ms(200); /* every hold applied, its reply waiting for the backup */
     cr_assert_eq(kill(backup.pid, SIGCONT), 0);
-    /* The backup refuses the old epoch: the primary is deposed and drops
-     * the waiting replies; it still answers reads on every context. */
+    /* The backup refuses the old epoch: the primary is fenced and, since no
+     * map raises its epoch, deposed after a second; it drops the waiting
+     * replies and still answers reads on every context. */
     int64_t limit = hx_now_ms() + 3000;
     for (;;) {
         status_of(pc, &rep);
@@ -301,6 +304,84 @@ Test(repl, a_deposed_primary_drops_its_waiting_replies_and_still_answers)
         cr_assert_lt(hx_now_ms(), limit, "the holds' callbacks did not all run");
         hx_sleep_ms(20);
     }
+}
+
+/* Tells the backup alone that the partition is at epoch: an empty
+ * repl_append, as a unit that applied a new map before its primary did. */
+static tg_err raw_epoch(uint64_t epoch)
+{
+    tg_msg req = {.type = TG_WIRE_REPL_APPEND};
+    req.repl_append = (__typeof__(req.repl_append)){.partition_id = P, .epoch = epoch};
+    return tg_client_call_to(bc, backup.rep_url, &req, 3000, hx_space(), &rep);
+}
+
+/* Waits up to timeout_ms for text in u's log. */
+static bool log_shows(const hx_unit *u, const char *text, int timeout_ms)
+{
+    static char buf[1 << 16];
+    for (int64_t limit = hx_now_ms() + timeout_ms;; hx_sleep_ms(10)) {
+        FILE *f = fopen(u->log_path, "r");
+        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f != NULL) {
+            fclose(f);
+        }
+        buf[n] = '\0';
+        if (strstr(buf, text) != NULL) {
+            return true;
+        }
+        if (hx_now_ms() > limit) {
+            return false;
+        }
+    }
+}
+
+Test(repl, a_primary_whose_backup_took_a_newer_epoch_first_waits_for_it_and_answers)
+{
+    start_pair(4, 50);
+    cr_assert_eq(name_backup(1, &backup), TG_OK);
+    tg_booking_id b = hx_booking_create(pc, P, USER);
+    wait_in_sync();
+    /* The backup is at epoch 2, the primary still at 1: its next record is
+     * refused, and the hold's reply waits. */
+    cr_assert_eq(raw_epoch(2), TG_OK);
+    static sent_wait w = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    tg_msg req = hx_hold_one(b, USER, 10);
+    cr_assert_eq(tg_client_send(pc, P, &req, 5000, NULL, sent_cb, &w), TG_OK);
+    if (!log_shows(&primary, "holds an epoch above 1", 3000)) {
+        hx_dump_log(&primary);
+        cr_assert_fail("the primary was not fenced");
+    }
+    /* Fenced: no change is made, none is acknowledged, it is still the primary. */
+    req = hx_hold_one(b, USER, 11);
+    cr_assert_eq(hx_call(pc, P, &req, &rep), TG_EUNAVAILABLE, "a change made while fenced");
+    status_of(pc, &rep);
+    cr_assert_eq(rep.repl_status_ok.role, (uint32_t)TG_REPL_ROLE_PRIMARY, "deposed at once");
+    pthread_mutex_lock(&w.lock);
+    cr_assert_eq(w.done, 0u, "the waiting hold was answered while fenced");
+    pthread_mutex_unlock(&w.lock);
+    /* Its own epoch reaches the backup's (the map came): the link goes on,
+     * the waiting hold is acknowledged, and the partition sells again. */
+    cr_assert_eq(name_backup(2, &backup), TG_OK);
+    int64_t limit = hx_now_ms() + 3000;
+    for (;;) {
+        pthread_mutex_lock(&w.lock);
+        uint32_t done = w.done, ok = w.ok;
+        pthread_mutex_unlock(&w.lock);
+        if (done == 1) {
+            cr_assert_eq(ok, 1u, "the waiting hold was not acknowledged once the fence lifted");
+            break;
+        }
+        cr_assert_lt(hx_now_ms(), limit, "the waiting hold was not answered");
+        hx_sleep_ms(10);
+    }
+    req = hx_hold_one(b, USER, 12);
+    cr_assert_eq(hx_call(pc, P, &req, &rep), TG_OK);
+    wait_in_sync();
+    assert_copies_equal(200);
+    cr_assert_eq(hx_seat_get(bc, P, 11, &rep), TG_OK);
+    cr_assert_eq(tg_seat_word_state(rep.seat_get_ok.seat.word), TG_SEAT_FREE);
+    cr_assert_eq(hx_seat_get(bc, P, 10, &rep), TG_OK);
+    cr_assert_eq(tg_seat_word_state(rep.seat_get_ok.seat.word), TG_SEAT_SELECTED);
 }
 
 /* A batch (tixgrid/wire.h): its outcomes, collected by its callbacks. */
