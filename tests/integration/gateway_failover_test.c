@@ -41,7 +41,7 @@
 TestSuite(gateway_failover, .fini = gwh_fini_all, .timeout = 120);
 
 #define PER_BOOKING       4u    /* seats held in one booking before the next */
-#define ACKED_MAX         1200u /* acknowledged holds one seller remembers */
+#define ACKED_MAX         8000u /* acknowledged holds one seller remembers */
 /* The gateway's grid timeout: short, so that a request caught by a kill
  * costs little of the window, yet not so short that the other partition,
  * whose unit may be taking in a state transfer of the failed one's new
@@ -60,6 +60,9 @@ static const char *const gateway_flags[] = {"--allow-reset",     "--auth-rate", 
 typedef struct {
     uint64_t event_id;
     uint32_t partition_id;
+    uint32_t seats;       /* the partition's: one hold each at most */
+    int64_t pace_ms;      /* while the grid changes, one hold at most this often */
+    int64_t last_hold_ms; /* when hold_while last held one */
     uint32_t next_seat;
     uint64_t booking; /* 0: create one before the next hold */
     uint32_t in_booking;
@@ -68,8 +71,16 @@ typedef struct {
     uint64_t acked_booking[ACKED_MAX];
 } seller;
 
-static seller concert = {.event_id = GWH_DEMO_EVENT, .partition_id = GWH_DEMO_PARTITION};
-static seller hall = {.event_id = GWH_HALL_EVENT, .partition_id = GWH_HALL_PARTITION};
+/* The hall is small: paced, it keeps seats for changes that take long
+ * without being refused (a state transfer on a busy machine). */
+static seller concert = {.event_id = GWH_DEMO_EVENT,
+                         .partition_id = GWH_DEMO_PARTITION,
+                         .seats = GWH_DEMO_SEATS,
+                         .pace_ms = 2};
+static seller hall = {.event_id = GWH_HALL_EVENT,
+                      .partition_id = GWH_HALL_PARTITION,
+                      .seats = GWH_HALL_SEATS,
+                      .pace_ms = 20};
 
 /* One hold of the next seat (a booking first when needed).  Returns the
  * answer that decided it: a failed booking creation, or the selection;
@@ -89,6 +100,7 @@ static const gwh_resp *hold_next(gwh_gateway *gw, const char *auth, seller *s, i
         s->in_booking = 0;
     }
     cr_assert_lt(s->acked, ACKED_MAX, "more holds than the test remembers");
+    cr_assert_lt(s->next_seat, s->seats, "partition %u: every seat was tried", s->partition_id);
     uint32_t seat = s->next_seat++;
     snprintf(body, sizeof(body), "{\"booking_id\": %" PRIu64 ", \"seat_id\": %" PRIu64 "}",
              s->booking, GWH_SEAT_ID(s->partition_id, seat));
@@ -335,15 +347,21 @@ typedef struct {
     int64_t first_ms, last_ms; /* since the change began */
 } refusals;
 
-/* Holds on both partitions, one each in turn, until the tixgridctl
- * process ctl exits; returns its exit code. */
+/* Holds on both partitions in turn, each at most once per its pace, until
+ * the tixgridctl process ctl exits; returns its exit code. */
 static int hold_while(gwh_gateway *gw, const char *auth, pid_t ctl, refusals *seen)
 {
     int64_t t0 = hx_now_ms();
     seller *both[2] = {&concert, &hall};
     int status = 0;
     for (;;) {
+        bool held = false;
         for (int k = 0; k < 2; k++) {
+            if (hx_now_ms() - both[k]->last_hold_ms < both[k]->pace_ms) {
+                continue;
+            }
+            held = true;
+            both[k]->last_hold_ms = hx_now_ms();
             int64_t sent = hx_now_ms() - t0, took;
             const gwh_resp *r = hold_next(gw, auth, both[k], &took);
             if (r->status != 200) {
@@ -356,6 +374,9 @@ static int hold_while(gwh_gateway *gw, const char *auth, pid_t ctl, refusals *se
             return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         }
         cr_assert_lt(hx_now_ms() - t0, 90000, "tixgridctl did not finish");
+        if (!held) {
+            hx_sleep_ms(1);
+        }
     }
 }
 
