@@ -345,6 +345,7 @@ static void active_pass(manager *mg)
     serve_requests(mg);
     int64_t now = tg_mono_ns();
     grid_state_detect(&mg->map, &mg->det, now);
+    grid_state_drop_stalled(&mg->map, &mg->det, mg->cfg.failure_timeout_ms, now);
     moves_advance(mg, now);
     grid_state_place(&mg->map, mg->cfg.backups, &mg->place);
     if (mg->map.changed && !persist(mg)) {

@@ -70,6 +70,9 @@
  * this many a pass, each waited for at most this long, in ms. */
 #define GRID_MOVES_CONFIRM_PER_PASS  4u
 #define GRID_MOVE_CONFIRM_TIMEOUT_MS 250u
+/* A backup dropped because its primary could not replicate to it gets no
+ * copy of that partition again for this long, in ms. */
+#define GRID_BACKUP_SHUN_MS 10000u
 /* The loop's longest wait for a request: the detector's resolution. */
 #define GRID_TICK_MS 10u
 /* Requests answered in one pass of the loop before housekeeping runs. */
@@ -125,6 +128,9 @@ typedef struct {
     uint64_t epoch;   /* its epoch for the partition */
     uint64_t applied; /* its last applied record */
     bool in_sync;     /* its primary counted it in sync (the last repl_append said so) */
+    /* Since when it is seen behind its primary's head without applying
+     * anything (heard_ns 0: it is not), in the detector's time. */
+    grid_heard behind;
 } grid_backup_report;
 
 /* A partition of the map, with what its primary last reported. */
@@ -145,6 +151,10 @@ typedef struct {
     /* The backups' own reports, by member (kept across changes of the list:
      * an entry counts only while its member is a backup). */
     grid_backup_report backup_reports[TG_GRID_BACKUPS_MAX];
+    /* A member dropped as a backup because its primary could not replicate
+     * to it (slot + 1; 0 none): no backup there again before shunned_until_ns. */
+    int32_t shunned;
+    int64_t shunned_until_ns;
 } grid_partition;
 
 /* A partition's primary being handed to another live unit (manager_move.c):
@@ -208,6 +218,16 @@ void grid_state_handle(grid_map_state *m, const grid_state_env *env, const tg_ms
  * (the slot is freed after the delete is persisted).  Returns how many
  * units changed state. */
 uint32_t grid_state_detect(grid_map_state *m, const grid_detector *d, int64_t now_ns);
+
+/* Drops from the map every backup that reports itself in sync yet has
+ * applied nothing for stall_ms while its primary — alive, heard within
+ * stall_ms / 2 — is ahead of it: its primary cannot replicate to it (a cut
+ * link) and waits for it before answering anybody.  The partition gets
+ * epoch + 1 (its primary stops waiting) and no backup on that unit for
+ * GRID_BACKUP_SHUN_MS (placement gives it one elsewhere); expired shuns are
+ * lifted.  Returns how many backups were dropped (manager_place.c). */
+uint32_t grid_state_drop_stalled(grid_map_state *m, const grid_detector *d, uint32_t stall_ms,
+                                 int64_t now_ns);
 
 /* Stamps every member heard now (a manager taking over). */
 void grid_state_activate(grid_map_state *m, const grid_detector *d, int64_t now_ns);

@@ -24,6 +24,20 @@
  * is the drain's job, not failover's).  Every change of a partition's backups raises its
  * epoch, so that the primary (and every backup) sees the new set as newer.
  *
+ * A backup its primary cannot replicate to (a cut link, while both still
+ * reach the manager) reports itself in sync, since nobody told it
+ * otherwise, and its primary waits for its acks before answering anybody:
+ * the partition would stop selling for as long as the cut lasts.  The
+ * manager sees it from the reports alone — the backup applies nothing
+ * while its primary's head is ahead of it — and after the failure timeout
+ * drops it (grid_state_drop_stalled): the primary answers again without
+ * it, and the unit gets no copy of the partition for GRID_BACKUP_SHUN_MS
+ * (a new backup goes elsewhere).  The rule needs the primary heard lately:
+ * a primary that went silent (frozen, dead) leaves its backups behind too,
+ * and those are exactly the ones failover needs.  A backup being filled
+ * reports itself not in sync and is left alone: a state transfer applies
+ * nothing until it ends.
+ *
  * Rejected: placing backups as soon as a unit registers, inside the
  * request handler (the loop would place once per registration instead of
  * once per pass, and loads would be counted while the map is half built).
@@ -68,7 +82,8 @@ static bool slot_fill(const grid_map_state *m, const grid_partition *p, grid_pla
     if (p->primary < 0) {
         return false;
     }
-    *s = (grid_place_slot){.primary = p->primary, .backup_count = p->backup_count};
+    *s = (grid_place_slot){
+        .primary = p->primary, .backup_count = p->backup_count, .shunned = p->shunned};
     memcpy(s->backups, p->backups, sizeof(s->backups));
     const grid_member *primary = &m->members[p->primary];
     if (grid_member_eligible(primary)) {
@@ -119,6 +134,84 @@ static bool slot_apply(grid_map_state *m, grid_partition *p, const grid_place_sl
                 p->backup_count > 0 ? m->members[p->backups[0]].name : "",
                 (unsigned long long)p->epoch);
     return true;
+}
+
+/* True when the in-sync backup whose report is r has been behind p's
+ * primary, without applying anything, for stall_ns; starts or stops its
+ * clock. */
+static bool backup_stalled(const grid_detector *d, const grid_partition *p, grid_backup_report *r,
+                           int64_t stall_ns, int64_t now_ns)
+{
+    if (!r->in_sync || r->applied >= p->log_head) {
+        r->behind = (grid_heard){0};
+        return false;
+    }
+    if (r->behind.heard_ns == 0) {
+        grid_detector_heard(d, &r->behind, now_ns);
+        return false;
+    }
+    return grid_detector_silence_ns(d, &r->behind, now_ns) >= stall_ns;
+}
+
+/* Drops backup slot i of p (its report r) as grid_state_drop_stalled says;
+ * its report goes too, so that it starts afresh if it is a backup again. */
+static void backup_shun(grid_map_state *m, grid_partition *p, int32_t i, grid_backup_report *r,
+                        int64_t now_ns)
+{
+    tg_log_warn("manager: partition %u: backup %s applied nothing while its primary %s was %llu "
+                "records ahead: dropped (its primary stops waiting for it), no copy there for "
+                "%u s",
+                p->partition_id, m->members[i].name, m->members[p->primary].name,
+                (unsigned long long)(p->log_head - r->applied), GRID_BACKUP_SHUN_MS / 1000);
+    uint32_t k = 0;
+    for (uint32_t b = 0; b < p->backup_count; b++) {
+        if (p->backups[b] != i) {
+            p->backups[k++] = p->backups[b];
+        }
+    }
+    p->backup_count = k;
+    *r = (grid_backup_report){0};
+    p->shunned = i + 1;
+    p->shunned_until_ns = now_ns + (int64_t)GRID_BACKUP_SHUN_MS * 1000000;
+    p->epoch = p->epoch < TG_WIRE_ID_MAX ? p->epoch + 1 : TG_WIRE_ID_MAX;
+    p->dirty = true;
+    m->changed = true;
+}
+
+/* True when p's primary is alive, reported p, and was heard within
+ * within_ns: its reports are current. */
+static bool primary_heard(const grid_map_state *m, const grid_detector *d, const grid_partition *p,
+                          int64_t within_ns, int64_t now_ns)
+{
+    if (p->primary < 0 || p->report_ns == 0) {
+        return false;
+    }
+    const grid_member *u = &m->members[p->primary];
+    return u->state == TG_MEMBER_ALIVE &&
+           grid_detector_silence_ns(d, &u->heard, now_ns) < within_ns;
+}
+
+uint32_t grid_state_drop_stalled(grid_map_state *m, const grid_detector *d, uint32_t stall_ms,
+                                 int64_t now_ns)
+{
+    int64_t stall_ns = (int64_t)stall_ms * 1000000;
+    uint32_t dropped = 0;
+    for (uint32_t k = 0; k < m->part_count; k++) {
+        grid_partition *p = &m->parts[k];
+        if (p->shunned != 0 && now_ns >= p->shunned_until_ns) {
+            p->shunned = 0;
+        }
+        bool heard = primary_heard(m, d, p, stall_ns / 2, now_ns);
+        for (uint32_t b = 0; heard && b < p->backup_count; b++) {
+            grid_backup_report *r = (grid_backup_report *)grid_backup_report_find(p, p->backups[b]);
+            if (r != NULL && backup_stalled(d, p, r, stall_ns, now_ns)) {
+                backup_shun(m, p, p->backups[b], r, now_ns);
+                dropped++;
+                break; /* one a pass: the list just changed */
+            }
+        }
+    }
+    return dropped;
 }
 
 uint32_t grid_state_place(grid_map_state *m, uint32_t backups_wanted, grid_place_scratch *sc)

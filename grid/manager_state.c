@@ -178,8 +178,14 @@ static void apply_backup_report(grid_partition *p, int32_t i, const tg_wire_held
         }
     }
     if (slot != NULL) {
-        *slot = (grid_backup_report){
-            .member = i + 1, .epoch = h->epoch, .applied = h->log_head, .in_sync = h->in_sync};
+        /* Still where it was: it stays behind since when it was. */
+        bool still = slot->member == i + 1 && slot->applied == h->log_head;
+        grid_heard behind = still ? slot->behind : (grid_heard){0};
+        *slot = (grid_backup_report){.member = i + 1,
+                                     .epoch = h->epoch,
+                                     .applied = h->log_head,
+                                     .in_sync = h->in_sync,
+                                     .behind = behind};
     }
 }
 

@@ -139,7 +139,7 @@ static int32_t best_backup(const grid_place_member *m, uint32_t n, const grid_pl
     int32_t best = -1;
     bool best_new = false;
     for (uint32_t i = 0; i < n; i++) {
-        if (!m[i].eligible || holds(s, (int32_t)i)) {
+        if (!m[i].eligible || holds(s, (int32_t)i) || s->shunned == (int32_t)i + 1) {
             continue;
         }
         bool fresh = zone_is_new(m, n, s, (int32_t)i);

@@ -49,6 +49,10 @@ typedef struct {
      * holds, to be loaded by replay): a primary may be chosen from scratch.
      * Otherwise only a backup can become its primary. */
     bool placeable;
+    /* A member not to add as a backup, as its index + 1 (0: none): one its
+     * primary could not replicate to (manager_place.c).  It may keep a
+     * backup it already has. */
+    int32_t shunned;
 } grid_place_slot;
 
 typedef struct {
@@ -67,7 +71,8 @@ typedef struct {
  *      with the fewest primaries (then the fewest replicas); otherwise the
  *      slot keeps its primary (the partition stays unavailable);
  *   3. adds backups until a slot has backups_wanted (at most
- *      TG_GRID_BACKUPS_MAX) or no eligible member is left for it.
+ *      TG_GRID_BACKUPS_MAX) or no eligible member but the slot's shunned
+ *      one is left for it.
  * stats may be NULL.  members and slots may be empty. */
 void grid_place(const grid_place_member *members, uint32_t member_count, grid_place_slot *slots,
                 uint32_t slot_count, uint32_t backups_wanted, grid_place_stats *stats);

@@ -21,10 +21,10 @@
  *   - kill after kill, three times (twenty in scripts/bench failover);
  *   - the link between the primary and its backup cut under load (the
  *     backup refuses every replication message: TIXGRID_TEST_REPL_REFUSE_DIR,
- *     pu/README.md), then mended: while it is cut the primary acknowledges
- *     no hold asked of it, the backup sells nothing and is not promoted;
- *     once mended the backup catches up, holds are acknowledged again, and
- *     both copies end equal, seat for seat.
+ *     pu/README.md): while the map names it the primary acknowledges no
+ *     hold asked of it and the backup sells nothing; the manager drops it
+ *     from the map after the failure timeout, the primary sells again, and
+ *     the new backup (the third unit) ends equal to it, seat for seat.
  *
  * Both check, seat for seat on the new primary: every acknowledged hold is
  * there in its booking, and no seat is held by a booking it was not asked
@@ -102,10 +102,10 @@ static struct {
     uint32_t pace_base;           /* load.next then */
     _Atomic int64_t kill_ns;      /* 0 before the kill */
     _Atomic int64_t served_ns;    /* the first ack of a hold sent after the kill */
-    _Atomic int64_t cut_ns;       /* the link cut (0: never), then mended (heal_ns) */
-    _Atomic int64_t heal_ns;
-    atomic_uint acked_in_cut;     /* holds sent after the cut and acknowledged before the mend */
-    atomic_uint sent_in_cut;
+    _Atomic int64_t cut_ns;       /* the link cut (0: never) */
+    _Atomic int64_t heal_ns;      /* the end of the window watched after the cut (0: none) */
+    atomic_uint acked_in_cut;     /* holds sent after the cut and acknowledged in the window */
+    atomic_uint sent_in_cut;      /* holds sent in the window */
     _Atomic uint8_t state[SEATS]; /* SEAT_* */
     int64_t sent_ns[SEATS];
 } load;
@@ -343,7 +343,8 @@ static void load_until(int64_t until_ns)
         uint32_t i = atomic_fetch_add(&load.next, 1);
         tg_msg req = hx_hold_one(load.bookings[i % BOOKINGS], USER, i);
         load.sent_ns[i] = tg_mono_ns();
-        if (atomic_load(&load.cut_ns) != 0 && atomic_load(&load.heal_ns) == 0) {
+        int64_t heal_ns = atomic_load(&load.heal_ns);
+        if (atomic_load(&load.cut_ns) != 0 && (heal_ns == 0 || load.sent_ns[i] < heal_ns)) {
             atomic_fetch_add(&load.sent_in_cut, 1);
         }
         atomic_store(&load.state[i], SEAT_SENT);
@@ -702,7 +703,11 @@ Test(failover_load, kill_after_kill_the_partition_fails_over_every_time, .timeou
 
 /* ---- A cut link ----------------------------------------------------------------- */
 
-#define CUT_MS 1500 /* how long the backup refuses its primary */
+/* After the cut, a window surely inside the failure timeout (500 ms here)
+ * that the manager waits before it drops the backup: nothing is
+ * acknowledged in it. */
+#define CUT_QUIET_MS  400
+#define DROP_BOUND_MS 3000 /* the cut to the map without the backup */
 
 /* Both copies equal, seat for seat, within SETTLE_MS. */
 static void assert_copies_equal(const hx_unit *primary, const hx_unit *backup)
@@ -726,6 +731,14 @@ static void assert_copies_equal(const hx_unit *primary, const hx_unit *backup)
               (unsigned long long)(first < SEATS ? theirs[first] : 0));
 }
 
+/* True while grid_partitions names u a backup of the partition. */
+static bool still_backup(PGconn *db, const hx_unit *u)
+{
+    const char *row = placement(db);
+    const char *list = strchr(row, '|');
+    return list != NULL && strstr(list + 1, u->name) != NULL;
+}
+
 Test(failover_load, a_link_cut_between_primary_and_backup_sells_nothing_twice_on_either_side)
 {
     grid_start(1);
@@ -739,32 +752,44 @@ Test(failover_load, a_link_cut_between_primary_and_backup_sells_nothing_twice_on
     double rate = (double)atomic_load(&load.acked) * 1e9 / (double)(tg_mono_ns() - t0);
 
     hx_repl_cut(dir, backup, true);
-    atomic_store(&load.cut_ns, tg_mono_ns());
-    load_until(atomic_load(&load.cut_ns) + (int64_t)CUT_MS * 1000000);
+    int64_t cut = tg_mono_ns();
+    atomic_store(&load.heal_ns, cut + (int64_t)CUT_QUIET_MS * 1000000);
+    atomic_store(&load.cut_ns, cut);
+    load_until(cut + (int64_t)CUT_QUIET_MS * 1000000);
     /* A backup sells nothing, cut off or not. */
     (void)assert_unit_acknowledges_nothing(backup, "the cut-off backup");
+    while (still_backup(db, backup) && tg_mono_ns() - cut < (int64_t)SETTLE_MS * 1000000) {
+        load_until(tg_mono_ns() + 10 * 1000000);
+    }
+    int64_t dropped = tg_mono_ns();
+    cr_assert(!still_backup(db, backup), "the cut backup is still in the map: %s", placement(db));
     cr_assert(strncmp(placement(db), a->name, strlen(a->name)) == 0,
-              "the primary is alive, yet the map changed: grid_partitions: %s", placement(db));
-    atomic_store(&load.heal_ns, tg_mono_ns());
-    hx_repl_cut(dir, backup, false);
-    int64_t bound = atomic_load(&load.heal_ns) + (int64_t)4 * SERVE_BOUND_MS * 1000000;
-    atomic_store(&load.kill_ns, atomic_load(&load.heal_ns)); /* served_ns: an ack after the mend */
+              "the primary is alive, yet it was replaced: grid_partitions: %s", placement(db));
+    atomic_store(&load.kill_ns, dropped); /* served_ns: an ack of a hold sent after the drop */
+    int64_t bound = dropped + (int64_t)4 * SERVE_BOUND_MS * 1000000;
     while (atomic_load(&load.served_ns) == 0 && tg_mono_ns() < bound) {
         load_until(tg_mono_ns() + 10 * 1000000);
     }
-    cr_assert_neq(atomic_load(&load.served_ns), 0, "no hold acknowledged after the link mended");
+    cr_assert_neq(atomic_load(&load.served_ns), 0, "no hold acknowledged after the drop");
+    hx_repl_cut(dir, backup, false);
     load_until(tg_mono_ns() + (int64_t)AFTER_MS * 1000000);
     load_drain();
-    printf("# load: link cut: %.0f holds/s before; %u holds asked during the %d ms cut, %u "
-           "acknowledged before the mend; %lld ms from the mend to the first hold acknowledged\n",
-           rate, atomic_load(&load.sent_in_cut), CUT_MS, atomic_load(&load.acked_in_cut),
-           (long long)((atomic_load(&load.served_ns) - atomic_load(&load.heal_ns)) / 1000000));
+    printf("# load: link cut: %.0f holds/s before; %u holds asked in the first %d ms of the cut, "
+           "%u acknowledged; the backup dropped from the map %lld ms after the cut; the first "
+           "hold asked afterwards acknowledged %lld ms after that\n",
+           rate, atomic_load(&load.sent_in_cut), CUT_QUIET_MS, atomic_load(&load.acked_in_cut),
+           (long long)((dropped - cut) / 1000000),
+           (long long)((atomic_load(&load.served_ns) - dropped) / 1000000));
     fflush(stdout);
     assert_load_ran(rate);
     cr_assert_gt(atomic_load(&load.sent_in_cut), 0u, "no hold was asked during the cut");
     cr_assert_eq(atomic_load(&load.acked_in_cut), 0u,
                  "holds acknowledged while the backup refused them");
+    cr_assert_lt((dropped - cut) / 1000000, DROP_BOUND_MS);
     assert_nothing_lost_or_held_twice();
-    assert_copies_equal(a, backup);
+    hx_unit *next = NULL;
+    cr_assert_eq(wait_backup_in_sync(db, &next), a);
+    cr_assert(next != backup, "the cut backup was made a backup again at once");
+    assert_copies_equal(a, next);
     PQfinish(db);
 }

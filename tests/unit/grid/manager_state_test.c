@@ -600,3 +600,103 @@ Test(manager_state, a_backup_in_sync_only_at_an_older_epoch_is_never_promoted)
     const tg_msg *s = status_at(1010 * MS);
     cr_assert_eq(s->grid_status_ok.placements[0].state, TG_PLACEMENT_PRIMARY_DEAD);
 }
+
+/* ---- A backup its primary cannot replicate to (grid_state_drop_stalled) ------ */
+
+/* From `from` to `until`, a pass every 10 ms and heartbeats every 100 ms:
+ * pu1 (unless silent) reports head 9 at epoch, pu2 and pu3 the applied
+ * records and sync flags given (pu3 applies one more every 400 ms when
+ * moving3).  Returns the time of the first drop, or -1. */
+static int64_t run_reports(int64_t from, int64_t until, bool silent, uint64_t applied2, bool sync2,
+                           uint64_t applied3, bool sync3, bool moving3)
+{
+    grid_partition *p = grid_partition_find(m, 1);
+    uint64_t epoch = p->epoch;
+    int64_t dropped_at = -1;
+    for (int64_t t = from; t <= until; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+        if (t % (100 * MS) == 0) {
+            if (!silent) {
+                cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1}, 1, epoch, t), TG_OK);
+            }
+            uint64_t a3 = applied3 + (moving3 ? (uint64_t)(t / (400 * MS)) : 0);
+            cr_assert_eq(backup_heartbeat("pu2", epoch, applied2, sync2, t), TG_OK);
+            cr_assert_eq(backup_heartbeat("pu3", epoch, a3, sync3, t), TG_OK);
+        }
+        if (grid_state_drop_stalled(m, &det, 1000, t) > 0 && dropped_at < 0) {
+            dropped_at = t;
+        }
+    }
+    return dropped_at;
+}
+
+static bool backup_of(const grid_partition *p, const char *name)
+{
+    for (uint32_t b = 0; b < p->backup_count; b++) {
+        if (p->backups[b] == grid_member_find(m, name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+Test(manager_state, an_in_sync_backup_that_applies_nothing_while_its_primary_is_ahead_is_dropped)
+{
+    grid_partition *p = two_backups();
+    uint64_t epoch = p->epoch;
+    /* pu2 stays at 5 while pu1's head is 9; pu3 keeps up. */
+    int64_t at = run_reports(0, 2000 * MS, false, 5, true, 9, true, false);
+    cr_assert(at >= 1000 * MS && at <= 1100 * MS, "dropped at %lld ms, wanted after 1 s",
+              (long long)(at / MS));
+    cr_assert(!backup_of(p, "pu2") && backup_of(p, "pu3"));
+    cr_assert_eq(p->epoch, epoch + 1, "the primary must see that it waits for pu2 no more");
+    cr_assert(p->dirty && m->changed);
+    /* No copy on pu2 for a while: the new backup goes to another unit. */
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 0, "pu2 must not get it back at once");
+    cr_assert_eq(do_register("pu4", 200, NULL, 0, 2000 * MS), TG_OK);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 1);
+    cr_assert(backup_of(p, "pu4") && !backup_of(p, "pu2"));
+}
+
+Test(manager_state, a_dropped_backup_may_be_placed_again_once_its_shun_is_over)
+{
+    grid_partition *p = two_backups();
+    int64_t at = run_reports(0, 1500 * MS, false, 5, true, 9, true, false);
+    cr_assert(at > 0 && !backup_of(p, "pu2"));
+    int64_t over = at + (int64_t)GRID_BACKUP_SHUN_MS * MS;
+    for (int64_t t = 1600 * MS; t < over; t += 500 * MS) {
+        grid_detector_pass(&det, t);
+        grid_state_drop_stalled(m, &det, 1000, t);
+        cr_assert_eq(grid_state_place(m, 2, place_scratch()), 0, "placed on pu2 at %lld ms",
+                     (long long)(t / MS));
+    }
+    grid_detector_pass(&det, over);
+    cr_assert_eq(grid_state_drop_stalled(m, &det, 1000, over), 0);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 1);
+    cr_assert(backup_of(p, "pu2"), "the shun is over: pu2 is the one unit left");
+    /* A fresh start: its old report does not count against it. */
+    cr_assert_eq(grid_state_drop_stalled(m, &det, 1000, over), 0);
+    cr_assert(backup_of(p, "pu2"));
+}
+
+Test(manager_state, backups_a_silent_primary_left_behind_stay_for_failover)
+{
+    grid_partition *p = two_backups();
+    uint64_t epoch = p->epoch;
+    cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1}, 1, epoch, 0), TG_OK);
+    /* pu1 (head 9) falls silent; its backups stay at 5 and 6, in sync. */
+    cr_assert_eq(run_reports(10 * MS, 1010 * MS, true, 5, true, 6, true, false), -1,
+                 "a backup of a silent primary was dropped");
+    cr_assert_eq(grid_state_detect(m, &det, 1010 * MS), 1);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 1);
+    cr_assert_eq(p->primary, grid_member_find(m, "pu3"), "the failover needs them");
+}
+
+Test(manager_state, backups_being_filled_or_catching_up_are_not_dropped)
+{
+    grid_partition *p = two_backups();
+    /* pu2 is filled (not in sync, applies nothing until the transfer ends);
+     * pu3 is behind but applies something between its reports. */
+    cr_assert_eq(run_reports(0, 3000 * MS, false, 0, false, 2, true, true), -1);
+    cr_assert(backup_of(p, "pu2") && backup_of(p, "pu3"));
+}

@@ -3,7 +3,8 @@
  *
  * The rules, each as a test: balanced primaries and backups, never a
  * primary and its backup on one unit, zones spread when units carry labels,
- * a dead primary replaced by its backup, nothing valid moved; and a seeded
+ * a dead primary replaced by its backup, nothing valid moved, no new backup
+ * on a member the slot shuns; and a seeded
  * random run that checks the invariants after every call.
  */
 #include <criterion/criterion.h>
@@ -316,4 +317,25 @@ Test(placement, random_grids_keep_every_rule)
                          round);
         }
     }
+}
+
+Test(placement, a_shunned_member_gets_no_new_backup_but_keeps_one_it_has)
+{
+    grid_place_member m[3];
+    members_all(m, 3);
+    /* Member 1 would be the least loaded choice: shunned, member 2 gets it. */
+    memset(slots, 0, sizeof(slots));
+    slots[0] = (grid_place_slot){.primary = 0, .shunned = 1 + 1};
+    grid_place(m, 3, slots, 1, 1, NULL);
+    cr_assert_eq(slots[0].backup_count, 1);
+    cr_assert_eq(slots[0].backups[0], 2);
+    /* Two members, the other one shunned: no backup at all. */
+    slots[0] = (grid_place_slot){.primary = 0, .shunned = 1 + 1};
+    grid_place(m, 2, slots, 1, 1, NULL);
+    cr_assert_eq(slots[0].backup_count, 0, "the shunned member was given a backup");
+    /* A backup it already has stays: shunning only keeps new ones away. */
+    slots[0] = (grid_place_slot){.primary = 0, .backup_count = 1, .backups = {1}, .shunned = 1 + 1};
+    grid_place(m, 3, slots, 1, 1, NULL);
+    cr_assert_eq(slots[0].backup_count, 1);
+    cr_assert_eq(slots[0].backups[0], 1);
 }
