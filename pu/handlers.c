@@ -559,9 +559,9 @@ static tg_err on_repl_backups(pu_ctx *c, pu_partition *p)
     if (q->epoch < info.map_epoch) {
         return TG_ESTALE_EPOCH;
     }
-    (void)pu_partition_raise_epoch(p, q->epoch);
+    bool rose = pu_partition_raise_epoch(p, q->epoch) > info.map_epoch;
     pu_served *e = pu_server_entry(c->srv, info.partition_id);
-    return pu_repl_configure(c->srv, e, q->backups, q->backup_count);
+    return pu_repl_configure(c->srv, e, q->backups, q->backup_count, rose);
 }
 
 /* With e->apply_lock held: waits (bounded) until the records before `first`

@@ -273,7 +273,8 @@ static void heartbeat(pu_member *m)
 /* ---- The map --------------------------------------------------------------- */
 
 /* Names the map's backups of a partition this unit is the primary of. */
-static void follow_backups(pu_member *m, const tg_msg *map, const tg_wire_placement *p)
+static void follow_backups(pu_member *m, const tg_msg *map, const tg_wire_placement *p,
+                           bool epoch_rose)
 {
     const __typeof__(map->grid_map) *g = &map->grid_map;
     tg_wire_backup backups[TG_GRID_BACKUPS_MAX];
@@ -285,7 +286,7 @@ static void follow_backups(pu_member *m, const tg_msg *map, const tg_wire_placem
         n++;
     }
     pu_served *e = pu_server_entry(m->srv, p->partition_id);
-    if (e != NULL && pu_repl_configure(m->srv, e, backups, n) != TG_OK) {
+    if (e != NULL && pu_repl_configure(m->srv, e, backups, n, epoch_rose) != TG_OK) {
         tg_log_warn("pu %s: partition %u: cannot follow the map's backups", m->srv->name,
                     p->partition_id);
     }
@@ -334,7 +335,7 @@ static void follow_other(pu_member *m, const tg_wire_placement *p, int32_t me, p
     }
     if (p->primary >= 0 && p->epoch > info.map_epoch) {
         pu_repl_depose(m->srv, e);
-        pu_repl_configure(m->srv, e, NULL, 0); /* its links: nothing to stream any more */
+        pu_repl_configure(m->srv, e, NULL, 0, false); /* its links: nothing to stream any more */
     }
 }
 
@@ -367,7 +368,7 @@ static bool follow_placement(pu_member *m, const tg_msg *map, const tg_wire_plac
                     (unsigned long long)map->grid_map.epoch);
     }
     /* After the epoch: links send the new one, which the backups then hold. */
-    follow_backups(m, map, p);
+    follow_backups(m, map, p, now != before.map_epoch);
     return true;
 }
 

@@ -37,8 +37,13 @@
  * replies back until the backup has applied a message that says it is not
  * in sync (a probe, or the begin of a state transfer): until then the
  * backup may still call itself in sync, and must then have every
- * acknowledged change.  A new link starts vouched as well: the backup may
- * still believe what an earlier link told it.
+ * acknowledged change.  A new link starts vouched as well — the backup may
+ * still believe what an earlier link told it — unless it comes with a rise
+ * of the partition's epoch: a backup forgets it is in sync when its epoch
+ * rises (member.c), and the manager promotes only a backup in sync at the
+ * map's epoch, so whatever it believes was said at an older one.  That is
+ * what lets a primary sell while a backup it was just given refuses
+ * everything (a cut link): nothing it could not take over holds replies.
  *
  * Gap repair.  The backup applies in sequence order only; a message that
  * starts past its last applied record is not applied, and its answer (the
@@ -973,7 +978,7 @@ static void link_free(pu_link *l)
     free(l);
 }
 
-static pu_link *link_start(pu_repl_part *r, const tg_wire_backup *b)
+static pu_link *link_start(pu_repl_part *r, const tg_wire_backup *b, bool vouched)
 {
     pu_link *l = calloc(1, sizeof(*l));
     link_scratch *scratch = malloc(sizeof(*scratch));
@@ -984,7 +989,7 @@ static pu_link *link_start(pu_repl_part *r, const tg_wire_backup *b)
     }
     l->part = r;
     l->scratch = scratch;
-    l->vouched = true; /* see the top */
+    l->vouched = vouched; /* see the top */
     snprintf(l->name, sizeof(l->name), "%s", b->name);
     snprintf(l->url, sizeof(l->url), "%s", b->rep_url);
     msgpack_sbuffer_init(&l->buf);
@@ -1059,7 +1064,8 @@ static bool linked(const pu_repl_part *r, const tg_wire_backup *b)
     return false;
 }
 
-tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backups, uint32_t n)
+tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backups, uint32_t n,
+                         bool epoch_rose)
 {
     TG_ASSERT(n <= TG_GRID_BACKUPS_MAX);
     if (n == 0 && __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE) == NULL) {
@@ -1084,7 +1090,7 @@ tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backu
         if (strcmp(backups[i].name, s->name) == 0) {
             err = TG_EINVAL; /* a unit is never its own backup */
         } else if (!linked(r, &backups[i])) {
-            pu_link *l = link_start(r, &backups[i]);
+            pu_link *l = link_start(r, &backups[i], !epoch_rose);
             err = l == NULL ? TG_ENOMEM : TG_OK;
             pthread_mutex_lock(&r->lock);
             if (l != NULL) {

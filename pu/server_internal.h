@@ -169,8 +169,11 @@ void pu_ctx_drop(pu_ctx *c);
 
 /* Names the backups of a primary partition (repl_backups, or the map):
  * starts a link to each new one, stops links to those no longer named.
- * Same names and addresses: nothing changes. */
-tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backups, uint32_t n);
+ * Same names and addresses: nothing changes.  epoch_rose: the naming came
+ * with a rise of the partition's epoch, so a new link need not start
+ * vouched (repl.c). */
+tg_err pu_repl_configure(pu_server *s, pu_served *e, const tg_wire_backup *backups, uint32_t n,
+                         bool epoch_rose);
 
 /* After a request changed e (c->park_seq set): true if the reply must wait
  * for the backups' acks (it is then sent by the link that gets the last

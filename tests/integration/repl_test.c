@@ -18,7 +18,10 @@
  *   - a backup killed while named holds replies back and, restarted with
  *     its segment, continues where it was; one named again after a restart
  *     catches up by delta: the primary sends only the records it missed
- *     (repl_status counters), no state transfer.
+ *     (repl_status counters), no state transfer;
+ *   - a backup named at a new epoch that refuses everything (a cut link)
+ *     holds no reply back; named again at the same epoch (as after a
+ *     restart of its primary) it does, until it hears it is not in sync.
  */
 #include "harness.h"
 
@@ -28,7 +31,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #define P               7u
 #define EVENT           4242u
@@ -382,6 +387,38 @@ Test(repl, a_primary_whose_backup_took_a_newer_epoch_first_waits_for_it_and_answ
     cr_assert_eq(tg_seat_word_state(rep.seat_get_ok.seat.word), TG_SEAT_FREE);
     cr_assert_eq(hx_seat_get(bc, P, 10, &rep), TG_OK);
     cr_assert_eq(tg_seat_word_state(rep.seat_get_ok.seat.word), TG_SEAT_SELECTED);
+}
+
+Test(repl, a_backup_named_at_a_new_epoch_holds_nothing_back_until_it_is_in_sync)
+{
+    char dir[] = "/tmp/tixgrid-rr-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    cr_assert_eq(setenv("TIXGRID_TEST_REPL_REFUSE_DIR", dir, 1), 0); /* read at start */
+    start_pair(4, 50);
+    unsetenv("TIXGRID_TEST_REPL_REFUSE_DIR");
+    hx_repl_cut(dir, &backup, true);
+    tg_booking_id b = hx_booking_create(pc, P, USER);
+    /* Named with the epoch's rise (1 to 2): whatever the backup believes was
+     * said at an older epoch, so the primary sells without it meanwhile. */
+    cr_assert_eq(name_backup(2, &backup), TG_OK);
+    tg_msg req = hx_hold_one(b, USER, 10);
+    cr_assert_eq(tg_client_call(pc, P, &req, 1000, hx_space(), &rep), TG_OK);
+    cr_assert_eq(rep.type, TG_WIRE_SEATS_HOLD_OK, "a backup that refuses everything held it back");
+    /* Named again at the same epoch: the new link vouches for what the
+     * backup may still believe, and holds replies until it applied "not in
+     * sync" — which it refuses while cut. */
+    cr_assert_eq(name_backup(2, NULL), TG_OK);
+    cr_assert_eq(name_backup(2, &backup), TG_OK);
+    req = hx_hold_one(b, USER, 11);
+    cr_assert_neq(tg_client_call(pc, P, &req, 300, hx_space(), &rep), TG_OK,
+                  "acknowledged while a backup that may believe it is in sync lacks it");
+    hx_repl_cut(dir, &backup, false);
+    cr_assert_eq(rmdir(dir), 0);
+    wait_in_sync();
+    req = hx_hold_one(b, USER, 12);
+    cr_assert_eq(hx_call(pc, P, &req, &rep), TG_OK);
+    wait_in_sync();
+    assert_copies_equal(200);
 }
 
 /* A batch (tixgrid/wire.h): its outcomes, collected by its callbacks. */
