@@ -428,14 +428,14 @@ static void fence_wait(pu_link *l)
  * when no map lifted the fence in time; the link then probes again. */
 static void link_refused(pu_link *l, tg_err err, uint64_t epoch)
 {
-    if (!l->refused_logged) {
-        tg_log_warn("pu %s: partition %u: backup %s refused: %s", l->part->srv->name,
-                    l->part->entry->id, l->name, tg_errname(err));
-        l->refused_logged = true;
-    }
     if (err != TG_ESTALE_EPOCH) {
+        if (!l->refused_logged) {
+            tg_log_warn("pu %s: partition %u: backup %s refused: %s", l->part->srv->name,
+                        l->part->entry->id, l->name, tg_errname(err));
+            l->refused_logged = true;
+        }
         sleep_ms(REPL_BACKOFF_MS);
-    } else if (fence(l, epoch)) {
+    } else if (fence(l, epoch)) { /* fence and depose say what they do */
         pu_repl_depose(l->part->srv, l->part->entry);
         sleep_ms(REPL_BACKOFF_MS);
     } else {
