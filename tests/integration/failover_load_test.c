@@ -106,6 +106,7 @@ static struct {
     _Atomic int64_t heal_ns;      /* the end of the window watched after the cut (0: none) */
     atomic_uint acked_in_cut;     /* holds sent after the cut and acknowledged in the window */
     atomic_uint sent_in_cut;      /* holds sent in the window */
+    _Atomic uint64_t epoch;       /* the partition's epoch in the last map published */
     _Atomic uint8_t state[SEATS]; /* SEAT_* */
     int64_t sent_ns[SEATS];
 } load;
@@ -245,6 +246,7 @@ static void map_cb(void *arg, const tg_msg *map)
         if (p->partition_id != P || p->primary < 0) {
             continue;
         }
+        atomic_store(&load.epoch, p->epoch);
         const tg_wire_member *u = &map->grid_map.members[p->primary];
         const char *url = u->state == TG_MEMBER_DEAD ? "" : u->rep_url;
         if (strcmp(url, load.route) != 0) {
@@ -751,11 +753,16 @@ Test(failover_load, a_link_cut_between_primary_and_backup_sells_nothing_twice_on
     load_until(t0 + (int64_t)STEADY_MS * 1000000);
     double rate = (double)atomic_load(&load.acked) * 1e9 / (double)(tg_mono_ns() - t0);
 
+    uint64_t epoch = atomic_load(&load.epoch);
     hx_repl_cut(dir, backup, true);
     int64_t cut = tg_mono_ns();
     atomic_store(&load.heal_ns, cut + (int64_t)CUT_QUIET_MS * 1000000);
     atomic_store(&load.cut_ns, cut);
     load_until(cut + (int64_t)CUT_QUIET_MS * 1000000);
+    /* A map published within the window (a unit declared dead because a
+     * busy machine kept its heartbeats back, which drops the backup too)
+     * lets the primary answer inside it: then the window proves nothing. */
+    bool quiet = atomic_load(&load.epoch) == epoch;
     /* A backup sells nothing, cut off or not. */
     (void)assert_unit_acknowledges_nothing(backup, "the cut-off backup");
     while (still_backup(db, backup) && tg_mono_ns() - cut < (int64_t)SETTLE_MS * 1000000) {
@@ -783,8 +790,15 @@ Test(failover_load, a_link_cut_between_primary_and_backup_sells_nothing_twice_on
     fflush(stdout);
     assert_load_ran(rate);
     cr_assert_gt(atomic_load(&load.sent_in_cut), 0u, "no hold was asked during the cut");
-    cr_assert_eq(atomic_load(&load.acked_in_cut), 0u,
-                 "holds acknowledged while the backup refused them");
+    if (!quiet) {
+        printf("# load: the map changed within the first %d ms of the cut (epoch %llu to "
+               "%llu): acknowledgements in that window were not checked\n",
+               CUT_QUIET_MS, (unsigned long long)epoch,
+               (unsigned long long)atomic_load(&load.epoch));
+        fflush(stdout);
+    }
+    cr_assert(!quiet || atomic_load(&load.acked_in_cut) == 0u,
+              "holds acknowledged while the backup refused them");
     cr_assert_lt((dropped - cut) / 1000000, DROP_BOUND_MS);
     assert_nothing_lost_or_held_twice();
     hx_unit *next = NULL;
