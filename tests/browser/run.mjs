@@ -398,7 +398,19 @@ if (LIVE_ROUTE) {
     const seat = 2005;
     // From the moment the hold is made (the holder's select answered) to
     // the moment the other page's map has the seat SELECTED.
-    const seen = pb.waitForFunction((k) => window.tixgrid.map.states[k] === 1, seat, { timeout: 5000, polling: 'raf' }).then(() => Date.now());
+    // On a timeout, what the other page knew: whether its stream was up, the
+    // map version it had, changes waiting for a map, the seat's state.
+    const seen = pb.waitForFunction((k) => window.tixgrid.map.states[k] === 1, seat, { timeout: 5000, polling: 'raf' })
+      .then(() => Date.now())
+      .catch(async (e) => {
+        const knew = await pb.evaluate((k) => ({
+          live: document.getElementById('live-status').textContent,
+          version: window.tixgrid.version,
+          queued: window.tixgrid.queue.length,
+          state: window.tixgrid.map.states[k],
+        }), seat).catch((why) => ({ unreadable: String(why) }));
+        throw new Error(`${e.message}; the other page: ${JSON.stringify(knew)}`);
+      });
     const made = pa.waitForResponse((r) => r.url().endsWith('/api/seats/select') && r.status() === 200).then(() => Date.now());
     await clickSeat(pa, seat);
     const [madeAt, seenAt] = await Promise.all([made, seen]);
