@@ -404,20 +404,6 @@ static long probe(const gwh_gateway *gw, const char *path)
     return status;
 }
 
-static bool log_contains(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    char line[4096];
-    bool found = false;
-    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
-        found = strstr(line, needle) != NULL;
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    return found;
-}
-
 /* Spawns the gateway on a fresh port and waits for readyz: 1 ready, 0 its
  * port was taken (try another), asserts otherwise. */
 static int gateway_launch(gwh_grid *g, gwh_gateway *gw, const char *const *flags)
@@ -447,7 +433,7 @@ static int gateway_launch(gwh_grid *g, gwh_gateway *gw, const char *const *flags
         int exit_status;
         if (waitpid(gw->pid, &exit_status, WNOHANG) == gw->pid) {
             gw->pid = 0;
-            if (log_contains(gw->log_path, PORT_TAKEN_TEXT)) {
+            if (hx_file_contains(gw->log_path, PORT_TAKEN_TEXT)) {
                 return 0;
             }
             cr_assert_fail("gateway %d exited at start (status %#x)%s", gw->index, exit_status,
@@ -533,7 +519,7 @@ static int sandbox_launch(gwh_gateway *sb, const char *const *flags)
         int exit_status;
         if (waitpid(sb->pid, &exit_status, WNOHANG) == sb->pid) {
             sb->pid = 0;
-            if (log_contains(sb->log_path, PORT_TAKEN_TEXT)) {
+            if (hx_file_contains(sb->log_path, PORT_TAKEN_TEXT)) {
                 return 0;
             }
             cr_assert_fail("the sandbox exited at start (status %#x)%s", exit_status,

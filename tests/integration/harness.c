@@ -428,6 +428,20 @@ bool hx_wait_ready(hx_unit *u, int timeout_ms)
     return ready;
 }
 
+bool hx_file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    bool found = false;
+    while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+        found = strstr(line, needle) != NULL;
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return found;
+}
+
 void hx_dump_file(const char *path, size_t bytes)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -168,6 +168,10 @@ void hx_dump_log(const hx_unit *u);
  * marker lines; nothing if it cannot be read.  Any thread. */
 void hx_dump_file(const char *path, size_t bytes);
 
+/* True when a line of the file at path contains needle (false if it cannot
+ * be read). */
+bool hx_file_contains(const char *path, const char *needle);
+
 /* ---- Running a command and capturing its output ------------------------ */
 
 typedef struct {

@@ -323,21 +323,13 @@ static tg_err raw_epoch(uint64_t epoch)
 /* Waits up to timeout_ms for text in u's log. */
 static bool log_shows(const hx_unit *u, const char *text, int timeout_ms)
 {
-    static char buf[1 << 16];
-    for (int64_t limit = hx_now_ms() + timeout_ms;; hx_sleep_ms(10)) {
-        FILE *f = fopen(u->log_path, "r");
-        size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-        if (f != NULL) {
-            fclose(f);
-        }
-        buf[n] = '\0';
-        if (strstr(buf, text) != NULL) {
-            return true;
-        }
-        if (hx_now_ms() > limit) {
-            return false;
-        }
+    int64_t limit = hx_now_ms() + timeout_ms;
+    bool shown = hx_file_contains(u->log_path, text);
+    while (!shown && hx_now_ms() < limit) {
+        hx_sleep_ms(10);
+        shown = hx_file_contains(u->log_path, text);
     }
+    return shown;
 }
 
 Test(repl, a_primary_whose_backup_took_a_newer_epoch_first_waits_for_it_and_answers)
