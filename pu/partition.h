@@ -154,6 +154,16 @@ uint64_t pu_partition_raise_epoch(pu_partition *p, uint64_t epoch);
  * entry's apply_lock, so no repl_append is half applied. */
 void pu_partition_set_replica(pu_partition *p, bool replica);
 
+/* Marks the copy as one that only a state transfer may make a replica again
+ * (a deposed primary: its log may hold records its successor never had, at
+ * sequence numbers the successor used for others, so it is no prefix of the
+ * new primary's log and a delta would leave it different for good), or
+ * clears the mark (promoted again).  Kept as `restoring`: a backup refuses
+ * repl_append with partition_state until a state transfer began, and a
+ * unit restarted with the mark removes the copy.  The caller holds the
+ * served entry's apply_lock. */
+void pu_partition_set_refill(pu_partition *p, bool refill);
+
 typedef struct {
     char name[TG_NAME_BYTES];
     int64_t price_minor;

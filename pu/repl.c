@@ -1160,6 +1160,7 @@ void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch)
     pthread_mutex_lock(&e->apply_lock);
     uint64_t now = pu_partition_raise_epoch(e->p, epoch);
     pu_partition_set_replica(e->p, false);
+    pu_partition_set_refill(e->p, false); /* a deposed copy named primary again: its own */
     __atomic_store_n(&e->in_sync, false, __ATOMIC_RELEASE);
     __atomic_store_n(&e->role, PU_ROLE_PRIMARY, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&e->apply_lock);
@@ -1190,10 +1191,12 @@ void pu_repl_depose(pu_server *s, pu_served *e)
     }
     pthread_mutex_lock(&e->apply_lock);
     pu_partition_set_replica(e->p, true);
+    pu_partition_set_refill(e->p, true); /* a backup again only by a state transfer */
     __atomic_store_n(&e->in_sync, false, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&e->apply_lock);
     tg_log_warn("pu %s: partition %u: deposed (a newer primary exists): its unacknowledged "
-                "replies are dropped and it serves reads only",
+                "replies are dropped, it serves reads only, and a state transfer may make it "
+                "a backup again",
                 s->name, e->id);
 }
 

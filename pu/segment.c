@@ -542,6 +542,11 @@ void pu_partition_set_replica(pu_partition *p, bool replica)
     __atomic_store_n(&p->hdr->replica, replica ? 1 : 0, __ATOMIC_RELEASE);
 }
 
+void pu_partition_set_refill(pu_partition *p, bool refill)
+{
+    __atomic_store_n(&p->hdr->restoring, refill ? 1 : 0, __ATOMIC_RELEASE);
+}
+
 tg_err pu_section_get(const pu_partition *p, uint32_t section, pu_section_info *out)
 {
     if (section >= p->hdr->section_count) {

@@ -18,6 +18,13 @@
  *     refuses them (it serves the partition as a backup), and none of them
  *     is on the new primary.
  *
+ *   - a deposed primary whose copy went another way than its successor's
+ *     (a hold it applied but could not replicate, while the successor
+ *     sold another seat at the same sequence number) is named the new
+ *     primary's backup once it is back: it is filled again by state
+ *     transfer, not by a delta, and ends equal to the new primary, seat for
+ *     seat, and in sync.
+ *
  *   - the backup made to refuse every replication message (a file in the
  *     folder TIXGRID_TEST_REPL_REFUSE_DIR names): holds asked of the
  *     primary are not acknowledged while the map names it (it still
@@ -37,6 +44,7 @@
 #include <criterion/logging.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -558,4 +566,84 @@ Test(failover, a_backup_its_primary_cannot_replicate_to_is_dropped_and_never_pro
     cr_assert_eq(tg_seat_word_booking(rep.seat_get_ok.seat.word), (uint32_t)(late & 0xffffffffu));
     hx_client_close(cb);
     hx_client_close(cc);
+}
+
+/* The outcome of one hold sent without waiting. */
+typedef struct {
+    pthread_mutex_t lock;
+    bool done;
+    tg_err err;
+} pending_hold;
+
+static void pending_cb(void *arg, tg_err err, const tg_msg *reply)
+{
+    pending_hold *h = arg;
+    pthread_mutex_lock(&h->lock);
+    h->done = true;
+    h->err = err != TG_OK || reply->type != TG_WIRE_ERROR ? err : (tg_err)reply->error.code;
+    pthread_mutex_unlock(&h->lock);
+}
+
+#define SPLIT_OLD 180u /* held on the old primary only, never acknowledged */
+#define SPLIT_NEW 181u /* sold by the new primary at the same sequence number */
+
+Test(failover, a_deposed_primary_whose_copy_went_another_way_is_filled_again)
+{
+    static hx_unit a, b;
+    grid_start();
+    cr_assert_eq(setenv("TIXGRID_TEST_REPL_REFUSE_DIR", dir, 1), 0);
+    unit_start(&a, true, "zone-a");
+    unit_start(&b, false, "zone-b");
+    wait_placed(&a, &b, SETTLE_MS);
+    tg_client *ca = hx_client(&a, P, 16);
+    tg_client *cb = hx_client(&b, P, 16);
+    wait_copies_equal(ca, cb, SETTLE_MS);
+    sell_acked(ca);
+    wait_repl_cell(" 0 (1/1 in sync)", SETTLE_MS);
+
+    /* The backup refusing replication, the primary applies a hold it
+     * cannot replicate: its reply waits.  Then the primary freezes and the
+     * backup, which never had that record, is promoted (well within the
+     * failure timeout of stalling: it is not dropped) and sells another
+     * seat at the same sequence number. */
+    hx_repl_cut(dir, &b, true);
+    static pending_hold h = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    tg_msg req = hx_hold_one(acked[0], USER, SPLIT_OLD);
+    cr_assert_eq(tg_client_send(ca, P, &req, 20000, NULL, pending_cb, &h), TG_OK);
+    hx_sleep_ms(200); /* applied on the old primary, its reply waiting for b */
+    hx_freeze(&a);
+    hx_repl_cut(dir, &b, false);
+    wait_primary(&b, SETTLE_MS);
+    tg_booking_id other = 0;
+    tg_err err = TG_EUNAVAILABLE;
+    for (int64_t t0 = hx_now_ms(); err != TG_OK && hx_now_ms() - t0 < SETTLE_MS;) {
+        err = try_hold(cb, SPLIT_NEW, &other);
+        hx_sleep_ms(err != TG_OK ? 5 : 0);
+    }
+    cr_assert_eq(err, TG_OK, "the promoted backup does not serve: %s", tg_errname(err));
+
+    /* Back, the old primary is deposed and named the new one's backup. */
+    cr_assert_eq(kill(a.pid, SIGCONT), 0);
+    wait_placed(&b, &a, SETTLE_MS);
+    wait_copies_equal(cb, ca, SETTLE_MS);
+    wait_repl_cell(" 0 (1/1 in sync)", SETTLE_MS);
+    /* wait_copies_equal read the new primary into words_a, the old into words_b. */
+    cr_assert_eq(tg_seat_word_state(words_a[SPLIT_OLD]), TG_SEAT_FREE,
+                 "the hold the old primary never replicated is on the new one");
+    cr_assert_eq(tg_seat_word_state(words_b[SPLIT_NEW]), TG_SEAT_SELECTED,
+                 "the old primary's copy lacks the new primary's hold");
+    pthread_mutex_lock(&h.lock);
+    cr_assert(!h.done || h.err != TG_OK,
+              "the hold the old primary never replicated was acknowledged");
+    pthread_mutex_unlock(&h.lock);
+
+    /* In sync for real: a hold on the new primary is acknowledged only
+     * once the old one applied it. */
+    tg_booking_id next = 0;
+    cr_assert_eq(try_hold(cb, SPLIT_NEW + 1, &next), TG_OK);
+    hx_seat_words(ca, P, SEATS, words_a);
+    cr_assert_eq(tg_seat_word_state(words_a[SPLIT_NEW + 1]), TG_SEAT_SELECTED,
+                 "an acknowledged hold is not on the backup");
+    hx_client_close(ca);
+    hx_client_close(cb);
 }
