@@ -22,6 +22,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -628,4 +629,16 @@ void tg_client_close(tg_client *c)
     pthread_mutex_destroy(&c->lock);
     free(c->slots);
     free(c);
+}
+
+tg_err tg_socket_wait(nng_socket sock, uint32_t timeout_ms)
+{
+    int fd = -1;
+    if (nng_socket_get_int(sock, NNG_OPT_RECVFD, &fd) != 0) {
+        fd = -1; /* poll(2) ignores it: a plain sleep, so that no caller spins */
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms);
+    /* A signal (n < 0, EINTR) ends the wait early, as a timeout would. */
+    return n > 0 ? TG_OK : TG_ETIMEDOUT;
 }

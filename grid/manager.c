@@ -7,7 +7,8 @@
  *      the manager, not of the units);
  *   2. answers up to GRID_REQUESTS_PER_PASS requests, waiting at most
  *      GRID_TICK_MS for the first (nng REP socket, synchronous: the
- *      handlers only touch memory, a few microseconds each);
+ *      handlers only touch memory, a few microseconds each; the wait is
+ *      poll(2) on the socket, not a receive timeout, see tg_socket_wait);
  *   3. declares silent units dead, advances moves of partitions between
  *      live units (manager_move.c; a move's last step is confirmed with
  *      its primary, below), and places backups (manager_place.c);
@@ -91,7 +92,6 @@ static tg_err sockets_open(manager *mg)
     mg->rep_open = rv == 0;
     if (rv == 0) {
         nng_socket_set_size(mg->rep, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
-        nng_socket_set_ms(mg->rep, NNG_OPT_RECVTIMEO, GRID_TICK_MS);
         nng_socket_set_ms(mg->rep, NNG_OPT_SENDTIMEO, 100);
         rv = nng_listen(mg->rep, mg->cfg.listen_url, NULL, 0);
     }
@@ -243,9 +243,12 @@ static void handle(manager *mg, nng_msg *msg)
 
 static void serve_requests(manager *mg)
 {
+    if (!mg->map.changed) {
+        (void)tg_socket_wait(mg->rep, GRID_TICK_MS); /* not a receive timeout: client.h */
+    }
     for (uint32_t n = 0; n < GRID_REQUESTS_PER_PASS; n++) {
         nng_msg *msg = NULL;
-        int rv = nng_recvmsg(mg->rep, &msg, n == 0 && !mg->map.changed ? 0 : NNG_FLAG_NONBLOCK);
+        int rv = nng_recvmsg(mg->rep, &msg, NNG_FLAG_NONBLOCK);
         if (rv != 0) {
             return; /* timed out, nothing more, or closed */
         }

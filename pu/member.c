@@ -42,6 +42,7 @@
  */
 #include "server_internal.h"
 
+#include "tixgrid/client.h"
 #include "tixgrid/clock.h"
 #include "tixgrid/log.h"
 
@@ -399,11 +400,14 @@ static void receive_maps(pu_member *m, int64_t deadline_ns)
         if (left_ms <= 0 || __atomic_load_n(&m->stopping, __ATOMIC_ACQUIRE)) {
             return;
         }
-        nng_socket_set_ms(m->sub, NNG_OPT_RECVTIMEO,
-                          (nng_duration)(left_ms < WAIT_SLICE_MS ? left_ms : WAIT_SLICE_MS));
+        /* poll(2), not a receive timeout: see tg_socket_wait. */
+        if (tg_socket_wait(m->sub, (uint32_t)(left_ms < WAIT_SLICE_MS ? left_ms : WAIT_SLICE_MS)) !=
+            TG_OK) {
+            continue;
+        }
         void *body = NULL;
         size_t len = 0;
-        if (nng_recv(m->sub, &body, &len, NNG_FLAG_ALLOC) != 0) {
+        if (nng_recv(m->sub, &body, &len, NNG_FLAG_ALLOC | NNG_FLAG_NONBLOCK) != 0) {
             continue;
         }
         const char *why = NULL;
