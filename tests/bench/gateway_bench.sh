@@ -32,10 +32,11 @@
 #  1. The grid: scripts/demo in a folder of its own under /var/tmp, with
 #     free loopback ports for PostgreSQL and the gateway, its units named
 #     bench<pid>-pu1/-pu2 (TIXGRID_DEMO_PU_PREFIX: a demo already running on
-#     the machine keeps its units and segments), and the gateway on one loop
-#     thread per core (TIXGRID_GATEWAY_THREADS, unless set already).  The
-#     grid's programs are
-#     scripts/demo's build/ (debugoptimized: -O2, assertions on).
+#     the machine keeps its units and segments), and the gateway with the
+#     demo's loop threads: half the cores, at least one (scripts/demo says
+#     why; TIXGRID_GATEWAY_THREADS chooses another number).  The grid's
+#     programs are scripts/demo's build/ (debugoptimized: -O2, assertions
+#     on).
 #     `tixgrid-persister seed-users` makes the load users
 #     (userN@load.tixgrid, password load-test-1, persister/README.md).
 #  2. nginx (nginx-light): worker_processes = cores, access_log off,
@@ -191,7 +192,6 @@ free_port nginx_port
 free_port sandbox_port
 TIXGRID_DEMO_LISTEN=127.0.0.1:$gateway_port
 TIXGRID_DEMO_SANDBOX_LISTEN=127.0.0.1:$sandbox_port
-export TIXGRID_GATEWAY_THREADS=${TIXGRID_GATEWAY_THREADS:-$cores}
 
 # ---- The grid and its users --------------------------------------------------------
 
@@ -206,6 +206,9 @@ grid_start() {
         tail -n 20 "$tmp/demo.log" >&2
         fail "scripts/demo start failed"
     fi
+    local threads
+    threads=$(tr '\0' '\n' <"/proc/$(<"$TIXGRID_DEMO_DIR/pids/gateway.pid")/cmdline" | grep -A1 -x -- --threads | tail -n 1)
+    echo "  the gateway runs ${threads:-?} loop thread(s) on this machine's $cores cores"
     "$persister_bin" --db "$conninfo" seed-users $((cores + 1 > sellout_users ? cores + 1 : sellout_users)) >>"$tmp/demo.log" 2>&1 ||
         fail "seed-users failed (see $tmp/demo.log)"
 }
