@@ -41,6 +41,7 @@
 #define PST_DRAIN_RETRY_MIN_MS              100u
 #define PST_DRAIN_RETRY_MAX_MS_DEFAULT      5000u
 #define PST_DRAIN_POLL_IDLE_MS_DEFAULT      5u
+#define PST_DRAIN_POLL_IDLE_MAX_MS_DEFAULT  50u
 /* Rejected records logged one line each per batch, at most; the rest are
  * counted in one line (all of them are in persister_rejects). */
 #define PST_DRAIN_REJECT_LINES_MAX 1000u

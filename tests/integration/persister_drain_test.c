@@ -1157,6 +1157,8 @@ Test(persister_drain, bad_flags_exit_64_and_bad_placements_exit_1)
     expect_usage(ARGS("ingest", "1"));
     database_start(&tiny);
     expect_usage(ARGS("run", "--poll-idle-ms", "0"));
+    expect_usage(ARGS("run", "--poll-idle-ms", "20", "--poll-idle-max-ms", "10"));
+    expect_usage(ARGS("run", "--poll-idle-max-ms", "10001"));
     pgt_run_result r;
     cr_assert_eq(persister(&r, ARGS("place", "31", "pu1")), 1);
     cr_assert(strstr(r.err, "no processing unit named pu1") != NULL, "%s", r.err);
