@@ -51,6 +51,10 @@ static void reply(h2o_req_t *req, int status, const char *type, const char *body
                       : status < 500  ? "Client Error"
                                       : "Server Error";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    /* Said up front: left unknown, h2o ends a 303 with the connection, and a
+     * buyer's browser (or tixgrid-load) must connect again after each
+     * approval. */
+    req->res.content_length = len;
     h2o_send_inline(req, body, len);
 }
 

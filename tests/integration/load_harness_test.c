@@ -193,6 +193,9 @@ static void purchase_runs(gwh_grid *g)
     cr_assert_eq(route_all(rep, "pay_start", "200"), 5);
     cr_assert_eq(route_all(rep, "pay_approve", "303"), 5);
     cr_assert_geq(route_all(rep, "pay_status", "200"), 5);
+    /* Every answer says its length: nothing ends a kept-alive connection,
+     * the sandbox's 303 after an approval included. */
+    cr_assert_eq(gwh_int(rep, "reopened"), 0);
     cr_assert_eq(gwh_int(rep, "sales.bookings"), 5);
     cr_assert_eq(gwh_int(rep, "sales.seats"), 10);
     cr_assert(json_is_true(gwh_json_at(rep, "audit.clean")));

@@ -247,8 +247,8 @@ static answer_state answer_parse(const char *buf, size_t len, size_t received, a
         return has_length ? ANSWER_BAD : chunked_parse(buf, len, received, a);
     }
     if (!has_length && a->status != 204 && a->status != 304) {
-        /* HTTP/1.1 allows a body delimited by the end of the connection;
-         * the sandbox's 303 is one. */
+        /* HTTP/1.1 allows a body delimited by the end of the connection
+         * (h2o sends one when a handler leaves the length unknown). */
         a->until_close = a->close;
         return a->close ? ANSWER_INCOMPLETE : ANSWER_BAD;
     }
