@@ -1039,7 +1039,7 @@ struct pst_part {
     uint64_t read_seq;  /* from_seq of the next log_read */
     pst_read *read;     /* in flight, or answered and not yet consumed */
     int64_t poll_at_ns; /* earliest next log_read */
-    uint32_t empty_reads; /* answered with no record, in a row (poll_delay_ms) */
+    uint32_t empty_reads; /* reads in a row that found it idle (poll_delay_ms) */
     int64_t chunk;      /* its chunk in the open batch, or -1 */
     uint64_t log_head;  /* the unit's, from its last answer */
     uint32_t failures;  /* log_reads failed in a row */
