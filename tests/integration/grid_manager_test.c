@@ -162,17 +162,7 @@ static void manager_kill(int i)
 /* True when manager i's log contains text. */
 static bool log_says(int i, const char *text)
 {
-    FILE *f = fopen(managers[i].log_path, "r");
-    if (f == NULL) {
-        return false;
-    }
-    char line[4096];
-    bool found = false;
-    while (!found && fgets(line, sizeof(line), f) != NULL) {
-        found = strstr(line, text) != NULL;
-    }
-    fclose(f);
-    return found;
+    return hx_file_contains(managers[i].log_path, text);
 }
 
 /* A unit in the grid: its own partition (0: none) and zone (NULL: none). */
