@@ -90,9 +90,14 @@ static tg_err transition(pu_partition *p, pu_booking_rec *b, tg_booking_status t
     if (err != TG_OK) {
         return err;
     }
-    __atomic_store_n(&b->status, (uint8_t)to, __ATOMIC_RELAXED);
+    /* Version first, status second (a release store, so neither the
+     * compiler nor the CPU puts it first): a writer killed between the two
+     * leaves a version newer than the one logged, which recovery logs again
+     * (recover.c).  Status first would leave a new status under the logged
+     * version, which recovery cannot tell from a logged one. */
+    __atomic_store_n(&b->version, b->version + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->status, (uint8_t)to, __ATOMIC_RELEASE);
     __atomic_store_n(&b->deadline_ms, deadline_ms, __ATOMIC_RELAXED);
-    b->version++;
     pu_log_booking(p, seq, b);
     uint32_t owner = to_state == TG_SEAT_FREE ? 0 : b->seq;
     for (uint32_t i = 0; i < n; i++) {
@@ -190,7 +195,14 @@ static uint32_t seq_claim(pu_partition *p)
             k++;
         }
         if (k > TG_BOOKING_PROBES_MAX || cur > UINT32_MAX - k) {
-            return 0;
+            /* The slots ahead may only look taken because cur is stale:
+             * while this thread was off its core, others claimed them. */
+            uint32_t now = __atomic_load_n(&h->booking_next_seq, __ATOMIC_RELAXED);
+            if (now == cur) {
+                return 0;
+            }
+            cur = now;
+            continue;
         }
         if (__atomic_compare_exchange_n(&h->booking_next_seq, &cur, cur + k, 0, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED)) {
