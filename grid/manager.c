@@ -37,6 +37,7 @@
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/util/platform.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +61,12 @@ typedef struct {
     grid_move ready[GRID_MOVES_CONFIRM_PER_PASS];
     tg_msg unit_reply;
     int64_t next_publish_ns, next_refresh_ns, next_flush_ns;
+    /* Connections of the REP socket that closed, queued by nng's pipe
+     * callback (another thread) for the loop.  A full queue drops the
+     * rest: their units are then found dead by the failure timeout. */
+    pthread_mutex_t closed_mu;
+    uint32_t closed_pipes[GRID_CLOSED_PIPES_MAX];
+    uint32_t closed_count;
 } manager;
 
 /* The client of moves' confirmations is never closed: nng 1.5.2 can hang
@@ -86,6 +93,39 @@ static void sockets_close(manager *mg)
     }
 }
 
+/* A pipe's id as the map keeps it: 0 for none. */
+static uint32_t pipe_number(nng_pipe pipe)
+{
+    int id = nng_pipe_id(pipe);
+    return id > 0 ? (uint32_t)id : 0;
+}
+
+/* nng's pipe callback: queues a closed connection for the loop. */
+static void pipe_closed(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    manager *mg = arg;
+    (void)ev;
+    pthread_mutex_lock(&mg->closed_mu);
+    if (mg->closed_count < GRID_CLOSED_PIPES_MAX) {
+        mg->closed_pipes[mg->closed_count++] = pipe_number(pipe);
+    }
+    pthread_mutex_unlock(&mg->closed_mu);
+}
+
+/* Hands the queued closed connections to the map's rules. */
+static void closed_pipes_apply(manager *mg, int64_t now)
+{
+    uint32_t pipes[GRID_CLOSED_PIPES_MAX];
+    pthread_mutex_lock(&mg->closed_mu);
+    uint32_t n = mg->closed_count;
+    memcpy(pipes, mg->closed_pipes, n * sizeof(pipes[0]));
+    mg->closed_count = 0;
+    pthread_mutex_unlock(&mg->closed_mu);
+    for (uint32_t i = 0; i < n; i++) {
+        grid_state_pipe_closed(&mg->map, &mg->det, pipes[i], now);
+    }
+}
+
 static tg_err sockets_open(manager *mg)
 {
     int rv = nng_rep0_open(&mg->rep);
@@ -93,6 +133,9 @@ static tg_err sockets_open(manager *mg)
     if (rv == 0) {
         nng_socket_set_size(mg->rep, NNG_OPT_RECVMAXSZ, TG_WIRE_MESSAGE_BYTES_MAX + 4096u);
         nng_socket_set_ms(mg->rep, NNG_OPT_SENDTIMEO, 100);
+        rv = nng_pipe_notify(mg->rep, NNG_PIPE_EV_REM_POST, pipe_closed, mg);
+    }
+    if (rv == 0) {
         rv = nng_listen(mg->rep, mg->cfg.listen_url, NULL, 0);
     }
     if (rv != 0) {
@@ -148,6 +191,7 @@ static tg_err activate(manager *mg)
     int64_t now = tg_mono_ns();
     grid_detector_start(&mg->det, mg->cfg.failure_timeout_ms, mg->cfg.heartbeat_interval_ms, now);
     grid_state_activate(&mg->map, &mg->det, now);
+    closed_pipes_apply(mg, now); /* the old sockets' connections: nobody is heard on them */
     mg->active = true;
     mg->standby_logged = false;
     mg->next_publish_ns = now;
@@ -235,7 +279,8 @@ static void handle(manager *mg, nng_msg *msg)
                               .heartbeat_interval_ms = mg->cfg.heartbeat_interval_ms,
                               .failure_timeout_ms = mg->cfg.failure_timeout_ms,
                               .backups = mg->cfg.backups,
-                              .move_timeout_ms = mg->cfg.move_timeout_ms};
+                              .move_timeout_ms = mg->cfg.move_timeout_ms,
+                              .pipe_id = pipe_number(nng_msg_get_pipe(msg))};
         grid_state_handle(&mg->map, &env, &mg->req, tg_mono_ns(), &mg->scratch, &mg->reply);
     }
     reply_send(mg, msg);
@@ -347,6 +392,7 @@ static void active_pass(manager *mg)
     grid_detector_pass(&mg->det, tg_mono_ns());
     serve_requests(mg);
     int64_t now = tg_mono_ns();
+    closed_pipes_apply(mg, now); /* after the requests that came before the close */
     grid_state_detect(&mg->map, &mg->det, now);
     grid_state_drop_stalled(&mg->map, &mg->det, mg->cfg.failure_timeout_ms, now);
     moves_advance(mg, now);
@@ -383,6 +429,7 @@ static manager *manager_new(const grid_manager_config *cfg)
         return NULL;
     }
     mg->cfg = *cfg;
+    pthread_mutex_init(&mg->closed_mu, NULL);
     mg->map.parts = a;
     mg->spare = b;
     snprintf(mg->map.manager, sizeof(mg->map.manager), "%s", cfg->name);
@@ -417,6 +464,7 @@ tg_err grid_manager_run(const grid_manager_config *cfg, bool (*should_stop)(void
     db_close(mg);
     units_client_kept = mg->units;
     msgpack_sbuffer_destroy(&mg->buf);
+    pthread_mutex_destroy(&mg->closed_mu);
     free(mg->map.parts);
     free(mg->spare);
     free(mg);

@@ -77,6 +77,8 @@
 #define GRID_TICK_MS 10u
 /* Requests answered in one pass of the loop before housekeeping runs. */
 #define GRID_REQUESTS_PER_PASS 64u
+/* Closed connections queued between two passes (more wait for the timeout). */
+#define GRID_CLOSED_PIPES_MAX 64u
 /* PostgreSQL closes a session idle this long (a manager frozen, SIGSTOP):
  * its lock goes, and a standby takes over. */
 #define GRID_IDLE_SESSION_TIMEOUT_MS 10000u
@@ -116,6 +118,9 @@ typedef struct {
     bool registered;      /* registered with this manager since it became active */
     grid_heard heard;     /* the last registration or heartbeat (or activation) */
     bool ever_heard;      /* heard by this manager at all */
+    uint32_t pipe_id;     /* the connection it was last heard on; 0 none */
+    bool closed;          /* that connection closed since */
+    grid_heard closed_at; /* when it closed (valid when closed) */
     uint64_t map_epoch;   /* the newest map it applied */
     bool dirty;           /* its row must be written */
     bool removing;        /* its row must be deleted, then the slot freed */
@@ -206,6 +211,7 @@ typedef struct {
     uint32_t failure_timeout_ms;
     uint32_t backups;         /* backups wanted per partition */
     uint32_t move_timeout_ms; /* 0: GRID_MOVE_TIMEOUT_MS_DEFAULT */
+    uint32_t pipe_id;         /* the connection the request came on; 0 unknown */
 } grid_state_env;
 
 /* Handles one decoded request to the manager, filling reply (an ok reply,
@@ -214,9 +220,18 @@ typedef struct {
 void grid_state_handle(grid_map_state *m, const grid_state_env *env, const tg_msg *req,
                        int64_t now_ns, grid_msg_scratch *scratch, tg_msg *reply);
 
+/* Notes that connection pipe_id closed: a unit last heard on it is watched
+ * more closely (grid_state_detect). */
+void grid_state_pipe_closed(grid_map_state *m, const grid_detector *d, uint32_t pipe_id,
+                            int64_t now_ns);
+
 /* Declares silent units dead, and removes leaving ones that went silent
- * (the slot is freed after the delete is persisted).  Returns how many
- * units changed state. */
+ * (the slot is freed after the delete is persisted).  A unit whose
+ * connection closed is dead once one more stall_ns (a heartbeat interval)
+ * passed without hearing it again: a process that exits or is killed has
+ * its sockets closed by the kernel, so waiting out the whole failure
+ * timeout would only keep its partitions without a primary.  Returns how
+ * many units changed state. */
 uint32_t grid_state_detect(grid_map_state *m, const grid_detector *d, int64_t now_ns);
 
 /* Drops from the map every backup that reports itself in sync yet has

@@ -279,6 +279,14 @@ static void log_join(const grid_member *u, bool known, const tg_msg *req)
     }
 }
 
+/* Stamps u heard now, on the request's connection. */
+static void heard_on(grid_member *u, const grid_state_env *env, int64_t now_ns)
+{
+    grid_detector_heard(env->det, &u->heard, now_ns);
+    u->pipe_id = env->pipe_id;
+    u->closed = false;
+}
+
 static tg_err on_register(grid_map_state *m, const grid_state_env *env, const tg_msg *req,
                           int64_t now_ns, tg_msg *reply, const char **why)
 {
@@ -311,7 +319,7 @@ static tg_err on_register(grid_map_state *m, const grid_state_env *env, const tg
     u->removing = false;
     u->ever_heard = true;
     u->map_epoch = 0;
-    grid_detector_heard(env->det, &u->heard, now_ns);
+    heard_on(u, env, now_ns);
     if (!same) {
         u->dirty = true;
         m->changed = true;
@@ -338,7 +346,7 @@ static tg_err on_heartbeat(grid_map_state *m, const grid_state_env *env, const t
         *why = "unknown unit or incarnation, or declared dead: register again";
         return TG_ENOT_FOUND;
     }
-    grid_detector_heard(env->det, &u->heard, now_ns);
+    heard_on(u, env, now_ns);
     u->map_epoch = h->map_epoch;
     apply_reports(m, i, h->held, h->held_count, now_ns, false);
     reply->type = TG_WIRE_HEARTBEAT_OK;
@@ -537,27 +545,59 @@ void grid_state_handle(grid_map_state *m, const grid_state_env *env, const tg_ms
 
 /* ---- Time ---------------------------------------------------------------------- */
 
+void grid_state_pipe_closed(grid_map_state *m, const grid_detector *d, uint32_t pipe_id,
+                            int64_t now_ns)
+{
+    for (uint32_t i = 0; pipe_id != 0 && i < TG_GRID_MEMBERS_MAX; i++) {
+        grid_member *u = &m->members[i];
+        if (u->name[0] != '\0' && u->pipe_id == pipe_id && !u->closed) {
+            u->closed = true;
+            grid_detector_heard(d, &u->closed_at, now_ns);
+            tg_log_info("manager: unit %s: its connection closed", u->name);
+        }
+    }
+}
+
+/* Silent for the failure timeout, or gone with its connection. */
+static bool member_gone(const grid_detector *d, const grid_member *u, int64_t now_ns)
+{
+    return grid_detector_dead(d, &u->heard, now_ns) ||
+           (u->closed && grid_detector_silence_ns(d, &u->closed_at, now_ns) > d->stall_ns);
+}
+
+static void declare_dead(grid_member *u, const grid_detector *d, uint32_t refs, int64_t now_ns)
+{
+    int64_t silent_ms = grid_detector_silence_ns(d, &u->heard, now_ns) / 1000000;
+    int64_t closed_ms = grid_detector_silence_ns(d, &u->closed_at, now_ns) / 1000000;
+    u->state = TG_MEMBER_DEAD;
+    u->registered = false;
+    u->dirty = true;
+    if (u->closed) {
+        tg_log_warn("manager: unit %s declared dead: its connection closed and it was not heard "
+                    "again for %lld ms; %u partitions without their unit",
+                    u->name, (long long)closed_ms, refs);
+    } else {
+        tg_log_warn("manager: unit %s declared dead: silent for %lld ms (failure timeout "
+                    "%lld ms); %u partitions without their unit",
+                    u->name, (long long)silent_ms, (long long)(d->timeout_ns / 1000000), refs);
+    }
+}
+
 uint32_t grid_state_detect(grid_map_state *m, const grid_detector *d, int64_t now_ns)
 {
     uint32_t changed = 0;
     for (uint32_t i = 0; i < TG_GRID_MEMBERS_MAX; i++) {
         grid_member *u = &m->members[i];
         bool watched = u->name[0] != '\0' && !u->removing && u->state != TG_MEMBER_DEAD;
-        if (!watched || !grid_detector_dead(d, &u->heard, now_ns)) {
+        if (!watched || !member_gone(d, u, now_ns)) {
             continue;
         }
-        int64_t silent_ms = grid_detector_silence_ns(d, &u->heard, now_ns) / 1000000;
         uint32_t refs = grid_member_references(m, (int32_t)i);
         if (u->state == TG_MEMBER_LEAVING && refs == 0) {
             u->removing = true;
             tg_log_info("manager: unit %s left the grid", u->name);
         } else {
-            u->state = TG_MEMBER_DEAD;
-            u->registered = false;
-            u->dirty = true;
-            tg_log_warn("manager: unit %s declared dead: silent for %lld ms (failure timeout "
-                        "%lld ms); %u partitions without their unit",
-                        u->name, (long long)silent_ms, (long long)(d->timeout_ns / 1000000), refs);
+            declare_dead(u, d, refs, now_ns);
         }
         m->changed = true;
         changed++;
@@ -571,6 +611,8 @@ void grid_state_activate(grid_map_state *m, const grid_detector *d, int64_t now_
         grid_member *u = &m->members[i];
         u->registered = false;
         u->ever_heard = false;
+        u->pipe_id = 0;
+        u->closed = false;
         grid_detector_heard(d, &u->heard, now_ns);
     }
     m->changed = true; /* a new manager publishes under a new epoch */

@@ -7,11 +7,13 @@
  *     primary is alive (grid_partitions lists it, the epoch rises), and the
  *     primary fills it by state transfer: its copy matches seat for seat.
  *
- *   - the primary killed with SIGKILL: its in-sync backup is promoted at a
- *     new epoch, a new backup is placed on the third unit, and the new
- *     primary serves holds; the time from the kill to the first hold it
- *     acknowledges is measured and printed; every hold acknowledged before
- *     the kill is on it, seat for seat, and no seat is held twice.
+ *   - the primary killed with SIGKILL: the manager sees its connection
+ *     close (the failure timeout is 10 s there, so nothing else could be
+ *     that quick), its in-sync backup is promoted at a new epoch, a new
+ *     backup is placed on the third unit, and the new primary serves holds;
+ *     the time from the kill to the first hold it acknowledges is measured
+ *     and printed; every hold acknowledged before the kill is on it, seat
+ *     for seat, and no seat is held twice.
  *
  *   - a primary frozen (SIGSTOP) until its backup was promoted, then let go
  *     (SIGCONT), acknowledges none of the holds sent to it afterwards, soon
@@ -92,8 +94,9 @@ static void fini(void)
 TestSuite(failover, .fini = fini, .timeout = 60);
 
 /* PostgreSQL with the schema, event 1 and its one partition of SEATS seats,
- * nobody's yet; then the manager (default backups: 1). */
-static void grid_start(void)
+ * nobody's yet; then the manager (default backups: 1) with this failure
+ * timeout (a string, as the flag takes it). */
+static void grid_start_with(const char *failure_timeout_ms)
 {
     snprintf(dir, sizeof(dir), "/tmp/tixgrid-fo-%ld-XXXXXX", (long)getpid());
     cr_assert(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
@@ -125,9 +128,17 @@ static void grid_start(void)
                           manager_pub,
                           "--db",
                           pg->conninfo,
+                          "--failure-timeout-ms",
+                          failure_timeout_ms,
                           NULL};
     cr_assert(argv[0] != NULL, "TIXGRID_MANAGER_BIN is not set (run through meson test)");
     manager_pid = hx_spawn_process(argv, NULL, manager_log);
+}
+
+/* The same at the manager's default failure timeout. */
+static void grid_start(void)
+{
+    grid_start_with("1000");
 }
 
 /* A unit in the grid, with the partition (loaded from a layout) or empty. */
@@ -319,7 +330,8 @@ static tg_err try_hold(tg_client *c, uint32_t seat, tg_booking_id *out)
 
 #define ACKED_BOOKINGS    30u
 #define ACKED_PER         2u
-#define FAILOVER_BOUND_MS 3000 /* timeout 1000 + interval 100 + map and promotion, with room */
+/* The failure timeout 1000 + interval 100 + map and promotion, with room. */
+#define FAILOVER_BOUND_MS 3000
 
 static tg_booking_id acked[ACKED_BOOKINGS];
 
@@ -355,10 +367,13 @@ static void assert_acked_present(tg_client *c, uint32_t extra)
     cr_assert_eq(selected, ACKED_BOOKINGS * ACKED_PER + extra, "held seats: %u", selected);
 }
 
+/* The failure timeout is 10 s here: a failover within FAILOVER_BOUND_MS
+ * comes from the killed unit's connection to the manager closing, which
+ * the manager gives one heartbeat interval to come back. */
 Test(failover, a_killed_primary_is_replaced_by_its_backup_with_every_acknowledged_hold)
 {
     static hx_unit a, others[2];
-    grid_start();
+    grid_start_with("10000");
     unit_start(&a, true, "zone-a");
     unit_start(&others[0], false, "zone-b");
     unit_start(&others[1], false, "zone-c");
@@ -387,6 +402,8 @@ Test(failover, a_killed_primary_is_replaced_by_its_backup_with_every_acknowledge
            (long long)failover_ms);
     fflush(stdout); /* a TAP comment: meson's log keeps it */
     cr_assert_lt(failover_ms, FAILOVER_BOUND_MS);
+    cr_assert(hx_file_contains(manager_log, "declared dead: its connection closed"),
+              "the manager's log (%s) does not say why the unit is dead", manager_log);
 
     assert_acked_present(cb, 1);
     tg_booking_id twice = 0;

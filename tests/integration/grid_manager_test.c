@@ -9,11 +9,13 @@
  * --json` (a process of its own, so no socket of the test process ever
  * dials a manager that dies), and PostgreSQL's tables.
  *
- * Timing claims are measured, not assumed: a unit killed with SIGKILL must
- * be reported dead within the failure timeout plus one heartbeat interval
- * (defaults: 1000 + 100 ms), and no sooner than the timeout minus one
- * interval; a standby must answer within 2 s of the active manager's
- * SIGKILL.  The figures are printed (cr_log_info) for the README.
+ * Timing claims are measured, not assumed: a unit killed with SIGKILL
+ * (its connection to the manager closes) must be reported dead well before
+ * the failure timeout; a unit frozen with SIGSTOP (silent, its connection
+ * open) within the failure timeout plus one heartbeat interval (defaults:
+ * 1000 + 100 ms), and no sooner than half the timeout; a standby must
+ * answer within 2 s of the active manager's SIGKILL.  The figures are
+ * printed (cr_log_info) for the README.
  *
  * Every wait is bounded; the suite's .fini kills what is still running
  * (units, managers, PostgreSQL) and removes the folders.
@@ -449,50 +451,89 @@ Test(grid_manager, units_register_and_appear_in_the_status_and_in_postgresql)
     hx_client_close(c);
 }
 
-Test(grid_manager, a_killed_unit_is_declared_dead_within_the_timeout_and_one_interval)
+/* Starts a unit serving partition 1 and waits a few heartbeats, so that
+ * its last one is at most an interval old; returns the map's epoch. */
+static int64_t unit_serving(hx_unit *u)
 {
-    static hx_unit u;
     database_start(true);
     manager_start(0, NULL, NULL);
-    unit_start(&u, 1, NULL);
+    unit_start(u, 1, NULL);
     json_t *root = wait_for(
         &(expectation){
-            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+            .unit = u->name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
         SETTLE_MS, NULL);
-    int64_t epoch_before = number(root, "map_epoch");
+    int64_t epoch = number(root, "map_epoch");
     json_decref(root);
-    /* Let a few heartbeats pass, so the last one is at most an interval old. */
     hx_sleep_ms(300);
-    hx_kill(&u);
+    return epoch;
+}
+
+/* Waits until the status says u is dead and partition 1 primary_dead;
+ * checks the map and the table; returns the time it took. */
+static int64_t wait_dead(const hx_unit *u, int64_t epoch_before)
+{
     int64_t elapsed = 0;
-    root = wait_for(&(expectation){.unit = u.name,
-                                   .unit_state = "dead",
-                                   .partition = 1,
-                                   .partition_state = "primary_dead"},
-                    3 * TIMEOUT_MS, &elapsed);
-    cr_log_info("a SIGKILLed unit was reported dead after %lld ms (timeout %d ms, interval %d ms)",
-                (long long)elapsed, TIMEOUT_MS, INTERVAL_MS);
-    cr_assert_leq(elapsed, TIMEOUT_MS + INTERVAL_MS, "dead only after %lld ms", (long long)elapsed);
-    /* Its last heartbeat was at most about an interval before the kill: a
-     * unit is never dead at its first missed heartbeat. */
-    cr_assert_geq(elapsed, TIMEOUT_MS / 2, "dead already after %lld ms", (long long)elapsed);
+    json_t *root = wait_for(&(expectation){.unit = u->name,
+                                           .unit_state = "dead",
+                                           .partition = 1,
+                                           .partition_state = "primary_dead"},
+                            3 * TIMEOUT_MS, &elapsed);
     cr_assert_gt(number(root, "map_epoch"), epoch_before, "a death is a new map");
-    cr_assert_str_eq(text(partition(root, 1), "primary"), u.name, "no backup to promote yet");
+    cr_assert_str_eq(text(partition(root, 1), "primary"), u->name, "no backup to promote yet");
     json_decref(root);
     char sql[160];
-    snprintf(sql, sizeof(sql), "SELECT state FROM grid_members WHERE pu_name = '%s'", u.name);
+    snprintf(sql, sizeof(sql), "SELECT state FROM grid_members WHERE pu_name = '%s'", u->name);
     cr_assert_str_eq(query_text(sql), "dead");
-    cr_assert(log_says(0, "declared dead"));
+    return elapsed;
+}
+
+/* Waits until u serves partition 1 again, at epoch 2. */
+static void wait_serving_again(const hx_unit *u)
+{
+    json_t *root = wait_for(
+        &(expectation){
+            .unit = u->name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL);
+    cr_assert_eq(number(partition(root, 1), "epoch"), 2);
+    json_decref(root);
+}
+
+Test(grid_manager, a_killed_unit_is_declared_dead_once_its_connection_closed)
+{
+    static hx_unit u;
+    int64_t epoch = unit_serving(&u);
+    hx_kill(&u);
+    int64_t elapsed = wait_dead(&u, epoch);
+    cr_log_info("a SIGKILLed unit was reported dead after %lld ms (timeout %d ms, interval %d ms)",
+                (long long)elapsed, TIMEOUT_MS, INTERVAL_MS);
+    /* The kernel closed its sockets: one interval's grace, not the timeout. */
+    cr_assert_lt(elapsed, TIMEOUT_MS / 2, "dead only after %lld ms", (long long)elapsed);
+    cr_assert(log_says(0, "declared dead: its connection closed"));
 
     /* Restarted, it re-attaches its segment, registers again and serves
      * the same partition at the same epoch. */
     hx_start(&u);
-    root = wait_for(
-        &(expectation){
-            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
-        SETTLE_MS, NULL);
-    cr_assert_eq(number(partition(root, 1), "epoch"), 2);
-    json_decref(root);
+    wait_serving_again(&u);
+}
+
+Test(grid_manager, a_frozen_unit_is_declared_dead_within_the_timeout_and_one_interval)
+{
+    static hx_unit u;
+    int64_t epoch = unit_serving(&u);
+    hx_freeze(&u); /* silent, its connection open */
+    int64_t elapsed = wait_dead(&u, epoch);
+    cr_log_info("a SIGSTOPped unit was reported dead after %lld ms (timeout %d ms, interval %d ms)",
+                (long long)elapsed, TIMEOUT_MS, INTERVAL_MS);
+    cr_assert_leq(elapsed, TIMEOUT_MS + INTERVAL_MS, "dead only after %lld ms", (long long)elapsed);
+    /* Its last heartbeat was at most about an interval before the freeze:
+     * a unit is never dead at its first missed heartbeat. */
+    cr_assert_geq(elapsed, TIMEOUT_MS / 2, "dead already after %lld ms", (long long)elapsed);
+    cr_assert(log_says(0, "declared dead: silent for"));
+
+    /* Let go, its next heartbeat is refused: it registers again and serves
+     * the same partition at the same epoch. */
+    kill(u.pid, SIGCONT);
+    wait_serving_again(&u);
 }
 
 Test(grid_manager, the_standby_takes_over_when_the_active_manager_is_killed)

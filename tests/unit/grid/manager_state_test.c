@@ -181,6 +181,67 @@ Test(manager_state, a_silent_unit_is_declared_dead_and_must_register_again)
     cr_assert_eq(grid_partition_find(m, 1)->epoch, 2, "back with the same epoch");
 }
 
+/* Passes of the manager's loop every 10 ms from `from` to `to` (no absence). */
+static void passes(int64_t from, int64_t to)
+{
+    for (int64_t t = from; t <= to; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+    }
+}
+
+Test(manager_state, a_unit_whose_connection_closed_is_dead_after_one_heartbeat_interval)
+{
+    env.pipe_id = 41;
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    env.pipe_id = 42;
+    cr_assert_eq(do_register("pu2", 200, NULL, 0, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    passes(0, 200 * MS);
+    grid_state_pipe_closed(m, &det, 7, 200 * MS); /* a tixgridctl's connection */
+    grid_state_pipe_closed(m, &det, 41, 200 * MS);
+    passes(210 * MS, 300 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 300 * MS), 0, "one interval is its grace");
+    passes(310 * MS, 310 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 310 * MS), 1, "far before the failure timeout");
+    cr_assert_eq(m->members[grid_member_find(m, "pu1")].state, TG_MEMBER_DEAD);
+    cr_assert_eq(m->members[grid_member_find(m, "pu2")].state, TG_MEMBER_ALIVE);
+    cr_assert(m->changed);
+}
+
+Test(manager_state, a_unit_heard_again_after_its_connection_closed_stays_alive)
+{
+    env.pipe_id = 41;
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    grid_state_persisted(m, m->epoch + 1);
+    passes(0, 200 * MS);
+    grid_state_pipe_closed(m, &det, 41, 200 * MS);
+    env.pipe_id = 43; /* it dialled again */
+    cr_assert_eq(do_heartbeat("pu1", 100, (const uint32_t[]){1}, 1, 2, 250 * MS), TG_OK);
+    passes(260 * MS, 900 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 900 * MS), 0);
+    /* The old connection closing again changes nothing; the new one does. */
+    grid_state_pipe_closed(m, &det, 41, 900 * MS);
+    passes(910 * MS, 1050 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 1050 * MS), 0);
+    grid_state_pipe_closed(m, &det, 43, 1050 * MS);
+    passes(1060 * MS, 1160 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 1160 * MS), 1);
+}
+
+Test(manager_state, the_grace_after_a_closed_connection_leaves_out_the_managers_own_absence)
+{
+    env.pipe_id = 41;
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    passes(0, 100 * MS);
+    grid_state_pipe_closed(m, &det, 41, 100 * MS);
+    /* The manager's next pass comes 500 ms late: 400 ms of it are its own
+     * absence, so the unit was gone for 100 ms of watched time only. */
+    grid_detector_pass(&det, 600 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 600 * MS), 0);
+    passes(610 * MS, 610 * MS);
+    cr_assert_eq(grid_state_detect(m, &det, 610 * MS), 1);
+}
+
 Test(manager_state, the_status_says_what_each_partition_is_doing)
 {
     cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1, 2}, 2, 0), TG_OK);
