@@ -41,6 +41,12 @@
  *     (refunds.c also asks again by itself).
  *   FAILED for a pending payment → payment_fail: failed, seats FREE.
  *   Anything else (repeats, other statuses) → 200 with nothing changed.
+ * A provider may answer before initiatePayment's payment_begin reached the
+ * unit (a payment declined at once): a webhook for a pending payment whose
+ * booking is still created, recorded less than the grid timeout + 1 s ago,
+ * gets 503 payment_not_begun with Retry-After, and the provider delivers it
+ * again once the booking is pending.  Older, the begin never came (the unit
+ * did not answer it): the webhook is decided as above.
  * While the breaker is open webhooks are still processed: they come from
  * the provider and need nothing from it, except a late payment's refund.
  *
@@ -57,6 +63,10 @@
 #include "tixgrid/log.h"
 
 #define JSON_ID_MAX ((UINT64_C(1) << 53) - 1)
+/* A webhook for a payment recorded less than the grid timeout plus this
+ * long ago, whose booking is still created, is asked to come again: its
+ * payment_begin may still be on its way (hook_checked). */
+#define GW_PAYMENT_BEGIN_GRACE_MS 1000
 
 /* ---- SQL through the pool ------------------------------------------------ */
 
@@ -395,6 +405,7 @@ typedef struct {
     int64_t amount;
     char pay_status[16];
     char refund[16];
+    int64_t age_ms; /* since the payment was recorded */
 } hook_state;
 
 static void hook_answer(gw_req *r, const char *result)
@@ -527,15 +538,32 @@ static void hook_mismatch_failed(gw_req *r, tg_err err, const tg_msg *reply)
     hook_settle(r, hook_due_recorded, "completed", "due");
 }
 
-/* Before a CONFIRMED payment sells anything: the seats of the booking, frozen
- * since it turned pending_payment, must cost what was paid (seats added while
- * the payment was being created are refused here).  A booking no longer
- * pending goes to payment_confirm, which refuses it (late) or finds it paid. */
+/* Before a webhook changes the booking: a booking still created whose
+ * payment was recorded moments ago is being begun (the webhook waits).  A
+ * FAILED one then fails the booking.  Before a CONFIRMED one sells
+ * anything, the seats of the booking, frozen since it turned
+ * pending_payment, must cost what was paid (seats added while the payment
+ * was being created are refused here).  A booking no longer pending goes
+ * to payment_confirm, which refuses it (late) or finds it paid. */
 static void hook_checked(gw_req *r, tg_err err, const tg_msg *reply)
 {
     hook_state *st = r->state;
     if (err != TG_OK && err != TG_ENOT_FOUND) {
         gw_reply_grid_error(r, err, reply, st->layout->partition_id);
+        return;
+    }
+    if (err == TG_OK && reply->booking_get_ok.status == TG_BOOKING_CREATED &&
+        st->age_ms < (int64_t)r->gw->cfg.grid_timeout_ms + GW_PAYMENT_BEGIN_GRACE_MS) {
+        /* The provider answered before initiatePayment's payment_begin
+         * reached the unit: deciding now would fail the booking under the
+         * buyer's feet, or refund a payment that is about to be begun. */
+        gw_reply_error_retry(r, 503, "payment_not_begun", 1,
+                             "payment %s is still being begun; deliver the webhook again",
+                             st->payment_id);
+        return;
+    }
+    if (strcmp(st->status, "FAILED") == 0) {
+        hook_grid(r, TG_WIRE_PAYMENT_FAIL, hook_fail_done);
         return;
     }
     if (err == TG_OK && reply->booking_get_ok.status == TG_BOOKING_PENDING_PAYMENT) {
@@ -591,7 +619,7 @@ static void hook_decide(gw_req *r)
             hook_answer(r, "duplicate");
         }
     } else if (strcmp(st->status, "FAILED") == 0 && pending) {
-        hook_grid(r, TG_WIRE_PAYMENT_FAIL, hook_fail_done);
+        hook_check(r);
     } else {
         hook_answer(r, strcmp(st->status, "FAILED") == 0 ? "duplicate" : "ignored");
     }
@@ -612,6 +640,7 @@ static void hook_loaded(gw_req *r, void *job)
     st->amount = strtoll(j->values[1], NULL, 10);
     snprintf(st->pay_status, sizeof(st->pay_status), "%s", j->values[3]);
     snprintf(st->refund, sizeof(st->refund), "%s", j->values[4]);
+    st->age_ms = j->values[5] != NULL ? strtoll(j->values[5], NULL, 10) : INT64_MAX;
     if ((st->layout = layout_of_booking(r, st->booking)) == NULL) {
         gw_reply_error_retry(r, 503, "partition_unavailable", 1,
                              "the booking's partition is not known to this gateway yet; retry");
@@ -666,7 +695,8 @@ void gw_on_payment_webhook(gw_req *r)
     sql_submit(r, hook_loaded,
                "UPDATE payments SET webhooks = webhooks + 1, provider_status = $2,"
                " updated_at = now() WHERE id = $1"
-               " RETURNING booking_id, amount_minor, currency, status, refund_status",
+               " RETURNING booking_id, amount_minor, currency, status, refund_status,"
+               " (extract(epoch FROM now() - created_at) * 1000)::bigint",
                2, st->payment_id, st->status);
 }
 

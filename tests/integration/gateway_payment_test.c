@@ -168,6 +168,53 @@ Test(gateway_payment, a_declined_payment_fails_the_booking_and_frees_its_seats)
     gwh_stop_ok(g);
 }
 
+/* Delivers a signed webhook of payment pay with status, expecting 503
+ * payment_not_begun with Retry-After. */
+static void expect_not_begun(gwh_gateway *gw, const char *pay, const char *status)
+{
+    const char *body = payh_webhook_body(pay, status);
+    gwh_resp *r = payh_webhook(gw, body, payh_sign(GWH_WEBHOOK_SECRET, body));
+    gwh_expect_error(r, 503, "payment_not_begun");
+    cr_assert(gwh_header(r, "retry-after") != NULL, "%s: no Retry-After", status);
+}
+
+/* A provider that answers before initiatePayment's payment_begin reached
+ * the unit (a payment declined at once): the webhook is asked to come
+ * again rather than end the booking under the buyer, and decides once the
+ * begin can no longer be on its way. */
+Test(gateway_payment, a_webhook_before_its_payment_began_is_asked_to_come_again)
+{
+    gwh_grid *g = start();
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 320, 1);
+    /* What initiatePayment records before it asks the unit to begin. */
+    char sql[640];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO payments (id, booking_id, provider, amount_minor, currency, status,"
+             " user_id, payment_url) SELECT 'pay_early', %" PRIu64 ", 'sandbox', 1, 'EUR',"
+             " 'pending', id, 'http://127.0.0.1/pay/pay_early' FROM users WHERE email = '%s'",
+             b, GWH_BUYER);
+    pgt_exec(g->db, sql);
+    expect_not_begun(gw, "pay_early", "FAILED");
+    expect_not_begun(gw, "pay_early", "CONFIRMED");
+    cr_assert_str_eq(
+        gwh_str(gwh_expect(gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64, b), 200),
+                "status"),
+        "created");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 320), "SELECTED");
+
+    /* Recorded an hour ago, the begin never came: FAILED fails the booking. */
+    pgt_exec(g->db, "UPDATE payments SET created_at = now() - interval '1 hour'"
+                    " WHERE id = 'pay_early'");
+    const char *body = payh_webhook_body("pay_early", "FAILED");
+    json_t *ok = gwh_expect(payh_webhook(gw, body, payh_sign(GWH_WEBHOOK_SECRET, body)), 200);
+    cr_assert_str_eq(gwh_str(ok, "result"), "failed");
+    payh_wait_booking(gw, buyer, b, "failed");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 320), "FREE");
+    gwh_stop_ok(g);
+}
+
 Test(gateway_payment,
      a_webhook_sent_ten_times_sells_once_and_unsigned_or_forged_ones_change_nothing)
 {
