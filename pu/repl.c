@@ -13,9 +13,11 @@
  * round trip of its own, nor for a whole batch ahead of it.  The backup
  * answers how far it has applied; that is the link's ack.  The backup's
  * contexts may take the two in either order: the later one waits there,
- * briefly, for the earlier (handlers.c).  Replies released by an ack are
- * sent right after the next batch is, so that answering the clients
- * overlaps the next round trip.
+ * briefly, for the earlier (handlers.c).  The replies an ack releases are
+ * sent by nng's thread that received it (slot_cb), while the link thread
+ * sends the next batch: waking the link thread first would put one more
+ * hand-off between the backup and every client (measured: 10-20 % more
+ * holds/s with 64 requests in flight).
 
  * Link states.  PROBING: an empty repl_append asks the backup how far it is.
  * The answer decides: the records after it are still in our ring → send
@@ -54,8 +56,10 @@
  * Parked replies.  A request that changed a partition with backups reads
  * the partition's log head after its change (pu_handle) and parks its reply
  * with that sequence; whenever a link's ack moves, the partition's
- * `released` mark becomes the smallest ack of its IN_SYNC links, and every
- * parked reply at or below it is sent (none while fenced, below).
+ * `released` mark becomes the smallest ack of its IN_SYNC links, and the
+ * parked replies at or below it are sent (none while fenced, below),
+ * taken from the front of the list, which is in parking order
+ * (release_locked).
  * Stopping or being deposed drops
  * parked replies without sending them (a reply no backup acknowledged is
  * never sent); a dropped reply's context goes back to receiving, or the
@@ -143,6 +147,8 @@ typedef struct {
     uint64_t first, last; /* the records it carries */
     uint64_t head;        /* the log head when they were read */
     uint64_t epoch;       /* the partition's epoch it carries */
+    tg_msg *reply;        /* the reply, decoded by slot_cb; under part->lock once done */
+    tg_err decoded;       /* how its decoding went */
 } link_slot;
 
 typedef struct pu_link {
@@ -175,7 +181,8 @@ struct pu_repl_part {
     pthread_cond_t wake;
     uint32_t link_count;
     pu_link *links[TG_GRID_BACKUPS_MAX];
-    pu_ctx *parked;
+    /* Parked replies, oldest first (see release_locked). */
+    pu_ctx *parked, *parked_tail;
     uint64_t released; /* replies for records up to here may go */
     bool stopping;
     bool deposed; /* another primary has a newer epoch: nothing is released again */
@@ -215,22 +222,29 @@ static uint64_t release_mark(pu_repl_part *r)
 /* With r->lock held: recomputes the mark and takes the replies it releases
  * out of the parked list.  They are sent after the lock is dropped
  * (send_released): a send may complete on another thread, whose next
- * request may want the lock. */
+ * request may want the lock.
+ *
+ * The list is in the order the replies were parked, which is the order of
+ * their sequences give or take threads that raced to park: only the front
+ * is looked at, so an ack costs what it releases, not what is parked (a
+ * thousand requests in flight are a thousand parked replies).  A reply
+ * parked behind one with a higher sequence waits for the ack that covers
+ * both: never released early, at most one ack late. */
 static pu_ctx *release_locked(pu_repl_part *r)
 {
     r->released = release_mark(r);
-    pu_ctx *out = NULL;
-    pu_ctx **at = &r->parked;
-    while (*at != NULL) {
-        pu_ctx *c = *at;
-        if (c->park_seq <= r->released) {
-            *at = c->park_next;
-            c->park_next = out;
-            out = c;
-        } else {
-            at = &c->park_next;
-        }
+    pu_ctx *out = r->parked, *last = NULL;
+    for (pu_ctx *c = r->parked; c != NULL && c->park_seq <= r->released; c = c->park_next) {
+        last = c;
     }
+    if (last == NULL) {
+        return NULL;
+    }
+    r->parked = last->park_next;
+    if (r->parked == NULL) {
+        r->parked_tail = NULL;
+    }
+    last->park_next = NULL;
     return out;
 }
 
@@ -262,8 +276,13 @@ bool pu_repl_park(pu_ctx *c)
     bool drop = r->stopping || r->deposed;
     bool park = c->park_seq > r->released && !drop;
     if (park) {
-        c->park_next = r->parked;
-        r->parked = c;
+        c->park_next = NULL;
+        if (r->parked_tail != NULL) {
+            r->parked_tail->park_next = c;
+        } else {
+            r->parked = c;
+        }
+        r->parked_tail = c;
     }
     pthread_cond_broadcast(&r->wake);
     pthread_mutex_unlock(&r->lock);
@@ -354,10 +373,20 @@ static void link_release(pu_link *l)
     send_released(released);
 }
 
+/* Raises l->acked to applied (never lowers it: the callback of a slot and
+ * the link thread both raise it). */
+static void acked_raise(pu_link *l, uint64_t applied)
+{
+    uint64_t cur = __atomic_load_n(&l->acked, __ATOMIC_ACQUIRE);
+    while (applied > cur && !__atomic_compare_exchange_n(&l->acked, &cur, applied, false,
+                                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+}
+
 /* Records the backup's ack; link_release sends what it allows. */
 static void link_acked(pu_link *l, uint64_t applied)
 {
-    __atomic_store_n(&l->acked, applied, __ATOMIC_RELEASE);
+    acked_raise(l, applied);
     l->release_due = true;
 }
 
@@ -695,7 +724,23 @@ static uint32_t link_probe(pu_link *l)
 
 /* ---- Streaming: two batches in flight ------------------------------------------- */
 
-/* Completion of a slot's send, then of its receive (nng's thread). */
+/* Decodes a slot's reply into s->reply (nng's thread). */
+static void slot_decode(link_slot *s)
+{
+    nng_msg *msg = nng_aio_get_msg(s->aio);
+    s->decoded = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), NULL, s->reply, NULL);
+    nng_msg_free(msg);
+    if (s->decoded == TG_OK && s->reply->type != TG_WIRE_REPL_APPEND_OK &&
+        s->reply->type != TG_WIRE_ERROR) {
+        s->decoded = TG_EPROTO;
+    }
+}
+
+/* Completion of a slot's send, then of its receive (nng's thread).  An ack
+ * releases the replies it covers here and now, on nng's thread: waking the
+ * link thread first would put one more hand-off between the backup's ack
+ * and every client's reply.  The link thread still takes the reply for the
+ * rest (states, gaps, errors: link_ack). */
 static void slot_cb(void *arg)
 {
     link_slot *s = arg;
@@ -707,13 +752,21 @@ static void slot_cb(void *arg)
             return;
         }
         nng_msg_free(nng_aio_get_msg(s->aio)); /* not sent: still ours */
+    } else if (rv == 0) {
+        slot_decode(s);
     }
     pu_repl_part *r = s->link->part;
+    pu_ctx *released = NULL;
     pthread_mutex_lock(&r->lock);
+    if (rv == 0 && s->decoded == TG_OK && s->reply->type == TG_WIRE_REPL_APPEND_OK) {
+        acked_raise(s->link, s->reply->repl_append_ok.applied_seq);
+        released = release_locked(r);
+    }
     s->result = rv;
     s->done = true;
     pthread_cond_broadcast(&r->wake);
     pthread_mutex_unlock(&r->lock);
+    send_released(released);
 }
 
 static bool slot_done(link_slot *s)
@@ -794,12 +847,9 @@ static tg_err slot_take(pu_link *l, link_slot *s)
     if (s->result != 0) {
         return TG_ETIMEDOUT;
     }
-    nng_msg *msg = nng_aio_get_msg(s->aio);
-    const char *why = NULL;
-    tg_err err = tg_wire_decode(nng_msg_body(msg), nng_msg_len(msg), NULL, &l->reply, &why);
-    nng_msg_free(msg);
-    if (err == TG_OK && l->reply.type != TG_WIRE_REPL_APPEND_OK && l->reply.type != TG_WIRE_ERROR) {
-        err = TG_EPROTO;
+    tg_err err = s->decoded;
+    if (err == TG_OK) {
+        l->reply = *s->reply;
     }
     if (err != TG_OK) {
         tg_log_warn("pu: malformed reply from backup %s", l->name);
@@ -952,7 +1002,9 @@ static tg_err link_open(pu_link *l)
     for (uint32_t i = 0; i < REPL_IN_FLIGHT; i++) {
         link_slot *s = &l->slots[i];
         s->link = l;
-        if (nng_aio_alloc(&s->aio, slot_cb, s) != 0 || nng_ctx_open(&s->ctx, l->sock) != 0) {
+        s->reply = malloc(sizeof(*s->reply));
+        if (s->reply == NULL || nng_aio_alloc(&s->aio, slot_cb, s) != 0 ||
+            nng_ctx_open(&s->ctx, l->sock) != 0) {
             return TG_ENOMEM;
         }
         nng_aio_set_timeout(s->aio, REPL_CALL_TIMEOUT_MS);
@@ -972,6 +1024,7 @@ static void link_free(pu_link *l)
         if (l->slots[i].aio != NULL) {
             nng_aio_free(l->slots[i].aio); /* waits for a callback still running */
         }
+        free(l->slots[i].reply);
     }
     msgpack_sbuffer_destroy(&l->buf);
     free(l->scratch);
@@ -1152,6 +1205,7 @@ static pu_ctx *take_parked_locked(pu_repl_part *r)
 {
     pu_ctx *taken = r->parked;
     r->parked = NULL;
+    r->parked_tail = NULL;
     return taken;
 }
 
