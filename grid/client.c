@@ -24,13 +24,23 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+/* What a socket's pipe callbacks (nng's threads) keep: its connections, and
+ * whether it ever had one.  One per socket, never freed: sockets are never
+ * closed before the client is, and one set aside stays open (client.h). */
+typedef struct {
+    _Atomic int32_t pipes;
+    _Atomic bool connected; /* had a connection once */
+} socket_state;
+
 typedef struct {
     char url[TG_URL_BYTES];
     nng_socket sock;
+    socket_state *state;     /* sock's */
     uint32_t timeouts;       /* in a row on sock, since its last answer */
     int64_t redial_after_ns; /* no new socket before */
 } client_endpoint;
@@ -110,11 +120,41 @@ tg_err tg_client_open(const tg_client_config *cfg, tg_client **out)
     return TG_OK;
 }
 
-/* A REQ socket dialling url in the background. */
-static tg_err socket_dial(const char *url, nng_socket *out)
+/* nng's pipe callback: counts the socket's connections. */
+static void pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    socket_state *st = arg;
+    (void)pipe;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        atomic_fetch_add(&st->pipes, 1);
+        atomic_store(&st->connected, true);
+    } else {
+        atomic_fetch_sub(&st->pipes, 1);
+    }
+}
+
+/* True when the socket lost the connection it had: its unit went away (a
+ * killed process's sockets are closed by the kernel).  A request would wait
+ * there for its whole timeout, for a unit that may never come back. */
+static bool socket_lost(const socket_state *st)
+{
+    return atomic_load(&st->connected) && atomic_load(&st->pipes) <= 0;
+}
+
+/* A REQ socket dialling url in the background, its state counting its
+ * connections. */
+static tg_err socket_dial(const char *url, nng_socket *out, socket_state **state)
 {
     nng_socket sock;
-    if (nng_req0_open(&sock) != 0) {
+    socket_state *st = calloc(1, sizeof(*st));
+    if (st == NULL || nng_req0_open(&sock) != 0) {
+        free(st);
+        return TG_ENOMEM;
+    }
+    if (nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, pipe_event, st) != 0 ||
+        nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, pipe_event, st) != 0) {
+        nng_close(sock);
+        free(st);
         return TG_ENOMEM;
     }
     /* Never resend: a hold must not run twice (see client.h). */
@@ -125,10 +165,12 @@ static tg_err socket_dial(const char *url, nng_socket *out)
     int rv = nng_dial(sock, url, NULL, NNG_FLAG_NONBLOCK);
     if (rv != 0) {
         nng_close(sock);
+        free(st);
         tg_log_warn("client: cannot dial %s: %s", url, nng_strerror(rv));
         return TG_EINVAL;
     }
     *out = sock;
+    *state = st;
     return TG_OK;
 }
 
@@ -145,7 +187,7 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
         return strlen(url) >= TG_URL_BYTES ? TG_EINVAL : TG_ENOMEM;
     }
     client_endpoint *e = &c->endpoints[c->endpoint_count];
-    tg_err err = socket_dial(url, &e->sock);
+    tg_err err = socket_dial(url, &e->sock, &e->state);
     if (err != TG_OK) {
         return err;
     }
@@ -169,9 +211,12 @@ static void endpoint_note_locked(tg_client *c, const client_slot *s, tg_err err)
     e->timeouts = err == TG_ETIMEDOUT ? e->timeouts + 1 : 0;
     int64_t now = tg_mono_ns();
     nng_socket fresh;
+    socket_state *fresh_state;
     if (e->timeouts >= TG_CLIENT_REDIAL_TIMEOUTS && now >= e->redial_after_ns &&
-        c->redials < TG_CLIENT_REDIALS_MAX && !c->closing && socket_dial(e->url, &fresh) == TG_OK) {
+        c->redials < TG_CLIENT_REDIALS_MAX && !c->closing &&
+        socket_dial(e->url, &fresh, &fresh_state) == TG_OK) {
         e->sock = fresh;
+        e->state = fresh_state;
         e->timeouts = 0;
         e->redial_after_ns = now + (int64_t)TG_CLIENT_REDIAL_INTERVAL_MS * 1000000;
         c->redials++;
@@ -403,7 +448,7 @@ static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nn
     for (uint32_t i = 0; err == TG_OK && url == NULL && i < c->route_count; i++) {
         ep = c->routes[i].partition_id == partition_id ? c->routes[i].endpoint : ep;
     }
-    if (err == TG_OK && ep < 0) {
+    if (err == TG_OK && (ep < 0 || socket_lost(c->endpoints[ep].state))) {
         err = TG_EUNAVAILABLE;
     }
     if (err == TG_OK && c->free_list == NULL) {
@@ -623,7 +668,8 @@ void tg_client_close(tg_client *c)
         msgpack_sbuffer_destroy(&c->slots[i].buf);
     }
     for (uint32_t i = 0; i < c->endpoint_count; i++) {
-        nng_close(c->endpoints[i].sock);
+        nng_close(c->endpoints[i].sock); /* its pipe callbacks are over when it returns */
+        free(c->endpoints[i].state);
     }
     pthread_cond_destroy(&c->idle_cond);
     pthread_mutex_destroy(&c->lock);

@@ -1308,6 +1308,8 @@ static uint32_t poll_delay_ms(const pst_drain *d, const pst_part *p)
     return delay < d->cfg.poll_idle_max_ms ? delay : d->cfg.poll_idle_max_ms;
 }
 
+static void read_failed(pst_drain *d, pst_part *p, const pst_read *r, int64_t now);
+
 /* Sends one log_read for p (a free slot is at hand); max 0 only asks for
  * the unit's log head. */
 static void read_send(pst_drain *d, pst_part *p, uint32_t max)
@@ -1326,10 +1328,18 @@ static void read_send(pst_drain *d, pst_part *p, uint32_t max)
     p->read = r;
     tg_err err = tg_client_send(d->client, p->partition_id, &req, PST_DRAIN_REQUEST_TIMEOUT_MS,
                                 &r->space, read_cb, r);
+    if (err == TG_EBUSY) {
+        p->poll_at_ns = tg_mono_ns() + ms_ns(d->cfg.poll_idle_ms); /* every slot in flight */
+    } else if (err != TG_OK) {
+        /* Refused before it went (the unit's connection closed): a failed
+         * read, logged once and backed off like one that failed later. */
+        r->err = err;
+        r->why[0] = '\0';
+        read_failed(d, p, r, tg_mono_ns());
+    }
     if (err != TG_OK) {
         p->read = NULL;
         read_free(d, r);
-        p->poll_at_ns = tg_mono_ns() + ms_ns(d->cfg.poll_idle_ms);
     }
 }
 

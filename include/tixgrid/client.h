@@ -25,6 +25,14 @@
  * run twice.  A caller that gets TG_ETIMEDOUT does not know whether the
  * request ran; reading the booking tells.
  *
+ * A unit whose connection closed (its process exited or was killed: the
+ * kernel closes its sockets) is refused at once with TG_EUNAVAILABLE until
+ * the socket is connected again, instead of queueing the request there for
+ * its whole timeout: a gateway answers 503 with Retry-After at once, and
+ * follows the map to the promoted backup as soon as it is published.  A
+ * socket that never had a connection yet (dialling at start) queues as
+ * before.
+ *
  * A socket whose last TG_CLIENT_REDIAL_TIMEOUTS requests all timed out is
  * set aside and a new one dials the address (tixgrid/limits.h bounds how
  * often).  With nng 1.5.2 a socket that was connected to a unit that died

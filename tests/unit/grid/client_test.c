@@ -1,12 +1,16 @@
 /*
- * client_test.c — the routing client (tixgrid/client.h) sets aside a socket
- * whose requests all time out and dials the address again.
+ * client_test.c — the routing client (tixgrid/client.h): it sets aside a
+ * socket whose requests all time out and dials the address again, and
+ * refuses requests to a unit whose connection closed.
  *
  * The server is a REP socket in this process that never answers what comes
  * through the first connection it sees — as an old socket to a unit that
  * died and was started again at the same address was seen to be left — and
  * answers every other connection with an error reply (any request accepts
  * one).
+ *
+ * A unit that went away: a request to it is refused at once once its
+ * connection closed, and goes through again once it is back.
  *
  * tg_socket_wait: a wait for a message that does not come times out
  * without nng's timer thread spinning (the process's CPU time stays near
@@ -147,4 +151,96 @@ Test(socket_wait, times_out_without_spinning_and_ends_when_a_message_comes)
     nng_close(req);
     nng_close(rep);
     unlink(where + strlen("ipc://"));
+}
+
+/* ---- A unit that went away ---------------------------------------------------- */
+
+/* A REP socket at lost_url answering every request with an error reply, on
+ * a thread of its own until lost_stop. */
+static char lost_url[128];
+static atomic_bool lost_stop;
+
+static void *answer_all(void *arg)
+{
+    nng_socket s = *(nng_socket *)arg;
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    tg_msg reply = {.type = TG_WIRE_ERROR};
+    reply.error.code = TG_ENOT_FOUND;
+    cr_assert_eq(tg_wire_encode(&reply, &buf, NULL), TG_OK);
+    while (!atomic_load(&lost_stop)) {
+        nng_msg *msg;
+        if (nng_recvmsg(s, &msg, 0) != 0) {
+            continue;
+        }
+        nng_msg_clear(msg);
+        cr_assert_eq(nng_msg_append(msg, buf.data, buf.size), 0);
+        if (nng_sendmsg(s, msg, 0) != 0) {
+            nng_msg_free(msg);
+        }
+    }
+    msgpack_sbuffer_destroy(&buf);
+    return NULL;
+}
+
+static void unit_up(nng_socket *s, pthread_t *t)
+{
+    atomic_store(&lost_stop, false);
+    cr_assert_eq(nng_rep0_open(s), 0);
+    cr_assert_eq(nng_socket_set_ms(*s, NNG_OPT_RECVTIMEO, 20), 0);
+    cr_assert_eq(nng_listen(*s, lost_url, NULL, 0), 0);
+    cr_assert_eq(pthread_create(t, NULL, answer_all, s), 0);
+}
+
+static void unit_down(nng_socket *s, pthread_t t)
+{
+    atomic_store(&lost_stop, true);
+    pthread_join(t, NULL);
+    cr_assert_eq(nng_close(*s), 0); /* as the kernel does for a killed unit */
+}
+
+static tg_err stats_to(tg_client *c, uint32_t timeout_ms)
+{
+    static tg_msg reply;
+    return tg_client_call_to(c, lost_url, &(tg_msg){.type = TG_WIRE_STATS}, timeout_ms, NULL,
+                             &reply);
+}
+
+TestSuite(client_lost, .timeout = 30);
+
+/* A request to a unit whose connection closed is refused at once
+ * (TG_EUNAVAILABLE) instead of waiting its whole timeout for a unit that
+ * may never come back; one to a unit not connected yet waits for the
+ * connection; and once the unit is back, requests go through again. */
+Test(client_lost, a_unit_whose_connection_closed_is_refused_at_once_until_it_is_back)
+{
+    snprintf(lost_url, sizeof(lost_url), "ipc:///tmp/tixgrid-client-lost-%d.sock", (int)getpid());
+    nng_socket s;
+    pthread_t t;
+    unit_up(&s, &t);
+    tg_client *c;
+    cr_assert_eq(tg_client_open(&(tg_client_config){.inflight_max = 8}, &c), TG_OK);
+    cr_assert_eq(stats_to(c, 3000), TG_ENOT_FOUND, "the first request waits for the dial");
+
+    unit_down(&s, t);
+    tg_err err = TG_ENOT_FOUND;
+    for (int i = 0; i < 20 && err != TG_EUNAVAILABLE; i++) {
+        usleep(5000); /* the client hears of the close on nng's thread */
+        err = stats_to(c, 500);
+    }
+    cr_assert_eq(err, TG_EUNAVAILABLE, "got %s", tg_errname(err));
+    int64_t t0 = ms_of(CLOCK_MONOTONIC);
+    cr_assert_eq(stats_to(c, 3000), TG_EUNAVAILABLE);
+    cr_assert_lt(ms_of(CLOCK_MONOTONIC) - t0, 100, "refused at once, not after the timeout");
+
+    unit_up(&s, &t);
+    err = TG_EUNAVAILABLE;
+    for (int i = 0; i < 300 && err == TG_EUNAVAILABLE; i++) {
+        usleep(10000); /* the socket redials within TG's reconnect interval */
+        err = stats_to(c, 3000);
+    }
+    cr_assert_eq(err, TG_ENOT_FOUND, "back: got %s", tg_errname(err));
+    tg_client_close(c);
+    unit_down(&s, t);
+    unlink(lost_url + strlen("ipc://"));
 }
