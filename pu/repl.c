@@ -873,8 +873,8 @@ static void link_drain(pu_link *l)
             link_wait_for(l, oldest_done);
         }
         tg_err err = slot_take(l, s);
-        if (err == TG_OK && l->reply.repl_append_ok.applied_seq > l->acked) {
-            link_acked(l, l->reply.repl_append_ok.applied_seq);
+        if (err == TG_OK) {
+            link_acked(l, l->reply.repl_append_ok.applied_seq); /* raises only */
         }
     }
     l->cursor = __atomic_load_n(&l->acked, __ATOMIC_ACQUIRE) + 1;
