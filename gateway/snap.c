@@ -156,6 +156,8 @@ static void fetch_reply_cb(void *arg, tg_err err, const tg_msg *reply)
     uv_async_send(&s->wakeup);
 }
 
+static void mark_unknown(gw_snap *snap, bool unknown);
+
 static void fetch_start(gw_snaps *s, gw_snap *snap)
 {
     if (snap->fetching) {
@@ -182,6 +184,9 @@ static void fetch_start(gw_snaps *s, gw_snap *snap)
         free(f);
         snap->failed = true;
         snap->retry_at_ms = tg_mono_ns() / 1000000 + GW_SNAP_RETRY_MS;
+        if (snap->ready && err == TG_EUNAVAILABLE) {
+            mark_unknown(snap, true); /* refused at once: the unit's connection closed */
+        }
         waiters_wake(snap);
         return;
     }

@@ -611,7 +611,9 @@ static tg_err call_common(tg_client *c, const char *url, uint32_t partition_id, 
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.done_cond, NULL);
     tg_err err = send_common(c, url, partition_id, req, timeout_ms, space, call_cb, &w);
-    if (err == TG_OK) {
+    if (err != TG_OK) {
+        reply->type = TG_WIRE_NONE; /* refused before it went: no reply, as call_cb says */
+    } else {
         pthread_mutex_lock(&w.lock);
         while (!w.done) {
             pthread_cond_wait(&w.done_cond, &w.lock);
