@@ -120,13 +120,16 @@ tg_err tg_client_open(const tg_client_config *cfg, tg_client **out)
     return TG_OK;
 }
 
-/* nng's pipe callback: counts the socket's connections. */
+/* nng's pipe callback: counts the socket's connections.  Counted from
+ * ADD_PRE: nng runs REM_POST for every pipe that had ADD_PRE, including
+ * one closed before ADD_POST. */
 static void pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 {
     socket_state *st = arg;
     (void)pipe;
-    if (ev == NNG_PIPE_EV_ADD_POST) {
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
         atomic_fetch_add(&st->pipes, 1);
+    } else if (ev == NNG_PIPE_EV_ADD_POST) {
         atomic_store(&st->connected, true);
     } else {
         atomic_fetch_sub(&st->pipes, 1);
@@ -151,7 +154,8 @@ static tg_err socket_dial(const char *url, nng_socket *out, socket_state **state
         free(st);
         return TG_ENOMEM;
     }
-    if (nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, pipe_event, st) != 0 ||
+    if (nng_pipe_notify(sock, NNG_PIPE_EV_ADD_PRE, pipe_event, st) != 0 ||
+        nng_pipe_notify(sock, NNG_PIPE_EV_ADD_POST, pipe_event, st) != 0 ||
         nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, pipe_event, st) != 0) {
         nng_close(sock);
         free(st);
