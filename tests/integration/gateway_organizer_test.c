@@ -358,7 +358,8 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
     c = gwh_expect(gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event),
                    200);
     cr_assert_eq(gwh_int(c, "refunds_due"), 0, "cancelling twice owes twice");
-    cr_assert_eq(gwh_int(c, "bookings_cancelled"), late);
+    cr_assert_eq(gwh_int(c, "bookings_cancelled"), late, "%" PRId64 " late bookings: %s", late,
+                 json_dumps(c, 0));
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM audit_log WHERE event_id = %" PRIu64
              " AND action IN ('event_create', 'event_publish', 'event_cancel', 'seats_block')"
