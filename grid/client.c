@@ -202,36 +202,66 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
     return TG_OK;
 }
 
-/* After a request through slot s ended with the transport's err, with the
- * lock held: counts the timeouts in a row on its socket and, past
- * TG_CLIENT_REDIAL_TIMEOUTS, sets the socket aside for a new one (see
- * client.h). */
-static void endpoint_note_locked(tg_client *c, const client_slot *s, tg_err err)
+/* One more request in a row that got nothing from e's socket (it timed
+ * out, or was refused because the socket lost its connection), with the
+ * lock held: past TG_CLIENT_REDIAL_TIMEOUTS, the socket is set aside for a
+ * new one (see client.h). */
+static void endpoint_failed_locked(tg_client *c, client_endpoint *e)
 {
-    client_endpoint *e = &c->endpoints[s->ep];
-    if (nng_socket_id(e->sock) != nng_socket_id(s->sock) || err == TG_ECLOSED) {
-        return; /* set aside already, or closing */
-    }
-    e->timeouts = err == TG_ETIMEDOUT ? e->timeouts + 1 : 0;
+    e->timeouts++;
     int64_t now = tg_mono_ns();
     nng_socket fresh;
     socket_state *fresh_state;
     if (e->timeouts >= TG_CLIENT_REDIAL_TIMEOUTS && now >= e->redial_after_ns &&
         c->redials < TG_CLIENT_REDIALS_MAX && !c->closing &&
         socket_dial(e->url, &fresh, &fresh_state) == TG_OK) {
+        /* Replacing a socket that lost its connection: the new one is
+         * refused at once as well until it has one of its own.  (Replacing
+         * one that times out, it waits for its first, as at start.) */
+        atomic_store(&fresh_state->connected, socket_lost(e->state));
         e->sock = fresh;
         e->state = fresh_state;
         e->timeouts = 0;
         e->redial_after_ns = now + (int64_t)TG_CLIENT_REDIAL_INTERVAL_MS * 1000000;
         c->redials++;
-        tg_log_warn("client: %u requests in a row to %s timed out: dialling it again on a new "
-                    "socket",
+        tg_log_warn("client: %u requests in a row to %s timed out or found no connection: "
+                    "dialling it again on a new socket",
                     TG_CLIENT_REDIAL_TIMEOUTS, e->url);
         if (c->redials == TG_CLIENT_REDIALS_MAX) {
             tg_log_warn("client: %u sockets set aside: no new one from now on",
                         TG_CLIENT_REDIALS_MAX);
         }
     }
+}
+
+/* After a request through slot s ended with the transport's err, with the
+ * lock held: counts the timeouts in a row on its socket. */
+static void endpoint_note_locked(tg_client *c, const client_slot *s, tg_err err)
+{
+    client_endpoint *e = &c->endpoints[s->ep];
+    if (nng_socket_id(e->sock) != nng_socket_id(s->sock) || err == TG_ECLOSED) {
+        return; /* set aside already, or closing */
+    }
+    if (err == TG_ETIMEDOUT) {
+        endpoint_failed_locked(c, e);
+    } else {
+        e->timeouts = 0;
+    }
+}
+
+/* With the lock held: true when endpoint ep's socket lost its connection
+ * and stays without one.  Counted as a request that got nothing, so that a
+ * socket nng never connects again (seen with nng 1.5.2 after a unit came
+ * back at the same address) is set aside for a new one, as one whose
+ * requests time out. */
+static bool endpoint_lost_locked(tg_client *c, int32_t ep)
+{
+    client_endpoint *e = &c->endpoints[ep];
+    if (!socket_lost(e->state)) {
+        return false;
+    }
+    endpoint_failed_locked(c, e);
+    return socket_lost(e->state); /* a new socket waits for its first connection */
 }
 
 tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url)
@@ -452,7 +482,7 @@ static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nn
     for (uint32_t i = 0; err == TG_OK && url == NULL && i < c->route_count; i++) {
         ep = c->routes[i].partition_id == partition_id ? c->routes[i].endpoint : ep;
     }
-    if (err == TG_OK && (ep < 0 || socket_lost(c->endpoints[ep].state))) {
+    if (err == TG_OK && (ep < 0 || endpoint_lost_locked(c, ep))) {
         err = TG_EUNAVAILABLE;
     }
     if (err == TG_OK && c->free_list == NULL) {

@@ -31,7 +31,9 @@
  * its whole timeout: a gateway answers 503 with Retry-After at once, and
  * follows the map to the promoted backup as soon as it is published.  A
  * socket that never had a connection yet (dialling at start) queues as
- * before.
+ * before.  Such refusals count like timeouts toward setting the socket
+ * aside (below): nng 1.5.2 was seen not to connect a socket again to a unit
+ * started again at the same address, while a new socket connected at once.
  *
  * A socket whose last TG_CLIENT_REDIAL_TIMEOUTS requests all timed out is
  * set aside and a new one dials the address (tixgrid/limits.h bounds how
