@@ -847,15 +847,18 @@ static tg_err slot_take(pu_link *l, link_slot *s)
     if (s->result != 0) {
         return TG_ETIMEDOUT;
     }
-    tg_err err = s->decoded;
-    if (err == TG_OK) {
-        l->reply = *s->reply;
-    }
-    if (err != TG_OK) {
+    if (s->decoded != TG_OK) {
         tg_log_warn("pu: malformed reply from backup %s", l->name);
-        return err;
+        return s->decoded;
     }
-    return l->reply.type == TG_WIRE_ERROR ? (tg_err)l->reply.error.code : TG_OK;
+    /* Only what the link reads: a whole tg_msg is 13 kB, copied per ack. */
+    l->reply.type = s->reply->type;
+    if (s->reply->type == TG_WIRE_ERROR) {
+        l->reply.error = s->reply->error;
+        return (tg_err)l->reply.error.code;
+    }
+    l->reply.repl_append_ok = s->reply->repl_append_ok;
+    return TG_OK;
 }
 
 static bool oldest_done(pu_link *l)
