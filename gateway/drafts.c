@@ -304,6 +304,9 @@ static void update_run(PGconn *db, gw_org_job *job)
         if (gw_org_commit(db, job)) {
             job->reply = gw_org_event_json(db, job, job->id);
             gw_events_cache_clear();
+            if (strcmp(status, "draft") != 0) {
+                gw_org_map_follow(job); /* a new sale window or start opens or closes it */
+            }
         }
     }
     gw_plan_free(&plan);
@@ -402,6 +405,7 @@ static void cancel_run(PGconn *db, gw_org_job *job)
     PQclear(res);
     if (res != NULL && gw_org_commit(db, job) && live_read(db, job)) {
         gw_events_cache_clear();
+        gw_org_map_follow(job);
         job->reply = json_pack("{s:I,s:s,s:I}", "id", (json_int_t)job->id, "status", "cancelled",
                                "refunds_due", (json_int_t)refunds);
     }

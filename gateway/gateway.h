@@ -243,6 +243,11 @@ uint32_t gw_map_event(gw_gateway *gw, uint64_t event_id,
 /* Whether the event's sale is open (published, within its sale window), as
  * of the last map read. */
 bool gw_map_on_sale(gw_gateway *gw, uint64_t event_id);
+/* Reads the map again from PostgreSQL and waits for that read (begun
+ * after this call) to finish, at most timeout_ms; false when it did not.
+ * Blocks: pool threads only (after a write the caller's answer depends
+ * on). */
+bool gw_map_refresh_wait(gw_gateway *gw, uint32_t timeout_ms);
 /* The layout of one partition; NULL when unknown. */
 const gw_layout *gw_map_layout(gw_gateway *gw, uint32_t partition_id);
 /* Where partition_id's primary publishes seat_changes ("" none) and

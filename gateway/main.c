@@ -75,14 +75,14 @@ static void stop_watchdog_start(void)
 static void close_parts(gw_gateway *gw)
 {
     gw_refunds_close(gw->refunds); /* it uses the map and the audit log */
+    if (gw->db != NULL) {
+        gw_db_pool_close(gw->db); /* its last jobs may read the map or call units */
+    }
     if (gw->map != NULL) {
         gw_map_close(gw->map);
     }
     if (gw->client != NULL) {
         tg_client_close(gw->client);
-    }
-    if (gw->db != NULL) {
-        gw_db_pool_close(gw->db);
     }
     for (uint32_t i = 0; gw->workers != NULL && i < gw->worker_count; i++) {
         gw_calls_drain(&gw->workers[i]); /* frees the calls finished after the loops stopped */

@@ -33,6 +33,13 @@
  * in grid_partitions).  So a slow PostgreSQL read never undoes a newer
  * published map, and without a manager PostgreSQL alone decides, as before.
  *
+ * Read after a write.  A publish or a cancel answers only after this
+ * gateway read the map again (gw_map_refresh_wait): its own shoppers can
+ * buy the moment the organizer sees 200, and stop the moment a cancel
+ * answers.  A read already under way when the write committed may have
+ * missed it, so the wait is for a read begun after the call.  Other
+ * gateways follow at their next read (cfg.map_refresh_ms).
+ *
  * PostgreSQL down: the last index stays in force (the grid keeps selling
  * without the database) and the refresher retries on its next tick; maps
  * published meanwhile still move the routes.
@@ -77,9 +84,13 @@ typedef struct {
 struct gw_map {
     gw_gateway *gw;
     pthread_t thread;
-    pthread_mutex_t lock; /* stopping, wake */
+    pthread_mutex_t lock; /* stopping, wake, the refresh counters */
     pthread_cond_t wake;
+    pthread_cond_t read_done; /* reads_done moved, or the last waiter left */
     bool stopping;
+    uint64_t reads_asked; /* reads asked for by gw_map_refresh_wait */
+    uint64_t reads_done;  /* the reads_asked a finished read began after */
+    uint32_t waiters;     /* in gw_map_refresh_wait: close waits for them */
     pthread_rwlock_t rw; /* index */
     map_index *index;
     _Atomic uint64_t epoch;
@@ -509,9 +520,12 @@ static void *map_thread(void *arg)
     gw_map *m = arg;
     pthread_mutex_lock(&m->lock);
     while (!m->stopping) {
+        uint64_t asked = m->reads_asked; /* every ask up to here sees this read */
         pthread_mutex_unlock(&m->lock);
         map_refresh(m);
         pthread_mutex_lock(&m->lock);
+        m->reads_done = asked;
+        pthread_cond_broadcast(&m->read_done);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)m->gw->cfg.map_refresh_ms * 1000000u;
@@ -548,6 +562,7 @@ tg_err gw_map_open(gw_gateway *gw, gw_map **out)
     m->gw = gw;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->wake, NULL);
+    pthread_cond_init(&m->read_done, NULL);
     pthread_rwlock_init(&m->rw, NULL);
     pthread_mutex_init(&m->route_lock, NULL);
     gw->map = m;
@@ -573,12 +588,40 @@ tg_err gw_map_open(gw_gateway *gw, gw_map **out)
     return TG_OK;
 }
 
+bool gw_map_refresh_wait(gw_gateway *gw, uint32_t timeout_ms)
+{
+    gw_map *m = gw->map;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)timeout_ms * 1000000u;
+    until.tv_sec += (time_t)(ns / 1000000000u);
+    until.tv_nsec = (long)(ns % 1000000000u);
+    pthread_mutex_lock(&m->lock);
+    uint64_t want = ++m->reads_asked;
+    m->refresh_now = true;
+    m->waiters++;
+    pthread_cond_signal(&m->wake);
+    while (!m->stopping && m->reads_done < want &&
+           pthread_cond_timedwait(&m->read_done, &m->lock, &until) == 0) {
+    }
+    bool read = m->reads_done >= want;
+    if (--m->waiters == 0 && m->stopping) {
+        pthread_cond_broadcast(&m->read_done); /* close may free m now */
+    }
+    pthread_mutex_unlock(&m->lock);
+    return read;
+}
+
 void gw_map_close(gw_map *m)
 {
     tg_mapsub_close(m->sub); /* no map arrives after this */
     pthread_mutex_lock(&m->lock);
     m->stopping = true;
     pthread_cond_signal(&m->wake);
+    pthread_cond_broadcast(&m->read_done);
+    while (m->waiters > 0) {
+        pthread_cond_wait(&m->read_done, &m->lock);
+    }
     pthread_mutex_unlock(&m->lock);
     pthread_join(m->thread, NULL);
     map_free(m);

@@ -35,6 +35,7 @@
 
 #define ORG_TEXT_BYTES_MAX      200u
 #define ORG_BIOGRAPHY_BYTES_MAX 10000u
+#define GW_ORG_MAP_WAIT_MS      5000u /* a map read waits for units that do not answer */
 #define ORG_WORKS_MAX           200u
 
 /* ---- Plumbing ------------------------------------------------------------ */
@@ -103,6 +104,16 @@ bool gw_org_begin(PGconn *db, gw_org_job *job)
 bool gw_org_commit(PGconn *db, gw_org_job *job)
 {
     return exec_ok(db, job, "commit", "COMMIT");
+}
+
+void gw_org_map_follow(gw_org_job *job)
+{
+    if (!gw_map_refresh_wait(job->gw, GW_ORG_MAP_WAIT_MS)) {
+        tg_log(TG_LOG_WARN,
+               "%s of event %llu: the map was not read again within %u ms; this"
+               " gateway follows at its next read",
+               job->action, (unsigned long long)job->id, GW_ORG_MAP_WAIT_MS);
+    }
 }
 
 static void rollback(PGconn *db)
@@ -264,6 +275,7 @@ void gw_org_submit(gw_req *r, const char *action, gw_org_run run, gw_org_then th
         return;
     }
     job->cfg = gw_config_of(r->gw);
+    job->gw = r->gw;
     job->user_id = r->who.user_id;
     job->admin = r->who.role == GW_ROLE_ADMIN;
     job->id = r->params[0];

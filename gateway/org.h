@@ -26,6 +26,7 @@ typedef void (*gw_org_then)(gw_req *r, gw_org_job *job);
 struct gw_org_job {
     /* Inputs, read-only on the pool thread. */
     const gw_config *cfg;
+    gw_gateway *gw; /* for gw_map_refresh_wait after a write that moves the sale */
     uint64_t user_id;
     bool admin;
     uint64_t id;  /* the path's {id} (event or artist), 0 when none */
@@ -64,6 +65,11 @@ PGresult *gw_org_query(PGconn *db, gw_org_job *job, const char *what, const char
  * that returns with its transaction open is rolled back. */
 bool gw_org_begin(PGconn *db, gw_org_job *job);
 bool gw_org_commit(PGconn *db, gw_org_job *job);
+
+/* Pool thread, after a committed write that opens or closes a sale: this
+ * gateway reads its map again before the job answers, so that its next
+ * booking sees the write (gw_map_refresh_wait). */
+void gw_org_map_follow(gw_org_job *job);
 
 /* Pool thread: the event job->id as the caller may see it: fills
  * job->event_id and *status ("draft", "on_sale", ...); records 404 and

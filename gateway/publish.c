@@ -28,12 +28,14 @@
  *     placement, at epoch 1.
  *
  * The sale opens at sale_starts_at (NULL: at once), as events_current
- * says; the gateways route to the new partitions at their next map read
- * (--map-refresh-ms).  Publishing an event that is on sale or closed
- * answers 200 with the event and changes nothing; a cancelled event is
- * 409.  A failure in step 2 (no unit registered, a unit that does not
- * answer) answers 503 and leaves the event a draft whose layout is
- * written: publishing again continues from there.
+ * says.  This gateway reads its map again before it answers, so its
+ * shoppers can buy as soon as the 200 is out; other gateways route to the
+ * new partitions at their next map read (--map-refresh-ms).  Publishing
+ * an event that is on sale or closed answers 200 with the event and
+ * changes nothing; a cancelled event is 409.  A failure in step 2 (no
+ * unit registered, a unit that does not answer) answers 503 and leaves
+ * the event a draft whose layout is written: publishing again continues
+ * from there.
  *
  * Rejected: asking the manager to choose the units (a request of its
  * own).  The manager keeps grid_members' states and adopts what units
@@ -441,6 +443,7 @@ static void publish_run(PGconn *db, gw_org_job *job)
         if (n_units > 0 && partitions_load(db, job, units, n_units, unit_of) &&
             sale_open(db, job, units, unit_of)) {
             gw_events_cache_clear();
+            gw_org_map_follow(job);
             job->reply = gw_org_event_json(db, job, job->event_id);
         }
     }

@@ -340,6 +340,7 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
     payh_wait_booking(gw, buyer, live, "cancelled");
     cr_assert_eq(gwh_int(gwh_availability_settled(g, event, p), "totals.SELECTED"), 0);
     int64_t late = wait_sale_closed(gw, buyer, event);
+    cr_assert_eq(late, 0, "the gateway that cancelled still sold %" PRId64 " bookings", late);
     snprintf(sql, sizeof(sql), "SELECT refund_status FROM payments WHERE booking_id = %" PRIu64, b);
     cr_assert_str_eq(pgt_query_text(g->db, sql), "due");
     snprintf(sql, sizeof(sql),
@@ -534,6 +535,30 @@ static const char *wait_backed_up(gwh_grid *g, uint32_t partition)
     }
     cr_assert(row[0] != '|' && row[strlen(row) - 1] != '|', "partition %u: %s", partition, row);
     return row;
+}
+
+/* The gateway that answers a publish or a cancel has read its map again:
+ * with no periodic read for a minute, its next booking already sees the
+ * sale open, then closed. */
+Test(gateway_organizer, the_gateway_that_publishes_or_cancels_sells_accordingly_at_once)
+{
+    static const char *const slow_map[] = {"--map-refresh-ms", "60000", NULL};
+    gwh_grid *g = gwh_start(&(gwh_options){HALL_ONLY, .gateway_flags = slow_map});
+    gwh_gateway *gw = g->gw;
+    const char *org = gwh_login(gw, ORGANIZER, ORGANIZER_PASSWORD);
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t event = event_create(gw, org, three_sections);
+    json_t *ev = gwh_expect(
+        gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/publish", event), 200);
+    uint32_t p = (uint32_t)gwh_int(ev, "partitions.0.partition_id");
+    char seats[48];
+    snprintf(seats, sizeof(seats), "[%" PRIu64 "]", GWH_SEAT_ID(p, 3));
+    booking_holding(gw, buyer, event, NULL, seats);
+    gwh_expect(gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event), 200);
+    char body[64];
+    snprintf(body, sizeof(body), "{\"event_id\": %" PRIu64 "}", event);
+    gwh_expect_error(gwh_http(gw, "POST", buyer, body, "/api/bookings"), 409, "sale_closed");
+    gwh_stop_ok(g);
 }
 
 Test(gateway_organizer, with_a_manager_the_published_partition_gets_a_backup)
