@@ -420,6 +420,7 @@ typedef struct {
     json_t *answer;
     uint64_t *live; /* malloc'd */
     uint32_t count, next, cancelled;
+    uint32_t missed; /* not reached (unit down, moving, timed out): cancel again */
 } cancel_state;
 
 static void cancel_state_dispose(void *p)
@@ -431,11 +432,19 @@ static void cancel_state_dispose(void *p)
 
 static void cancel_next(gw_req *r);
 
+/* The unit's answer that the booking ended meanwhile (paid, expired,
+ * cancelled): nothing left to cancel.  Any other failure did not reach it. */
+static bool booking_ended(tg_err err)
+{
+    return err == TG_EBOOKING_STATE || err == TG_EEXPIRED || err == TG_ENOT_FOUND;
+}
+
 static void cancel_booking_done(gw_req *r, tg_err err, const tg_msg *reply)
 {
     (void)reply;
     cancel_state *s = r->state;
     s->cancelled += err == TG_OK;
+    s->missed += !booking_ended(err) && err != TG_OK;
     s->next++;
     cancel_next(r);
 }
@@ -452,12 +461,14 @@ static void cancel_next(gw_req *r)
             TG_OK) {
             return;
         }
-        s->next++; /* unroutable now: left to expire */
+        s->next++; /* unroutable now: the answer says so */
+        s->missed++;
     }
     json_object_set_new(s->answer, "bookings_cancelled", json_integer(s->cancelled));
+    json_object_set_new(s->answer, "bookings_not_reached", json_integer(s->missed));
     gw_audit(r, "event_cancel", 0, s->event_id, NULL, 0, "ok",
-             json_pack("{s:O,s:i}", "refunds_due", json_object_get(s->answer, "refunds_due"),
-                       "bookings_cancelled", s->cancelled));
+             json_pack("{s:O,s:i,s:i}", "refunds_due", json_object_get(s->answer, "refunds_due"),
+                       "bookings_cancelled", s->cancelled, "bookings_not_reached", s->missed));
     json_t *answer = s->answer;
     s->answer = NULL;
     gw_reply_json(r, 200, answer);

@@ -337,6 +337,7 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
     cr_assert_eq(gwh_int(c, "refunds_due"), 1);
     /* That one, and the empty one blocking() made. */
     cr_assert_eq(gwh_int(c, "bookings_cancelled"), 2, "%s", json_dumps(c, 0));
+    cr_assert_eq(gwh_int(c, "bookings_not_reached"), 0, "%s", json_dumps(c, 0));
     payh_wait_booking(gw, buyer, live, "cancelled");
     cr_assert_eq(gwh_int(gwh_availability_settled(g, event, p), "totals.SELECTED"), 0);
     int64_t late = wait_sale_closed(gw, buyer, event);
@@ -539,7 +540,8 @@ static const char *wait_backed_up(gwh_grid *g, uint32_t partition)
 
 /* The gateway that answers a publish or a cancel has read its map again:
  * with no periodic read for a minute, its next booking already sees the
- * sale open, then closed. */
+ * sale open, then closed.  A live booking on a unit that is down is
+ * counted as not reached. */
 Test(gateway_organizer, the_gateway_that_publishes_or_cancels_sells_accordingly_at_once)
 {
     static const char *const slow_map[] = {"--map-refresh-ms", "60000", NULL};
@@ -553,8 +555,19 @@ Test(gateway_organizer, the_gateway_that_publishes_or_cancels_sells_accordingly_
     uint32_t p = (uint32_t)gwh_int(ev, "partitions.0.partition_id");
     char seats[48];
     snprintf(seats, sizeof(seats), "[%" PRIu64 "]", GWH_SEAT_ID(p, 3));
-    booking_holding(gw, buyer, event, NULL, seats);
-    gwh_expect(gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event), 200);
+    uint64_t b = booking_holding(gw, buyer, event, NULL, seats);
+    char sql[128];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*)::text FROM bookings WHERE id = %" PRIu64 " AND status = 'created'",
+             b);
+    payh_wait_pg(g, sql, "1"); /* the cancel finds the live booking there */
+
+    /* The unit is gone: the cancel still answers, and says what it missed. */
+    hx_kill(&g->units[0]);
+    json_t *c = gwh_expect(
+        gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event), 200);
+    cr_assert_eq(gwh_int(c, "bookings_cancelled"), 0, "%s", json_dumps(c, 0));
+    cr_assert_eq(gwh_int(c, "bookings_not_reached"), 1, "%s", json_dumps(c, 0));
     char body[64];
     snprintf(body, sizeof(body), "{\"event_id\": %" PRIu64 "}", event);
     gwh_expect_error(gwh_http(gw, "POST", buyer, body, "/api/bookings"), 409, "sale_closed");
