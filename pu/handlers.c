@@ -483,6 +483,7 @@ static tg_err restore_locked(pu_served *e, const __typeof__(((tg_msg *)0)->parti
     }
     tg_err err = TG_OK;
     if (q->phase == TG_WIRE_RESTORE_BEGIN) {
+        pu_primary_quiesce(e);
         err = pu_restore_begin(e->p, q->epoch, q->log_base); /* starts over if need be */
         e->restore_began = err == TG_OK;
     } else if (!e->restore_began) {
@@ -632,6 +633,7 @@ static tg_err snapshot_locked(pu_served *e, const __typeof__(((tg_msg *)0)->repl
             return TG_EPARTITION_STATE;
         }
         __atomic_store_n(&e->state, PU_PART_RESTORING, __ATOMIC_RELEASE);
+        pu_primary_quiesce(e); /* its last primary work, before the wipe */
         err = pu_replica_begin(e->p, q->epoch, q->base_seq);
         e->restore_began = err == TG_OK;
         if (err == TG_OK) {
@@ -787,6 +789,26 @@ static bool repl_refused(const pu_server *s)
     return s->repl_refuse_path[0] != '\0' && access(s->repl_refuse_path, F_OK) == 0;
 }
 
+/* A request that writes a primary's partition, entered as primary work
+ * (server_internal.h: a state transfer's wipe waits for it). */
+static tg_err dispatch_primary(pu_ctx *c, pu_served *e, pu_partition *p, const char **why)
+{
+    tg_wire_type type = c->req.type;
+    if (changes_partition[type] && pu_repl_fenced(e)) {
+        *why = "partition's backups follow a newer map than this unit yet: retry shortly";
+        return TG_EUNAVAILABLE;
+    }
+    c->rep.type = tg_wire_reply_type(type);
+    tg_err err = handlers[type](c, p);
+    if (changes_partition[type] && __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE)) {
+        pu_partition_info info;
+        pu_partition_describe(p, &info);
+        c->park_entry = e; /* read after the change: the head covers its records */
+        c->park_seq = info.log_head;
+    }
+    return err;
+}
+
 /* Runs a decoded request; returns its outcome (c->rep filled on TG_OK). */
 static tg_err dispatch(pu_ctx *c, const char **why)
 {
@@ -806,13 +828,19 @@ static tg_err dispatch(pu_ctx *c, const char **why)
         return TG_EUNAVAILABLE;
     }
     pu_served *e = p != NULL ? pu_server_entry(c->srv, id) : NULL;
-    bool backup = e != NULL && __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP;
-    if (backup && (changes_partition[type] || primary_only[type])) {
-        *why = "partition is a backup on this processing unit: ask its primary";
-        return TG_EUNAVAILABLE;
+    bool writes = changes_partition[type] || type == TG_WIRE_LOG_ACK;
+    if (e != NULL && writes) {
+        if (!pu_primary_enter(e)) {
+            *why = "partition is a backup on this processing unit: ask its primary";
+            return TG_EUNAVAILABLE;
+        }
+        tg_err err = dispatch_primary(c, e, p, why);
+        pu_primary_leave(e);
+        return err;
     }
-    if (!backup && e != NULL && changes_partition[type] && pu_repl_fenced(e)) {
-        *why = "partition's backups follow a newer map than this unit yet: retry shortly";
+    bool backup = e != NULL && __atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP;
+    if (backup && primary_only[type]) {
+        *why = "partition is a backup on this processing unit: ask its primary";
         return TG_EUNAVAILABLE;
     }
     if ((type == TG_WIRE_REPL_APPEND || type == TG_WIRE_REPL_SNAPSHOT) && repl_refused(c->srv)) {
@@ -820,14 +848,7 @@ static tg_err dispatch(pu_ctx *c, const char **why)
         return TG_EBUSY;
     }
     c->rep.type = tg_wire_reply_type(type);
-    tg_err err = handlers[type](c, p);
-    if (e != NULL && changes_partition[type] && __atomic_load_n(&e->repl, __ATOMIC_ACQUIRE)) {
-        pu_partition_info info;
-        pu_partition_describe(p, &info);
-        c->park_entry = e; /* read after the change: the head covers its records */
-        c->park_seq = info.log_head;
-    }
-    return err;
+    return handlers[type](c, p);
 }
 
 static void count_outcome(pu_server *s, tg_wire_type type, tg_err err)

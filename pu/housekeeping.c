@@ -137,7 +137,7 @@ void *pu_housekeeping_main(void *arg)
             if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {
                 continue; /* being restored: nobody else may touch it yet */
             }
-            if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
+            if (!pu_primary_enter(e)) {
                 continue; /* a replica changes only by its primary's records */
             }
             publish_partition(s, e, hk);
@@ -147,6 +147,7 @@ void *pu_housekeeping_main(void *arg)
             if (sweep) {
                 (void)pu_sweep(e->p, tg_now_ms(), TG_SWEEP_SCAN_MAX);
             }
+            pu_primary_leave(e);
         }
         last_sweep_ms = sweep ? mono_ms : last_sweep_ms;
         tick++;

@@ -1243,7 +1243,9 @@ void pu_repl_depose(pu_server *s, pu_served *e)
         pthread_mutex_unlock(&r->lock);
         drop_taken(taken);
     }
-    if (__atomic_exchange_n(&e->role, PU_ROLE_BACKUP, __ATOMIC_ACQ_REL) == PU_ROLE_BACKUP) {
+    /* Sequentially consistent: primary work reads it after entering
+     * (server_internal.h). */
+    if (__atomic_exchange_n(&e->role, PU_ROLE_BACKUP, __ATOMIC_SEQ_CST) == PU_ROLE_BACKUP) {
         return;
     }
     pthread_mutex_lock(&e->apply_lock);

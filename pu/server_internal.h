@@ -17,6 +17,7 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/util/platform.h>
 #include <pthread.h>
+#include <sched.h>
 
 /* Log-head samples kept per partition (tixgrid/limits.h). */
 #define PU_HEAD_SAMPLES TG_PU_HEAD_SAMPLES
@@ -70,7 +71,44 @@ typedef struct {
     uint32_t sample_next;
     uint32_t sample_count;
     pu_head_sample samples[PU_HEAD_SAMPLES];
+    uint32_t active; /* primary work under way: requests that change it, sweeps; atomic */
 } pu_served;
+
+/*
+ * Wiping a partition that was a primary.  A deposed primary is made a
+ * backup again by a state transfer, which starts by wiping its regions; a
+ * request that passed the role check just before the deposition, or a
+ * sweep of the housekeeping thread, may still be writing them.  Primary
+ * work enters (active + 1, then reads the role) and the wipe waits for it
+ * (role BACKUP is stored first, then active is read until 0): with both
+ * sides sequentially consistent, either the work sees BACKUP and does
+ * nothing, or the wipe sees it under way and waits for it to leave.
+ */
+static inline void pu_primary_leave(pu_served *e)
+{
+    __atomic_sub_fetch(&e->active, 1, __ATOMIC_RELEASE);
+}
+
+/* False, with nothing entered, when e is a backup. */
+static inline bool pu_primary_enter(pu_served *e)
+{
+    __atomic_add_fetch(&e->active, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&e->role, __ATOMIC_SEQ_CST) == PU_ROLE_BACKUP) {
+        pu_primary_leave(e);
+        return false;
+    }
+    return true;
+}
+
+/* With e's role BACKUP or e never ready: waits until the primary work
+ * entered before is done (a request's handler or a sweep pass: short, and
+ * never waiting for the locks a state transfer holds). */
+static inline void pu_primary_quiesce(pu_served *e)
+{
+    while (__atomic_load_n(&e->active, __ATOMIC_SEQ_CST) != 0) {
+        sched_yield();
+    }
+}
 
 /* The arrays a large request or reply needs.  A request that needs arrays
  * (partition_create, partition_restore) has a reply without any, and the
