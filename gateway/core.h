@@ -111,8 +111,10 @@ struct gw_worker {
     uv_async_t wakeup; /* completions queued, or stop */
     h2o_context_t h2o_ctx;
     h2o_accept_ctx_t accept_ctx;
-    uint32_t connections; /* open, loop thread only */
-    uint32_t in_service;  /* requests between accept and reply, loop thread only */
+    /* Written by the loop thread only, through gw_gauge_add; /metrics reads
+     * them from another loop thread. */
+    uint32_t connections; /* open */
+    uint32_t in_service;  /* requests between accept and reply */
     /* Calls: the free list is the loop thread's; the completion list is
      * shared with nng's and the pool's threads under `lock`. */
     gw_call *free_calls;
@@ -137,6 +139,14 @@ struct gw_worker {
     pthread_cond_t stopped_cond, park_cond;
     gw_metrics metrics;
 };
+
+/* A gauge of a worker's, moved by its own loop thread: a relaxed store (one
+ * writer needs no read-modify-write), so that readers on other threads see
+ * a whole value. */
+static inline void gw_gauge_add(uint32_t *gauge, int32_t delta)
+{
+    __atomic_store_n(gauge, *gauge + (uint32_t)delta, __ATOMIC_RELAXED);
+}
 
 /* ---- The PostgreSQL pool -------------------------------------------------- */
 

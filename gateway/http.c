@@ -292,7 +292,7 @@ void gw_req_stream(gw_req *r)
     TG_ASSERT(!r->replied && !r->streaming);
     r->replied = true;
     r->streaming = true;
-    r->worker->in_service--;
+    gw_gauge_add(&r->worker->in_service, -1);
     metrics_count(r, 200);
 }
 
@@ -550,7 +550,7 @@ static void req_dispose(void *p)
     json_decref(r->body);
     r->body = NULL;
     if (!r->streaming) {
-        r->worker->in_service--;
+        gw_gauge_add(&r->worker->in_service, -1);
     }
 }
 
@@ -657,7 +657,7 @@ int gw_dispatch(h2o_req_t *h2o, gw_worker *w)
     r->worker = w;
     r->gw = w->gw;
     r->started_ns = tg_mono_ns();
-    w->in_service++;
+    gw_gauge_add(&w->in_service, 1);
     peer_address(r);
     r->route = route;
     memcpy(r->params, params, sizeof(params));

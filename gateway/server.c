@@ -48,7 +48,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 static void on_conn_close(uv_handle_t *handle)
 {
     gw_worker *w = handle->loop->data;
-    w->connections--;
+    gw_gauge_add(&w->connections, -1);
     free(handle);
 }
 
@@ -72,7 +72,7 @@ static void on_accept(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)conn, (uv_close_cb)free);
         return;
     }
-    w->connections++;
+    gw_gauge_add(&w->connections, 1);
     uv_tcp_nodelay(conn, 1);
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, on_conn_close);
     h2o_accept(&w->accept_ctx, sock);
