@@ -35,7 +35,7 @@
 
 #define ORG_TEXT_BYTES_MAX      200u
 #define ORG_BIOGRAPHY_BYTES_MAX 10000u
-#define GW_ORG_MAP_WAIT_MS      5000u /* a map read waits for units that do not answer */
+#define ORG_MAP_WAIT_MS         5000u /* a map read waits for units that do not answer */
 #define ORG_WORKS_MAX           200u
 
 /* ---- Plumbing ------------------------------------------------------------ */
@@ -108,11 +108,11 @@ bool gw_org_commit(PGconn *db, gw_org_job *job)
 
 void gw_org_map_follow(gw_org_job *job)
 {
-    if (!gw_map_refresh_wait(job->gw, GW_ORG_MAP_WAIT_MS)) {
+    if (!gw_map_refresh_wait(job->gw, ORG_MAP_WAIT_MS)) {
         tg_log(TG_LOG_WARN,
                "%s of event %llu: the map was not read again within %u ms; this"
                " gateway follows at its next read",
-               job->action, (unsigned long long)job->id, GW_ORG_MAP_WAIT_MS);
+               job->action, (unsigned long long)job->id, ORG_MAP_WAIT_MS);
     }
 }
 
