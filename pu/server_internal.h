@@ -71,7 +71,10 @@ typedef struct {
     uint32_t sample_next;
     uint32_t sample_count;
     pu_head_sample samples[PU_HEAD_SAMPLES];
-    uint32_t active; /* primary work under way: requests that change it, sweeps; atomic */
+    /* Primary work under way: requests that change it, sweeps; atomic.  On
+     * a cache line of its own: every such request moves it, and every
+     * request reads the fields above. */
+    _Alignas(64) uint32_t active;
 } pu_served;
 
 /*
