@@ -242,11 +242,7 @@ static bool audit_flush(gw_audit_log *a)
 
 static void wait_ms(gw_audit_log *a, uint32_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)ms * 1000000u;
-    until.tv_sec += (time_t)(ns / 1000000000u);
-    until.tv_nsec = (long)(ns % 1000000000u);
+    struct timespec until = tg_realtime_after_ms(ms);
     pthread_mutex_lock(&a->lock);
     if (!a->stopping && a->count < GW_AUDIT_BATCH_MAX) {
         pthread_cond_timedwait(&a->wake, &a->lock, &until);

@@ -50,6 +50,7 @@
 
 #include "core.h"
 #include "tixgrid/assert.h"
+#include "tixgrid/clock.h"
 #include "tixgrid/log.h"
 #include "tixgrid/mapsub.h"
 
@@ -526,11 +527,7 @@ static void *map_thread(void *arg)
         pthread_mutex_lock(&m->lock);
         m->reads_done = asked;
         pthread_cond_broadcast(&m->read_done);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)m->gw->cfg.map_refresh_ms * 1000000u;
-        until.tv_sec += (time_t)(ns / 1000000000u);
-        until.tv_nsec = (long)(ns % 1000000000u);
+        struct timespec until = tg_realtime_after_ms(m->gw->cfg.map_refresh_ms);
         while (!m->stopping && !m->refresh_now &&
                pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0) {
         }
@@ -591,11 +588,7 @@ tg_err gw_map_open(gw_gateway *gw, gw_map **out)
 bool gw_map_refresh_wait(gw_gateway *gw, uint32_t timeout_ms)
 {
     gw_map *m = gw->map;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)timeout_ms * 1000000u;
-    until.tv_sec += (time_t)(ns / 1000000000u);
-    until.tv_nsec = (long)(ns % 1000000000u);
+    struct timespec until = tg_realtime_after_ms(timeout_ms);
     pthread_mutex_lock(&m->lock);
     uint64_t want = ++m->reads_asked;
     m->refresh_now = true;

@@ -689,13 +689,7 @@ void tg_client_close(tg_client *c)
             nng_aio_cancel(c->slots[i].aio);
         }
         pthread_mutex_lock(&c->lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 10 * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until = tg_realtime_after_ms(10);
         pthread_cond_timedwait(&c->idle_cond, &c->lock, &until);
     }
     pthread_mutex_unlock(&c->lock);

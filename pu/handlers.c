@@ -569,11 +569,7 @@ static tg_err on_repl_backups(pu_ctx *c, pu_partition *p)
  * are applied, for a message that overtook the one before it. */
 static void wait_turn(pu_served *e, pu_partition *p, uint64_t first)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += (long)PU_REPL_REORDER_WAIT_MS * 1000000;
-    until.tv_sec += until.tv_nsec / 1000000000;
-    until.tv_nsec %= 1000000000;
+    struct timespec until = tg_realtime_after_ms(PU_REPL_REORDER_WAIT_MS);
     pu_partition_info info;
     pu_partition_describe(p, &info);
     while (info.replica && first > info.applied_seq + 1 &&

@@ -785,11 +785,7 @@ static void link_wait_for(pu_link *l, bool (*ready)(pu_link *))
     pu_repl_part *r = l->part;
     pthread_mutex_lock(&r->lock);
     if (!ready(l)) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += (long)REPL_IDLE_WAIT_MS * 1000000;
-        until.tv_sec += until.tv_nsec / 1000000000;
-        until.tv_nsec %= 1000000000;
+        struct timespec until = tg_realtime_after_ms(REPL_IDLE_WAIT_MS);
         pthread_cond_timedwait(&r->wake, &r->lock, &until);
     }
     pthread_mutex_unlock(&r->lock);

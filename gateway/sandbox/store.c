@@ -276,14 +276,7 @@ static long post(deliverer *d)
  * an idle thread and is never spent on one that is pausing. */
 static bool pause_locked(uint32_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = tg_realtime_after_ms(ms);
     while (!store.stopping && pthread_cond_timedwait(&store.stop, &store.lock, &until) == 0) {
     }
     return store.stopping;

@@ -10,12 +10,17 @@
 #define TIXGRID_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
 int64_t tg_now_ms(void);
 
 /* Nanoseconds on CLOCK_MONOTONIC. */
 int64_t tg_mono_ns(void);
+
+/* CLOCK_REALTIME ms from now, as pthread_cond_timedwait's deadline (a
+ * condition variable's default clock). */
+struct timespec tg_realtime_after_ms(uint32_t ms);
 
 /* Formats ms since the epoch as RFC 3339 UTC with milliseconds,
  * "2026-11-21T19:45:07.123Z"; buf must hold TG_RFC3339_BYTES. */

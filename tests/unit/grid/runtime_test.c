@@ -1,7 +1,7 @@
 /*
  * runtime_test.c — the shared runtime of grid/: error names, JSON escaping,
- * JSON-lines logging, RFC 3339 time, seat words, booking ids, seat-state
- * names and the command-line number parser.
+ * JSON-lines logging, RFC 3339 time, condition-variable deadlines, seat
+ * words, booking ids, seat-state names and the command-line number parser.
  *
  * Log lines are checked with a small strict parser of flat JSON objects
  * (string and integer values only) that also checks UTF-8, rather than with
@@ -745,4 +745,27 @@ Test(parse_u64, rejects_numbers_outside_min_and_max)
     cr_assert_eq(v, 77u);
     cr_assert_eq(tg_parse_u64("5", 5, 10, &v), TG_OK);
     cr_assert_eq(v, 5u);
+}
+
+/* ---- tg_realtime_after_ms ----------------------------------------------- */
+
+static int64_t timespec_ms(struct timespec ts)
+{
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+Test(clock, a_deadline_is_now_plus_the_delay_with_nanoseconds_in_range)
+{
+    static const uint32_t delays[] = {0, 1, 999, 1000, 1500, 60000, UINT32_MAX};
+    for (size_t i = 0; i < sizeof(delays) / sizeof(delays[0]); i++) {
+        int64_t before = tg_now_ms();
+        struct timespec until = tg_realtime_after_ms(delays[i]);
+        int64_t after = tg_now_ms();
+        cr_assert(until.tv_nsec >= 0 && until.tv_nsec < 1000000000L, "%u ms: tv_nsec %ld",
+                  delays[i], until.tv_nsec);
+        int64_t at = timespec_ms(until);
+        cr_assert(at >= before + delays[i] - 1 && at <= after + delays[i] + 1,
+                  "%u ms: %lld not in [%lld, %lld]", delays[i], (long long)at,
+                  (long long)before + delays[i], (long long)after + delays[i]);
+    }
 }
