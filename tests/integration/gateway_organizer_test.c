@@ -63,6 +63,13 @@ static uint64_t event_create(gwh_gateway *gw, const char *auth, const char *body
     return (uint64_t)gwh_int(ev, "id");
 }
 
+/* Publishes the event: its answer, 200. */
+static json_t *publish(gwh_gateway *gw, const char *auth, uint64_t event)
+{
+    return gwh_expect(
+        gwh_http(gw, "POST", auth, NULL, "/api/admin/events/%" PRIu64 "/publish", event), 200);
+}
+
 /* Waits until the gateway routes the event (its map read after publish). */
 static void wait_routed(gwh_gateway *gw, uint64_t event)
 {
@@ -290,8 +297,7 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
     gwh_expect_error(gwh_http(gw, "GET", org, NULL, "/api/admin/events/%" PRIu64 "/sales", event),
                      409, "not_published");
 
-    json_t *ev = gwh_expect(
-        gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/publish", event), 200);
+    json_t *ev = publish(gw, org, event);
     cr_assert_str_eq(gwh_str(ev, "status"), "on_sale");
     cr_assert_eq(json_array_size(gwh_json_at(ev, "partitions")), 1);
     cr_assert_eq(gwh_int(ev, "partitions.0.seat_count"), 40);
@@ -550,8 +556,7 @@ Test(gateway_organizer, the_gateway_that_publishes_or_cancels_sells_accordingly_
     const char *org = gwh_login(gw, ORGANIZER, ORGANIZER_PASSWORD);
     const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     uint64_t event = event_create(gw, org, three_sections);
-    json_t *ev = gwh_expect(
-        gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/publish", event), 200);
+    json_t *ev = publish(gw, org, event);
     uint32_t p = (uint32_t)gwh_int(ev, "partitions.0.partition_id");
     char seats[48];
     snprintf(seats, sizeof(seats), "[%" PRIu64 "]", GWH_SEAT_ID(p, 3));
@@ -581,8 +586,7 @@ Test(gateway_organizer, with_a_manager_the_published_partition_gets_a_backup)
     const char *org = gwh_login(gw, ORGANIZER, ORGANIZER_PASSWORD);
     const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     uint64_t event = event_create(gw, org, three_sections);
-    json_t *ev = gwh_expect(
-        gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/publish", event), 200);
+    json_t *ev = publish(gw, org, event);
     uint32_t p = (uint32_t)gwh_int(ev, "partitions.0.partition_id");
     /* The hall's unit holds one primary: the new partition goes to the other. */
     char hall[160];
