@@ -357,8 +357,9 @@ static bool follow_placement(pu_member *m, const tg_msg *map, const tg_wire_plac
         follow_other(m, p, me, e);
         return true;
     }
-    if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP) {
-        pu_repl_promote(m->srv, e, p->epoch); /* the manager chose it: it was in sync */
+    if (__atomic_load_n(&e->role, __ATOMIC_ACQUIRE) == PU_ROLE_BACKUP &&
+        !pu_repl_promote(m->srv, e, p->epoch)) { /* the manager chose it: it was in sync */
+        return false; /* a state transfer began meanwhile: applied again when republished */
     }
     pu_partition_info before;
     pu_partition_describe(part, &before);

@@ -1208,9 +1208,13 @@ static pu_ctx *take_parked_locked(pu_repl_part *r)
     return taken;
 }
 
-void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch)
+bool pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch)
 {
     pthread_mutex_lock(&e->apply_lock);
+    if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {
+        pthread_mutex_unlock(&e->apply_lock); /* a state transfer stores it under this lock */
+        return false;
+    }
     uint64_t now = pu_partition_raise_epoch(e->p, epoch);
     pu_partition_set_replica(e->p, false);
     pu_partition_set_refill(e->p, false); /* a deposed copy named primary again: its own */
@@ -1227,6 +1231,7 @@ void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch)
     pu_partition_describe(e->p, &info);
     tg_log_info("pu %s: partition %u promoted to primary at epoch %llu (last applied %llu)",
                 s->name, e->id, (unsigned long long)now, (unsigned long long)info.log_head);
+    return true;
 }
 
 void pu_repl_depose(pu_server *s, pu_served *e)

@@ -71,10 +71,13 @@ typedef struct {
     uint32_t sample_next;
     uint32_t sample_count;
     pu_head_sample samples[PU_HEAD_SAMPLES];
-    /* Primary work under way: requests that change it, sweeps; atomic.  On
-     * a cache line of its own: every such request moves it, and every
-     * request reads the fields above. */
-    _Alignas(64) uint32_t active;
+    /* Primary work under way: requests that change it, sweeps; atomic.
+     * Alone on its cache line, whatever the entry's alignment (the server
+     * comes from calloc): every such request moves it, and every request
+     * reads the fields above. */
+    uint8_t active_pad_before[64];
+    uint32_t active;
+    uint8_t active_pad_after[64 - sizeof(uint32_t)];
 } pu_served;
 
 /*
@@ -237,8 +240,10 @@ void pu_repl_free(pu_server *s);
 /* A backup the map makes the primary: under the apply lock (no
  * repl_append half applied), raises the epoch to the map's (so the old
  * primary's records are refused from now on), makes the copy a primary
- * and serves it as one.  The caller then names its backups. */
-void pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch);
+ * and serves it as one.  The caller then names its backups.  False, with
+ * nothing changed, when a state transfer began on the copy since the
+ * caller saw it ready: a half-filled copy is never made a primary. */
+bool pu_repl_promote(pu_server *s, pu_served *e, uint64_t epoch);
 
 /* A primary that learned it is deposed (the map names another primary at a
  * newer epoch, or it stayed fenced too long: repl.c): drops the parked replies
