@@ -481,26 +481,27 @@ static const char map_sql[] =
     "FROM grid_partitions p LEFT JOIN grid_members m ON m.pu_name = p.primary_pu "
     "WHERE p.primary_pu IS NOT NULL ORDER BY p.partition_id";
 
-static void map_refresh(gw_map *m)
+/* True when the map was read and the new index is in force. */
+static bool map_refresh(gw_map *m)
 {
     if (m->db == NULL || PQstatus(m->db) != CONNECTION_OK) {
         PQfinish(m->db);
         m->db = gw_db_connect(&m->gw->cfg, "the partition map");
         if (m->db == NULL) {
-            return;
+            return false;
         }
     }
     PGresult *res = PQexec(m->db, map_sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         tg_log(TG_LOG_WARN, "partition map not read: %s", PQresultErrorMessage(res));
         PQclear(res);
-        return;
+        return false;
     }
     char why[sizeof(m->why)];
     map_index *ix = index_build(m, res, why, sizeof(why));
     PQclear(res);
     if (ix == NULL) {
-        return;
+        return false;
     }
     uint64_t epoch = 0;
     for (uint32_t i = 0; i < ix->count; i++) {
@@ -514,6 +515,7 @@ static void map_refresh(gw_map *m)
     atomic_store(&m->loaded, true);
     pthread_rwlock_unlock(&m->rw);
     index_free(old);
+    return true;
 }
 
 static void *map_thread(void *arg)
@@ -523,10 +525,12 @@ static void *map_thread(void *arg)
     while (!m->stopping) {
         uint64_t asked = m->reads_asked; /* every ask up to here sees this read */
         pthread_mutex_unlock(&m->lock);
-        map_refresh(m);
+        bool read = map_refresh(m);
         pthread_mutex_lock(&m->lock);
-        m->reads_done = asked;
-        pthread_cond_broadcast(&m->read_done);
+        if (read) { /* a failed read leaves the waiters to the next one, or their timeout */
+            m->reads_done = asked;
+            pthread_cond_broadcast(&m->read_done);
+        }
         struct timespec until = tg_realtime_after_ms(m->gw->cfg.map_refresh_ms);
         while (!m->stopping && !m->refresh_now &&
                pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0) {
@@ -563,7 +567,7 @@ tg_err gw_map_open(gw_gateway *gw, gw_map **out)
     pthread_rwlock_init(&m->rw, NULL);
     pthread_mutex_init(&m->route_lock, NULL);
     gw->map = m;
-    map_refresh(m); /* a first map before the listeners open, when PostgreSQL is up */
+    (void)map_refresh(m); /* a first map before the listeners open, when PostgreSQL is up */
     tg_err err = TG_OK;
     if (gw->cfg.manager_pub[0] != '\0') {
         err = tg_mapsub_open(gw->cfg.manager_pub, map_published_cb, m, &m->sub);
