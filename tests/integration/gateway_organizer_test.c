@@ -63,6 +63,17 @@ static uint64_t event_create(gwh_gateway *gw, const char *auth, const char *body
     return (uint64_t)gwh_int(ev, "id");
 }
 
+/* Waits until the drain wrote booking b as created: a cancel finds the
+ * event's live bookings in PostgreSQL. */
+static void wait_written_live(gwh_grid *g, uint64_t b)
+{
+    char sql[128];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*)::text FROM bookings WHERE id = %" PRIu64 " AND status = 'created'",
+             b);
+    payh_wait_pg(g, sql, "1");
+}
+
 /* Publishes the event: its answer, 200. */
 static json_t *publish(gwh_gateway *gw, const char *auth, uint64_t event)
 {
@@ -334,10 +345,7 @@ Test(gateway_organizer, an_organizer_sells_a_three_section_event)
     char sql[256];
     snprintf(seats, sizeof(seats), "[%" PRIu64 "]", GWH_SEAT_ID(p, 31));
     uint64_t live = booking_holding(gw, buyer, event, NULL, seats);
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*)::text FROM bookings WHERE id = %" PRIu64 " AND status = 'created'",
-             live);
-    payh_wait_pg(g, sql, "1"); /* the cancellation finds live bookings there */
+    wait_written_live(g, live);
     json_t *c = gwh_expect(
         gwh_http(gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event), 200);
     cr_assert_eq(gwh_int(c, "refunds_due"), 1);
@@ -561,11 +569,7 @@ Test(gateway_organizer, the_gateway_that_publishes_or_cancels_sells_accordingly_
     char seats[48];
     snprintf(seats, sizeof(seats), "[%" PRIu64 "]", GWH_SEAT_ID(p, 3));
     uint64_t b = booking_holding(gw, buyer, event, NULL, seats);
-    char sql[128];
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*)::text FROM bookings WHERE id = %" PRIu64 " AND status = 'created'",
-             b);
-    payh_wait_pg(g, sql, "1"); /* the cancel finds the live booking there */
+    wait_written_live(g, b);
 
     /* The unit is gone: the cancel still answers, and says what it missed. */
     hx_kill(&g->units[0]);
