@@ -465,6 +465,39 @@ Test(persister_schema, constraints_refuse_impossible_seats_and_bookings)
     PQfinish(db);
 }
 
+/* booking_seats names real seats and bookings (009: checked per statement, not per row). */
+Test(persister_schema, booking_seats_names_only_seats_and_bookings_that_exist)
+{
+    pgt_server *s;
+    PGconn *db = seeded(&s, &quick);
+    pgt_exec(db, "INSERT INTO bookings (id, partition_id, event_id, user_id, status, created_at)"
+                 " VALUES (" BOOKING_P1 ", 1, 1, 7, 'created', now())");
+    pgt_exec(db, "INSERT INTO booking_seats (booking_id, event_id, seat_no, held_at, released_at)"
+                 " SELECT " BOOKING_P1 ", 1, g, now(), now() FROM generate_series(0, 99) g");
+    /* One bad row refuses its whole statement, whether COPY or INSERT writes it. */
+    expect_refusal(db, FOREIGN_KEY_VIOLATION,
+                   "INSERT INTO booking_seats (booking_id, event_id, seat_no, held_at)"
+                   " VALUES (" BOOKING_P1 ", 1, 5, now()), (" BOOKING_P1 ", 1, 10000000, now())");
+    expect_refusal(db, FOREIGN_KEY_VIOLATION,
+                   "INSERT INTO booking_seats (booking_id, event_id, seat_no, held_at)"
+                   " VALUES (" BOOKING_P1 ", 1, 5, now()), (" BOOKING_P1 " + 1, 1, 6, now())");
+    expect_refusal(db, FOREIGN_KEY_VIOLATION,
+                   "UPDATE booking_seats SET seat_no = 10000000 WHERE seat_no = 3");
+    expect_refusal(db, FOREIGN_KEY_VIOLATION,
+                   "UPDATE booking_seats SET booking_id = " BOOKING_P1 " + 1 WHERE seat_no = 3");
+    expect_refusal(db, FOREIGN_KEY_VIOLATION,
+                   "UPDATE bookings SET id = " BOOKING_P1 " + 1 WHERE id = " BOOKING_P1);
+    cr_assert_eq(pgt_query_i64(db, "SELECT count(*) FROM booking_seats"), 100);
+    /* Closing rows, as the drain does, is an update like any other. */
+    pgt_exec(db, "UPDATE booking_seats SET released_at = now() WHERE seat_no < 10");
+    /* Seats and bookings deleted take their rows with them. */
+    pgt_exec(db, "DELETE FROM seats WHERE event_id = 1 AND seat_no < 40");
+    cr_assert_eq(pgt_query_i64(db, "SELECT count(*) FROM booking_seats"), 60);
+    pgt_exec(db, "DELETE FROM bookings WHERE id = " BOOKING_P1);
+    cr_assert_eq(pgt_query_i64(db, "SELECT count(*) FROM booking_seats"), 0);
+    PQfinish(db);
+}
+
 Test(persister_schema, constraints_refuse_bad_accounts_events_and_partitions)
 {
     pgt_server *s;
