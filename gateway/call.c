@@ -91,6 +91,9 @@ void gw_call_complete(gw_call *call)
 
 static void call_finish(gw_call *call)
 {
+    if (call->batch_slot != NULL) {
+        call->batch_slot->in_flight--; /* its partition's next batch may leave */
+    }
     gw_req *r = call->req;
     if (r != NULL) {
         r->pending = NULL;
@@ -174,7 +177,19 @@ static bool space_alloc(tg_wire_space *s, unsigned space)
  * arrive on one nng thread, in order, one callback each; every call is
  * filled in, and the whole chain is queued for the loop with one lock and
  * one wake-up after the last.  The first call is queued last of all, so its
- * cursor stays ours until then. */
+ * cursor stays ours until then.
+ *
+ * Window.  Each message costs the same whatever it carries: a handful of
+ * hand-offs between nng's threads and the loop's, in the gateway and in the
+ * unit, which on a machine the grid shares cost more than the operations.
+ * Sending at every turn of the loop sent many small messages under load (4
+ * to 10 operations each with 64 connections).  So while a partition's last
+ * message is unanswered its next batch keeps gathering, and leaves when the
+ * loop finishes the reply (the uv_prepare after it), when it is full, or
+ * --grid-batch-wait-ms after the last one left, whichever comes first: the
+ * message size follows the load, an idle gateway waits for nothing, and a
+ * unit that hangs delays the next message by that much at most, never by
+ * the grid timeout. */
 
 static void calls_complete(gw_call *head, gw_call *tail)
 {
@@ -212,7 +227,11 @@ static void batch_reply_cb(void *arg, uint32_t index, tg_err err, const tg_msg *
 
 static void batch_send(gw_worker *w, gw_batch *b)
 {
-    gw_call *head = b->head;
+    gw_call *head = b->head, *tail = b->tail;
+    b->head = b->tail = NULL;
+    b->in_flight++;
+    b->sent_ms = uv_now(&w->loop);
+    head->batch_slot = b;
     atomic_fetch_add_explicit(&w->metrics.grid_batches, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->metrics.grid_batched, b->wire.count, memory_order_relaxed);
     tg_err err = tg_client_send_batch(w->gw->client, b->partition_id, &b->wire,
@@ -223,20 +242,37 @@ static void batch_send(gw_worker *w, gw_batch *b)
             c->err = err;
             c->reply.type = TG_WIRE_NONE;
         }
-        calls_complete(head, b->tail);
+        calls_complete(head, tail);
     }
     tg_wire_batch_reset(&b->wire);
-    b->head = b->tail = NULL;
 }
 
+static void on_batch_due(uv_timer_t *timer)
+{
+    (void)timer; /* the uv_prepare that follows in this turn sends it */
+}
+
+/* Sends every batch that is due; wakes the loop for the first one that is
+ * not yet. */
 void gw_batches_flush(gw_worker *w)
 {
-    for (uint32_t i = 0; i < w->batches_open; i++) {
-        if (w->batches[i].head != NULL) {
-            batch_send(w, &w->batches[i]);
+    uint64_t now = uv_now(&w->loop);
+    uint64_t wait = w->gw->cfg.grid_batch_wait_ms, wake = UINT64_MAX;
+    for (uint32_t i = 0; i < GW_BATCHES_OPEN_MAX; i++) {
+        gw_batch *b = &w->batches[i];
+        if (b->head == NULL) {
+            continue;
+        }
+        uint64_t due = b->sent_ms + wait;
+        if (b->in_flight == 0 || now >= due) {
+            batch_send(w, b);
+        } else if (due < wake) {
+            wake = due;
         }
     }
-    w->batches_open = 0;
+    if (wake != UINT64_MAX) {
+        uv_timer_start(&w->batch_timer, on_batch_due, wake - now, 0);
+    }
 }
 
 static void on_flush(uv_prepare_t *handle)
@@ -249,24 +285,29 @@ void gw_batches_init(gw_worker *w)
     for (uint32_t i = 0; i < GW_BATCHES_OPEN_MAX; i++) {
         tg_wire_batch_init(&w->batches[i].wire);
     }
+    uv_timer_init(&w->loop, &w->batch_timer);
     uv_prepare_init(&w->loop, &w->flush);
     uv_prepare_start(&w->flush, on_flush);
 }
 
-/* The open batch for the partition, opening one; NULL when all are open. */
+/* The partition's slot, taking a free one; NULL when none is free. */
 static gw_batch *batch_for(gw_worker *w, uint32_t partition_id)
 {
-    for (uint32_t i = 0; i < w->batches_open; i++) {
-        if (w->batches[i].partition_id == partition_id) {
-            return &w->batches[i];
+    gw_batch *free_slot = NULL;
+    for (uint32_t i = 0; i < GW_BATCHES_OPEN_MAX; i++) {
+        gw_batch *b = &w->batches[i];
+        bool used = b->head != NULL || b->in_flight > 0;
+        if (used && b->partition_id == partition_id) {
+            return b;
+        }
+        if (!used && free_slot == NULL) {
+            free_slot = b;
         }
     }
-    if (w->batches_open == GW_BATCHES_OPEN_MAX) {
-        return NULL;
+    if (free_slot != NULL) {
+        free_slot->partition_id = partition_id;
     }
-    gw_batch *b = &w->batches[w->batches_open++];
-    b->partition_id = partition_id;
-    return b;
+    return free_slot;
 }
 
 /* Adds the call's request to its partition's batch; TG_EBUSY when no batch
@@ -291,7 +332,7 @@ static tg_err batch_add(gw_call *call, uint32_t partition_id, const tg_msg *msg)
     }
     b->tail = call;
     if (b->wire.count >= w->gw->cfg.grid_batch_max) {
-        batch_send(w, b); /* stays open, empty, for the rest of the turn */
+        batch_send(w, b); /* full: it does not wait for the one before */
     }
     return TG_OK;
 }

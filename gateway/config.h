@@ -36,6 +36,7 @@ typedef struct {
     uint32_t idle_timeout_ms;         /* an idle keep-alive connection */
     uint32_t grid_timeout_ms;         /* one request to a processing unit */
     uint32_t grid_batch_max;          /* seat operations per batch message (1: no batches) */
+    uint32_t grid_batch_wait_ms;      /* a batch waits this long at most for the one before */
     uint32_t map_refresh_ms;          /* partition map re-read from PostgreSQL */
     uint32_t events_cache_ms;         /* events, search and event reads */
     uint32_t jwt_ttl_s;               /* lifetime of a login token */

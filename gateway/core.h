@@ -46,22 +46,30 @@ typedef struct gw_call {
     /* In a batch: the next call of the batch, in order; the first call's
      * cursor is the call whose reply comes next (nng's thread only). */
     struct gw_call *batch_next, *batch_cursor;
+    /* The first call of a batch sent: its partition's slot, whose message in
+     * flight it is until the loop finishes it (loop thread only). */
+    struct gw_batch *batch_slot;
     /* Last: gw_call_take zeroes everything before it. */
     tg_msg reply;
 } gw_call;
 
 /* ---- Batches to the units ------------------------------------------------ */
 
-/* The seat operations of one turn of a loop, gathered per partition and
- * sent when the loop is about to wait for I/O (uv_prepare): under load many
- * requests share one message and one wake-up; when idle a batch holds one
- * request and travels as a plain request, no later than before. */
-#define GW_BATCHES_OPEN_MAX 8u /* partitions per turn; more go alone */
+/* The seat operations of a loop, gathered per partition and sent when the
+ * loop is about to wait for I/O (uv_prepare) — unless the partition's last
+ * message is still unanswered: then they keep gathering until its reply
+ * comes back, for at most --grid-batch-wait-ms (or until a message is full).
+ * Idle, a batch holds one request and leaves at once as a plain request;
+ * under load one message and one wake-up carry every request that arrived
+ * during the last round trip (call.c). */
+#define GW_BATCHES_OPEN_MAX 8u /* partitions gathered at once; more go alone */
 
-typedef struct {
+typedef struct gw_batch {
     uint32_t partition_id;
+    uint32_t in_flight; /* messages sent and not finished by the loop */
+    uint64_t sent_ms;   /* uv_now when the last one left */
     tg_wire_batch wire;
-    gw_call *head, *tail; /* NULL head: not open */
+    gw_call *head, *tail; /* gathered, not sent; NULL head: none */
 } gw_batch;
 
 /* ---- Metrics ------------------------------------------------------------- */
@@ -122,9 +130,10 @@ struct gw_worker {
     pthread_mutex_t lock;
     gw_call *done_head, *done_tail;
     gw_token_entry tokens[GW_TOKEN_CACHE_SLOTS]; /* loop thread only */
-    uv_prepare_t flush;                      /* sends the open batches */
-    gw_batch batches[GW_BATCHES_OPEN_MAX];   /* loop thread only */
-    uint32_t batches_open;
+    uv_prepare_t flush;                          /* sends the batches due */
+    uv_timer_t batch_timer;                      /* a batch waits no longer than its due time */
+    gw_batch
+        batches[GW_BATCHES_OPEN_MAX]; /* loop thread only; free: nothing gathered or in flight */
     /* Outbound HTTP (outbound.c), loop thread only: libcurl's multi
      * interface driven by this loop. */
     CURLM *curl_multi;

@@ -35,6 +35,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -471,4 +472,79 @@ Test(gateway_failover, units_added_and_drained_under_load_lose_nothing)
     assert_grid_and_pg_agree(g, &hall);
     gwh_stop_ok(g);
     hx_stop_ok(&added);
+}
+
+/* ---- A unit that hangs ---------------------------------------------------------- */
+
+#define HUNG_TIMEOUT_MS   600 /* the gateway's grid timeout in this test */
+#define HUNG_SECOND_AFTER 100 /* the second hold leaves this long after the first */
+
+/* Sends a hold on a connection of its own that the gateway closes after
+ * answering; returns the connection. */
+static int hold_raw(gwh_gateway *gw, const char *auth, uint64_t booking, uint64_t seat_id)
+{
+    char body[128], request[1024];
+    int len = snprintf(body, sizeof(body),
+                       "{\"booking_id\": %" PRIu64 ", \"seat_id\": %" PRIu64 "}", booking, seat_id);
+    int n = snprintf(request, sizeof(request),
+                     "PATCH /api/seats/select HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Authorization: %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     auth, len, body);
+    cr_assert(n > 0 && (size_t)n < sizeof(request));
+    int fd = gwh_connect(gw);
+    gwh_write(fd, request, (size_t)n);
+    return fd;
+}
+
+/* The answer on fd, once the gateway closed it: asserts 503 grid_timeout. */
+static void expect_grid_timeout(int fd, const char *which)
+{
+    size_t len;
+    bool closed;
+    char *reply = gwh_read_all(fd, 5 * HUNG_TIMEOUT_MS, &len, &closed);
+    cr_assert(closed, "%s: no answer within %d ms", which, 5 * HUNG_TIMEOUT_MS);
+    cr_assert(strncmp(reply, "HTTP/1.1 503", 12) == 0 && strstr(reply, "grid_timeout") != NULL,
+              "%s: %s", which, reply);
+}
+
+/* While a partition's message is unanswered, its next batch gathers, but for
+ * --grid-batch-wait-ms at most (gateway/README.md, "Batches to the units"):
+ * a unit that hangs costs a request behind it the grid timeout, not that
+ * plus the wait for the message ahead of it. */
+Test(gateway_failover, a_request_behind_a_hung_message_waits_the_grid_timeout_not_more)
+{
+    /* One loop thread: both holds on the same loop, whose batches they share. */
+    static const char *const flags[] = {
+        "--allow-reset", "--auth-rate",          "0", "--threads", "1", "--grid-timeout-ms",
+        "600",           "--grid-batch-wait-ms", "5", NULL};
+    gwh_options o = {.gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    const char *auth = gwh_login(g->gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t booking = gwh_booking_create(g->gw, auth, GWH_DEMO_EVENT);
+    hold_ok(g->gw, auth, &concert); /* the route to the unit is up */
+
+    cr_assert_eq(kill(g->units[0].pid, SIGSTOP), 0);
+    int64_t t0 = hx_now_ms();
+    int first = hold_raw(g->gw, auth, booking, GWH_SEAT_ID(GWH_DEMO_PARTITION, 90000));
+    hx_sleep_ms(HUNG_SECOND_AFTER);
+    int64_t t1 = hx_now_ms();
+    int second = hold_raw(g->gw, auth, booking, GWH_SEAT_ID(GWH_DEMO_PARTITION, 90001));
+    expect_grid_timeout(second, "the second hold");
+    int64_t second_ms = hx_now_ms() - t1;
+    expect_grid_timeout(first, "the first hold");
+    printf("# hung unit: the second hold answered %lld ms after it was sent, %lld ms after the "
+           "first (grid timeout %d ms)\n",
+           (long long)second_ms, (long long)(hx_now_ms() - t0), HUNG_TIMEOUT_MS);
+    fflush(stdout);
+    /* Waiting for the first message's timeout before sending would make it
+     * HUNG_TIMEOUT_MS - HUNG_SECOND_AFTER more. */
+    cr_assert_lt(second_ms, HUNG_TIMEOUT_MS + (HUNG_TIMEOUT_MS - HUNG_SECOND_AFTER) / 2,
+                 "the second hold waited for the first one's message");
+    close(first);
+    close(second);
+
+    cr_assert_eq(kill(g->units[0].pid, SIGCONT), 0);
+    hold_ok(g->gw, auth, &concert); /* and it sells again */
+    gwh_stop_ok(g);
 }
