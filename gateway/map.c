@@ -38,15 +38,22 @@
  * buy the moment the organizer sees 200, and stop the moment a cancel
  * answers.  A read already under way when the write committed may have
  * missed it, so the wait is for a read begun after the call.  Other
- * gateways follow at their next read (cfg.map_refresh_ms).
+ * gateways hear of it from PostgreSQL: every statement that changes events
+ * or grid_partitions sends a notification on the channel tixgrid_map,
+ * delivered at commit (migration 010), and the refresher LISTENs on it and
+ * reads the map at once.  It waits with poll(2) on its connection's socket
+ * and on a pipe the other wake-ups write to.
  *
  * PostgreSQL down: the last index stays in force (the grid keeps selling
  * without the database) and the refresher retries on its next tick; maps
  * published meanwhile still move the routes.
  */
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "tixgrid/assert.h"
@@ -85,8 +92,8 @@ typedef struct {
 struct gw_map {
     gw_gateway *gw;
     pthread_t thread;
-    pthread_mutex_t lock; /* stopping, wake, the refresh counters */
-    pthread_cond_t wake;
+    pthread_mutex_t lock;     /* stopping, refresh_now, the refresh counters */
+    int wake_fds[2];          /* a pipe: a byte wakes the refresher (map_wake) */
     pthread_cond_t read_done; /* reads_done moved, or the last waiter left */
     bool stopping;
     uint64_t reads_asked; /* reads asked for by gw_map_refresh_wait */
@@ -219,6 +226,14 @@ static void route_apply(gw_map *m, uint32_t partition_id, uint64_t epoch, const 
     pthread_mutex_unlock(&m->route_lock);
 }
 
+/* Wakes the refresher from its wait (any thread).  A full pipe already
+ * holds a wake-up, so a failed write loses nothing. */
+static void map_wake(gw_map *m)
+{
+    ssize_t n = write(m->wake_fds[1], "w", 1);
+    (void)n;
+}
+
 /* On nng's thread: a newer map was published.  Routes move at once; the
  * refresher reads PostgreSQL again for the rest. */
 static void map_published_cb(void *arg, const tg_msg *map)
@@ -237,7 +252,7 @@ static void map_published_cb(void *arg, const tg_msg *map)
     atomic_store(&m->manager_epoch, g->epoch);
     pthread_mutex_lock(&m->lock);
     m->refresh_now = true;
-    pthread_cond_signal(&m->wake);
+    map_wake(m);
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -490,6 +505,13 @@ static bool map_refresh(gw_map *m)
         if (m->db == NULL) {
             return false;
         }
+        /* Before the read: a change committed after LISTEN is announced. */
+        PGresult *listen = PQexec(m->db, "LISTEN tixgrid_map");
+        if (PQresultStatus(listen) != PGRES_COMMAND_OK) {
+            tg_log(TG_LOG_WARN, "map: changes will be seen at the next read only: %s",
+                   PQresultErrorMessage(listen));
+        }
+        PQclear(listen);
     }
     PGresult *res = PQexec(m->db, map_sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -518,6 +540,41 @@ static bool map_refresh(gw_map *m)
     return true;
 }
 
+/* Takes the announcements libpq has received; true when there were any. */
+static bool map_announced(gw_map *m)
+{
+    bool announced = false;
+    for (PGnotify *n; (n = PQnotifies(m->db)) != NULL; PQfreemem(n)) {
+        announced = true;
+    }
+    return announced;
+}
+
+/* Waits up to ms for a wake-up or for PostgreSQL; true when PostgreSQL
+ * announced a change to the map (or the connection broke: the next read
+ * reconnects and listens again).  An announcement that arrived while the
+ * last read ran is already in libpq's queue, not on the socket, and may
+ * be of a commit that read missed: it counts at once. */
+static bool map_wait(gw_map *m, int64_t ms)
+{
+    bool up = m->db != NULL && PQstatus(m->db) == CONNECTION_OK;
+    if (up && map_announced(m)) {
+        return true;
+    }
+    struct pollfd fds[2] = {{.fd = m->wake_fds[0], .events = POLLIN},
+                            {.fd = up ? PQsocket(m->db) : -1, .events = POLLIN}};
+    if (poll(fds, 2, (int)(ms < INT32_MAX ? ms : INT32_MAX)) <= 0) {
+        return false;
+    }
+    char drain[64];
+    while (read(m->wake_fds[0], drain, sizeof(drain)) > 0) {
+    }
+    if (fds[1].revents == 0) {
+        return false;
+    }
+    return PQconsumeInput(m->db) == 0 || map_announced(m);
+}
+
 static void *map_thread(void *arg)
 {
     gw_map *m = arg;
@@ -531,9 +588,12 @@ static void *map_thread(void *arg)
             m->reads_done = asked;
             pthread_cond_broadcast(&m->read_done);
         }
-        struct timespec until = tg_realtime_after_ms(m->gw->cfg.map_refresh_ms);
-        while (!m->stopping && !m->refresh_now &&
-               pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0) {
+        int64_t until = tg_now_ms() + m->gw->cfg.map_refresh_ms;
+        for (int64_t left; !m->stopping && !m->refresh_now && (left = until - tg_now_ms()) > 0;) {
+            pthread_mutex_unlock(&m->lock);
+            bool announced = map_wait(m, left);
+            pthread_mutex_lock(&m->lock);
+            m->refresh_now = m->refresh_now || announced;
         }
         m->refresh_now = false;
     }
@@ -551,6 +611,8 @@ static void map_free(gw_map *m)
     }
     free(m->layouts);
     free(m->routes);
+    close(m->wake_fds[0]);
+    close(m->wake_fds[1]);
     free(m);
 }
 
@@ -561,8 +623,11 @@ tg_err gw_map_open(gw_gateway *gw, gw_map **out)
         return TG_ENOMEM;
     }
     m->gw = gw;
+    if (pipe2(m->wake_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        free(m);
+        return TG_ESYSTEM;
+    }
     pthread_mutex_init(&m->lock, NULL);
-    pthread_cond_init(&m->wake, NULL);
     pthread_cond_init(&m->read_done, NULL);
     pthread_rwlock_init(&m->rw, NULL);
     pthread_mutex_init(&m->route_lock, NULL);
@@ -597,7 +662,7 @@ bool gw_map_refresh_wait(gw_gateway *gw, uint32_t timeout_ms)
     uint64_t want = ++m->reads_asked;
     m->refresh_now = true;
     m->waiters++;
-    pthread_cond_signal(&m->wake);
+    map_wake(m);
     while (!m->stopping && m->reads_done < want &&
            pthread_cond_timedwait(&m->read_done, &m->lock, &until) == 0) {
     }
@@ -614,7 +679,7 @@ void gw_map_close(gw_map *m)
     tg_mapsub_close(m->sub); /* no map arrives after this */
     pthread_mutex_lock(&m->lock);
     m->stopping = true;
-    pthread_cond_signal(&m->wake);
+    map_wake(m);
     pthread_cond_broadcast(&m->read_done);
     while (m->waiters > 0) {
         pthread_cond_wait(&m->read_done, &m->lock);

@@ -583,6 +583,51 @@ Test(gateway_organizer, the_gateway_that_publishes_or_cancels_sells_accordingly_
     gwh_stop_ok(g);
 }
 
+/* How soon another gateway follows a publish or a cancel: PostgreSQL
+ * announces the change at commit (migration 010), its periodic read being
+ * a minute away. */
+#define ANNOUNCED_MS 3000
+
+/* Ms until a new booking of the event on gw answers `status`, polling;
+ * asserts it does within ANNOUNCED_MS. */
+static int64_t bookings_answer(gwh_gateway *gw, const char *auth, uint64_t event, long status)
+{
+    char body[64];
+    snprintf(body, sizeof(body), "{\"event_id\": %" PRIu64 "}", event);
+    int64_t start = pgt_now_ms();
+    long last = 0;
+    while (pgt_now_ms() - start < ANNOUNCED_MS) {
+        last = gwh_http(gw, "POST", auth, body, "/api/bookings")->status;
+        if (last == status) {
+            return pgt_now_ms() - start;
+        }
+        usleep(5 * 1000);
+    }
+    cr_assert_fail("gateway %d: bookings of event %" PRIu64 " still answer %ld, not %ld, %d ms on",
+                   gw->index, event, last, status, ANNOUNCED_MS);
+    return -1;
+}
+
+Test(gateway_organizer, every_gateway_follows_a_publish_and_a_cancel_at_once)
+{
+    static const char *const slow_map[] = {"--map-refresh-ms", "60000", NULL};
+    gwh_grid *g = gwh_start(&(gwh_options){HALL_ONLY, .gateway_flags = slow_map});
+    gwh_gateway *other = gwh_gateway_start(g, slow_map);
+    const char *org = gwh_login(g->gw, ORGANIZER, ORGANIZER_PASSWORD);
+    const char *buyer = gwh_login(other, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t event = event_create(g->gw, org, three_sections);
+    publish(g->gw, org, event);
+    int64_t opened = bookings_answer(other, buyer, event, 201);
+    gwh_expect(gwh_http(g->gw, "POST", org, NULL, "/api/admin/events/%" PRIu64 "/cancel", event),
+               200);
+    int64_t closed = bookings_answer(other, buyer, event, 409);
+    fprintf(stderr,
+            "# the other gateway sold %lld ms after the publish answered, refused %lld ms "
+            "after the cancel answered\n",
+            (long long)opened, (long long)closed);
+    gwh_stop_ok(g);
+}
+
 Test(gateway_organizer, with_a_manager_the_published_partition_gets_a_backup)
 {
     gwh_grid *g = gwh_start(&(gwh_options){HALL_ONLY, .units = 2, .manager = true, .backups = 1});
