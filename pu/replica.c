@@ -167,7 +167,7 @@ static void booking_take_slot(pu_partition *p, pu_booking_rec *b, uint32_t seq)
 {
     memset(&b->seq, 0, sizeof(*b) - offsetof(pu_booking_rec, seq));
     b->seq = seq;
-    if (seq > p->hdr->booking_next_seq) {
+    if (seq > __atomic_load_n(&p->hdr->booking_next_seq, __ATOMIC_RELAXED)) {
         __atomic_store_n(&p->hdr->booking_next_seq, seq, __ATOMIC_RELEASE);
     }
     __atomic_fetch_add(&p->hdr->bookings_created, 1, __ATOMIC_RELAXED);

@@ -35,9 +35,11 @@ void pu_partition_wipe(pu_partition *p)
         memset(p->rows[r].counts, 0, sizeof(p->rows[r].counts));
         p->rows[r].counts[TG_SEAT_FREE] = p->rows[r].seat_count;
     }
-    h->booking_next_seq = 0;
-    h->sweep_cursor = 0;
-    h->bookings_created = 0;
+    /* Atomic like every other access to them: describe (metrics, status, a
+     * partition_create retried) reads them without the apply lock. */
+    __atomic_store_n(&h->booking_next_seq, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->sweep_cursor, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->bookings_created, 0, __ATOMIC_RELAXED);
 }
 
 tg_err pu_restore_begin(pu_partition *p, uint64_t epoch, uint64_t log_base)
@@ -89,8 +91,8 @@ tg_err pu_restore_booking(pu_partition *p, const pu_booking_info *b)
         return TG_EINVAL;
     }
     /* Whatever happens to the slot, later bookings must get later seqs. */
-    if (seq > p->hdr->booking_next_seq) {
-        p->hdr->booking_next_seq = seq;
+    if (seq > __atomic_load_n(&p->hdr->booking_next_seq, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&p->hdr->booking_next_seq, seq, __ATOMIC_RELAXED);
     }
     pu_booking_rec *rec = pu_booking_slot(p, seq);
     if (rec->seq != 0 && rec->seq != seq) {
