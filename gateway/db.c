@@ -9,14 +9,18 @@
  * loop like a processing unit's reply (call.c).
  *
  * PostgreSQL down: a thread whose connection broke reconnects before its
- * next job, at most once per GW_DB_RECONNECT_MS; in between, jobs run with
- * db == NULL and answer 503 quickly instead of waiting for a connect
- * timeout each.  Seats are never read from here: the grid serves them.
+ * next job; after a failed attempt, not again for GW_DB_RECONNECT_MS, and
+ * in between jobs run with db == NULL and answer 503 quickly instead of
+ * waiting for a connect timeout each.  A connection PostgreSQL closed while it sat idle (a
+ * restart, pg_terminate_backend) is noticed before a job is sent into it:
+ * its goodbye is already on the socket (connection_closed).  Seats are
+ * never read from here: the grid serves them.
  *
  * Rejected: libpq's asynchronous API on the loop threads.  It would save
  * the threads, but argon2id hashing needs threads anyway, and queries here
  * are off the seat path; a pool keeps handlers sequential and simple.
  */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,17 +77,31 @@ static gw_call *queue_pop(gw_db_pool *pool)
     return call;
 }
 
-/* Keeps *db usable: drops a broken connection, reconnects when allowed. */
-static void connection_ensure(gw_db_pool *pool, PGconn **db, int64_t *last_try_ms)
+/* True when PostgreSQL has, or may have, closed an idle connection.  A
+ * pool connection between jobs has nothing to read (it listens to no
+ * channel) but the server's last words: a FATAL and the end of the stream,
+ * after a restart or pg_terminate_backend.  Anything readable then is
+ * reason enough to start afresh: a reconnect costs less than a job sent
+ * into a dead connection and answered 503, one per pool thread after
+ * every restart of PostgreSQL. */
+static bool connection_closed(PGconn *db)
 {
-    if (*db != NULL && PQstatus(*db) != CONNECTION_OK) {
+    struct pollfd p = {.fd = PQsocket(db), .events = POLLIN};
+    return poll(&p, 1, 0) != 0;
+}
+
+/* Keeps *db usable: drops a broken connection and reconnects, at once
+ * unless a connection attempt failed less than GW_DB_RECONNECT_MS ago. */
+static void connection_ensure(gw_db_pool *pool, PGconn **db, int64_t *failed_ms)
+{
+    if (*db != NULL && (PQstatus(*db) != CONNECTION_OK || connection_closed(*db))) {
         PQfinish(*db);
         *db = NULL;
     }
     int64_t now = tg_mono_ns() / 1000000;
-    if (*db == NULL && now - *last_try_ms >= GW_DB_RECONNECT_MS) {
-        *last_try_ms = now;
+    if (*db == NULL && now - *failed_ms >= GW_DB_RECONNECT_MS) {
         *db = gw_db_connect(&pool->gw->cfg, "queries");
+        *failed_ms = *db == NULL ? now : *failed_ms;
     }
 }
 
@@ -91,10 +109,10 @@ static void *pool_thread(void *arg)
 {
     gw_db_pool *pool = arg;
     PGconn *db = NULL;
-    int64_t last_try_ms = -GW_DB_RECONNECT_MS;
+    int64_t failed_ms = -GW_DB_RECONNECT_MS;
     gw_call *call;
     while ((call = queue_pop(pool)) != NULL) {
-        connection_ensure(pool, &db, &last_try_ms);
+        connection_ensure(pool, &db, &failed_ms);
         call->db_run(db, call->job);
         gw_call_complete(call);
     }

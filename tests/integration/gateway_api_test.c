@@ -948,3 +948,17 @@ Test(gateway_api, metrics_count_requests_by_route_and_status_and_healthz_and_rea
     cr_assert(strstr(text, "# TYPE tixgrid_http_requests_total counter") != NULL);
     gwh_stop_ok(g);
 }
+
+/* PostgreSQL restarted: each pool connection it closed is noticed before a
+ * job is sent into it (db.c), so the first request after the restart is
+ * served rather than answered 503 database_unavailable. */
+Test(gateway_api, the_first_login_after_postgresql_restarts_is_served)
+{
+    static const char *const one_pool_thread[] = {"--auth-rate", "0", "--db-threads", "1", NULL};
+    gwh_grid *g = gwh_start(&(gwh_options){.gateway_flags = one_pool_thread});
+    gwh_login(g->gw, GWH_BUYER, GWH_BUYER_PASSWORD); /* the pool's one connection is open */
+    pgt_stop(g->pg, false);
+    pgt_resume(g->pg);
+    gwh_login(g->gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    gwh_stop_ok(g);
+}
