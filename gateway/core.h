@@ -62,7 +62,10 @@ typedef struct gw_call {
  * Idle, a batch holds one request and leaves at once as a plain request;
  * under load one message and one wake-up carry every request that arrived
  * during the last round trip (call.c). */
-#define GW_BATCHES_OPEN_MAX 8u /* partitions gathered at once; more go alone */
+/* Partitions a loop gathers for at once.  A slot stays taken while its
+ * partition has a batch gathering or a message unanswered, which under
+ * steady load is always: more busy partitions than slots go alone. */
+#define GW_BATCHES_OPEN_MAX 64u
 
 typedef struct gw_batch {
     uint32_t partition_id;

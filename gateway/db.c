@@ -98,10 +98,11 @@ static void connection_ensure(gw_db_pool *pool, PGconn **db, int64_t *failed_ms)
         PQfinish(*db);
         *db = NULL;
     }
-    int64_t now = tg_mono_ns() / 1000000;
-    if (*db == NULL && now - *failed_ms >= GW_DB_RECONNECT_MS) {
+    if (*db == NULL && tg_mono_ns() / 1000000 - *failed_ms >= GW_DB_RECONNECT_MS) {
         *db = gw_db_connect(&pool->gw->cfg, "queries");
-        *failed_ms = *db == NULL ? now : *failed_ms;
+        if (*db == NULL) { /* timed from the failure: a connect may time out slowly */
+            *failed_ms = tg_mono_ns() / 1000000;
+        }
     }
 }
 

@@ -106,6 +106,7 @@ struct gw_map {
     atomic_bool loaded;
     char why[160]; /* under rw: why not ready */
     PGconn *db;    /* refresher thread only */
+    bool listening;   /* db LISTENs on tixgrid_map (refresher thread only) */
     bool refresh_now; /* under lock: a published map asks for a PostgreSQL read at once */
     tg_mapsub *sub;   /* NULL without cfg.manager_pub */
     pthread_mutex_t route_lock; /* routes, and every tg_client_route of the map */
@@ -505,9 +506,13 @@ static bool map_refresh(gw_map *m)
         if (m->db == NULL) {
             return false;
         }
+        m->listening = false;
+    }
+    if (!m->listening) {
         /* Before the read: a change committed after LISTEN is announced. */
         PGresult *listen = PQexec(m->db, "LISTEN tixgrid_map");
-        if (PQresultStatus(listen) != PGRES_COMMAND_OK) {
+        m->listening = PQresultStatus(listen) == PGRES_COMMAND_OK;
+        if (!m->listening) {
             tg_log(TG_LOG_WARN, "map: changes will be seen at the next read only: %s",
                    PQresultErrorMessage(listen));
         }

@@ -867,9 +867,11 @@ static tg_err copy_text(PGconn *db, const char *what, const char *sql, const pst
     return err;
 }
 
-/* The writes, in an order that keeps every immediate constraint: closes
- * before opens (one open booking_seats row per seat).  Foreign keys to
- * bookings are deferred: they hold at COMMIT. */
+/* The writes, in an order that keeps every immediate constraint: bookings
+ * before booking_seats (whose references are checked at the end of each
+ * statement, migration 009), closes before opens (one open booking_seats
+ * row per seat).  The seats' foreign key to bookings is deferred: it holds
+ * at COMMIT. */
 static tg_err work_write(PGconn *db, batch_work *w)
 {
     tg_err err = TG_OK;
