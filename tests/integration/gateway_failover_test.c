@@ -524,7 +524,7 @@ Test(gateway_failover, a_request_behind_a_hung_message_waits_the_grid_timeout_no
     uint64_t booking = gwh_booking_create(g->gw, auth, GWH_DEMO_EVENT);
     hold_ok(g->gw, auth, &concert); /* the route to the unit is up */
 
-    cr_assert_eq(kill(g->units[0].pid, SIGSTOP), 0);
+    hx_freeze(&g->units[0]); /* every thread stopped: kill(2) alone returns before */
     int64_t t0 = hx_now_ms();
     int first = hold_raw(g->gw, auth, booking, GWH_SEAT_ID(GWH_DEMO_PARTITION, 90000));
     hx_sleep_ms(HUNG_SECOND_AFTER);
