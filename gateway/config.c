@@ -41,7 +41,7 @@ typedef struct {
 #define U32(field) offsetof(gw_config, field)
 static const number_setting numbers[] = {
     {"threads", "TIXGRID_GATEWAY_THREADS", U32(threads), 0, 64, 0,
-     "loop threads (0: one per core)"},
+     "loop threads (0: one per CPU it may run on)"},
     {"db-threads", "TIXGRID_GATEWAY_DB_THREADS", U32(db_threads), 1, 64, 4,
      "PostgreSQL and password-hashing threads"},
     {"db-queue-max", "TIXGRID_GATEWAY_DB_QUEUE_MAX", U32(db_queue_max), 1, 1000000, 4096,
@@ -117,6 +117,7 @@ enum {
     OPT_WEBHOOK_SECRET,
     OPT_PUBLIC_URL,
     OPT_MANAGER_PUB,
+    OPT_CPUS,
     OPT_NUMBER
 };
 /* The options before the numbers in from_flags' table. */
@@ -141,7 +142,9 @@ static void usage_print(void)
            "  --public-url URL         TIXGRID_GATEWAY_PUBLIC_URL  how browsers reach this gateway "
            "(http://HOST:PORT of --listen)\n"
            "  --manager-pub URL[,URL]  TIXGRID_MANAGER_PUB      where the grid managers publish "
-           "the map (none: read from PostgreSQL only)\n",
+           "the map (none: read from PostgreSQL only)\n"
+           "  --cpus LIST              TIXGRID_GATEWAY_CPUS     every thread on these CPUs, as "
+           "taskset -c: 0, 0-1, 0,2 (any)\n",
            GW_SECRET_BYTES_MIN, GW_SECRET_BYTES_MAX);
     for (size_t i = 0; i < NUMBERS_COUNT; i++) {
         printf("  --%-22s %-36s %s (%u)\n", numbers[i].flag, numbers[i].env, numbers[i].help,
@@ -214,6 +217,18 @@ static int set_manager_pub(gw_config *cfg, const char *text, const char *what)
     return -1;
 }
 
+static int set_cpus(gw_config *cfg, const char *text, const char *what)
+{
+    if (strlen(text) >= sizeof(cfg->cpus_text) || tg_parse_cpus(text, &cfg->cpus) != TG_OK) {
+        return tg_cli_usage_error(PROGRAM,
+                                  "%s: expected CPUs as 0, 0-1 or 0,2 (numbers below %d), "
+                                  "got \"%s\"",
+                                  what, CPU_SETSIZE, text);
+    }
+    memcpy(cfg->cpus_text, text, strlen(text) + 1);
+    return -1;
+}
+
 /* "0.0.0.0:8080", "[::]:8080", ":8080" (all IPv4 interfaces). */
 static int set_listen(gw_config *cfg, const char *text)
 {
@@ -281,6 +296,9 @@ static int from_environment(gw_config *cfg)
     if ((v = tg_env("TIXGRID_MANAGER_PUB", NULL)) != NULL && rc < 0) {
         rc = set_manager_pub(cfg, v, "TIXGRID_MANAGER_PUB");
     }
+    if ((v = tg_env("TIXGRID_GATEWAY_CPUS", NULL)) != NULL && rc < 0) {
+        rc = set_cpus(cfg, v, "TIXGRID_GATEWAY_CPUS");
+    }
     if ((v = tg_env("TIXGRID_ALLOW_RESET", NULL)) != NULL) {
         cfg->allow_reset = strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
     }
@@ -315,6 +333,8 @@ static int from_flag(gw_config *cfg, int opt, int index, const char *arg)
         return set_url(cfg->public_url, sizeof(cfg->public_url), arg, "--public-url");
     case OPT_MANAGER_PUB:
         return set_manager_pub(cfg, arg, "--manager-pub");
+    case OPT_CPUS:
+        return set_cpus(cfg, arg, "--cpus");
     case OPT_NUMBER:
         return set_number(cfg, &numbers[index], arg, "--");
     default:
@@ -336,6 +356,7 @@ static int from_flags(gw_config *cfg, int argc, char **argv)
                                 OPT_WEBHOOK_SECRET};
     opts[n++] = (struct option){"public-url", required_argument, NULL, OPT_PUBLIC_URL};
     opts[n++] = (struct option){"manager-pub", required_argument, NULL, OPT_MANAGER_PUB};
+    opts[n++] = (struct option){"cpus", required_argument, NULL, OPT_CPUS};
     for (size_t i = 0; i < NUMBERS_COUNT; i++) {
         opts[n++] = (struct option){numbers[i].flag, required_argument, NULL, OPT_NUMBER};
     }

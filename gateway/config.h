@@ -8,6 +8,7 @@
 #ifndef TIXGRID_GATEWAY_CONFIG_H
 #define TIXGRID_GATEWAY_CONFIG_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -59,6 +60,9 @@ typedef struct {
     /* Where the grid manager(s) publish the map ("url,url"; "" none: the
      * map comes from PostgreSQL alone, see map.c). */
     char manager_pub[GW_URL_BYTES];
+    /* --cpus: every thread runs on these CPUs (cpus_text "" : any). */
+    char cpus_text[64];
+    cpu_set_t cpus;
     uint32_t payment_timeout_ms;      /* one call to the provider */
     uint32_t breaker_threshold;       /* provider failures in a row that open the breaker */
     uint32_t breaker_timeout_s;       /* open this long before a probe */

@@ -133,8 +133,13 @@ int main(int argc, char **argv)
         return rc;
     }
     tg_log_init("gateway");
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    gw.worker_count = gw.cfg.threads > 0 ? gw.cfg.threads : (uint32_t)(cores > 0 ? cores : 1);
+    /* Before any thread starts (nng's, libuv's, the pools'), which inherit
+     * it; "one loop per core" then counts the CPUs the gateway may use. */
+    if (gw.cfg.cpus_text[0] != '\0' &&
+        (rc = tg_cli_pin_cpus("tixgrid-gateway", gw.cfg.cpus_text, &gw.cfg.cpus)) != 0) {
+        return rc;
+    }
+    gw.worker_count = gw.cfg.threads > 0 ? gw.cfg.threads : tg_cpus_allowed();
     gw.started_ms = tg_now_ms();
     /* The workers' loops and h2o contexts are not torn down: nng's threads
      * may still wake a loop until the client is closed, and the process

@@ -2,8 +2,10 @@
  * cli.c — the shared command-line contract (see cli.h).
  */
 #include "tixgrid/cli.h"
+#include "tixgrid/log.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +56,120 @@ tg_err tg_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
     }
     *out = v;
     return TG_OK;
+}
+
+/* One "N" or "N-M" of a CPU list; *text moves past it. */
+static bool cpu_range(const char **text, cpu_set_t *out)
+{
+    uint64_t lo, hi;
+    char number[8];
+    const char *p = *text;
+    size_t n = strspn(p, "0123456789");
+    if (n == 0 || n >= sizeof(number)) {
+        return false;
+    }
+    memcpy(number, p, n);
+    number[n] = '\0';
+    if (tg_parse_u64(number, 0, CPU_SETSIZE - 1, &lo) != TG_OK) {
+        return false;
+    }
+    p += n;
+    hi = lo;
+    if (*p == '-') {
+        n = strspn(++p, "0123456789");
+        if (n == 0 || n >= sizeof(number)) {
+            return false;
+        }
+        memcpy(number, p, n);
+        number[n] = '\0';
+        if (tg_parse_u64(number, lo, CPU_SETSIZE - 1, &hi) != TG_OK) {
+            return false;
+        }
+        p += n;
+    }
+    for (uint64_t cpu = lo; cpu <= hi; cpu++) {
+        CPU_SET((size_t)cpu, out);
+    }
+    *text = p;
+    return true;
+}
+
+tg_err tg_parse_cpus(const char *text, cpu_set_t *out)
+{
+    CPU_ZERO(out);
+    const char *p = text;
+    if (p == NULL || *p == '\0') {
+        return TG_EINVAL;
+    }
+    for (;;) {
+        if (!cpu_range(&p, out)) {
+            return TG_EINVAL;
+        }
+        if (*p == '\0') {
+            return TG_OK;
+        }
+        if (*p++ != ',') {
+            return TG_EINVAL;
+        }
+    }
+}
+
+static void format_cpus(const cpu_set_t *set, char *buf, size_t size)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, set)) {
+            continue;
+        }
+        int last = cpu;
+        while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, set)) {
+            last++;
+        }
+        int n = last > cpu
+                    ? snprintf(buf + used, size - used, "%s%d-%d", used ? "," : "", cpu, last)
+                    : snprintf(buf + used, size - used, "%s%d", used ? "," : "", cpu);
+        if (n < 0 || (size_t)n >= size - used) {
+            snprintf(buf + (size > 4 ? size - 4 : 0), size > 4 ? 4 : size, "...");
+            return;
+        }
+        used += (size_t)n;
+        cpu = last;
+    }
+}
+
+int tg_cli_pin_cpus(const char *program, const char *text, const cpu_set_t *set)
+{
+    /* The kernel refuses a set with no CPU the process may use (EINVAL), and
+     * quietly drops the ones it may not: offline, or outside its cpuset.
+     * Those are worth a line, since the unit then shares CPUs unplanned. */
+    cpu_set_t got;
+    CPU_ZERO(&got);
+    if (sched_setaffinity(0, sizeof(*set), set) != 0) {
+        char allowed[128];
+        sched_getaffinity(0, sizeof(got), &got);
+        format_cpus(&got, allowed, sizeof(allowed));
+        return tg_cli_usage_error(program,
+                                  "CPUs %s: none of them is available here "
+                                  "(available: %s)",
+                                  text, allowed);
+    }
+    if (sched_getaffinity(0, sizeof(got), &got) == 0 && !CPU_EQUAL(&got, set)) {
+        char wanted[128], have[128];
+        format_cpus(set, wanted, sizeof(wanted));
+        format_cpus(&got, have, sizeof(have));
+        tg_log_warn("asked to run on CPUs %s, runs on %s (the others are offline or outside "
+                    "this process's cpuset)",
+                    wanted, have);
+    }
+    return 0;
+}
+
+uint32_t tg_cpus_allowed(void)
+{
+    cpu_set_t set;
+    int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+    return n > 0 ? (uint32_t)n : 1u;
 }
 
 const char *tg_env(const char *name, const char *fallback)

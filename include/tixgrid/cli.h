@@ -9,6 +9,7 @@
 #ifndef TIXGRID_CLI_H
 #define TIXGRID_CLI_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -33,6 +34,23 @@ int tg_cli_usage_error(const char *program, const char *fmt, ...)
 
 /* Parses a whole decimal number in [min, max]; TG_EINVAL otherwise. */
 tg_err tg_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Parses a CPU list as taskset -c and Cpus_allowed_list in /proc/PID/status
+ * write it: "0", "0,2", "1-3,6".  Each number below CPU_SETSIZE, each range
+ * ascending, no blanks; TG_EINVAL otherwise. */
+tg_err tg_parse_cpus(const char *text, cpu_set_t *out);
+
+/* Keeps the calling thread, and every thread started after, on the CPUs of
+ * set (sched_setaffinity; text is the list as given, for messages).  Call
+ * it before any other thread starts: nng, libuv and libpq start theirs
+ * later and inherit it.  Returns 0, or TG_EXIT_USAGE after saying so when
+ * no CPU of set is one this process may run on.  CPUs of set it may not
+ * use (offline, another cpuset) are left out with a warning. */
+int tg_cli_pin_cpus(const char *program, const char *text, const cpu_set_t *set);
+
+/* How many CPUs this process may run on (its affinity, as nproc counts),
+ * at least 1. */
+uint32_t tg_cpus_allowed(void);
 
 /* The value of a TIXGRID_* variable, or fallback when unset or empty. */
 const char *tg_env(const char *name, const char *fallback);

@@ -143,6 +143,51 @@ Test(cli, bad_contexts_from_the_environment_are_usage_errors)
     assert_one_line(r, 64, "TIXGRID_PU_CONTEXTS", "TIXGRID_PU_CONTEXTS=0");
 }
 
+/* ---- CPUs --------------------------------------------------------------- */
+
+Test(cli, bad_cpu_lists_are_usage_errors)
+{
+    const char *bad[] = {"",
+                         "abc",
+                         "1-0",
+                         "0,",
+                         ",0",
+                         "0--1",
+                         "0 1",
+                         "-1",
+                         "1024",
+                         "0-1024",
+                         "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "--cpus '%s'", bad[i]);
+        assert_one_line(run("--name", unit.name, "--listen", unit.rep_url, "--cpus", bad[i], NULL),
+                        64, "--cpus", what);
+    }
+    setenv("TIXGRID_PU_CPUS", "x", 1);
+    hx_run_result *r = run("--name", unit.name, "--listen", unit.rep_url, NULL);
+    unsetenv("TIXGRID_PU_CPUS");
+    assert_one_line(r, 64, "TIXGRID_PU_CPUS", "TIXGRID_PU_CPUS=x");
+}
+
+Test(cli, cpus_that_do_not_exist_are_a_usage_error)
+{
+    /* 1023 is a valid number, but no CI or laptop machine has 1,024 CPUs. */
+    assert_one_line(run("--name", unit.name, "--listen", unit.rep_url, "--cpus", "1023", NULL), 64,
+                    "none of them is available", "--cpus 1023");
+}
+
+Test(cli, cpus_keep_every_thread_of_the_unit_on_those_cpus)
+{
+    hx_add_flag(&unit, "--cpus");
+    hx_add_flag(&unit, "0");
+    hx_start(&unit);
+    /* nng's threads (workers, poller, timers) start after the flag is
+     * applied: they must all have inherited it. */
+    uint32_t threads = hx_assert_threads_on(unit.pid, "0");
+    cr_assert_geq(threads, 5u, "only %u threads: nng's were not counted", threads);
+}
+
 /* ---- Start-up failures ---------------------------------------------------- */
 
 static const char *layout_with(const char *file, const char *text)

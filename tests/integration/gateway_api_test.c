@@ -962,3 +962,15 @@ Test(gateway_api, the_first_login_after_postgresql_restarts_is_served)
     gwh_login(g->gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     gwh_stop_ok(g);
 }
+
+/* --cpus: every thread of the gateway (loops, nng's, the pools', the
+ * audit writer's) runs on CPU 0, and it serves. */
+Test(gateway_api, cpus_keep_every_thread_of_the_gateway_on_those_cpus)
+{
+    static const char *const on_cpu_0[] = {"--cpus", "0", "--threads", "0", NULL};
+    gwh_grid *g = gwh_start(&(gwh_options){.gateway_flags = on_cpu_0});
+    gwh_login(g->gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint32_t threads = hx_assert_threads_on(g->gw->pid, "0");
+    cr_assert_geq(threads, 5u, "only %u threads: nng's and the pools' were not counted", threads);
+    gwh_stop_ok(g);
+}

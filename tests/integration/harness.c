@@ -1087,3 +1087,31 @@ int64_t hx_raw_call(nng_socket s, const void *bytes, size_t len, void *buf, size
     nng_msg_free(msg);
     return got;
 }
+
+uint32_t hx_assert_threads_on(pid_t pid, const char *want)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    cr_assert(dir != NULL, "%s: %s", path, strerror(errno));
+    uint32_t threads = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        char status[128 + sizeof(e->d_name)], line[256], list[64] = "";
+        snprintf(status, sizeof(status), "%s/%s/status", path, e->d_name);
+        FILE *f = fopen(status, "r");
+        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+            sscanf(line, "Cpus_allowed_list: %63s", list);
+        }
+        if (f != NULL) {
+            fclose(f);
+            threads++;
+            cr_assert_str_eq(list, want, "thread %s of %d runs on CPUs %s, want %s", e->d_name,
+                             (int)pid, list, want);
+        }
+    }
+    closedir(dir);
+    return threads;
+}

@@ -115,6 +115,11 @@ pid_t hx_spawn(hx_unit *u);
 pid_t hx_spawn_process(const char *const *argv, const char *const *extra_env,
                        const char *log_path);
 
+/* Asserts that every thread of pid runs on the CPUs `want` (as
+ * Cpus_allowed_list in /proc/PID/task/TID/status writes them: "0", "0-1");
+ * returns how many threads it looked at. */
+uint32_t hx_assert_threads_on(pid_t pid, const char *want);
+
 /* Arms, once per test process, a watchdog for a test that hangs: criterion
  * kills it at its timeout with no word on where it hung, so a quarter of the
  * timeout before (10 s at most) the watchdog prints on stderr the stacks of

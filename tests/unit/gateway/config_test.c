@@ -25,6 +25,7 @@ static void env_clear(void)
     unsetenv("TIXGRID_PAYMENT_WEBHOOK_SECRET");
     unsetenv("TIXGRID_GATEWAY_PUBLIC_URL");
     unsetenv("TIXGRID_GATEWAY_STATIC");
+    unsetenv("TIXGRID_GATEWAY_CPUS");
 }
 
 TestSuite(gateway_config, .init = env_clear);
@@ -103,6 +104,39 @@ Test(gateway_config, unknown_flags_and_stray_arguments_are_usage_errors,
     cr_assert_eq(parse(&cfg, 4, stray), TG_EXIT_USAGE);
     const char *incomplete[] = {"tixgrid-gateway", "--db"};
     cr_assert_eq(parse(&cfg, 2, incomplete), TG_EXIT_USAGE);
+}
+
+Test(gateway_config, cpus_take_a_list_from_the_flag_or_the_variable)
+{
+    gw_config cfg;
+    const char *none[] = {"tixgrid-gateway", "--db", "x"};
+    cr_assert_eq(parse(&cfg, 3, none), -1);
+    cr_assert_str_eq(cfg.cpus_text, "", "no --cpus: any CPU");
+    setenv("TIXGRID_GATEWAY_CPUS", "1", 1);
+    const char *argv[] = {"tixgrid-gateway", "--db", "x", "--cpus", "0,2-3,7"};
+    cr_assert_eq(parse(&cfg, 5, argv), -1);
+    cr_assert_str_eq(cfg.cpus_text, "0,2-3,7");
+    cr_assert_eq(CPU_COUNT(&cfg.cpus), 4);
+    cr_assert(CPU_ISSET(0, &cfg.cpus) && !CPU_ISSET(1, &cfg.cpus) && CPU_ISSET(2, &cfg.cpus) &&
+              CPU_ISSET(3, &cfg.cpus) && CPU_ISSET(7, &cfg.cpus));
+    cr_assert_eq(parse(&cfg, 3, none), -1);
+    cr_assert_str_eq(cfg.cpus_text, "1", "the variable");
+    cr_assert(CPU_ISSET(1, &cfg.cpus) && CPU_COUNT(&cfg.cpus) == 1);
+}
+
+Test(gateway_config, bad_cpu_lists_are_usage_errors, .init = cr_redirect_stderr)
+{
+    env_clear();
+    const char *bad[] = {"", "x", "1-0", "0,", ",1", "0 1", "-1", "1024", "0-1024", "0x1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        gw_config cfg;
+        const char *argv[] = {"tixgrid-gateway", "--db", "x", "--cpus", bad[i]};
+        cr_assert_eq(parse(&cfg, 5, argv), TG_EXIT_USAGE, "--cpus '%s'", bad[i]);
+    }
+    setenv("TIXGRID_GATEWAY_CPUS", "0-", 1);
+    gw_config cfg;
+    const char *argv[] = {"tixgrid-gateway", "--db", "x"};
+    cr_assert_eq(parse(&cfg, 3, argv), TG_EXIT_USAGE, "TIXGRID_GATEWAY_CPUS=0-");
 }
 
 Test(gateway_config, help_and_version_exit_zero, .init = cr_redirect_stdout)
