@@ -58,39 +58,37 @@ tg_err tg_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
     return TG_OK;
 }
 
+/* A CPU number in [min, CPU_SETSIZE) at *p; *p moves past its digits. */
+static bool cpu_number(const char **p, uint64_t min, uint64_t *out)
+{
+    char digits[8];
+    size_t n = strspn(*p, "0123456789");
+    if (n == 0 || n >= sizeof(digits)) {
+        return false;
+    }
+    memcpy(digits, *p, n);
+    digits[n] = '\0';
+    *p += n;
+    return tg_parse_u64(digits, min, CPU_SETSIZE - 1, out) == TG_OK;
+}
+
 /* One "N" or "N-M" of a CPU list; *text moves past it. */
 static bool cpu_range(const char **text, cpu_set_t *out)
 {
     uint64_t lo, hi;
-    char number[8];
-    const char *p = *text;
-    size_t n = strspn(p, "0123456789");
-    if (n == 0 || n >= sizeof(number)) {
+    if (!cpu_number(text, 0, &lo)) {
         return false;
     }
-    memcpy(number, p, n);
-    number[n] = '\0';
-    if (tg_parse_u64(number, 0, CPU_SETSIZE - 1, &lo) != TG_OK) {
-        return false;
-    }
-    p += n;
     hi = lo;
-    if (*p == '-') {
-        n = strspn(++p, "0123456789");
-        if (n == 0 || n >= sizeof(number)) {
+    if (**text == '-') {
+        ++*text;
+        if (!cpu_number(text, lo, &hi)) {
             return false;
         }
-        memcpy(number, p, n);
-        number[n] = '\0';
-        if (tg_parse_u64(number, lo, CPU_SETSIZE - 1, &hi) != TG_OK) {
-            return false;
-        }
-        p += n;
     }
     for (uint64_t cpu = lo; cpu <= hi; cpu++) {
         CPU_SET((size_t)cpu, out);
     }
-    *text = p;
     return true;
 }
 
@@ -114,6 +112,7 @@ tg_err tg_parse_cpus(const char *text, cpu_set_t *out)
     }
 }
 
+/* set as a CPU list ("0,2-3"), cut short with "..." if it does not fit. */
 static void format_cpus(const cpu_set_t *set, char *buf, size_t size)
 {
     size_t used = 0;
@@ -155,12 +154,11 @@ int tg_cli_pin_cpus(const char *program, const char *text, const cpu_set_t *set)
                                   text, allowed);
     }
     if (sched_getaffinity(0, sizeof(got), &got) == 0 && !CPU_EQUAL(&got, set)) {
-        char wanted[128], have[128];
-        format_cpus(set, wanted, sizeof(wanted));
+        char have[128];
         format_cpus(&got, have, sizeof(have));
         tg_log_warn("asked to run on CPUs %s, runs on %s (the others are offline or outside "
                     "this process's cpuset)",
-                    wanted, have);
+                    text, have);
     }
     return 0;
 }
