@@ -217,6 +217,7 @@ static int set_manager_pub(gw_config *cfg, const char *text, const char *what)
     return -1;
 }
 
+/* A CPU list as taskset -c takes it; applied by main before any thread starts. */
 static int set_cpus(gw_config *cfg, const char *text, const char *what)
 {
     if (strlen(text) >= sizeof(cfg->cpus_text) || tg_parse_cpus(text, &cfg->cpus) != TG_OK) {
