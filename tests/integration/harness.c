@@ -516,33 +516,52 @@ void hx_kill(hx_unit *u)
     u->pid = 0;
 }
 
-/* True when every thread of pid is stopped ('T' in /proc/PID/task/TID/stat). */
-static bool all_threads_stopped(pid_t pid)
+/* Reads /proc/PID/task/TID/<file> of each thread of pid (its first 4 KiB)
+ * and calls visit with it, or with NULL when the thread ended meanwhile,
+ * until visit returns false.  False when pid has no task folder (gone). */
+static bool threads_visit(pid_t pid, const char *file,
+                          bool (*visit)(const char *tid, const char *text, void *arg), void *arg)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
     DIR *dir = opendir(path);
-    bool stopped = dir != NULL;
-    struct dirent *de;
-    while (stopped && (de = readdir(dir)) != NULL) {
+    if (dir == NULL) {
+        return false;
+    }
+    bool more = true;
+    for (struct dirent *de; more && (de = readdir(dir)) != NULL;) {
         if (de->d_name[0] == '.') {
             continue;
         }
-        char stat[320], text[256] = "";
-        snprintf(stat, sizeof(stat), "/proc/%d/task/%s/stat", (int)pid, de->d_name);
-        FILE *f = fopen(stat, "r");
+        char name[128 + sizeof(de->d_name)], text[4096] = "";
+        snprintf(name, sizeof(name), "%s/%s/%s", path, de->d_name, file);
+        FILE *f = fopen(name, "r");
         size_t n = f != NULL ? fread(text, 1, sizeof(text) - 1, f) : 0;
         text[n] = '\0';
         if (f != NULL) {
             fclose(f);
         }
-        const char *after_name = strrchr(text, ')'); /* "tid (comm) S ..." */
-        stopped = after_name != NULL && after_name[1] == ' ' && after_name[2] == 'T';
+        more = visit(de->d_name, f != NULL ? text : NULL, arg);
     }
-    if (dir != NULL) {
-        closedir(dir);
-    }
-    return stopped;
+    closedir(dir);
+    return true;
+}
+
+/* arg: a bool, true until a thread is found running; stops there. */
+static bool thread_stopped_all(const char *tid, const char *stat, void *arg)
+{
+    (void)tid;
+    const char *after_name = stat != NULL ? strrchr(stat, ')') : NULL; /* "tid (comm) S ..." */
+    bool *stopped = arg;
+    *stopped = after_name != NULL && after_name[1] == ' ' && after_name[2] == 'T';
+    return *stopped;
+}
+
+/* True when every thread of pid is stopped ('T' in /proc/PID/task/TID/stat). */
+static bool all_threads_stopped(pid_t pid)
+{
+    bool stopped = true;
+    return threads_visit(pid, "stat", thread_stopped_all, &stopped) && stopped;
 }
 
 void hx_freeze(hx_unit *u)
@@ -1088,30 +1107,30 @@ int64_t hx_raw_call(nng_socket s, const void *bytes, size_t len, void *buf, size
     return got;
 }
 
+typedef struct {
+    const char *want; /* the CPU list every thread must have */
+    uint32_t threads; /* threads looked at */
+} threads_on;
+
+static bool thread_on(const char *tid, const char *status, void *arg)
+{
+    threads_on *on = arg;
+    const char *field = status != NULL ? strstr(status, "Cpus_allowed_list:") : NULL;
+    char list[64] = "";
+    if (status == NULL) {
+        return true; /* it ended meanwhile */
+    }
+    if (field != NULL) {
+        sscanf(field, "Cpus_allowed_list: %63s", list);
+    }
+    on->threads++;
+    cr_assert_str_eq(list, on->want, "thread %s runs on CPUs %s, want %s", tid, list, on->want);
+    return true;
+}
+
 uint32_t hx_assert_threads_on(pid_t pid, const char *want)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-    DIR *dir = opendir(path);
-    cr_assert(dir != NULL, "%s: %s", path, strerror(errno));
-    uint32_t threads = 0;
-    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
-        if (e->d_name[0] == '.') {
-            continue;
-        }
-        char status[128 + sizeof(e->d_name)], line[256], list[64] = "";
-        snprintf(status, sizeof(status), "%s/%s/status", path, e->d_name);
-        FILE *f = fopen(status, "r");
-        while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-            sscanf(line, "Cpus_allowed_list: %63s", list);
-        }
-        if (f != NULL) {
-            fclose(f);
-            threads++;
-            cr_assert_str_eq(list, want, "thread %s of %d runs on CPUs %s, want %s", e->d_name,
-                             (int)pid, list, want);
-        }
-    }
-    closedir(dir);
-    return threads;
+    threads_on on = {.want = want};
+    cr_assert(threads_visit(pid, "status", thread_on, &on), "process %d is gone", (int)pid);
+    return on.threads;
 }
