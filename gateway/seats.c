@@ -115,6 +115,12 @@ typedef struct {
     uint32_t quantity;
 } select_state;
 
+/* The audit's detail of a best-available hold: the quantity asked. */
+static json_t *best_detail(const select_state *st)
+{
+    return st->asked.count == 0 ? json_pack("{s:i}", "quantity", (int)st->quantity) : NULL;
+}
+
 static void select_done(gw_req *r, tg_err err, const tg_msg *reply)
 {
     select_state *st = r->state;
@@ -122,7 +128,7 @@ static void select_done(gw_req *r, tg_err err, const tg_msg *reply)
     if (err != TG_OK) {
         seat_numbers(st->layout, &st->asked, nos);
         gw_audit(r, "seats_hold", st->booking, st->layout->event_id, nos, st->asked.count,
-                 tg_errname(err), NULL);
+                 tg_errname(err), best_detail(st));
         atomic_fetch_add_explicit(&r->worker->metrics.holds_failed, 1, memory_order_relaxed);
         gw_reply_grid_error(r, err, reply, st->layout->partition_id);
         return;
@@ -132,8 +138,13 @@ static void select_done(gw_req *r, tg_err err, const tg_msg *reply)
                                        : &reply->seats_hold_best_ok.seats;
     int64_t deadline = reply->type == TG_WIRE_SEATS_HOLD_OK ? reply->seats_hold_ok.deadline_ms
                                                             : reply->seats_hold_best_ok.deadline_ms;
-    seat_numbers(st->layout, held, nos);
-    gw_audit(r, "seats_hold", st->booking, st->layout->event_id, nos, held->count, "ok", NULL);
+    /* The audit names the seats the request named, not the whole cart the
+     * reply lists; best available named none, so it records the cart it
+     * left and the quantity asked. */
+    const tg_wire_seat_ids *named = st->asked.count > 0 ? &st->asked : held;
+    seat_numbers(st->layout, named, nos);
+    gw_audit(r, "seats_hold", st->booking, st->layout->event_id, nos, named->count, "ok",
+             best_detail(st));
     atomic_fetch_add_explicit(&r->worker->metrics.holds_ok, 1, memory_order_relaxed);
     gw_reply_json(r, 200, json_pack("{s:I,s:o,s:s,s:o}", "booking_id", (json_int_t)st->booking,
                                     "seats", gw_seats_json(st->layout, held), "status", "SELECTED",

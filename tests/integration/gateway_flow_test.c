@@ -10,6 +10,7 @@
  * availability) and, once the drain caught up, in PostgreSQL.
  */
 #include "gwh.h"
+#include "payh.h"
 
 #include <criterion/criterion.h>
 
@@ -68,6 +69,34 @@ static void expect_pg_seat(gwh_grid *g, uint32_t s, const char *status, uint64_t
     snprintf(sql, sizeof(sql),
              "SELECT coalesce(booking_id, 0) FROM seats WHERE event_id = 1 AND seat_no = %u", s);
     cr_assert_eq((uint64_t)pgt_query_i64(g->db, sql), booking, "PostgreSQL: holder of seat %u", s);
+}
+
+/* Every purchase operation of the flow below is in audit_log, in order, with
+ * the buyer and the client's address; a hold names the seats the request
+ * named (not the whole cart), a best-available hold the cart it left and
+ * the quantity asked. */
+static void audit_trail_is_the_flow(gwh_grid *g, uint64_t b, uint32_t floor_no)
+{
+    char sql[512], want[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome || ':' || seats::text"
+             " || coalesce(':' || (detail->>'quantity'), ''), ',' ORDER BY id)"
+             " FROM audit_log WHERE booking_id = %" PRIu64,
+             b);
+    snprintf(want, sizeof(want),
+             "booking_create:ok:{},seats_hold:ok:{100},seats_release:ok:{100},"
+             "seats_hold:ok:{100,101},seats_release:ok:{101},"
+             "seats_hold:ok:{100,%u,%u}:2,seats_hold:ok:{102},booking_cancel:ok:{},"
+             "seats_hold:booking_state:{100},"
+             "booking_cancel:booking_state:{}",
+             floor_no, floor_no + 1);
+    payh_wait_pg(g, sql, want);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM audit_log WHERE booking_id = %" PRIu64
+             " AND host(client_ip) = '127.0.0.1' AND event_id = 1"
+             " AND user_id = (SELECT id FROM users WHERE email = '%s')",
+             b, GWH_BUYER);
+    cr_assert_eq(pgt_query_i64(g->db, sql), 10, "each record has the buyer and the address");
 }
 
 Test(gateway_flow, create_select_release_select_again_and_cancel_runs_end_to_end)
@@ -146,6 +175,11 @@ Test(gateway_flow, create_select_release_select_again_and_cancel_runs_end_to_end
     int64_t floor_no = gwh_int(best, "seats.1.seat_no");
     cr_assert_eq(json_array_size(gwh_json_at(booking_get(gw, buyer, b), "seats")), 3);
     cr_assert_str_eq(seat_status(gw, buyer, (uint32_t)floor_no + 1), "SELECTED");
+    /* One more seat by id: the reply lists the whole cart, four seats. */
+    json_t *more = gwh_expect(
+        gwh_http(gw, "PATCH", buyer, body_with(b, "seat_id", "4294967398"), "/api/seats/select"),
+        200);
+    cr_assert_eq(json_array_size(gwh_json_at(more, "seats")), 4);
 
     /* Cancel: every seat is free, the booking ended; it takes nothing more. */
     json_t *cancelled = gwh_expect(gwh_http(gw, "PATCH", buyer, booking_body(b),
@@ -159,6 +193,7 @@ Test(gateway_flow, create_select_release_select_again_and_cancel_runs_end_to_end
     cr_assert_str_eq(seat_status(gw, buyer, 100), "FREE");
     cr_assert_str_eq(seat_status(gw, buyer, (uint32_t)floor_no), "FREE");
     cr_assert_str_eq(seat_status(gw, buyer, (uint32_t)floor_no + 1), "FREE");
+    cr_assert_str_eq(seat_status(gw, buyer, 102), "FREE");
     av = gwh_availability_settled(g, GWH_DEMO_EVENT, GWH_DEMO_PARTITION);
     cr_assert_eq(gwh_int(av, "totals.FREE"), GWH_DEMO_SEATS);
     gwh_expect_error(gwh_http(gw, "PATCH", buyer, body_with(b, "seat_id", seat),
@@ -177,6 +212,7 @@ Test(gateway_flow, create_select_release_select_again_and_cancel_runs_end_to_end
     cr_assert_eq(pgt_query_i64(g->db, "SELECT count(*) FROM seats WHERE event_id = 1 AND "
                                       "status <> 'FREE'"),
                  0);
+    audit_trail_is_the_flow(g, b, (uint32_t)floor_no);
     gwh_stop_ok(g);
 }
 
