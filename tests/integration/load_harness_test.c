@@ -176,6 +176,64 @@ static void hold_release_runs(gwh_grid *g)
                  0);
 }
 
+/* 100 holds on 4 bookings: each booking whose cart is full (1, 2, 3 and 4
+ * seats first, then 16) is cancelled and replaced.  PostgreSQL has every
+ * hold; the cancelled bookings' seats are free, the live ones' held. */
+static void hold_cancel_runs(gwh_grid *g)
+{
+    char first[32];
+    snprintf(first, sizeof(first), "%" PRIu64, GWH_SEAT_ID(GWH_DEMO_PARTITION, 2000));
+    json_t *rep = report_of(load_run((const char *const[]){"--url",
+                                                           g->gw->url,
+                                                           "--scenario",
+                                                           "hold-cancel",
+                                                           "--email",
+                                                           "user2@load.tixgrid",
+                                                           "--password",
+                                                           GWH_LOAD_PASSWORD,
+                                                           "--event",
+                                                           "1",
+                                                           "--seat-first",
+                                                           first,
+                                                           "--seats",
+                                                           "100",
+                                                           "--connections",
+                                                           "4",
+                                                           "--rate",
+                                                           "100",
+                                                           "--seconds",
+                                                           "1",
+                                                           NULL},
+                                     true, 0));
+    report_valid(rep, "hold-cancel");
+    cr_assert_eq(route_all(rep, "select", "200"), 100);
+    int64_t cancels = route_all(rep, "cancel", "200");
+    cr_assert_eq(route_all(rep, "booking", "201"), cancels, "each cancelled booking replaced");
+    /* 100 holds = the first four carts (10 seats) + 16 for each later cancel
+     * + what the four live bookings hold (0..15 each). */
+    int64_t live = 90 - 16 * (cancels - 4);
+    cr_assert(cancels >= 4 && live >= 0 && live <= 4 * 15, "%" PRId64 " cancels", cancels);
+    latency_sane(rep, "cancel");
+    gwh_wait_drained(g, GWH_DEMO_PARTITION);
+    static const char held[] = "SELECT count(*) FROM booking_seats s JOIN bookings b"
+                               " ON b.id = s.booking_id JOIN users u ON u.id = b.user_id"
+                               " WHERE u.email = 'user2@load.tixgrid' AND s.seat_no"
+                               " BETWEEN 2000 AND 2099";
+    char sql[512];
+    cr_assert_eq(pgt_query_i64(g->db, held), 100, "every hold was recorded");
+    snprintf(sql, sizeof(sql), "%s AND b.status = 'cancelled' AND s.released_at IS NULL", held);
+    cr_assert_eq(pgt_query_i64(g->db, sql), 0, "a cancelled booking holds nothing");
+    snprintf(sql, sizeof(sql), "%s AND b.status = 'created' AND s.released_at IS NULL", held);
+    cr_assert_eq(pgt_query_i64(g->db, sql), live);
+    cr_assert_eq(pgt_query_i64(g->db, "SELECT count(*) FROM seats WHERE event_id = 1"
+                                      " AND seat_no BETWEEN 2000 AND 2099 AND status = 'SELECTED'"),
+                 live);
+    cr_assert_eq(pgt_query_i64(g->db, "SELECT count(*) FROM bookings b JOIN users u"
+                                      " ON u.id = b.user_id WHERE u.email = 'user2@load.tixgrid'"
+                                      " AND b.status = 'cancelled'"),
+                 cancels);
+}
+
 static void purchase_runs(gwh_grid *g)
 {
     /* clang-format off */
@@ -273,6 +331,7 @@ Test(load_harness, every_scenario_runs_against_a_grid_and_the_audit_catches_what
     gwh_grid *g = start();
     browse_runs(g);
     hold_release_runs(g);
+    hold_cancel_runs(g);
     purchase_runs(g);
     sellout_runs(g);
     audit_catches_tampering(g);
@@ -305,6 +364,9 @@ Test(load_harness, bad_flags_exit_64_with_a_line_that_says_what_is_wrong)
         {{"--url", "http://127.0.0.1:9", "--rate", "1", "--scenario", "hold-release", "--password",
           "p", NULL},
          "--email"},
+        {{"--url", "http://127.0.0.1:9", "--rate", "1", "--scenario", "hold-cancel", "--password",
+          "p", "--email", "e", "--seat-first", "4294967296", "--seats", "1000", NULL},
+         "at least 1024 (16 x --connections)"},
         {{"--url", "http://127.0.0.1:9", "--rate", "1", "--quantity", "17", NULL}, "--quantity"},
         {{"--url", "http://127.0.0.1:9", "--rate", "1", "--frobnicate", NULL}, "--frobnicate"},
         {{"--url", "http://127.0.0.1:9", "--rate", "1", "extra", NULL}, "unexpected argument"},

@@ -58,6 +58,7 @@ typedef enum {
     ROUTE_BOOKING,      /* POST /api/bookings */
     ROUTE_SELECT,       /* PATCH /api/seats/select */
     ROUTE_RELEASE,      /* PATCH /api/seats/release */
+    ROUTE_CANCEL,       /* PATCH /api/bookings/cancel */
     ROUTE_PAY_START,    /* PATCH /api/bookings/initiatePayment */
     ROUTE_PAY_APPROVE,  /* POST /pay/{id}/approve on the sandbox */
     ROUTE_PAY_STATUS,   /* GET /api/bookings/{id}/payment-status */
@@ -128,8 +129,8 @@ typedef struct {
     uint8_t route;    /* load_route */
     uint8_t target;   /* load_target_id */
     uint32_t session; /* index in the sessions */
-    uint32_t seat;    /* hold-release: index in the seat range */
-    uint32_t booking; /* hold-release: index in its bookings */
+    uint32_t seat;    /* hold-release, hold-cancel: index in the seat range */
+    uint32_t booking; /* hold-release, hold-cancel: index in its bookings */
     uint8_t retried;  /* sent again after the server closed its connection */
     int64_t due_ns;   /* when it was due: its arrival, or when its session could go on */
 } load_op;

@@ -47,6 +47,8 @@ static const char usage[] =
     "  browse                 events, one event, its availability (--event)\n"
     "  hold-release           single-seat holds, each released: --email, --password,\n"
     "                         --event, --seat-first ID (partition << 32 | seat), --seats N\n"
+    "  hold-cancel            single-seat holds, as hold-release's; a booking that holds 16\n"
+    "                         is cancelled and replaced (--rate counts holds)\n"
     "  purchase               login, booking, best-available hold of --quantity seats,\n"
     "                         initiatePayment, Approve on the sandbox, payment-status\n"
     "  sellout                --buyers N buyers buy --quantity seats at a time until the\n"
@@ -333,6 +335,12 @@ static bool is_scenario(const load_options *o, const char *name)
     return strcmp(o->scenario, name) == 0;
 }
 
+/* hold-release and hold-cancel: one account's holds over a seat range. */
+static bool seat_range_scenario(const load_options *o)
+{
+    return is_scenario(o, "hold-release") || is_scenario(o, "hold-cancel");
+}
+
 /* The user pattern has exactly one %u and no other conversion. */
 static bool pattern_ok(const char *p)
 {
@@ -359,7 +367,7 @@ static int schedule_check(load_options *o, const raw_options *r)
 static int credentials_check(load_options *o)
 {
     bool buyers = is_scenario(o, "purchase") || is_scenario(o, "sellout");
-    if (!buyers && !is_scenario(o, "hold-release")) {
+    if (!buyers && !seat_range_scenario(o)) {
         return 0;
     }
     if (o->password == NULL) {
@@ -384,14 +392,17 @@ static int credentials_check(load_options *o)
 static int scenario_check(load_options *o, const raw_options *r)
 {
     bool buyers = is_scenario(o, "purchase") || is_scenario(o, "sellout");
-    if (is_scenario(o, "hold-release")) {
+    if (seat_range_scenario(o)) {
         if (o->email == NULL || o->seat_first == 0 || o->seats == 0) {
-            return tg_cli_usage_error(PROGRAM,
-                                      "hold-release needs --email, --seat-first and --seats");
+            return tg_cli_usage_error(PROGRAM, "%s needs --email, --seat-first and --seats",
+                                      o->scenario);
         }
-        if (o->seats < o->connections) {
-            return tg_cli_usage_error(
-                PROGRAM, "--seats must be at least --connections (%" PRIu64 ")", o->connections);
+        /* Each connection's booking may hold one seat (hold-release) or 16. */
+        uint64_t held = is_scenario(o, "hold-cancel") ? TG_BOOKING_SEATS_MAX : 1;
+        if (o->seats < held * o->connections) {
+            return tg_cli_usage_error(PROGRAM, "--seats must be at least %" PRIu64 " (%s)",
+                                      held * o->connections,
+                                      held > 1 ? "16 x --connections" : "--connections");
         }
     }
     if (buyers && o->sandbox_url == NULL) {
@@ -453,8 +464,8 @@ static int options_parse(int argc, char **argv, load_options *o)
     }
     if (rc == 0 && !known) {
         rc = tg_cli_usage_error(PROGRAM,
-                                "--scenario is get, browse, hold-release, purchase or "
-                                "sellout (got '%s')",
+                                "--scenario is get, browse, hold-release, hold-cancel, "
+                                "purchase or sellout (got '%s')",
                                 o->scenario);
     }
     rc = rc != 0 ? rc : schedule_check(o, &r);

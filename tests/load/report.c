@@ -23,6 +23,7 @@ static const char *const route_names[ROUTE_COUNT_] = {
     [ROUTE_BOOKING] = "booking",
     [ROUTE_SELECT] = "select",
     [ROUTE_RELEASE] = "release",
+    [ROUTE_CANCEL] = "cancel",
     [ROUTE_PAY_START] = "pay_start",
     [ROUTE_PAY_APPROVE] = "pay_approve",
     [ROUTE_PAY_STATUS] = "pay_status",

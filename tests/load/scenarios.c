@@ -10,6 +10,15 @@
  *               account, one booking per connection made before the clock;
  *               at most `connections` seats are held at any time, because
  *               releases (ready ops) go before new holds.
+ * hold-cancel   single-seat holds over a range of seats, as hold-release's,
+ *               but nothing is released seat by seat: a booking whose cart
+ *               is full (TG_BOOKING_SEATS_MAX seats; the first carts 1..16)
+ *               is cancelled (its seats come free) and replaced by a new
+ *               one, in the session of its last hold — carts filled and
+ *               abandoned.  An arrival is a hold, so --rate is hold
+ *               requests/s; the cancels and new bookings come on top (2 for
+ *               every 16 holds).  At most 16 x `connections` seats are held
+ *               at any time.
  * purchase      a buyer: login, booking, best-available hold of
  *               --quantity seats, initiatePayment, Approve on the sandbox's
  *               page, payment-status polled until completed.
@@ -59,12 +68,14 @@ typedef struct {
 struct load_sessions_state {
     uint64_t browse_next; /* browse: the next read */
 
-    /* hold-release (see the top). */
+    /* hold-release, hold-cancel (see the top). */
     uint32_t seat_count;
     uint32_t seat_next;
     uint8_t *seat_busy; /* 1: held, or a hold or release in flight, or unknown */
     uint64_t *bookings; /* API ids, one per connection */
-    uint8_t *booking_seats;
+    uint8_t *booking_seats; /* held or in flight; TG_BOOKING_SEATS_MAX: being replaced */
+    uint32_t (*booking_held)[TG_BOOKING_SEATS_MAX]; /* hold-cancel: the seats it holds */
+    uint8_t *booking_cart; /* hold-cancel: seats at which it is cancelled */
     bool *booking_holding;
     uint32_t booking_count;
     uint32_t booking_next;
@@ -175,7 +186,7 @@ static bool browse_arrive(load_run *run, uint32_t session, load_op *op)
     return true;
 }
 
-/* ---- hold-release ------------------------------------------------------------------ */
+/* ---- hold-release and hold-cancel ------------------------------------------------- */
 
 static bool hold_release_setup(load_run *run)
 {
@@ -214,7 +225,9 @@ static bool hold_release_setup(load_run *run)
     return true;
 }
 
-static bool hold_release_arrive(load_run *run, uint32_t session, load_op *op)
+/* Both: the thread's next free seat and a booking with room and no hold in
+ * flight. */
+static bool hold_arrive(load_run *run, uint32_t session, load_op *op)
 {
     (void)session;
     load_sessions_state *sc = run->sc;
@@ -243,14 +256,29 @@ static bool hold_release_arrive(load_run *run, uint32_t session, load_op *op)
     return true;
 }
 
-static size_t hold_release_format(load_run *run, const load_op *op, char *buf, size_t size)
+/* Both: a hold, a release, a cancel or a new booking. */
+static size_t hold_format(load_run *run, const load_op *op, char *buf, size_t size)
 {
     const load_sessions_state *sc = run->sc;
+    uint64_t booking = sc->bookings[op->booking];
     char body[96];
-    snprintf(body, sizeof(body), "{\"booking_id\":%" PRIu64 ",\"seat_ids\":[%" PRIu64 "]}",
-             sc->bookings[op->booking], run->opt.seat_first + op->seat);
-    const char *path = op->route == ROUTE_SELECT ? "/api/seats/select" : "/api/seats/release";
-    return gateway_request(run, buf, size, "PATCH", path, run->token, body);
+    const char *path = "/api/seats/select", *method = "PATCH";
+    switch ((load_route)op->route) {
+    case ROUTE_RELEASE:
+        path = "/api/seats/release";
+        break;
+    case ROUTE_CANCEL:
+        snprintf(body, sizeof(body), "{\"booking_id\":%" PRIu64 "}", booking);
+        return gateway_request(run, buf, size, method, "/api/bookings/cancel", run->token, body);
+    case ROUTE_BOOKING:
+        snprintf(body, sizeof(body), "{\"event_id\":%" PRIu64 "}", run->opt.event_id);
+        return gateway_request(run, buf, size, "POST", "/api/bookings", run->token, body);
+    default:
+        break;
+    }
+    snprintf(body, sizeof(body), "{\"booking_id\":%" PRIu64 ",\"seat_ids\":[%" PRIu64 "]}", booking,
+             run->opt.seat_first + op->seat);
+    return gateway_request(run, buf, size, method, path, run->token, body);
 }
 
 static bool hold_release_done(load_run *run, const load_op *op, int status, const char *body,
@@ -275,6 +303,82 @@ static bool hold_release_done(load_run *run, const load_op *op, int status, cons
         sc->booking_seats[op->booking]--;
     }
     /* After a 5xx the seat's state is unknown: it is never used again. */
+    load_session_end(run, op->session);
+    return ok;
+}
+
+static bool hold_cancel_setup(load_run *run)
+{
+    load_sessions_state *sc = run->sc;
+    sc->booking_held = calloc(run->opt.connections, sizeof(*sc->booking_held));
+    sc->booking_cart = calloc(run->opt.connections, 1);
+    if (sc->booking_held == NULL || sc->booking_cart == NULL) {
+        fprintf(stderr, "%s: out of memory\n", PROGRAM);
+        return false;
+    }
+    /* Holds go to the bookings in turn, so carts of one size would all fill,
+     * and be cancelled and replaced, at once: a burst in which no booking
+     * takes a hold.  The first carts are 1..16 seats, then every one 16. */
+    for (uint32_t i = 0; i < run->opt.connections; i++) {
+        sc->booking_cart[i] = (uint8_t)(1 + i % TG_BOOKING_SEATS_MAX);
+    }
+    return hold_release_setup(run);
+}
+
+/* A hold answered: a full booking is cancelled next, in the same session. */
+static bool hold_cancel_held(load_run *run, const load_op *op, int status)
+{
+    load_sessions_state *sc = run->sc;
+    sc->booking_holding[op->booking] = false;
+    if (status / 100 == 4) {
+        sc->booking_seats[op->booking]--; /* refused: nothing held; the seat stays out */
+    }
+    if (status / 100 != 2) {
+        load_session_end(run, op->session); /* after a 5xx the seat's state is unknown */
+        return false;
+    }
+    uint8_t held = sc->booking_seats[op->booking]; /* its only hold in flight was this one */
+    sc->booking_held[op->booking][held - 1] = op->seat;
+    if (held < sc->booking_cart[op->booking]) {
+        load_session_end(run, op->session);
+        return true;
+    }
+    sc->booking_seats[op->booking] = TG_BOOKING_SEATS_MAX; /* no more holds: being replaced */
+    load_op cancel = *op;
+    cancel.route = ROUTE_CANCEL;
+    load_follow(run, cancel, 0);
+    return true;
+}
+
+static bool hold_cancel_done(load_run *run, const load_op *op, int status, const char *body,
+                             size_t len)
+{
+    load_sessions_state *sc = run->sc;
+    if (op->route == ROUTE_SELECT) {
+        return hold_cancel_held(run, op, status);
+    }
+    bool ok = status / 100 == 2;
+    if (op->route == ROUTE_CANCEL && ok) {
+        for (uint32_t i = 0; i < sc->booking_cart[op->booking]; i++) {
+            sc->seat_busy[sc->booking_held[op->booking][i]] = 0;
+        }
+        load_op book = *op;
+        book.route = ROUTE_BOOKING;
+        load_follow(run, book, 0);
+        return true;
+    }
+    if (op->route == ROUTE_BOOKING && ok) {
+        json_t *doc = body_json(body, len);
+        json_int_t id = json_integer_value(json_object_get(doc, "id"));
+        json_decref(doc);
+        ok = id > 0;
+        if (ok) {
+            sc->bookings[op->booking] = (uint64_t)id;
+            sc->booking_seats[op->booking] = 0;
+            sc->booking_cart[op->booking] = TG_BOOKING_SEATS_MAX;
+        }
+    }
+    /* A booking whose cancel or replacement failed stays full: never used again. */
     load_session_end(run, op->session);
     return ok;
 }
@@ -600,8 +704,8 @@ static bool buyer_done(load_run *run, const load_op *op, int status, const char 
 const load_scenario load_scenarios[] = {
     {"get", no_setup, get_arrive, get_format, get_done},
     {"browse", no_setup, browse_arrive, get_format, get_done},
-    {"hold-release", hold_release_setup, hold_release_arrive, hold_release_format,
-     hold_release_done},
+    {"hold-release", hold_release_setup, hold_arrive, hold_format, hold_release_done},
+    {"hold-cancel", hold_cancel_setup, hold_arrive, hold_format, hold_cancel_done},
     {"purchase", purchase_setup, purchase_arrive, buyer_format, buyer_done},
     {"sellout", sellout_setup, sellout_arrive, buyer_format, buyer_done},
 };
@@ -624,6 +728,8 @@ void load_scenario_free(load_run *run)
     free(sc->bookings);
     free(sc->booking_seats);
     free(sc->booking_holding);
+    free(sc->booking_held);
+    free(sc->booking_cart);
     free(sc->buyers);
     free(sc->tokens);
     free(sc->sold_seats);
