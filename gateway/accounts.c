@@ -79,8 +79,8 @@ static account_job *account_job_new(gw_req *r)
 static bool rate_ok(gw_req *r)
 {
     uint32_t retry_s = 1;
-    if (gw_ratelimit_take(r->gw->auth_limit, r->client_ip, strlen(r->client_ip),
-                          tg_mono_ns() / 1000000, &retry_s)) {
+    if (gw_ratelimit_take(r->gw->auth_limit, r->client_ip, strlen(r->client_ip), tg_mono_ms(),
+                          &retry_s)) {
         return true;
     }
     gw_reply_error_retry(r, 429, "rate_limited", retry_s,

@@ -77,14 +77,14 @@ static void basic_done(gw_req *r, void *p)
         return;
     }
     gw_cred_cache_put(r->gw->creds, job->cred.email, job->cred.email_len, job->cred.password,
-                      job->cred.password_len, tg_mono_ns() / 1000000, &job->who);
+                      job->cred.password_len, tg_mono_ms(), &job->who);
     r->who = job->who;
     gw_run_handler(r);
 }
 
 static void basic_check(gw_req *r, const gw_credentials *cred)
 {
-    int64_t now_ms = tg_mono_ns() / 1000000;
+    int64_t now_ms = tg_mono_ms();
     if (gw_cred_cache_get(r->gw->creds, cred->email, cred->email_len, cred->password,
                           cred->password_len, now_ms, &r->who)) {
         gw_run_handler(r);

@@ -98,10 +98,10 @@ static void connection_ensure(gw_db_pool *pool, PGconn **db, int64_t *failed_ms)
         PQfinish(*db);
         *db = NULL;
     }
-    if (*db == NULL && tg_mono_ns() / 1000000 - *failed_ms >= GW_DB_RECONNECT_MS) {
+    if (*db == NULL && tg_mono_ms() - *failed_ms >= GW_DB_RECONNECT_MS) {
         *db = gw_db_connect(&pool->gw->cfg, "queries");
         if (*db == NULL) { /* timed from the failure: a connect may time out slowly */
-            *failed_ms = tg_mono_ns() / 1000000;
+            *failed_ms = tg_mono_ms();
         }
     }
 }

@@ -214,7 +214,7 @@ static void client_send(live_client *c)
         c->bufs[c->sent_count] = h2o_iovec_init(m->data, m->len);
         c->sent[c->sent_count++] = m;
     }
-    c->last_sent_ms = tg_mono_ns() / 1000000;
+    c->last_sent_ms = tg_mono_ms();
     h2o_send(c->r->h2o, c->bufs, c->sent_count, H2O_SEND_STATE_IN_PROGRESS);
 }
 
@@ -439,7 +439,7 @@ static void on_tick(uv_timer_t *t)
 {
     gw_live *live = t->data;
     live->ticks++;
-    int64_t now_ms = tg_mono_ns() / 1000000;
+    int64_t now_ms = tg_mono_ms();
     int64_t heartbeat_ms = (int64_t)live->worker->gw->cfg.live_heartbeat_s * 1000;
     for (gw_live_event *ev = live->events; ev != NULL; ev = ev->next) {
         event_flush(ev);

@@ -593,9 +593,8 @@ static void *map_thread(void *arg)
             m->reads_done = asked;
             pthread_cond_broadcast(&m->read_done);
         }
-        int64_t until = tg_mono_ns() / 1000000 + m->gw->cfg.map_refresh_ms;
-        for (int64_t left;
-             !m->stopping && !m->refresh_now && (left = until - tg_mono_ns() / 1000000) > 0;) {
+        int64_t until = tg_mono_ms() + m->gw->cfg.map_refresh_ms;
+        for (int64_t left; !m->stopping && !m->refresh_now && (left = until - tg_mono_ms()) > 0;) {
             pthread_mutex_unlock(&m->lock);
             bool announced = map_wait(m, left);
             pthread_mutex_lock(&m->lock);

@@ -143,7 +143,7 @@ static void metrics_grid(gw_gateway *gw, text *t)
 /* The payment provider's circuit breaker: 0 closed, 1 open, 2 half-open. */
 static void metrics_payments(gw_gateway *gw, text *t)
 {
-    gw_breaker_view v = gw_breaker_read(&gw->breaker, tg_mono_ns() / 1000000);
+    gw_breaker_view v = gw_breaker_read(&gw->breaker, tg_mono_ms());
     put(t,
         "# TYPE tixgrid_payment_breaker_state gauge\ntixgrid_payment_breaker_state %d\n"
         "# TYPE tixgrid_payment_breaker_failures gauge\ntixgrid_payment_breaker_failures %u\n"

@@ -33,11 +33,6 @@ typedef struct gw_pay_call {
     char payment_id[GW_PAYMENT_ID_BYTES];
 } gw_pay_call;
 
-static int64_t mono_ms(void)
-{
-    return tg_mono_ns() / 1000000;
-}
-
 const gw_provider *gw_provider_of(gw_gateway *gw)
 {
     return gw->cfg.payment_provider_url[0] != '\0' ? &gw_provider_rest : NULL;
@@ -45,7 +40,7 @@ const gw_provider *gw_provider_of(gw_gateway *gw)
 
 gw_breaker_view gw_pay_breaker(gw_gateway *gw)
 {
-    return gw_breaker_read(&gw->breaker, mono_ms());
+    return gw_breaker_read(&gw->breaker, tg_mono_ms());
 }
 
 /* ---- The breaker around every call ---------------------------------------- */
@@ -55,7 +50,7 @@ void gw_pay_finish(gw_req *r, gw_pay_result *res)
     gw_pay_call *c = r->pay_call;
     TG_ASSERT(c != NULL);
     r->pay_call = NULL;
-    gw_breaker_record(&r->gw->breaker, !res->provider_failed, c->probe, mono_ms());
+    gw_breaker_record(&r->gw->breaker, !res->provider_failed, c->probe, tg_mono_ms());
     if (res->err != TG_OK) {
         tg_log(TG_LOG_WARN, "payment provider: %s: %s",
                c->op == PAY_CREATE   ? "create"
@@ -74,7 +69,7 @@ static tg_err pay_start(gw_req *r, pay_op op, gw_pay_done done, gw_pay_call **ou
     }
     bool probe;
     uint32_t retry_ms;
-    if (!gw_breaker_admit(&r->gw->breaker, mono_ms(), &probe, &retry_ms)) {
+    if (!gw_breaker_admit(&r->gw->breaker, tg_mono_ms(), &probe, &retry_ms)) {
         return TG_EUNAVAILABLE;
     }
     gw_pay_call *c = gw_alloc(r, sizeof(*c));
@@ -131,11 +126,11 @@ tg_err gw_pay_refund_now(gw_gateway *gw, const char *payment_id, int64_t amount_
     bool probe;
     uint32_t retry_ms;
     *res = (gw_pay_result){0};
-    if (p == NULL || !gw_breaker_admit(&gw->breaker, mono_ms(), &probe, &retry_ms)) {
+    if (p == NULL || !gw_breaker_admit(&gw->breaker, tg_mono_ms(), &probe, &retry_ms)) {
         return TG_EBUSY;
     }
     tg_err err = p->refund_now(&gw->cfg, payment_id, amount_minor, res);
-    gw_breaker_record(&gw->breaker, !res->provider_failed, probe, mono_ms());
+    gw_breaker_record(&gw->breaker, !res->provider_failed, probe, tg_mono_ms());
     return err;
 }
 

@@ -183,7 +183,7 @@ static void fetch_start(gw_snaps *s, gw_snap *snap)
         free(states);
         free(f);
         snap->failed = true;
-        snap->retry_at_ms = tg_mono_ns() / 1000000 + GW_SNAP_RETRY_MS;
+        snap->retry_at_ms = tg_mono_ms() + GW_SNAP_RETRY_MS;
         if (snap->ready && err == TG_EUNAVAILABLE) {
             mark_unknown(snap, true); /* refused at once: the unit's connection closed */
         }
@@ -231,7 +231,7 @@ static void fetch_apply(gw_snaps *s, snap_fetch *f)
     const tg_msg *rep = &f->reply;
     if (f->err != TG_OK || rep->seat_states_ok.seat_count != snap->layout->seat_count) {
         snap->failed = true;
-        snap->retry_at_ms = tg_mono_ns() / 1000000 + GW_SNAP_RETRY_MS;
+        snap->retry_at_ms = tg_mono_ms() + GW_SNAP_RETRY_MS;
         if (snap->ready) {
             mark_unknown(snap, true);
         }
@@ -478,7 +478,7 @@ static void snap_check(gw_snaps *s, gw_snap *snap, int64_t now_ms)
 static void on_tick(uv_timer_t *t)
 {
     gw_snaps *s = t->data;
-    int64_t now_ms = tg_mono_ns() / 1000000;
+    int64_t now_ms = tg_mono_ms();
     for (uint32_t i = 0; i < s->count; i++) {
         snap_check(s, s->snaps[i], now_ms);
     }
@@ -548,14 +548,14 @@ gw_snap *gw_snap_follow(gw_worker *w, const gw_layout *l)
         tg_log_warn("gateway: cannot subscribe to partition %u: %s", l->partition_id,
                     nng_strerror(rv));
     }
-    snap_check(s, snap, tg_mono_ns() / 1000000);
+    snap_check(s, snap, tg_mono_ms());
     return snap;
 }
 
 bool gw_snap_wait(gw_snap *snap, gw_req *r, gw_snap_waiter *wt, void (*ready)(gw_req *r))
 {
     if (!snap->fetching) {
-        if (tg_mono_ns() / 1000000 < snap->retry_at_ms) {
+        if (tg_mono_ms() < snap->retry_at_ms) {
             return false;
         }
         fetch_start(r->worker->snaps, snap);

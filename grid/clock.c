@@ -19,6 +19,11 @@ int64_t tg_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t tg_mono_ms(void)
+{
+    return tg_mono_ns() / 1000000;
+}
+
 struct timespec tg_realtime_after_ms(uint32_t ms)
 {
     struct timespec ts;

@@ -367,7 +367,7 @@ static tg_err on_stats(pu_ctx *c, pu_partition *unused)
         }
     }
     uint32_t parts = __atomic_load_n(&s->part_count, __ATOMIC_ACQUIRE);
-    int64_t now = tg_mono_ns() / 1000000;
+    int64_t now = tg_mono_ms();
     st->partitions = parts;
     st->log_depth = 0;
     st->oldest_unpersisted_age_ms = 0;

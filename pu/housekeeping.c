@@ -130,7 +130,7 @@ void *pu_housekeeping_main(void *arg)
     int64_t last_sweep_ms = 0;
     while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
         uint32_t parts = __atomic_load_n(&s->part_count, __ATOMIC_ACQUIRE);
-        int64_t mono_ms = tg_mono_ns() / 1000000;
+        int64_t mono_ms = tg_mono_ms();
         bool sweep = mono_ms - last_sweep_ms >= (int64_t)s->sweep_interval_ms;
         for (uint32_t i = 0; i < parts; i++) {
             pu_served *e = &s->parts[i];

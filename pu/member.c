@@ -156,7 +156,7 @@ static uint32_t gather_held(pu_member *m, bool with_backups)
 {
     pu_server *s = m->srv;
     uint32_t n = 0, parts = __atomic_load_n(&s->part_count, __ATOMIC_ACQUIRE);
-    int64_t now_ms = tg_mono_ns() / 1000000;
+    int64_t now_ms = tg_mono_ms();
     for (uint32_t i = 0; i < parts && n < TG_PU_PARTITIONS_MAX; i++) {
         pu_served *e = &s->parts[i];
         if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) != PU_PART_READY) {

@@ -18,6 +18,9 @@ int64_t tg_now_ms(void);
 /* Nanoseconds on CLOCK_MONOTONIC. */
 int64_t tg_mono_ns(void);
 
+/* Milliseconds on CLOCK_MONOTONIC (tg_mono_ns / 10^6). */
+int64_t tg_mono_ms(void);
+
 /* CLOCK_REALTIME ms from now, as pthread_cond_timedwait's deadline (a
  * condition variable's default clock). */
 struct timespec tg_realtime_after_ms(uint32_t ms);

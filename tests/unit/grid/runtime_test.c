@@ -581,8 +581,10 @@ Test(clock, wall_and_monotonic_clocks_are_plausible)
     int64_t now = tg_now_ms();
     cr_assert_gt(now, INT64_C(1600000000000));
     int64_t a = tg_mono_ns();
+    int64_t ms = tg_mono_ms();
     int64_t b = tg_mono_ns();
     cr_assert_geq(b, a);
+    cr_assert(ms >= a / 1000000 && ms <= b / 1000000, "the same clock in ms");
 }
 
 /* ---- seat words --------------------------------------------------------- */
