@@ -19,9 +19,9 @@
  * sum of the partitions' sequences, the same number /seatmap shows).  The
  * last --live-replay-events messages are kept; each knows the version of
  * the message before it, so a client that comes back with Last-Event-ID T
- * is sent every kept message after T when the first of them starts at or
- * before T, and `reset` otherwise (too old, or a version another gateway
- * worker made).
+ * is sent every kept message after T, in one write, when the first of them
+ * starts at or before T and they fit in --live-buffer-bytes, and `reset`
+ * otherwise (too old, too much, or a version another gateway worker made).
  *
  * Back-pressure (h2o's generator).  A client has at most one h2o_send in
  * flight (at most GW_LIVE_SEND_MAX messages, shared with every other
@@ -508,8 +508,11 @@ static gw_live_event *event_new(gw_live *live, uint64_t event_id, const gw_layou
 }
 
 /* The first messages: the snapshot's version, or what a resume missed. */
-/* Queues every kept seats message after token; false when they do not
- * reach back to it. */
+/* Queues every kept seats message after token as one message (queued one by
+ * one, more than GW_LIVE_QUEUE_MAX of them would drop the client before
+ * the first was written); false when they do not reach back to it, or
+ * together exceed --live-buffer-bytes (the client is better served by a
+ * reset and one /seatmap). */
 static bool replay(live_client *c, uint64_t token)
 {
     gw_live_event *ev = c->ev;
@@ -521,12 +524,24 @@ static bool replay(live_client *c, uint64_t token)
         token >= ev->last_version) {
         return false;
     }
-    live_msg *m = msg_printf("retry: 1000\n\n");
+    static const char retry[] = "retry: 1000\n\n";
+    size_t len = sizeof(retry) - 1;
+    for (uint32_t k = i; k < ev->ring_count; k++) {
+        len += ev->ring[(ev->ring_head + k) % cap]->len;
+    }
+    live_msg *m = len <= c->r->gw->cfg.live_buffer_bytes ? msg_new(len) : NULL;
+    if (m == NULL) {
+        return false;
+    }
+    memcpy(m->data, retry, sizeof(retry) - 1);
+    m->len = sizeof(retry) - 1;
+    for (; i < ev->ring_count; i++) {
+        const live_msg *kept = ev->ring[(ev->ring_head + i) % cap];
+        memcpy(m->data + m->len, kept->data, kept->len);
+        m->len += kept->len;
+    }
     client_push(c, m);
     msg_unref(m);
-    for (; i < ev->ring_count; i++) {
-        client_push(c, ev->ring[(ev->ring_head + i) % cap]);
-    }
     return true;
 }
 

@@ -586,6 +586,50 @@ static void live_stream_sends_changes_and_resumes(gwh_gateway *gw)
     gwh_expect_error(gwh_http(gw, "GET", NULL, NULL, "/api/events/x/live"), 400, "invalid_id");
 }
 
+/* A client away for 40 flushes (more than the 32 messages a client may
+ * have queued) gets all 40 on resuming, and stays. */
+static void resume_replays_more_than_a_queue(gwh_gateway *gw)
+{
+    sse *s = sse_open(gw, "/api/events/1/live?availability=none", NULL);
+    sse_event ev;
+    sse_expect(s, "snapshot", 2000, &ev);
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = gwh_booking_create(gw, buyer, GWH_DEMO_EVENT);
+    select_seats(gw, buyer, b, "[4294967796]"); /* 500 */
+    sse_expect(s, "seats", 2000, &ev);
+    char resume[32];
+    snprintf(resume, sizeof(resume), "%s", ev.id);
+    sse_close(s);
+    /* One change per 100 ms tick: 40 messages missed. */
+    for (int i = 0; i < 20; i++) {
+        release_seats(gw, buyer, b, "[4294967796]");
+        hx_sleep_ms(130);
+        select_seats(gw, buyer, b, "[4294967796]");
+        hx_sleep_ms(130);
+    }
+    int64_t dropped = metric(gw, "tixgrid_live_dropped_total");
+    s = sse_open(gw, "/api/events/1/live?availability=none", resume);
+    int seats = 0, last = -1;
+    while (seats < 40 && sse_next(s, 1500, &ev)) { /* heartbeats come every second */
+        cr_assert_str_neq(ev.event, "reset");
+        cr_assert_str_neq(ev.event, "snapshot");
+        if (strcmp(ev.event, "seats") == 0) {
+            json_t *m = json_loads(ev.data, 0, NULL);
+            int st = changes_state(m, 500);
+            last = st >= 0 ? st : last;
+            seats += st >= 0;
+            json_decref(m);
+        }
+    }
+    cr_assert_geq(seats, 40, "%d of the 40 missed messages replayed", seats);
+    cr_assert_eq(last, 1, "seat 500 ends held");
+    cr_assert(!s->closed, "the resumed client was dropped");
+    cr_assert_eq(metric(gw, "tixgrid_live_dropped_total"), dropped);
+    sse_close(s);
+    gwh_expect(gwh_http(gw, "PATCH", buyer, "{\"seat_id\": 4294967796}", "/api/seats/release"),
+               200);
+}
+
 /* One grid for all (each grid costs seconds to start): two units, the
  * concert on one, the hall on the other, killed last.  One loop thread: a
  * resume is served by the worker that kept the messages (another worker
@@ -603,6 +647,7 @@ Test(gateway_live, the_seatmap_and_the_live_stream_follow_the_grid)
     gwh_grid *g = gwh_start(&o);
     seatmap_follows_holds_and_releases(g->gw);
     live_stream_sends_changes_and_resumes(g->gw);
+    resume_replays_more_than_a_queue(g->gw);
     expect_slow_client_dropped(g->gw);
     killed_unit_turns_unknown(g);
     gwh_gateway_stop_ok(g->gw);
