@@ -399,7 +399,7 @@ void gw_on_payment_initiate(gw_req *r)
 
 typedef struct {
     char payment_id[GW_PAYMENT_ID_BYTES];
-    char status[16];
+    char status[33]; /* as payments.provider_status keeps it: at most 32 */
     tg_booking_id booking;
     const gw_layout *layout;
     int64_t amount;

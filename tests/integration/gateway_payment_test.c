@@ -225,6 +225,19 @@ Test(gateway_payment,
     json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
     char pay[PAYH_ID_BYTES];
     snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    /* Statuses the gateway does not act on, however long (up to the 32
+     * bytes kept): 200 ignored, nothing changes.  Longer: 400. */
+    static const char *const others[] = {"PENDING", "PARTIALLY_REFUNDED",
+                                         "A_STATUS_OF_THIRTY_TWO_BYTES_XYZ"};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+        const char *o = payh_webhook_body(pay, others[i]);
+        json_t *ig = gwh_expect(payh_webhook(gw, o, payh_sign(GWH_WEBHOOK_SECRET, o)), 200);
+        cr_assert_str_eq(gwh_str(ig, "result"), "ignored", "%s", others[i]);
+    }
+    const char *too_long = payh_webhook_body(pay, "A_STATUS_OF_THIRTY_THREE_BYTES_XY");
+    gwh_expect_error(payh_webhook(gw, too_long, payh_sign(GWH_WEBHOOK_SECRET, too_long)), 400,
+                     "invalid_field");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 500), "RESERVED");
     const char *body = payh_webhook_body(pay, "CONFIRMED");
 
     /* Missing, forged, or signed for another body or secret: 401, no change. */
@@ -257,7 +270,8 @@ Test(gateway_payment,
     const char *sig = payh_sign(GWH_WEBHOOK_SECRET, body);
     for (int i = 0; i < 10; i++) {
         json_t *ok = gwh_expect(payh_webhook(gw, body, sig), 200);
-        cr_assert_str_eq(gwh_str(ok, "result"), i == 0 ? "paid" : "duplicate", "delivery %d", i);
+        cr_assert_str_eq(gwh_str(ok, "result"), i == 0 ? "paid" : "duplicate", "delivery %d: %s", i,
+                         gwh_str(ok, "result"));
         cr_assert_eq((uint64_t)gwh_int(ok, "booking_id"), b);
     }
     /* A FAILED after the sale changes nothing either. */
@@ -277,7 +291,7 @@ Test(gateway_payment,
              "SELECT status || '/' || webhooks || '/' || provider_status FROM payments"
              " WHERE id = '%s'",
              pay);
-    cr_assert_str_eq(pgt_query_text(g->db, sql), "completed/11/FAILED");
+    cr_assert_str_eq(pgt_query_text(g->db, sql), "completed/14/FAILED");
     snprintf(sql, sizeof(sql),
              "SELECT count(*)::text FROM audit_log WHERE booking_id = %" PRIu64
              " AND action = 'payment_confirm'",
