@@ -403,9 +403,11 @@ typedef struct {
     tg_booking_id booking;
     const gw_layout *layout;
     int64_t amount;
-    char pay_status[16];
+    char pay_status[16]; /* the row as this delivery last read or wrote it */
     char refund[16];
-    int64_t age_ms; /* since the payment was recorded */
+    int64_t age_ms;     /* since the payment was recorded */
+    gw_db_done settled; /* hook_settle's continuation */
+    const char *to_status, *to_refund;
 } hook_state;
 
 static void hook_answer(gw_req *r, const char *result)
@@ -423,14 +425,37 @@ static void hook_audit(gw_req *r, const char *action, const char *outcome)
              payment_detail(st->payment_id));
 }
 
+/* The update matched nothing: another delivery of this webhook, running at
+ * the same time, moved the row first and does (or did) the rest. */
+static void hook_settled(gw_req *r, void *job)
+{
+    hook_state *st = r->state;
+    sql_job *j = job;
+    if (j->ok && j->rows == 0) {
+        hook_answer(r, "duplicate");
+        return;
+    }
+    if (j->ok) {
+        snprintf(st->pay_status, sizeof(st->pay_status), "%s", st->to_status);
+        snprintf(st->refund, sizeof(st->refund), "%s", st->to_refund);
+    }
+    st->settled(r, job);
+}
+
+/* Moves the payment's row from what this delivery read to status and
+ * refund, only if it is still there: two deliveries at once never both
+ * audit, count or refund. */
 static void hook_settle(gw_req *r, gw_db_done done, const char *status, const char *refund)
 {
     hook_state *st = r->state;
-    sql_submit(r, done,
+    st->settled = done;
+    st->to_status = status;
+    st->to_refund = refund;
+    sql_submit(r, hook_settled,
                "UPDATE payments SET status = $2, refund_status = $3, updated_at = now(),"
                " refunded_at = CASE WHEN $3 = 'refunded' THEN now() ELSE refunded_at END"
-               " WHERE id = $1",
-               3, st->payment_id, status, refund);
+               " WHERE id = $1 AND status = $4 AND refund_status = $5",
+               5, st->payment_id, status, refund, st->pay_status, st->refund);
 }
 
 static void hook_refund_recorded(gw_req *r, void *job)

@@ -15,6 +15,8 @@
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
+#include <unistd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -352,5 +354,69 @@ Test(gateway_payment, a_refund_the_provider_could_not_make_at_once_is_made_later
     payh_wait_pg(g, sql,
                  "payment_late:refund_due:127.0.0.1,payment_refund:provider_error:127.0.0.1,"
                  "payment_refund:ok:system");
+    gwh_stop_ok(g);
+}
+
+/* Sends a signed webhook on a connection of its own without waiting. */
+static int webhook_send(gwh_gateway *gw, const char *body)
+{
+    char req[1024];
+    int n = snprintf(req, sizeof(req),
+                     "POST /api/webhook/payment HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\nX-Signature: %s\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     payh_sign(GWH_WEBHOOK_SECRET, body), strlen(body), body);
+    int fd = gwh_connect(gw);
+    gwh_write(fd, req, (size_t)n);
+    return fd;
+}
+
+/* Two deliveries of one late confirmation at the same time, the sandbox's
+ * and one more, both reading the payment as pending while the unit is
+ * frozen: one records and refunds it, the other finds it done (duplicate);
+ * one audit of each, one refund. */
+Test(gateway_payment, two_deliveries_at_once_of_a_late_payment_refund_it_once)
+{
+    static const char *const replay[] = {"--payment-window-ms", "1000", NULL};
+    static const char *const flags[] = {"--auth-rate", "0", "--db-threads", "4", NULL};
+    gwh_options o = {.sandbox = true, .replay_flags = replay, .gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 1300, 1);
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    payh_wait_booking(gw, buyer, b, "expired");
+
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT webhooks::text FROM payments WHERE id = '%s'", pay);
+    cr_assert_eq(kill(g->units[0].pid, SIGSTOP), 0);
+    payh_click(g->sandbox, pay, true); /* approved too late; the sandbox delivers */
+    payh_wait_pg(g, sql, "1");
+    int fd = webhook_send(gw, payh_webhook_body(pay, "CONFIRMED"));
+    payh_wait_pg(g, sql, "2"); /* both read the row as pending */
+    cr_assert_eq(kill(g->units[0].pid, SIGCONT), 0);
+    size_t len;
+    bool closed;
+    char *reply = gwh_read_all(fd, 10000, &len, &closed);
+    close(fd);
+    cr_assert(strncmp(reply, "HTTP/1.1 200", 12) == 0, "%s", reply);
+    cr_assert(strstr(reply, "\"result\":\"refunded\"") != NULL ||
+                  strstr(reply, "\"result\":\"duplicate\"") != NULL,
+              "%s", reply);
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_late', 'payment_refund')",
+             b);
+    payh_wait_pg(g, sql, "payment_late:refund_due,payment_refund:ok");
+    hx_sleep_ms(500); /* nothing more comes */
+    cr_assert_str_eq(pgt_query_text(g->db, sql), "payment_late:refund_due,payment_refund:ok");
+    json_t *at_provider =
+        gwh_expect(gwh_http(g->sandbox, "GET", NULL, NULL, "/v1/payments/%s", pay), 200);
+    cr_assert_eq(gwh_int(at_provider, "refunds"), 1);
+    snprintf(sql, sizeof(sql),
+             "SELECT status || '/' || refund_status FROM payments WHERE id = '%s'", pay);
+    cr_assert_str_eq(pgt_query_text(g->db, sql), "completed/refunded");
     gwh_stop_ok(g);
 }
