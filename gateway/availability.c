@@ -116,7 +116,7 @@ static availability_entry *entry_for(uint64_t event_id)
 static void availability_answer(gw_req *r, const gw_layout *const *layouts, gw_snap *const *snaps,
                                 uint32_t count)
 {
-    uint64_t event_id = r->params[0], version = 0;
+    uint64_t event_id = r->params[0];
     for (uint32_t p = 0; p < count; p++) {
         if (snaps[p]->unknown) {
             gw_reply_error_retry(r, 503, "unavailable", 1,
@@ -124,10 +124,9 @@ static void availability_answer(gw_req *r, const gw_layout *const *layouts, gw_s
                                  layouts[p]->partition_id);
             return;
         }
-        version += snaps[p]->seq;
     }
-    char etag[64];
-    snprintf(etag, sizeof(etag), "\"%" PRIu64 "-%" PRIu64 "\"", event_id, version);
+    char etag[GW_ETAG_BYTES];
+    gw_event_etag(etag, event_id, snaps, count, "");
     gw_reply_header(r, "etag", etag);
     gw_reply_header(r, "cache-control", "no-cache");
     if (gw_etag_matches(r, etag)) {

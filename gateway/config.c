@@ -40,7 +40,7 @@ typedef struct {
 
 #define U32(field) offsetof(gw_config, field)
 static const number_setting numbers[] = {
-    {"threads", "TIXGRID_GATEWAY_THREADS", U32(threads), 0, 64, 0,
+    {"threads", "TIXGRID_GATEWAY_THREADS", U32(threads), 0, GW_THREADS_MAX, 0,
      "loop threads (0: one per CPU it may run on)"},
     {"db-threads", "TIXGRID_GATEWAY_DB_THREADS", U32(db_threads), 1, 64, 4,
      "PostgreSQL and password-hashing threads"},

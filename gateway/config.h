@@ -14,6 +14,7 @@
 
 #define GW_PATH_BYTES 256u
 #define GW_URL_BYTES 512u
+#define GW_THREADS_MAX      64u /* loop threads at most (--threads) */
 #define GW_SECRET_BYTES_MIN 16u
 #define GW_SECRET_BYTES_MAX 256u
 /* An event's partitions are at most GW_EVENT_PARTITIONS_MAX (gateway.h): 64

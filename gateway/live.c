@@ -15,10 +15,14 @@
  * than GW_LIVE_CHANGES_MAX in one tick, or a partition turning UNKNOWN or
  * back, send `reset` instead: fetch /seatmap again.
  *
- * Resuming.  A seats message's id is the event's version after it (the
- * sum of the partitions' sequences, the same number /seatmap shows).  The
- * last --live-replay-events messages are kept; each knows the version of
- * the message before it, so a client that comes back with Last-Event-ID T
+ * Resuming.  A seats message's id is "V-S": the event's version after it
+ * (the sum of the partitions' sequences, the same number /seatmap shows)
+ * and the stamp of this worker's stream since its last reset (live_stamp).
+ * A token of another stream (another worker's, or from before a reset) is
+ * taken only when versions mean the same there and here: one partition,
+ * known now (sequence_comparable); otherwise reset.  The last --live-replay-events messages are
+ * kept; each knows the version of the message before it, so a client that comes back with
+ * Last-Event-ID T
  * is sent every kept message after T, in one write, when the first of them
  * starts at or before T and they fit in --live-buffer-bytes, and `reset`
  * otherwise (too old, too much, or a version another gateway worker made).
@@ -77,6 +81,7 @@ typedef struct gw_live_event {
     uint32_t dirty_count;
     bool overflow, reset;
     uint64_t last_version; /* of the last seats message (or reset) */
+    uint64_t stamp;        /* this worker's stream since its last reset: live_stamp */
     live_msg **ring;       /* the last cfg.live_replay_events seats messages */
     uint32_t ring_head, ring_count;
     live_client *clients;
@@ -104,6 +109,7 @@ struct gw_live {
     gw_worker *worker;
     uv_timer_t tick;
     uint64_t ticks;
+    uint64_t stamps; /* streams begun or reset on this worker */
     uint32_t clients;
     gw_live_event *events;
 };
@@ -260,6 +266,17 @@ static void client_gone(gw_req *r)
 
 /* ---- The event's stream ---------------------------------------------------------- */
 
+/* Names the event's stream on this worker from now until its next reset.
+ * A resume token is the version and this stamp: versions alone are not
+ * comparable across workers (each sums the partitions' sequences at its own
+ * ticks, and two workers may reach one sum by different states) nor across
+ * a reset (a partition turning UNKNOWN changes no sequence). */
+static void live_stamp(gw_live_event *ev)
+{
+    gw_live *live = ev->live;
+    ev->stamp = ++live->stamps * GW_THREADS_MAX + live->worker->index;
+}
+
 static uint64_t event_version(const gw_live_event *ev)
 {
     uint64_t v = 0;
@@ -345,8 +362,9 @@ static live_msg *seats_render(gw_live_event *ev, uint64_t version)
         return NULL;
     }
     int n = snprintf(m->data, cap,
-                     "event: seats\nid: %" PRIu64 "\ndata: {\"version\":%" PRIu64 ",\"changes\":[",
-                     version, version);
+                     "event: seats\nid: %" PRIu64 "-%" PRIu64 "\ndata: {\"version\":%" PRIu64
+                     ",\"changes\":[",
+                     version, ev->stamp, version);
     size_t len = (size_t)n;
     for (uint32_t i = 0; i < ev->dirty_count; i++) {
         uint32_t no = ev->dirty[i];
@@ -379,6 +397,7 @@ static void event_flush(gw_live_event *ev)
         ev->reset = false;
         dirty_clear(ev);
         ring_clear(ev);
+        live_stamp(ev);
         ev->last_version = version;
         live_msg *m = msg_printf("event: reset\ndata: {\"version\":%" PRIu64 "}\n\n", version);
         broadcast(ev, m);
@@ -502,6 +521,7 @@ static gw_live_event *event_new(gw_live *live, uint64_t event_id, const gw_layou
         snaps[p]->listener_arg = ev;
     }
     ev->last_version = event_version(ev);
+    live_stamp(ev);
     ev->next = live->events;
     live->events = ev;
     return ev;
@@ -545,15 +565,46 @@ static bool replay(live_client *c, uint64_t token)
     return true;
 }
 
+/* 1..19 decimal digits (no overflow). */
+static bool digits_parse(const char *text, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    bool valid = len > 0 && len < 20;
+    for (size_t i = 0; valid && i < len; i++) {
+        valid = text[i] >= '0' && text[i] <= '9';
+        v = v * 10 + (uint64_t)(text[i] - '0');
+    }
+    *out = v;
+    return valid;
+}
+
+/* Whether a version another stream made (another worker's, or this one's
+ * before a reset) means the same state here: with one partition the
+ * version is its own sequence, the same on every worker, as long as the
+ * partition is known (an UNKNOWN one is a reset the client must get). */
+static bool sequence_comparable(const gw_live_event *ev)
+{
+    return ev->partition_count == 1 && !ev->snaps[0]->unknown;
+}
+
+/* A resume token "VERSION-STAMP" (as seats_render writes it); false when
+ * text is not one. */
+static bool token_parse(const char *text, size_t len, uint64_t *version, uint64_t *stamp)
+{
+    const char *dash = text != NULL ? memchr(text, '-', len) : NULL;
+    if (dash == NULL) {
+        return false;
+    }
+    size_t at = (size_t)(dash - text);
+    return digits_parse(text, at, version) && digits_parse(dash + 1, len - at - 1, stamp);
+}
+
 static void client_begin(live_client *c, const char *last_id, size_t last_len)
 {
     gw_live_event *ev = c->ev;
-    uint64_t token = 0;
-    bool valid = last_id != NULL && last_len > 0 && last_len < 20;
-    for (size_t i = 0; valid && i < last_len; i++) {
-        valid = last_id[i] >= '0' && last_id[i] <= '9';
-        token = token * 10 + (uint64_t)(last_id[i] - '0');
-    }
+    uint64_t token = 0, stamp = 0;
+    bool valid = last_id != NULL && token_parse(last_id, last_len, &token, &stamp) &&
+                 (stamp == ev->stamp || sequence_comparable(ev));
     live_msg *m = NULL;
     if (last_id == NULL) {
         m = msg_printf("retry: 1000\nevent: snapshot\ndata: {\"version\":%" PRIu64 "}\n\n",
@@ -563,7 +614,7 @@ static void client_begin(live_client *c, const char *last_id, size_t last_len)
     } else if (valid && replay(c, token)) {
         return;
     } else {
-        /* Too old, from another worker's future, or not a token of ours. */
+        /* Too old, another worker's or stream's, or not a token at all. */
         m = msg_printf("retry: 1000\nevent: reset\ndata: {\"version\":%" PRIu64 "}\n\n",
                        ev->last_version);
     }

@@ -2,8 +2,12 @@
  * nibbles.c — the pure leaves of the seat-map snapshots (snap.h): a
  * seat_states_ok unpacked into the 4-bit encoding /seatmap sends, and
  * seat_changes applied to it, each reporting the seats whose state
- * changed.  Apart from snap.c so that they are tested alone.
+ * changed, and the ETag of a set of snapshots.  Apart from snap.c so that
+ * they are tested alone.
  */
+#include <inttypes.h>
+#include <stdio.h>
+
 #include "snap.h"
 
 void gw_snap_unpack(uint8_t *states, uint32_t seat_count, const tg_wire_states *words,
@@ -34,5 +38,23 @@ void gw_snap_apply(uint8_t *states, uint32_t seat_count, const tg_wire_change *c
                 changed(arg, seat, v);
             }
         }
+    }
+}
+
+void gw_event_etag(char *out, uint64_t event_id, gw_snap *const *snaps, uint32_t count,
+                   const char *suffix)
+{
+    uint64_t version = 0, hash = UINT64_C(14695981039346656037); /* FNV-1a */
+    for (uint32_t p = 0; p < count; p++) {
+        version += snaps[p]->seq;
+        for (int b = 0; b < 64; b += 8) {
+            hash = (hash ^ ((snaps[p]->seq >> b) & 0xffu)) * UINT64_C(1099511628211);
+        }
+    }
+    if (count == 1) {
+        snprintf(out, GW_ETAG_BYTES, "\"%" PRIu64 "-%" PRIu64 "%s\"", event_id, version, suffix);
+    } else {
+        snprintf(out, GW_ETAG_BYTES, "\"%" PRIu64 "-%" PRIu64 "-%016" PRIx64 "%s\"", event_id,
+                 version, hash, suffix);
     }
 }

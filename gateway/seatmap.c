@@ -232,9 +232,8 @@ static void seatmap_answer(gw_req *r, const gw_layout *const *layouts, gw_snap *
         seat_count += layouts[p]->seat_count;
         unknown = unknown || snaps[p]->unknown;
     }
-    char etag[64];
-    snprintf(etag, sizeof(etag), "\"%" PRIu64 "-%" PRIu64 "%s\"", event_id, version,
-             unknown ? "-unknown" : "");
+    char etag[GW_ETAG_BYTES];
+    gw_event_etag(etag, event_id, snaps, count, unknown ? "-unknown" : "");
     gw_reply_header(r, "etag", etag);
     gw_reply_header(r, "cache-control", "no-cache");
     if (gw_etag_matches(r, etag)) {

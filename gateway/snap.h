@@ -102,6 +102,15 @@ uint32_t gw_event_snaps(gw_req *r, const gw_layout *layouts[GW_EVENT_PARTITIONS_
 /* seatmap.c: whether If-None-Match names etag (a list, or "*"). */
 bool gw_etag_matches(gw_req *r, const char *etag);
 
+/* nibbles.c: the ETag of the event's seats as the snapshots hold them now,
+ * "\"EVENT-VERSION\"" (VERSION: the sum of the sequences, as /seatmap and
+ * /availability show it); with several partitions "-HASH" of the sequences
+ * follows, since two gateway workers may reach one sum by different states;
+ * suffix (may be "") is appended inside the quotes.  GW_ETAG_BYTES. */
+#define GW_ETAG_BYTES 64u
+void gw_event_etag(char *out, uint64_t event_id, gw_snap *const *snaps, uint32_t count,
+                   const char *suffix);
+
 /* availability.c: the body of GET /availability (gw_availability_render)
  * counted from the snapshots, all ready; NULL when some partition is
  * UNKNOWN or not ready, or out of memory.  malloc'd, its length in *len. */

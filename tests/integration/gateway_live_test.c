@@ -372,6 +372,15 @@ static void killed_unit_turns_unknown(gwh_grid *g)
     cr_assert_eq(hall.seat_count, GWH_HALL_SEATS);
     cr_assert_eq(nibble(&hall, 0), 0);
     seatmap_get(gw, GWH_DEMO_EVENT);
+    /* A hold in the hall: the stream's last id before the kill. */
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t hb = gwh_booking_create(gw, buyer, GWH_HALL_EVENT);
+    char ids[32];
+    snprintf(ids, sizeof(ids), "[%" PRIu64 "]", GWH_SEAT_ID(GWH_HALL_PARTITION, 5));
+    select_seats(gw, buyer, hb, ids);
+    sse_expect(s, "seats", 2000, &ev);
+    char before_kill[32];
+    snprintf(before_kill, sizeof(before_kill), "%s", ev.id);
 
     int64_t t_kill = hx_now_ms();
     hx_kill(&g->units[1]);
@@ -399,9 +408,13 @@ static void killed_unit_turns_unknown(gwh_grid *g)
     sse_expect(s, "reset", 2000, &ev);
     sse_expect(s, ":", 2500, &ev);
     sse_close(s);
+    /* A client that missed that reset (no seat changed: its last id is the
+     * version still) is sent it on resuming, not "nothing missed". */
+    s = sse_open(gw, "/api/events/3/live?availability=none", before_kill);
+    sse_expect(s, "reset", 2000, &ev);
+    sse_close(s);
     cr_log_info("heartbeat %lld ms after the kill", (long long)(hx_now_ms() - t_kill));
     /* The concert, on the other unit, still answers and still moves. */
-    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
     uint64_t b = gwh_booking_create(gw, buyer, GWH_DEMO_EVENT);
     select_seats(gw, buyer, b, "[4294967306]"); /* 10 */
     seatmap_wait(gw, GWH_DEMO_EVENT, 10, 1);
@@ -573,10 +586,29 @@ static void live_stream_sends_changes_and_resumes(gwh_gateway *gw)
     }
     cr_assert(saw400, "the resumed stream did not replay seat 400");
     sse_close(s);
-    /* A token this gateway does not have: reset. */
-    s = sse_open(gw, "/api/events/1/live", "9999999999");
-    json_t *reset = sse_expect(s, "reset", 2000, &ev);
-    cr_assert_geq((uint64_t)gwh_int(reset, "version"), v1);
+    /* Not tokens: reset (the version alone was the form before stamps). */
+    static const char *const strangers[] = {"9999999999", "x-1", "1-", "-1", "1-2-3"};
+    for (size_t k = 0; k < sizeof(strangers) / sizeof(strangers[0]); k++) {
+        s = sse_open(gw, "/api/events/1/live", strangers[k]);
+        json_t *reset = sse_expect(s, "reset", 2000, &ev);
+        cr_assert_geq((uint64_t)gwh_int(reset, "version"), v1);
+        sse_close(s);
+    }
+    char other_stamp[48];
+    uint64_t version_now, stamp;
+    cr_assert_eq(sscanf(resume, "%" SCNu64 "-%" SCNu64, &version_now, &stamp), 2, "%s", resume);
+    (void)version_now;
+    seatmap now = seatmap_get(gw, GWH_DEMO_EVENT);
+    snprintf(other_stamp, sizeof(other_stamp), "%" PRIu64 "-%" PRIu64, now.version, stamp + 1);
+    /* Another stream's stamp (another worker's, or from before a reset):
+     * the concert is one partition, known, so its version means the same
+     * here: nothing missed, no reset. */
+    s = sse_open(gw, "/api/events/1/live?availability=none", other_stamp);
+    cr_assert(!sse_next(s, 1200, &ev) || strcmp(ev.event, "reset") != 0, "%s", ev.event);
+    sse_close(s);
+    snprintf(other_stamp, sizeof(other_stamp), "%" PRIu64, now.version);
+    s = sse_open(gw, "/api/events/1/live", other_stamp);
+    sse_expect(s, "reset", 2000, &ev);
     sse_close(s);
 
     /* Bad input. */

@@ -86,3 +86,23 @@ Test(snap, applying_changes_takes_the_state_of_each_word_in_order)
     gw_snap_apply(states, 8, ch + 2, 1, NULL, NULL);
     cr_assert_eq(gw_snap_get(states, 6), TG_SEAT_FREE);
 }
+
+/* The ETag names the state, not only the version: with several partitions
+ * two workers may reach one sum of sequences by different states. */
+Test(snap, etags_tell_states_of_one_sum_apart)
+{
+    gw_snap a = {.seq = 60}, b = {.seq = 45}, c = {.seq = 55}, d = {.seq = 50};
+    gw_snap *one[] = {&a}, *first[] = {&a, &b}, *second[] = {&c, &d}, *again[] = {&a, &b};
+    char e1[GW_ETAG_BYTES], e2[GW_ETAG_BYTES], e3[GW_ETAG_BYTES], e4[GW_ETAG_BYTES];
+    gw_event_etag(e1, 7, one, 1, "");
+    cr_assert_str_eq(e1, "\"7-60\"");
+    gw_event_etag(e1, 7, one, 1, "-unknown");
+    cr_assert_str_eq(e1, "\"7-60-unknown\"");
+    gw_event_etag(e2, 7, first, 2, "");
+    gw_event_etag(e3, 7, second, 2, "");
+    gw_event_etag(e4, 7, again, 2, "");
+    cr_assert(strncmp(e2, "\"7-105-", 7) == 0, "%s", e2);
+    cr_assert(strncmp(e3, "\"7-105-", 7) == 0, "%s", e3);
+    cr_assert_str_neq(e2, e3);
+    cr_assert_str_eq(e2, e4, "the same state, the same ETag");
+}
