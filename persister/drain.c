@@ -1052,7 +1052,8 @@ struct pst_part {
     int64_t ack_retry_ns; /* when to send ack_want again if not confirmed */
     /* Under drain->lock (ack_cb). */
     bool ack_inflight;
-    uint64_t ack_sent, acked;
+    uint64_t ack_sent, acked;    /* acked: what the unit routed to now confirmed */
+    uint32_t route_gen, ack_gen; /* bumped at each move; the route the ack in flight went to */
     tg_err ack_err;
 };
 
@@ -1202,6 +1203,12 @@ static void part_route(pst_drain *d, const route_row *row, bool resync)
         p->unreachable = p->fenced = p->behind_warned = p->ack_warned = false;
         p->failures = 0;
         p->poll_at_ns = 0;
+        /* The new unit was told nothing yet: what PostgreSQL holds is acked
+         * to it even if no record comes after the move. */
+        pthread_mutex_lock(&d->lock);
+        p->route_gen++;
+        p->acked = 0;
+        pthread_mutex_unlock(&d->lock);
     }
     if (moved || resync) {
         part_reset(p, (uint64_t)row->last_seq);
@@ -1285,8 +1292,8 @@ static void ack_cb(void *arg, tg_err err, const tg_msg *reply)
     pthread_mutex_lock(&d->lock);
     p->ack_inflight = false;
     p->ack_err = err;
-    if (err == TG_OK && p->ack_sent > p->acked) {
-        p->acked = p->ack_sent;
+    if (err == TG_OK && p->ack_gen == p->route_gen && p->ack_sent > p->acked) {
+        p->acked = p->ack_sent; /* (an ack to the unit it moved from confirms nothing) */
     }
     d->acks_inflight--;
     d->wake = true;
@@ -1382,6 +1389,7 @@ static void ack_send(pst_drain *d, pst_part *p, int64_t now)
     if (!busy) {
         p->ack_inflight = true;
         p->ack_sent = p->ack_want;
+        p->ack_gen = p->route_gen;
         d->acks_inflight++;
     }
     pthread_mutex_unlock(&d->lock);

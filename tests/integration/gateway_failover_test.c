@@ -17,6 +17,9 @@
  *     failover window, which is measured and printed (the kill to the first
  *     hold acknowledged again); the other partition never fails.
  *
+ *   - a partition whose primary dies while nothing sells: its promoted
+ *     backup is told what PostgreSQL holds without a record after the move;
+ *
  *   - a unit added (tixgridctl add-pu) gets a partition moved onto it, and a
  *     unit drained (tixgridctl remove-pu) has its partitions moved away and
  *     then stops by itself, both while holds go on: every refusal carries
@@ -338,6 +341,70 @@ Test(gateway_failover, a_killed_primary_fails_over_and_the_other_partition_never
     }
     assert_grid_and_pg_agree(g, other);
     assert_grid_and_pg_agree(g, hit);
+    gwh_stop_ok(g);
+}
+
+/* What the unit says PostgreSQL holds of the partition (log_persisted),
+ * and its log head; false when it does not answer as its primary. */
+static bool unit_persisted(const hx_unit *u, uint32_t partition_id, uint64_t *persisted,
+                           uint64_t *head)
+{
+    static tg_msg rep;
+    tg_client *c = hx_client(u, partition_id, 4);
+    tg_msg req = {.type = TG_WIRE_PARTITION_INFO, .partition_info = {partition_id}};
+    bool ok =
+        hx_call(c, partition_id, &req, &rep) == TG_OK && rep.type == TG_WIRE_PARTITION_INFO_OK;
+    hx_client_close(c);
+    if (ok) {
+        *persisted = rep.partition_info_ok.log_persisted;
+        *head = rep.partition_info_ok.log_head;
+    }
+    return ok;
+}
+
+/* Waits until u was told PostgreSQL holds its whole log of the partition. */
+static void wait_told_persisted(const hx_unit *u, uint32_t partition_id, int timeout_ms)
+{
+    uint64_t persisted = 0, head = 1;
+    int64_t deadline = hx_now_ms() + timeout_ms;
+    while (!(unit_persisted(u, partition_id, &persisted, &head) && persisted == head)) {
+        cr_assert(hx_now_ms() < deadline,
+                  "%s was not told its log of partition %u is persisted: %llu of %llu", u->name,
+                  partition_id, (unsigned long long)persisted, (unsigned long long)head);
+        hx_sleep_ms(50);
+    }
+}
+
+/* A partition that moves while nothing sells: the drain tells its new
+ * primary what PostgreSQL holds without waiting for a record after the
+ * move, so the unit's ring is freed up to there. */
+Test(gateway_failover, a_partition_that_moves_while_idle_is_acked_to_its_new_primary)
+{
+    gwh_options o = {.units = 2,
+                     .partition_count = 1,
+                     .partitions = {GWH_DEMO_PARTITION},
+                     .unit_of = {0},
+                     .gateway_flags = gateway_flags,
+                     .manager = true,
+                     .backups = 1};
+    gwh_grid *g = gwh_start(&o);
+    hx_unit *primary = wait_in_sync(g, GWH_DEMO_PARTITION);
+    hx_unit *backup = primary == &g->units[0] ? &g->units[1] : &g->units[0];
+    const char *auth = gwh_login(g->gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    for (uint32_t i = 0; i < 10; i++) {
+        hold_ok(g->gw, auth, &concert);
+    }
+    wait_told_persisted(primary, GWH_DEMO_PARTITION, GWH_DRAIN_TIMEOUT_MS);
+    hx_kill(primary);
+    char want[TG_PU_NAME_BYTES + 2];
+    snprintf(want, sizeof(want), "%s|", backup->name);
+    int64_t deadline = hx_now_ms() + PLACE_TIMEOUT_MS;
+    while (strncmp(placement_of(g, GWH_DEMO_PARTITION), want, strlen(want)) != 0) {
+        cr_assert(hx_now_ms() < deadline, "%s was not promoted: %s", backup->name,
+                  placement_of(g, GWH_DEMO_PARTITION));
+        hx_sleep_ms(50);
+    }
+    wait_told_persisted(backup, GWH_DEMO_PARTITION, 3000);
     gwh_stop_ok(g);
 }
 
