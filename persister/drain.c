@@ -2053,6 +2053,7 @@ static int drain_run(const pst_context *ctx, const pst_drain_config *cfg)
     if (cfg->manager_pub != NULL &&
         tg_mapsub_open(cfg->manager_pub, map_published_cb, d, &d->sub) != TG_OK) {
         tg_log_error("drain: cannot follow the map published at %s", cfg->manager_pub);
+        tg_client_close(d->client);
         drain_free(d);
         return TG_EXIT_FAILURE;
     }
