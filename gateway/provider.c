@@ -119,19 +119,40 @@ tg_err gw_pay_refund(gw_req *r, const char *payment_id, int64_t amount_minor, gw
                : pay_started(r, gw_provider_of(r->gw)->refund(r, payment_id, amount_minor));
 }
 
+/* The blocking calls' breaker: false when it refused (nothing is asked). */
+static bool now_admit(gw_gateway *gw, bool *probe, gw_pay_result *res)
+{
+    uint32_t retry_ms;
+    *res = (gw_pay_result){0};
+    return gw_provider_of(gw) != NULL &&
+           gw_breaker_admit(&gw->breaker, tg_mono_ms(), probe, &retry_ms);
+}
+
+static tg_err now_record(gw_gateway *gw, bool probe, const gw_pay_result *res)
+{
+    gw_breaker_record(&gw->breaker, !res->provider_failed, probe, tg_mono_ms());
+    return res->err;
+}
+
 tg_err gw_pay_refund_now(gw_gateway *gw, const char *payment_id, int64_t amount_minor,
                          gw_pay_result *res)
 {
-    const gw_provider *p = gw_provider_of(gw);
     bool probe;
-    uint32_t retry_ms;
-    *res = (gw_pay_result){0};
-    if (p == NULL || !gw_breaker_admit(&gw->breaker, tg_mono_ms(), &probe, &retry_ms)) {
+    if (!now_admit(gw, &probe, res)) {
         return TG_EBUSY;
     }
-    tg_err err = p->refund_now(&gw->cfg, payment_id, amount_minor, res);
-    gw_breaker_record(&gw->breaker, !res->provider_failed, probe, tg_mono_ms());
-    return err;
+    gw_provider_of(gw)->refund_now(&gw->cfg, payment_id, amount_minor, res);
+    return now_record(gw, probe, res);
+}
+
+tg_err gw_pay_status_now(gw_gateway *gw, const char *payment_id, gw_pay_result *res)
+{
+    bool probe;
+    if (!now_admit(gw, &probe, res)) {
+        return TG_EBUSY;
+    }
+    gw_provider_of(gw)->status_now(&gw->cfg, payment_id, res);
+    return now_record(gw, probe, res);
 }
 
 /* ---- The REST provider ------------------------------------------------------- */
@@ -265,11 +286,11 @@ static size_t answer_collect(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-static tg_err rest_refund_now(const gw_config *cfg, const char *payment_id, int64_t amount_minor,
-                              gw_pay_result *res)
+/* One call, blocking: a POST of body, or a GET when body is NULL. */
+static tg_err rest_call_now(const gw_config *cfg, const char *url, const char *body,
+                            gw_pay_result *res)
 {
-    char url[REFUND_URL_BYTES], body[48], error[CURL_ERROR_SIZE] = "";
-    refund_request(cfg, payment_id, amount_minor, url, body);
+    char error[CURL_ERROR_SIZE] = "";
     answer_buffer answer = {.data = calloc(1, GW_HTTP_BODY_MAX + 1)};
     CURL *e = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
@@ -280,7 +301,9 @@ static tg_err rest_refund_now(const gw_config *cfg, const char *payment_id, int6
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->payment_timeout_ms);
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        if (body != NULL) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+        }
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, answer_collect);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, &answer);
         curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error);
@@ -301,10 +324,26 @@ static tg_err rest_refund_now(const gw_config *cfg, const char *payment_id, int6
     return res->err;
 }
 
+static tg_err rest_refund_now(const gw_config *cfg, const char *payment_id, int64_t amount_minor,
+                              gw_pay_result *res)
+{
+    char url[REFUND_URL_BYTES], body[48];
+    refund_request(cfg, payment_id, amount_minor, url, body);
+    return rest_call_now(cfg, url, body, res);
+}
+
+static tg_err rest_status_now(const gw_config *cfg, const char *payment_id, gw_pay_result *res)
+{
+    char url[GW_URL_BYTES + GW_PAYMENT_ID_BYTES + 16];
+    snprintf(url, sizeof(url), "%s/v1/payments/%s", cfg->payment_provider_url, payment_id);
+    return rest_call_now(cfg, url, NULL, res);
+}
+
 const gw_provider gw_provider_rest = {
     .name = "sandbox",
     .create = rest_create,
     .status = rest_status,
     .refund = rest_refund,
     .refund_now = rest_refund_now,
+    .status_now = rest_status_now,
 };

@@ -61,6 +61,8 @@ typedef struct {
      * never a loop thread.  Fills *res; returns res->err. */
     tg_err (*refund_now)(const gw_config *cfg, const char *payment_id, int64_t amount_minor,
                          gw_pay_result *res);
+    /* The payment's status, blocking likewise (refunds.c's reconciliation). */
+    tg_err (*status_now)(const gw_config *cfg, const char *payment_id, gw_pay_result *res);
 } gw_provider;
 
 /* The REST provider (the sandbox's protocol) at cfg.payment_provider_url. */
@@ -83,10 +85,11 @@ tg_err gw_pay_create(gw_req *r, const gw_pay_order *order, gw_pay_done done);
 tg_err gw_pay_status(gw_req *r, const char *payment_id, gw_pay_done done);
 tg_err gw_pay_refund(gw_req *r, const char *payment_id, int64_t amount_minor, gw_pay_done done);
 
-/* refund_now through the breaker (a background thread; blocks); TG_EBUSY
- * when the breaker refused (nothing was asked). */
+/* refund_now and status_now through the breaker (a background thread;
+ * they block); TG_EBUSY when the breaker refused (nothing was asked). */
 tg_err gw_pay_refund_now(gw_gateway *gw, const char *payment_id, int64_t amount_minor,
                          gw_pay_result *res);
+tg_err gw_pay_status_now(gw_gateway *gw, const char *payment_id, gw_pay_result *res);
 
 /* The breaker's state now (any thread). */
 gw_breaker_view gw_pay_breaker(gw_gateway *gw);

@@ -13,6 +13,18 @@
  * 'refunded' with an audit record of the system.  A round takes at most
  * REFUNDS_PER_ROUND payments, oldest first.
  *
+ * Reconciliation.  A confirmation whose every delivery failed before the
+ * payment was settled (the unit unreachable for the provider's few tries)
+ * leaves the row 'pending' for good, the money kept and nothing sold.  So
+ * each round also takes the payments still pending whose booking
+ * PostgreSQL shows ended without them (expired, failed or cancelled: the
+ * grid wrote that, so the payment can no longer sell), at least
+ * cfg.refund_retry_s after their last change, and asks the provider: a
+ * CONFIRMED one is recorded late ('due', audited payment_late) and
+ * refunded at once; a FAILED one is recorded failed; one still PENDING is
+ * asked again next round.  A pending payment of a booking that is paid is
+ * left alone: it may be the one that paid it, its record cut short.
+ *
  * This thread may block (PostgreSQL, the provider's answer): it is not a
  * loop thread.  Several gateways may retry the same refund at once; the
  * provider's refund is idempotent and the update only moves 'due' to
@@ -48,6 +60,23 @@ static const char due_sql[] = "SELECT id, booking_id, amount_minor FROM payments
  * a few that keep failing never hold up the others. */
 static const char requeue_sql[] =
     "UPDATE payments SET updated_at = now() WHERE id = $1 AND refund_status = 'due'";
+
+static const char stale_sql[] =
+    "SELECT p.id, p.booking_id, p.amount_minor FROM payments p JOIN bookings b"
+    "   ON b.id = p.booking_id"
+    " WHERE p.status = 'pending' AND b.status IN ('expired', 'failed', 'cancelled')"
+    "   AND p.updated_at < now() - make_interval(secs => $1)"
+    " ORDER BY p.updated_at LIMIT " REFUNDS_PER_ROUND;
+
+/* What the provider said of a stale payment, if it is still pending. */
+static const char stale_confirmed_sql[] =
+    "UPDATE payments SET status = 'completed', refund_status = 'due',"
+    " provider_status = 'CONFIRMED', updated_at = now() WHERE id = $1 AND status = 'pending'";
+static const char stale_failed_sql[] =
+    "UPDATE payments SET status = 'failed', provider_status = $2, updated_at = now()"
+    " WHERE id = $1 AND status = 'pending'";
+static const char stale_requeue_sql[] =
+    "UPDATE payments SET updated_at = now() WHERE id = $1 AND status = 'pending'";
 
 static const char refunded_sql[] =
     "UPDATE payments SET refund_status = 'refunded', refunded_at = now(), updated_at = now()"
@@ -86,6 +115,51 @@ static void refund_one(gw_refunds *f, const char *id, tg_booking_id booking, int
            ok ? "" : ", but not recorded: PostgreSQL refused (the next round records it)");
 }
 
+/* Runs sql with the payment id (and a second parameter); true when it
+ * changed the row. */
+static bool payment_update(gw_refunds *f, const char *sql, const char *id, const char *arg)
+{
+    const char *params[] = {id, arg};
+    PGresult *r = PQexecParams(f->db, sql, arg != NULL ? 2 : 1, NULL, params, NULL, NULL, 0);
+    bool changed = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    return changed;
+}
+
+static void reconcile_one(gw_refunds *f, const char *id, tg_booking_id booking, int64_t amount)
+{
+    gw_pay_result res;
+    tg_err err = gw_pay_status_now(f->gw, id, &res);
+    if (err == TG_EBUSY) {
+        return; /* the breaker is open: next round */
+    }
+    if (err != TG_OK) {
+        payment_update(f, stale_requeue_sql, id, NULL);
+        tg_log(TG_LOG_WARN, "payment %s of ended booking %llu: status not known: %s", id,
+               (unsigned long long)booking, res.message);
+        return;
+    }
+    uint64_t event = event_of(f->gw, booking);
+    if (strcmp(res.status, "CONFIRMED") == 0) {
+        if (payment_update(f, stale_confirmed_sql, id, NULL)) {
+            tg_log(TG_LOG_WARN,
+                   "payment %s confirmed for ended booking %llu, never settled: "
+                   "refunding it",
+                   id, (unsigned long long)booking);
+            gw_audit_system(f->gw, "payment_late", booking, event, "refund_due",
+                            json_pack("{s:s,s:b}", "payment_id", id, "reconciled", 1));
+            refund_one(f, id, booking, amount);
+        }
+    } else if (strcmp(res.status, "FAILED") == 0) {
+        if (payment_update(f, stale_failed_sql, id, res.status)) {
+            gw_audit_system(f->gw, "payment_fail", booking, event, "ok",
+                            json_pack("{s:s,s:b}", "payment_id", id, "reconciled", 1));
+        }
+    } else {
+        payment_update(f, stale_requeue_sql, id, NULL); /* pending still, or already refunded */
+    }
+}
+
 static bool stopping(gw_refunds *f)
 {
     pthread_mutex_lock(&f->lock);
@@ -105,17 +179,24 @@ static void round_run(gw_refunds *f)
     char secs[16];
     snprintf(secs, sizeof(secs), "%u", f->gw->cfg.refund_retry_s);
     const char *params[] = {secs};
-    PGresult *due = PQexecParams(f->db, due_sql, 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(due) != PGRES_TUPLES_OK) {
-        tg_log(TG_LOG_WARN, "refunds owed not read: %s", PQresultErrorMessage(due));
-        PQclear(due);
-        return;
+    static const struct {
+        const char *sql, *what;
+        void (*one)(gw_refunds *f, const char *id, tg_booking_id booking, int64_t amount);
+    } passes[] = {{due_sql, "refunds owed", refund_one},
+                  {stale_sql, "payments of ended bookings", reconcile_one}};
+    for (size_t k = 0; k < sizeof(passes) / sizeof(passes[0]) && !stopping(f); k++) {
+        PGresult *rows = PQexecParams(f->db, passes[k].sql, 1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(rows) != PGRES_TUPLES_OK) {
+            tg_log(TG_LOG_WARN, "%s not read: %s", passes[k].what, PQresultErrorMessage(rows));
+            PQclear(rows);
+            return;
+        }
+        for (int i = 0; i < PQntuples(rows) && !stopping(f); i++) {
+            passes[k].one(f, PQgetvalue(rows, i, 0), strtoull(PQgetvalue(rows, i, 1), NULL, 10),
+                          strtoll(PQgetvalue(rows, i, 2), NULL, 10));
+        }
+        PQclear(rows);
     }
-    for (int i = 0; i < PQntuples(due) && !stopping(f); i++) {
-        refund_one(f, PQgetvalue(due, i, 0), strtoull(PQgetvalue(due, i, 1), NULL, 10),
-                   strtoll(PQgetvalue(due, i, 2), NULL, 10));
-    }
-    PQclear(due);
 }
 
 /* Waits one interval unless stopping; true when stopping. */

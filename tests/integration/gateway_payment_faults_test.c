@@ -5,7 +5,9 @@
  * answer (nobody else waits for it), a confirmation that arrives after
  * the payment window (refunded; the seat stays with its new holder), and
  * seats added to a booking while its payment was being created (the
- * confirmation of the smaller amount sells nothing and is refunded).
+ * confirmation of the smaller amount sells nothing and is refunded), and a
+ * confirmation whose only delivery failed (found by the gateway once the
+ * booking ended, and refunded).
  *
  * The grid (gwh.h) with tixgrid-sandbox-pay; the sandbox is told to fail,
  * to hang or to answer slowly (POST /control), stopped, and restarted on
@@ -17,6 +19,7 @@
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,5 +336,52 @@ Test(gateway_payment_faults, seats_added_while_the_payment_was_created_are_never
              " WHERE booking_id = %" PRIu64 " AND action IN ('payment_confirm', 'payment_refund')",
              b);
     payh_wait_pg(g, sql, "payment_confirm:amount_mismatch,payment_refund:ok");
+    gwh_stop_ok(g);
+}
+
+/* The provider's one delivery of a confirmation fails (the unit frozen:
+ * the grid times out) and it gives up.  Once the booking has expired, the
+ * gateway asks the provider about the payment still pending, finds it
+ * confirmed, records it late and refunds it. */
+Test(gateway_payment_faults, a_confirmation_never_delivered_is_found_and_refunded)
+{
+    static const char *const replay[] = {"--payment-window-ms", "1500", NULL};
+    static const char *const sandbox[] = {"--webhook-attempts", "1", NULL};
+    static const char *const flags[] = {
+        "--auth-rate", "0", "--refund-retry-s", "1", "--grid-timeout-ms", "300", NULL};
+    gwh_options o = {
+        .sandbox = true, .replay_flags = replay, .sandbox_flags = sandbox, .gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 1400, 1);
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    char pay[PAYH_ID_BYTES];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT status || '/' || refund_status || '/' || webhooks FROM payments"
+             " WHERE id = '%s'",
+             pay);
+    cr_assert_eq(kill(g->units[0].pid, SIGSTOP), 0);
+    payh_click(g->sandbox, pay, true);
+    payh_wait_pg(g, sql, "pending/none/1"); /* delivered once ... */
+    hx_sleep_ms(600);                       /* ... and refused: the grid timed out */
+    cr_assert_eq(kill(g->units[0].pid, SIGCONT), 0);
+    payh_wait_booking(gw, buyer, b, "expired");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 1400), "FREE");
+
+    payh_wait_pg(g, sql, "completed/refunded/1");
+    json_t *at_provider =
+        gwh_expect(gwh_http(g->sandbox, "GET", NULL, NULL, "/v1/payments/%s", pay), 200);
+    cr_assert_str_eq(gwh_str(at_provider, "status"), "REFUNDED");
+    cr_assert_eq(gwh_int(at_provider, "refunds"), 1);
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome || ':' ||"
+             " coalesce(host(client_ip), 'system'), ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_late', 'payment_refund')",
+             b);
+    payh_wait_pg(g, sql, "payment_late:refund_due:system,payment_refund:ok:system");
     gwh_stop_ok(g);
 }
