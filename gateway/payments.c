@@ -406,6 +406,7 @@ typedef struct {
     char pay_status[16]; /* the row as this delivery last read or wrote it */
     char refund[16];
     int64_t age_ms;     /* since the payment was recorded */
+    bool superseded;    /* a later payment of the booking is pending or completed */
     gw_db_done settled; /* hook_settle's continuation */
     const char *to_status, *to_refund;
 } hook_state;
@@ -540,6 +541,15 @@ static void hook_failed_recorded(gw_req *r, void *job)
     hook_answer(r, "failed");
 }
 
+static void hook_superseded_recorded(gw_req *r, void *job)
+{
+    if (sql_failed(r, job)) {
+        return;
+    }
+    hook_audit(r, "payment_fail", "superseded");
+    hook_answer(r, "failed");
+}
+
 static void hook_fail_done(gw_req *r, tg_err err, const tg_msg *reply)
 {
     hook_state *st = r->state;
@@ -585,6 +595,13 @@ static void hook_checked(gw_req *r, tg_err err, const tg_msg *reply)
         gw_reply_error_retry(r, 503, "payment_not_begun", 1,
                              "payment %s is still being begun; deliver the webhook again",
                              st->payment_id);
+        return;
+    }
+    if (strcmp(st->status, "FAILED") == 0 && st->superseded) {
+        /* A later payment of this booking was begun after this one's start
+         * was cut short (its cleanup lost): the booking may be pending under
+         * that one now, and this failure must not end it. */
+        hook_settle(r, hook_superseded_recorded, "failed", "none");
         return;
     }
     if (strcmp(st->status, "FAILED") == 0) {
@@ -666,6 +683,7 @@ static void hook_loaded(gw_req *r, void *job)
     snprintf(st->pay_status, sizeof(st->pay_status), "%s", j->values[3]);
     snprintf(st->refund, sizeof(st->refund), "%s", j->values[4]);
     st->age_ms = j->values[5] != NULL ? strtoll(j->values[5], NULL, 10) : INT64_MAX;
+    st->superseded = j->values[6] != NULL && strcmp(j->values[6], "t") == 0;
     if ((st->layout = layout_of_booking(r, st->booking)) == NULL) {
         gw_reply_error_retry(r, 503, "partition_unavailable", 1,
                              "the booking's partition is not known to this gateway yet; retry");
@@ -717,12 +735,15 @@ void gw_on_payment_webhook(gw_req *r)
     if (!hook_fields(r, st)) {
         return;
     }
-    sql_submit(r, hook_loaded,
-               "UPDATE payments SET webhooks = webhooks + 1, provider_status = $2,"
-               " updated_at = now() WHERE id = $1"
-               " RETURNING booking_id, amount_minor, currency, status, refund_status,"
-               " (extract(epoch FROM now() - created_at) * 1000)::bigint",
-               2, st->payment_id, st->status);
+    sql_submit(
+        r, hook_loaded,
+        "UPDATE payments SET webhooks = webhooks + 1, provider_status = $2,"
+        " updated_at = now() WHERE id = $1"
+        " RETURNING booking_id, amount_minor, currency, status, refund_status,"
+        " (extract(epoch FROM now() - created_at) * 1000)::bigint,"
+        " EXISTS (SELECT 1 FROM payments n WHERE n.booking_id = payments.booking_id"
+        "   AND n.created_at > payments.created_at AND n.status IN ('pending', 'completed'))",
+        2, st->payment_id, st->status);
 }
 
 /* ---- GET /api/bookings/{id}/payment-status --------------------------------- */

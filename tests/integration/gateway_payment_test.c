@@ -357,6 +357,49 @@ Test(gateway_payment, a_refund_the_provider_could_not_make_at_once_is_made_later
     gwh_stop_ok(g);
 }
 
+/* A payment whose start was cut short and whose cleanup was lost stays
+ * pending beside the one the buyer began next; its FAILED (the provider
+ * gave up on it) must not end the booking now pending under the other. */
+Test(gateway_payment, a_failure_of_a_payment_superseded_by_a_later_one_leaves_the_booking_alone)
+{
+    gwh_grid *g = start();
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    uint64_t b = payh_booking_with_seats(gw, buyer, 1500, 1);
+    json_t *started = gwh_expect(payh_initiate(gw, buyer, b), 200);
+    char pay[PAYH_ID_BYTES], sql[512];
+    snprintf(pay, sizeof(pay), "%s", gwh_str(started, "payment_id"));
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO payments (id, booking_id, provider, amount_minor, currency, status,"
+             " created_at, updated_at, user_id) SELECT 'pay_cut_short', booking_id, provider,"
+             " amount_minor, currency, 'pending', created_at - interval '1 minute',"
+             " created_at - interval '1 minute', user_id FROM payments WHERE id = '%s'",
+             pay);
+    pgt_exec(g->db, sql);
+
+    const char *body = payh_webhook_body("pay_cut_short", "FAILED");
+    json_t *hook = gwh_expect(payh_webhook(gw, body, payh_sign(GWH_WEBHOOK_SECRET, body)), 200);
+    cr_assert_str_eq(gwh_str(hook, "result"), "failed");
+    cr_assert_str_eq(
+        gwh_str(gwh_expect(gwh_http(gw, "GET", buyer, NULL, "/api/bookings/%" PRIu64, b), 200),
+                "status"),
+        "pending_payment");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 1500), "RESERVED");
+    cr_assert_str_eq(
+        pgt_query_text(g->db, "SELECT status FROM payments WHERE id = 'pay_cut_short'"), "failed");
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND action = 'payment_fail'",
+             b);
+    payh_wait_pg(g, sql, "payment_fail:superseded");
+
+    /* The payment the buyer is making still pays. */
+    payh_click(g->sandbox, pay, true);
+    payh_wait_booking(gw, buyer, b, "paid");
+    cr_assert_str_eq(payh_seat_status(gw, buyer, 1500), "SOLD");
+    gwh_stop_ok(g);
+}
+
 /* Sends a signed webhook on a connection of its own without waiting. */
 static int webhook_send(gwh_gateway *gw, const char *body)
 {
