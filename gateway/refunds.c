@@ -108,7 +108,12 @@ static void refund_one(gw_refunds *f, const char *id, tg_booking_id booking, int
     const char *params[] = {id};
     PGresult *r = PQexecParams(f->db, refunded_sql, 1, NULL, params, NULL, NULL, 0);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    bool recorded_elsewhere = ok && strcmp(PQcmdTuples(r), "0") == 0;
     PQclear(r);
+    if (recorded_elsewhere) {
+        json_decref(detail); /* another gateway, or a webhook, recorded and audited it */
+        return;
+    }
     gw_audit_system(f->gw, "payment_refund", booking, event_of(f->gw, booking),
                     ok ? "ok" : "db_unavailable", detail);
     tg_log(ok ? TG_LOG_INFO : TG_LOG_WARN, "refund of payment %s made%s", id,
