@@ -287,6 +287,21 @@ static void heard_on(grid_member *u, const grid_state_env *env, int64_t now_ns)
     u->closed = false;
 }
 
+/* Forgets what member i reported of its backup copies: a new process has
+ * none of them in sync until its own heartbeats say so (its registration
+ * lists primaries only). */
+static void backup_reports_forget(grid_map_state *m, int32_t i)
+{
+    for (uint32_t k = 0; k < m->part_count; k++) {
+        grid_partition *p = &m->parts[k];
+        for (uint32_t b = 0; b < TG_GRID_BACKUPS_MAX; b++) {
+            if (p->backup_reports[b].member == i + 1) {
+                p->backup_reports[b] = (grid_backup_report){0};
+            }
+        }
+    }
+}
+
 static tg_err on_register(grid_map_state *m, const grid_state_env *env, const tg_msg *req,
                           int64_t now_ns, tg_msg *reply, const char **why)
 {
@@ -310,6 +325,9 @@ static tg_err on_register(grid_map_state *m, const grid_state_env *env, const tg
      * manager asked it to): it is still leaving.  A new incarnation is an
      * operator starting it again: it joins. */
     bool leaving = known && u->state == TG_MEMBER_LEAVING && u->incarnation == r->incarnation;
+    if (known && u->incarnation != r->incarnation) {
+        backup_reports_forget(m, i);
+    }
     snprintf(u->rep_url, sizeof(u->rep_url), "%s", r->rep_url);
     snprintf(u->pub_url, sizeof(u->pub_url), "%s", r->pub_url);
     snprintf(u->zone, sizeof(u->zone), "%s", r->zone);

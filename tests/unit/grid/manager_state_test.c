@@ -459,6 +459,32 @@ Test(manager_state, a_backup_that_is_not_in_sync_is_never_promoted)
     cr_assert_eq(s->grid_status_ok.placements[0].state, TG_PLACEMENT_PRIMARY_DEAD);
 }
 
+/* A backup that restarted reports nothing in sync until its own heartbeat
+ * says so: its old process's report must not promote the new one, which
+ * its primary may still be catching up (acknowledging holds without it). */
+Test(manager_state, a_restarted_backup_is_not_promoted_on_its_old_processes_report)
+{
+    grid_partition *p = two_backups();
+    uint64_t epoch = p->epoch;
+    int32_t dead = p->primary;
+    for (int64_t t = 0; t <= 1010 * MS; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+        if (t == 0) {
+            cr_assert_eq(backup_heartbeat("pu2", epoch, 40, true, t), TG_OK);
+        }
+        if (t == 500 * MS) {
+            cr_assert_eq(do_register("pu2", 300, NULL, 0, t), TG_OK); /* a new process */
+        }
+        if (t % (100 * MS) == 0) {
+            cr_assert_eq(backup_heartbeat("pu3", epoch, 41, false, t), TG_OK);
+        }
+    }
+    cr_assert_eq(grid_state_detect(m, &det, 1010 * MS), 1);
+    cr_assert_eq(grid_state_place(m, 2, place_scratch()), 0);
+    cr_assert_eq(p->primary, dead, "promoted on a report of a process that is gone");
+    cr_assert_eq(p->epoch, epoch);
+}
+
 Test(manager_state, a_backup_ahead_of_the_maps_epoch_or_dead_is_not_promoted)
 {
     grid_partition *p = two_backups();
