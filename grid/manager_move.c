@@ -160,7 +160,12 @@ static void move_give_up(grid_map_state *m, grid_move *mv, grid_partition *p, co
 {
     tg_log_warn("manager: partition %u: move to %s given up: %s", mv->partition_id,
                 m->members[mv->target].name, why);
-    if (p != NULL && mv->added && p->primary == mv->source && backup_drop(p, mv->target)) {
+    /* With its primary dead the map stays as it is: a new epoch now would
+     * outdate the in-sync backups' reports (in sync again only under a live
+     * primary), and the placement that follows promotes one of them. */
+    bool source_dead = m->members[mv->source].state != TG_MEMBER_ALIVE;
+    if (p != NULL && mv->added && !source_dead && p->primary == mv->source &&
+        backup_drop(p, mv->target)) {
         partition_changed(m, p);
     }
     move_forget(m, mv);

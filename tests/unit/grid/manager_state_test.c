@@ -567,6 +567,38 @@ Test(manager_state, a_move_fills_the_target_as_a_backup_then_hands_it_the_primar
     cr_assert_eq(grid_move_handover(m, 1, 1), TG_ENOT_FOUND);
 }
 
+/* The primary dies while a move fills its target: the move is given up
+ * without a new epoch, so the backup that was in sync at the move's epoch
+ * is promoted (a new epoch would leave its report behind, and it could
+ * only be in sync again under a live primary). */
+Test(manager_state, a_primary_that_dies_during_a_move_is_replaced_by_its_in_sync_backup)
+{
+    cr_assert_eq(do_register("pu1", 100, (const uint32_t[]){1}, 1, 0), TG_OK);
+    cr_assert_eq(do_register("pu2", 200, NULL, 0, 0), TG_OK);
+    cr_assert_eq(do_register("pu3", 200, NULL, 0, 0), TG_OK);
+    grid_partition *p = grid_partition_find(m, 1);
+    cr_assert_eq(grid_state_place(m, 1, place_scratch()), 1);
+    cr_assert_eq(p->backup_count, 1);
+    grid_state_persisted(m, m->epoch + 1);
+    const char *backup = m->members[p->backups[0]].name;
+    const char *target = strcmp(backup, "pu2") == 0 ? "pu3" : "pu2";
+    cr_assert_eq(moves_request(TG_WIRE_PARTITION_MOVE, target, 1), TG_OK);
+    uint64_t epoch = p->epoch; /* the move's: its target is a second backup now */
+    cr_assert_eq(p->backup_count, 2);
+    for (int64_t t = 0; t <= 1010 * MS; t += 10 * MS) {
+        grid_detector_pass(&det, t);
+        if (t % (100 * MS) == 0) {
+            cr_assert_eq(backup_heartbeat(backup, epoch, 40, true, t), TG_OK);
+            cr_assert_eq(backup_heartbeat(target, epoch, 3, false, t), TG_OK);
+        }
+    }
+    cr_assert_eq(grid_state_detect(m, &det, 1010 * MS), 1, "pu1 is dead");
+    grid_moves_pass(m, 1, 60000, 1010 * MS); /* the loop's order: moves, then placement */
+    cr_assert_eq(m->move_count, 0, "the move is given up");
+    grid_state_place(m, 1, place_scratch());
+    cr_assert_eq(p->primary, grid_member_find(m, backup), "the in-sync backup takes over");
+}
+
 Test(manager_state, moves_that_make_no_sense_are_refused_with_their_reason)
 {
     one_primary_one_idle();
