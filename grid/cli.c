@@ -2,6 +2,7 @@
  * cli.c — the shared command-line contract (see cli.h).
  */
 #include "tixgrid/cli.h"
+#include "tixgrid/limits.h"
 #include "tixgrid/log.h"
 
 #include <errno.h>
@@ -174,4 +175,20 @@ const char *tg_env(const char *name, const char *fallback)
 {
     const char *v = getenv(name);
     return (v != NULL && v[0] != '\0') ? v : fallback;
+}
+
+bool tg_name_valid(const char *name)
+{
+    size_t n = strnlen(name, TG_PU_NAME_BYTES);
+    return n > 0 && n < TG_PU_NAME_BYTES &&
+           strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+bool tg_url_valid(const char *url)
+{
+    if (url[0] < 'a' || url[0] > 'z') {
+        return false;
+    }
+    size_t i = strspn(url, "abcdefghijklmnopqrstuvwxyz0123456789+");
+    return strncmp(url + i, "://", 3) == 0 && url[i + 3] != '\0';
 }

@@ -388,7 +388,7 @@ int ctl_status(const ctl_options *o)
 
 static bool name_ok(const char *name)
 {
-    return name[0] != '\0' && strlen(name) < TG_PU_NAME_BYTES;
+    return tg_name_valid(name);
 }
 
 static int still_moving(const ctl_options *o, const char *what)
@@ -419,7 +419,7 @@ int ctl_move(const ctl_options *o, uint32_t partition_id, const char *to)
 {
     static tg_msg req, status;
     if (!name_ok(to)) {
-        return tg_cli_usage_error(PROGRAM, "move takes a unit name of 1 to %u bytes",
+        return tg_cli_usage_error(PROGRAM, "move takes a unit name: 1 to %u of A-Z a-z 0-9 . _ -",
                                   TG_PU_NAME_BYTES - 1);
     }
     req.type = TG_WIRE_PARTITION_MOVE;
@@ -518,7 +518,7 @@ int ctl_add_pu(const ctl_options *o, const char *name)
 {
     static tg_msg req;
     if (!name_ok(name)) {
-        return tg_cli_usage_error(PROGRAM, "add-pu takes a unit name of 1 to %u bytes",
+        return tg_cli_usage_error(PROGRAM, "add-pu takes a unit name: 1 to %u of A-Z a-z 0-9 . _ -",
                                   TG_PU_NAME_BYTES - 1);
     }
     req.type = TG_WIRE_PU_ADD;
@@ -536,7 +536,8 @@ int ctl_remove_pu(const ctl_options *o, const char *name)
 {
     static tg_msg req;
     if (!name_ok(name)) {
-        return tg_cli_usage_error(PROGRAM, "remove-pu takes a unit name of 1 to %u bytes",
+        return tg_cli_usage_error(PROGRAM,
+                                  "remove-pu takes a unit name: 1 to %u of A-Z a-z 0-9 . _ -",
                                   TG_PU_NAME_BYTES - 1);
     }
     req.type = TG_WIRE_PU_DRAIN;

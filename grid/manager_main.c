@@ -151,6 +151,9 @@ static int check_required(options *o)
         snprintf(o->name, sizeof(o->name), "manager-%ld", (long)getpid());
         g->name = o->name;
     }
+    if (!tg_url_valid(g->listen_url) || !tg_url_valid(g->pub_url)) {
+        return tg_cli_usage_error(PROGRAM, "--listen and --pub are nng addresses, scheme://...");
+    }
     if (!grid_name_valid(g->name)) {
         return tg_cli_usage_error(PROGRAM, "--name must be 1 to 47 of A-Z a-z 0-9 . _ -");
     }

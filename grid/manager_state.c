@@ -34,6 +34,7 @@
 #include "manager.h"
 
 #include "tixgrid/assert.h"
+#include "tixgrid/cli.h"
 #include "tixgrid/log.h"
 
 #include <string.h>
@@ -60,26 +61,13 @@ static bool label_valid(const char *label, size_t max_bytes)
 
 bool grid_name_valid(const char *name)
 {
-    return label_valid(name, TG_PU_NAME_BYTES);
+    return tg_name_valid(name);
 }
 
 /* A zone label: "" (none) or 1..63 of the same characters as a name. */
 static bool zone_valid(const char *zone)
 {
     return zone[0] == '\0' || label_valid(zone, TG_ZONE_BYTES);
-}
-
-/* "scheme://address", as grid_members accepts and nng dials. */
-static bool url_valid(const char *url)
-{
-    size_t i = 0;
-    if (url[0] < 'a' || url[0] > 'z') {
-        return false;
-    }
-    while ((url[i] >= 'a' && url[i] <= 'z') || (url[i] >= '0' && url[i] <= '9') || url[i] == '+') {
-        i++;
-    }
-    return strncmp(url + i, "://", 3) == 0 && url[i + 3] != '\0';
 }
 
 int32_t grid_member_find(const grid_map_state *m, const char *name)
@@ -254,7 +242,7 @@ static tg_err check_register(const tg_msg *req, const char **why)
     const __typeof__(req->pu_register) *r = &req->pu_register;
     if (!grid_name_valid(r->name)) {
         *why = "pu_register.name: not a unit name (1..47 of A-Z a-z 0-9 . _ -)";
-    } else if (!url_valid(r->rep_url) || (r->pub_url[0] != '\0' && !url_valid(r->pub_url))) {
+    } else if (!tg_url_valid(r->rep_url) || (r->pub_url[0] != '\0' && !tg_url_valid(r->pub_url))) {
         *why = "pu_register: an address is not an nng URL (scheme://address)";
     } else if (!zone_valid(r->zone)) {
         *why = "pu_register.zone: not a zone label (1..63 of A-Z a-z 0-9 . _ -)";

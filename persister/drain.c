@@ -2210,27 +2210,10 @@ int pst_cmd_run(pst_context *ctx, int argc, char **argv)
 
 /* ---- `pu-register` and `place` ----------------------------------------------------- */
 
-static bool pu_name_valid(const char *name)
-{
-    size_t len = strlen(name);
-    if (len == 0 || len >= TG_PU_NAME_BYTES) {
-        return false;
-    }
-    return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == len;
-}
-
 /* "scheme://address": what grid_members accepts and nng can dial. */
 static bool url_valid(const char *url)
 {
-    const char *sep = strstr(url, "://");
-    size_t len = strlen(url);
-    if (sep == NULL || sep == url || len >= PST_URL_BYTES || sep[3] == '\0') {
-        return false;
-    }
-    if (url[0] < 'a' || url[0] > 'z') {
-        return false;
-    }
-    return strspn(url, "abcdefghijklmnopqrstuvwxyz0123456789+") == (size_t)(sep - url);
+    return tg_url_valid(url) && strlen(url) < PST_URL_BYTES;
 }
 
 typedef struct {
@@ -2262,7 +2245,7 @@ static int register_parse(int argc, char **argv, register_args *a)
                                   PST_PROGRAM);
     }
     *a = (register_args){pos[0], pos[1], pos[2], a->zone};
-    if (!pu_name_valid(a->name)) {
+    if (!tg_name_valid(a->name)) {
         return tg_cli_usage_error(PST_PROGRAM, "pu-register: NAME must be 1..47 characters of "
                                                "[A-Za-z0-9._-]");
     }
@@ -2376,7 +2359,7 @@ int pst_cmd_place(pst_context *ctx, int argc, char **argv)
                                   "to %u",
                                   TG_PARTITION_ID_MAX);
     }
-    if (!pu_name_valid(argv[2])) {
+    if (!tg_name_valid(argv[2])) {
         return tg_cli_usage_error(PST_PROGRAM, "place: PU_NAME must be 1..47 characters of "
                                                "[A-Za-z0-9._-]");
     }

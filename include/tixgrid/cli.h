@@ -23,6 +23,13 @@ enum {
     TG_EXIT_UNAVAILABLE = 69 /* a service it needs is down (EX_UNAVAILABLE) */
 };
 
+/* A unit's (or manager's) name: 1..TG_PU_NAME_BYTES - 1 of A-Z a-z 0-9 . _ -. */
+bool tg_name_valid(const char *name);
+
+/* "scheme://address" as nng dials it: a lowercase scheme of a-z 0-9 +,
+ * then something after "://". */
+bool tg_url_valid(const char *url);
+
 /* Handles --help and --version in argv; returns true (and sets *exit_code)
  * when the caller should exit now.  usage is printed for --help. */
 bool tg_cli_standard(int argc, char **argv, const char *program, const char *usage,

@@ -96,6 +96,11 @@ Test(grid_cli, the_manager_refuses_bad_flags_with_exit_64_and_one_line)
              "--failure-timeout-ms must be", "timeout too long");
     one_line(run(MGR, REQUIRED, "--standby-poll-ms", "0", NULL), 64, "--standby-poll-ms", "poll 0");
     one_line(run(MGR, REQUIRED, "--name", "bad name", NULL), 64, "--name", "bad name");
+    one_line(
+        run(MGR, "--listen", "notascheme", "--pub", "ipc:///tmp/x.pub", "--db", "dbname=x", NULL),
+        64, "--listen and --pub are nng addresses", "listen without a scheme");
+    one_line(run(MGR, "--listen", "ipc:///tmp/x.rep", "--pub", "ipc://", "--db", "dbname=x", NULL),
+             64, "--listen and --pub are nng addresses", "pub without an address");
     one_line(run(MGR, REQUIRED, "--log-level", "loud", NULL), 64, "--log-level", "level");
     one_line(run(MGR, REQUIRED, "--bogus", NULL), 64, "unknown option", "unknown flag");
     one_line(run(MGR, REQUIRED, "extra", NULL), 64, "unexpected argument 'extra'", "extra");
@@ -110,6 +115,8 @@ Test(grid_cli, tixgridctl_refuses_bad_use_with_exit_64_and_one_line)
              "status x");
     one_line(run(CTL, "--manager", m, "remove-pu", NULL), 64, "remove-pu takes one unit name",
              "remove-pu alone");
+    one_line(run(CTL, "--manager", m, "remove-pu", "a b", NULL), 64, "remove-pu takes a unit name",
+             "a name with a space");
     one_line(run(CTL, "--manager", m, "--json", "remove-pu", "a", NULL), 64,
              "--json goes with status", "json remove");
     one_line(run(CTL, "--manager", m, "--timeout-ms", "0", "status", NULL), 64,
