@@ -267,10 +267,7 @@ Test(gateway_payment_faults,
         1);
 
     /* PostgreSQL: audited; the expiry's notification. */
-    snprintf(sql, sizeof(sql),
-             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
-             " WHERE booking_id = %" PRIu64 " AND action LIKE 'payment%%'",
-             late);
+    snprintf(sql, sizeof(sql), "%s", payh_audit_sql(late, "action LIKE 'payment%'", false));
     payh_wait_pg(g, sql, "payment_begin:ok,payment_late:refund_due,payment_refund:ok");
     snprintf(sql, sizeof(sql),
              "SELECT count(*)::text FROM notification_outbox WHERE booking_id = %" PRIu64
@@ -331,10 +328,8 @@ Test(gateway_payment_faults, seats_added_while_the_payment_was_created_are_never
              " WHERE id = '%s'",
              pay);
     payh_wait_pg(g, sql, "completed/refunded/24900");
-    snprintf(sql, sizeof(sql),
-             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
-             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_confirm', 'payment_refund')",
-             b);
+    snprintf(sql, sizeof(sql), "%s",
+             payh_audit_sql(b, "action IN ('payment_confirm', 'payment_refund')", false));
     payh_wait_pg(g, sql, "payment_confirm:amount_mismatch,payment_refund:ok");
     gwh_stop_ok(g);
 }
@@ -377,11 +372,8 @@ Test(gateway_payment_faults, a_confirmation_never_delivered_is_found_and_refunde
         gwh_expect(gwh_http(g->sandbox, "GET", NULL, NULL, "/v1/payments/%s", pay), 200);
     cr_assert_str_eq(gwh_str(at_provider, "status"), "REFUNDED");
     cr_assert_eq(gwh_int(at_provider, "refunds"), 1);
-    snprintf(sql, sizeof(sql),
-             "SELECT string_agg(action || ':' || outcome || ':' ||"
-             " coalesce(host(client_ip), 'system'), ',' ORDER BY id) FROM audit_log"
-             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_late', 'payment_refund')",
-             b);
+    snprintf(sql, sizeof(sql), "%s",
+             payh_audit_sql(b, "action IN ('payment_late', 'payment_refund')", true));
     payh_wait_pg(g, sql, "payment_late:refund_due:system,payment_refund:ok:system");
     gwh_stop_ok(g);
 }

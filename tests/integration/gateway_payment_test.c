@@ -116,10 +116,7 @@ Test(gateway_payment, a_purchase_through_the_sandbox_page_sells_the_seats_and_re
              " AND kind = 'payment_confirmed'",
              b);
     payh_wait_pg(g, sql, "1");
-    snprintf(sql, sizeof(sql),
-             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
-             " WHERE booking_id = %" PRIu64 " AND action LIKE 'payment%%'",
-             b);
+    snprintf(sql, sizeof(sql), "%s", payh_audit_sql(b, "action LIKE 'payment%'", false));
     payh_wait_pg(g, sql, "payment_begin:ok,payment_confirm:ok");
     gwh_stop_ok(g);
 }
@@ -346,11 +343,8 @@ Test(gateway_payment, a_refund_the_provider_could_not_make_at_once_is_made_later
     cr_assert_str_eq(gwh_str(at_provider, "status"), "REFUNDED");
     cr_assert_eq(gwh_int(at_provider, "refunds"), 1);
     cr_assert_str_eq(payh_seat_status(gw, buyer, 1100), "FREE");
-    snprintf(sql, sizeof(sql),
-             "SELECT string_agg(action || ':' || outcome || ':' ||"
-             " coalesce(host(client_ip), 'system'), ',' ORDER BY id) FROM audit_log"
-             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_late', 'payment_refund')",
-             b);
+    snprintf(sql, sizeof(sql), "%s",
+             payh_audit_sql(b, "action IN ('payment_late', 'payment_refund')", true));
     payh_wait_pg(g, sql,
                  "payment_late:refund_due:127.0.0.1,payment_refund:provider_error:127.0.0.1,"
                  "payment_refund:ok:system");
@@ -387,10 +381,7 @@ Test(gateway_payment, a_failure_of_a_payment_superseded_by_a_later_one_leaves_th
     cr_assert_str_eq(payh_seat_status(gw, buyer, 1500), "RESERVED");
     cr_assert_str_eq(
         pgt_query_text(g->db, "SELECT status FROM payments WHERE id = 'pay_cut_short'"), "failed");
-    snprintf(sql, sizeof(sql),
-             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
-             " WHERE booking_id = %" PRIu64 " AND action = 'payment_fail'",
-             b);
+    snprintf(sql, sizeof(sql), "%s", payh_audit_sql(b, "action = 'payment_fail'", false));
     payh_wait_pg(g, sql, "payment_fail:superseded");
 
     /* The payment the buyer is making still pays. */
@@ -448,10 +439,8 @@ Test(gateway_payment, two_deliveries_at_once_of_a_late_payment_refund_it_once)
     cr_assert(strstr(reply, "\"result\":\"refunded\"") != NULL ||
                   strstr(reply, "\"result\":\"duplicate\"") != NULL,
               "%s", reply);
-    snprintf(sql, sizeof(sql),
-             "SELECT string_agg(action || ':' || outcome, ',' ORDER BY id) FROM audit_log"
-             " WHERE booking_id = %" PRIu64 " AND action IN ('payment_late', 'payment_refund')",
-             b);
+    snprintf(sql, sizeof(sql), "%s",
+             payh_audit_sql(b, "action IN ('payment_late', 'payment_refund')", false));
     payh_wait_pg(g, sql, "payment_late:refund_due,payment_refund:ok");
     hx_sleep_ms(500); /* nothing more comes */
     cr_assert_str_eq(pgt_query_text(g->db, sql), "payment_late:refund_due,payment_refund:ok");

@@ -146,3 +146,13 @@ void payh_wait_pg(gwh_grid *g, const char *sql, const char *want)
     }
     cr_assert_fail("PostgreSQL: %s gave %s, not %s", sql, got != NULL ? got : "NULL", want);
 }
+
+const char *payh_audit_sql(uint64_t booking, const char *filter, bool who)
+{
+    static char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT string_agg(action || ':' || outcome%s, ',' ORDER BY id) FROM audit_log"
+             " WHERE booking_id = %" PRIu64 " AND %s",
+             who ? " || ':' || coalesce(host(client_ip), 'system')" : "", booking, filter);
+    return sql;
+}

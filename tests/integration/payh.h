@@ -51,4 +51,9 @@ const char *payh_seat_status(gwh_gateway *gw, const char *auth, uint32_t s);
 /* Waits until the SQL's single text answer is want (PostgreSQL written behind). */
 void payh_wait_pg(gwh_grid *g, const char *sql, const char *want);
 
+/* The query of booking's audit trail, "action:outcome[:who],..." in order,
+ * for the records filter (SQL, e.g. "action LIKE 'payment%'") keeps; who:
+ * the client IP, or "system".  The text lives until the next call. */
+const char *payh_audit_sql(uint64_t booking, const char *filter, bool who);
+
 #endif
