@@ -62,6 +62,16 @@ tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint
     return TG_EBUSY;
 }
 
+bool pu_log_has_room(const pu_partition *p, uint32_t n, uint32_t limit_per_1024)
+{
+    const pu_header *h = p->hdr;
+    uint64_t limit = (uint64_t)h->log_records * limit_per_1024 / 1024;
+    /* persisted first: head, read after it, cannot be behind it */
+    uint64_t persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE);
+    uint64_t head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);
+    return head >= persisted && head - persisted + n <= limit;
+}
+
 static pu_log_record *slot_of(const pu_partition *p, uint64_t seq)
 {
     return &p->log[(seq - 1) & (p->hdr->log_records - 1)];

@@ -3,13 +3,27 @@
  *
  * A hold of several seats is all or nothing without any partition lock: the
  * seats are CASed FREE → SELECTED(booking) in ascending seat order, and on
- * the first seat that is not free the ones already taken are CASed back to
- * the exact words they had.  Ascending order means two buyers racing for
- * overlapping sets cannot each block the other forever; restoring the exact
- * word (same version) means a rolled-back hold leaves no trace, so it needs no
- * log record.  Only after every CAS succeeded does the hold reserve its log
- * records (the "take after CAS" rule of changelog.c); if the ring has no room
- * the seats are rolled back the same way and nothing changed.
+ * the first seat that is not free the ones already taken are given back.
+ * Ascending order means two buyers racing for overlapping sets cannot each
+ * block the other forever.  Only after every CAS succeeded does the hold
+ * reserve its log records (the "take after CAS" rule of changelog.c); if
+ * the ring has no room the seats are given back the same way.  A hold first
+ * checks that the ring has room, so a backlog refuses holds before they
+ * touch a seat.
+ *
+ * Giving back never restores the word a seat had: it moves the seat to FREE
+ * at a new version and logs that, like a release.  The word in between
+ * (SELECTED for us, one version up) was visible, and a state transfer may
+ * have copied it; had we restored the old word, the next buyer's change
+ * would carry that same version again, and a backup holding our copy would
+ * skip it as "not newer" (ABA): a phantom hold, and an acknowledged hold
+ * lost at failover.  A version is therefore never used for two words.  A
+ * give-back reserves its records before its CAS, as a giver does, and may
+ * use the whole ring, as recovery may.  Since a hold checks for room before
+ * it takes anything, only other give-backs can fill the ring past the
+ * givers' mark: only an entirely full ring (a tiny one, or more concurrent
+ * give-backs than its last 1/32 holds) makes it restore the old words
+ * instead, with a warning.
  *
  * Giving seats up (release) reserves the records first and CASes after, so
  * whoever takes the seat next is logged after the release.  Blocking and
@@ -18,6 +32,7 @@
 #include "segment.h"
 
 #include "tixgrid/assert.h"
+#include "tixgrid/log.h"
 
 #include <string.h>
 
@@ -53,13 +68,31 @@ tg_err pu_seats_prepare(const pu_partition *p, const uint32_t *seat_ids, uint32_
     return TG_OK;
 }
 
-/* Restores seats[0..n) to the words they had before this call took them. */
+/* Gives seats[0..n), which this call took (after[i] is the word it wrote),
+ * back as FREE at a new version, logged (see the top). */
 static void rollback(pu_partition *p, const uint32_t *seats, const tg_seat_word *before,
                      const tg_seat_word *after, uint32_t n)
 {
+    if (n == 0) {
+        return;
+    }
+    uint64_t seq = 0;
+    tg_err err = TG_EBUSY;
+    for (uint32_t i = 0; i < TG_CAS_RETRIES_MAX && err == TG_EBUSY; i++) {
+        err = pu_log_reserve(p, n, 1024, &seq);
+    }
+    if (err != TG_OK) {
+        tg_log_warn("partition %u: no log room to give back %u seats of a failed hold (%s): "
+                    "restoring their old words",
+                    p->hdr->partition_id, n, tg_errname(err));
+    }
     for (uint32_t i = 0; i < n; i++) {
-        bool swapped = pu_seat_cas(p, seats[i], after[i], before[i]);
+        tg_seat_word back = err == TG_OK ? tg_seat_word_next(after[i], TG_SEAT_FREE, 0) : before[i];
+        bool swapped = pu_seat_cas(p, seats[i], after[i], back);
         TG_ASSERT(swapped); /* the booking lock keeps everyone else off held seats */
+        if (err == TG_OK) {
+            pu_log_seat(p, seq + i, seats[i], back);
+        }
     }
 }
 
@@ -126,6 +159,9 @@ tg_err pu_hold_locked(pu_partition *p, pu_booking_rec *b, const uint32_t *sorted
 {
     if (b->seat_count + n > TG_BOOKING_SEATS_MAX) {
         return TG_ETOO_MANY_SEATS;
+    }
+    if (!pu_log_has_room(p, n, TG_LOG_HIGH_WATER_PER_1024)) {
+        return TG_EBACKLOG;
     }
     tg_seat_word before[TG_BOOKING_SEATS_MAX], after[TG_BOOKING_SEATS_MAX];
     uint32_t got = take_free(p, sorted, n, b->seq, before, after);
@@ -254,10 +290,11 @@ tg_err pu_seats_release(pu_partition *p, tg_booking_id id, uint64_t user_id,
  * Blocking and unblocking hold no lock, so they order their log records by
  * reading each seat's word first, then reserving sequence numbers, then
  * CASing from the word read.  Whatever change produced that word reserved
- * its own number before its CAS (a release or an unblock) or is a hold that
- * was rolled back (never logged), so it is logged before ours; and whoever
- * changes the seat after us reads our word after our reservation.  A CAS
- * that fails (someone else got there first) leaves a no-op record.
+ * its own number before its CAS (a release, an unblock, a give-back) or
+ * after it under a lock we do not need (a hold's take), so it is logged
+ * before ours; and whoever changes the seat after us reads our word after
+ * our reservation.  A CAS that fails (someone else got there first) leaves
+ * a no-op record.
  */
 static void publish_nop(pu_partition *p, uint64_t seq)
 {
@@ -278,15 +315,18 @@ static uint32_t words_read(const pu_partition *p, const uint32_t *sorted, uint32
     return n;
 }
 
-/* Undoes the first `got` blocks of a failed call.  A block an unblock has
+/* Undoes the first `got` blocks of a failed call: each seat goes to FREE at
+ * a new version (never its old word: see the top), logged in the record
+ * reserved for the block, which precedes both CASes.  A block an unblock has
  * already undone (our word is gone) did happen: it is logged, not undone. */
 static void block_undo(pu_partition *p, const uint32_t *sorted, const tg_seat_word *before,
                        uint32_t got, uint64_t seq)
 {
     for (uint32_t i = 0; i < got; i++) {
         tg_seat_word blocked = tg_seat_word_next(before[i], TG_SEAT_BLOCKED, 0);
-        if (pu_seat_cas(p, sorted[i], blocked, before[i])) {
-            publish_nop(p, seq + i);
+        tg_seat_word back = tg_seat_word_next(blocked, TG_SEAT_FREE, 0);
+        if (pu_seat_cas(p, sorted[i], blocked, back)) {
+            pu_log_seat(p, seq + i, sorted[i], back);
         } else {
             pu_count_move(p, sorted[i], TG_SEAT_FREE, TG_SEAT_BLOCKED);
             pu_log_seat(p, seq + i, sorted[i], blocked);

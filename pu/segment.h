@@ -157,6 +157,10 @@ struct pu_partition {
 
 /* ---- Shared by the engine's files (pu-internal) ------------------------ */
 
+/* True when n more records fit under limit_per_1024 now.  Only a hint (others
+ * may reserve meanwhile): takers check it before they touch a seat. */
+bool pu_log_has_room(const pu_partition *p, uint32_t n, uint32_t limit_per_1024);
+
 /* Reserves n consecutive sequence numbers; *first receives the first.
  * limit_per_1024 bounds the unpersisted part of the ring (1024: all of it).
  * Returns TG_EBACKLOG or TG_ELOG_FULL when there is no room. */

@@ -12,9 +12,10 @@
  *   state    tg_seat_state; FREE and BLOCKED carry booking seq 0.
  *   version  +1 (mod 2^29) on every change, so a reader can tell that a seat
  *            moved on even when it returned to the same state and booking.
- *            A multi-seat hold that fails part-way restores the exact words
- *            it replaced (version included): that change never happened and
- *            is never logged, though a concurrent reader may have seen it.
+ *            A version is never used for two words: a multi-seat hold that
+ *            fails part-way gives its seats back as FREE at a new version
+ *            (and logs that), because a concurrent reader, a state transfer
+ *            among them, may have seen the word it wrote in between.
  *   seq      the booking (within this partition) that holds or bought it.
  *
  * Booking ids are partition_id << 32 | seq with partition_id < 2^21: the owner

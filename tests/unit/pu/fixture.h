@@ -307,6 +307,37 @@ static inline void fx_assert_unchanged(const pu_partition *p, const fx_snapshot 
     cr_assert_eq(now.info.bookings_created, before->info.bookings_created);
 }
 
+/* A failed hold that took seats[0..n) before it failed: those are FREE again
+ * two versions on (the word in between is never reused, seats.c) and each is
+ * logged once, in order; everything else is as before. */
+static inline void fx_assert_given_back(pu_partition *p, const fx_snapshot *before,
+                                        const uint32_t *seats, uint32_t n)
+{
+    static fx_snapshot now; /* large: keep it off the stack */
+    fx_snap(p, &now);
+    for (uint32_t i = 0; i < now.seat_count; i++) {
+        tg_seat_word want = before->words[i];
+        for (uint32_t k = 0; k < n; k++) {
+            if (seats[k] == i) {
+                want = tg_seat_word_make(TG_SEAT_FREE, tg_seat_word_version(want) + 2, 0);
+            }
+        }
+        cr_assert_eq(now.words[i], want, "seat %u: %#llx, want %#llx", i,
+                     (unsigned long long)now.words[i], (unsigned long long)want);
+    }
+    cr_assert_arr_eq(now.totals, before->totals, sizeof(now.totals), "totals changed");
+    cr_assert_arr_eq(now.rows, before->rows, sizeof(now.rows), "row counters changed");
+    cr_assert_eq(now.info.log_head, before->info.log_head + n);
+    pu_log_record got[TG_BOOKING_SEATS_MAX];
+    cr_assert_eq(pu_log_read(p, before->info.log_head + 1, got, n), n);
+    for (uint32_t k = 0; k < n; k++) {
+        cr_assert(got[k].kind == PU_REC_SEAT && got[k].ident == seats[k] &&
+                      got[k].word == now.words[seats[k]],
+                  "record %u does not give seat %u back", k, seats[k]);
+    }
+    cr_assert_eq(now.info.bookings_created, before->info.bookings_created);
+}
+
 /* Booking fields that must not change across a failed call. */
 static inline void fx_assert_booking_same(const pu_booking_info *a, const pu_booking_info *b)
 {

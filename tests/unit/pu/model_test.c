@@ -459,6 +459,26 @@ static uint32_t m_taken(const model *m, const uint32_t *sorted, uint32_t n, uint
     return k;
 }
 
+/* A failed hold took the free seats before the first taken one and gives
+ * them back as FREE at a new version, each logged: two version steps (its
+ * own word in between is never logged). */
+static void m_give_back(model *m, const uint32_t *sorted, uint32_t n)
+{
+    uint32_t k = 0;
+    while (k < n && m_state(m, sorted[k]) == TG_SEAT_FREE) {
+        k++;
+    }
+    uint64_t first;
+    if (k == 0 || m_reserve(m, k, 1024, &first) != TG_OK) {
+        return;
+    }
+    for (uint32_t i = 0; i < k; i++) {
+        m_set(m, sorted[i], TG_SEAT_SELECTED, 0);
+        m_set(m, sorted[i], TG_SEAT_FREE, 0);
+        m_emit_seat(m, first + i, sorted[i]);
+    }
+}
+
 /* With b created: takes sorted[0..n) into b, all or nothing. */
 static tg_err m_hold_locked(model *m, m_booking *b, const uint32_t *sorted, uint32_t n,
                             pu_hold_result *out)
@@ -466,11 +486,15 @@ static tg_err m_hold_locked(model *m, m_booking *b, const uint32_t *sorted, uint
     if (b->seat_count + n > TG_BOOKING_SEATS_MAX) {
         return TG_ETOO_MANY_SEATS;
     }
+    uint64_t first;
+    if (m->head - m->persisted + n > (uint64_t)M_LOG_RECORDS * TG_LOG_HIGH_WATER_PER_1024 / 1024) {
+        return TG_EBACKLOG; /* checked before any seat is touched */
+    }
     out->taken_count = m_taken(m, sorted, n, out->taken);
     if (out->taken_count > 0) {
+        m_give_back(m, sorted, n);
         return TG_ESEAT_TAKEN;
     }
-    uint64_t first;
     tg_err err = m_reserve(m, n, TG_LOG_HIGH_WATER_PER_1024, &first);
     if (err != TG_OK) {
         return err;

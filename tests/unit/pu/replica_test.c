@@ -263,6 +263,36 @@ Test(replica, a_snapshot_read_while_the_primary_sells_converges_with_the_tail)
     assert_same_as_primary();
 }
 
+/* A hold that fails part-way wrote its word into the seats it took for a
+ * moment, and a state transfer may copy one of them.  The copy must still
+ * converge: the failed hold gives the seat back at a version of its own, so
+ * the next buyer's change is newer than the copied word.  (Restoring the old
+ * word made the next buyer's word carry the copied version again: the copy
+ * skipped it and kept a phantom hold, and lost that buyer's hold at
+ * failover.) */
+Test(replica, a_snapshot_that_saw_a_failed_hold_converges_with_the_tail)
+{
+    int64_t now = FX_T0;
+    fx_book_range(fx.p, FX_ALICE, 1, 1, now);
+    tg_booking_id bob = fx_booking(fx.p, FX_BOB, now);
+    uint64_t base = fx_info(fx.p).log_head;
+    replica_make(1, base);
+    tg_seat_word free0 = pu_seat_load(fx.p, 0);
+    pu_hold_result r;
+    cr_assert_eq(pu_seats_hold(fx.p, bob, FX_BOB, (uint32_t[]){0, 1}, 2, now, &r), TG_ESEAT_TAKEN,
+                 "seat 0 is taken, then seat 1 refuses");
+    copy_seats();
+    /* What the copy read of seat 0 between the hold's CAS and its give-back. */
+    tg_seat_word seen = tg_seat_word_next(free0, TG_SEAT_SELECTED, tg_booking_id_seq(bob));
+    cr_assert_eq(pu_restore_seat(replica, 0, seen), TG_OK);
+    copy_bookings();
+    fx_book_range(fx.p, FX_ALICE, 0, 1, now); /* the next buyer of seat 0 */
+    cr_assert_eq(pu_replica_end(replica), TG_OK);
+    apply_all(1, base + 1, 4);
+    assert_same_as_primary();
+    cr_assert_eq(fx_booking_get(replica, bob).seat_count, 0u, "no phantom hold for bob");
+}
+
 Test(replica, a_second_state_transfer_replaces_a_replica)
 {
     sell_a_little(FX_T0);
