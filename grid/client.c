@@ -10,9 +10,15 @@
  *
  * Locks: `lock` protects the free list, the endpoint table and the routes;
  * it is never held while nng runs a callback or while a user callback runs.
- * Endpoints are never removed before close; an endpoint's socket may be
- * replaced (endpoint_note_locked), so a slot keeps the socket it was sent
- * through.
+ * An endpoint's socket may be replaced (endpoint_note_locked), so a slot
+ * keeps the socket it was sent through.
+ *
+ * The endpoint table is bounded (TG_CLIENT_ENDPOINTS_MAX), but a grid that
+ * lives long sees many more unit addresses than that: units come and go, on
+ * new ports.  When the table is full, a new address takes the place of the
+ * least recently used endpoint that no route names and no request uses; its
+ * socket is closed on a thread of its own, since closing one whose peer went
+ * away can hang in nng 1.5.2 (client.h).
  */
 #include "tixgrid/client.h"
 
@@ -43,6 +49,8 @@ typedef struct {
     socket_state *state;     /* sock's */
     uint32_t timeouts;       /* in a row on sock, since its last answer */
     int64_t redial_after_ns; /* no new socket before */
+    uint32_t inflight;       /* slots taken through it (any of its sockets) */
+    int64_t used_ns;         /* when a slot last took it */
 } client_endpoint;
 
 typedef struct {
@@ -178,6 +186,63 @@ static tg_err socket_dial(const char *url, nng_socket *out, socket_state **state
     return TG_OK;
 }
 
+typedef struct {
+    nng_socket sock;
+    socket_state *state;
+} retired_socket;
+
+static void *retired_close_main(void *arg)
+{
+    retired_socket *r = arg;
+    nng_close(r->sock); /* its pipe callbacks are over when it returns */
+    free(r->state);
+    free(r);
+    return NULL;
+}
+
+/* Closes an endpoint's socket that nobody uses any more, off the caller's
+ * thread (see the top).  If no thread can be had, the socket stays open,
+ * as sockets set aside do. */
+static void socket_retire(nng_socket sock, socket_state *state)
+{
+    retired_socket *r = malloc(sizeof(*r));
+    pthread_attr_t attr;
+    pthread_t t;
+    bool started = false;
+    if (r != NULL && pthread_attr_init(&attr) == 0) {
+        *r = (retired_socket){.sock = sock, .state = state};
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 64u * 1024u);
+        started = pthread_create(&t, &attr, retired_close_main, r) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!started) {
+        free(r);
+        tg_log_warn("client: no thread to close a socket: it stays open");
+    }
+}
+
+/* With the lock held: the least recently used endpoint that no route names
+ * and no request uses, its socket retired; -1 if every one is in use. */
+static int32_t endpoint_reclaim_locked(tg_client *c)
+{
+    int32_t best = -1;
+    for (uint32_t i = 0; i < c->endpoint_count; i++) {
+        const client_endpoint *e = &c->endpoints[i];
+        bool routed = false;
+        for (uint32_t k = 0; k < c->route_count && !routed; k++) {
+            routed = c->routes[k].endpoint == (int32_t)i;
+        }
+        if (!routed && e->inflight == 0 && (best < 0 || e->used_ns < c->endpoints[best].used_ns)) {
+            best = (int32_t)i;
+        }
+    }
+    if (best >= 0) {
+        socket_retire(c->endpoints[best].sock, c->endpoints[best].state);
+    }
+    return best;
+}
+
 /* Finds or opens the endpoint for url; called with the lock held. */
 static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
 {
@@ -187,18 +252,24 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
             return TG_OK;
         }
     }
-    if (strlen(url) >= TG_URL_BYTES || c->endpoint_count == TG_CLIENT_ENDPOINTS_MAX) {
-        return strlen(url) >= TG_URL_BYTES ? TG_EINVAL : TG_ENOMEM;
+    if (strlen(url) >= TG_URL_BYTES) {
+        return TG_EINVAL;
     }
-    client_endpoint *e = &c->endpoints[c->endpoint_count];
-    tg_err err = socket_dial(url, &e->sock, &e->state);
+    nng_socket sock;
+    socket_state *state;
+    tg_err err = socket_dial(url, &sock, &state);
     if (err != TG_OK) {
         return err;
     }
-    memcpy(e->url, url, strlen(url) + 1);
-    e->timeouts = 0;
-    e->redial_after_ns = 0;
-    *index = (int32_t)c->endpoint_count++;
+    int32_t at = c->endpoint_count < TG_CLIENT_ENDPOINTS_MAX ? (int32_t)c->endpoint_count++
+                                                             : endpoint_reclaim_locked(c);
+    if (at < 0) {
+        socket_retire(sock, state);
+        return TG_ENOMEM; /* every endpoint is routed or busy */
+    }
+    c->endpoints[at] = (client_endpoint){.sock = sock, .state = state, .used_ns = tg_mono_ns()};
+    memcpy(c->endpoints[at].url, url, strlen(url) + 1);
+    *index = at;
     return TG_OK;
 }
 
@@ -306,6 +377,7 @@ static tg_err from_nng(int rv)
 /* Puts s back on the free list; lock held. */
 static void slot_untake_locked(tg_client *c, client_slot *s)
 {
+    c->endpoints[s->ep].inflight--;
     s->next_free = c->free_list;
     c->free_list = s;
     if (--c->busy == 0) {
@@ -493,6 +565,8 @@ static tg_err slot_take(tg_client *c, const char *url, uint32_t partition_id, nn
         c->free_list = (*out)->next_free;
         c->busy++;
         *sock = c->endpoints[ep].sock;
+        c->endpoints[ep].inflight++;
+        c->endpoints[ep].used_ns = tg_mono_ns();
         (*out)->ep = ep;
         (*out)->sock = *sock;
     }

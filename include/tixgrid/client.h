@@ -4,7 +4,10 @@
  * Used by the gateway, the persister, the admin tools and the tests.  A
  * client keeps one nng REQ socket per distinct address (dialled in the
  * background and redialled after a disconnect) and a routing table from
- * partition id to address.  Each request takes one of a bounded pool of
+ * partition id to address.  Sockets are kept in a table of
+ * TG_CLIENT_ENDPOINTS_MAX; when a new address finds it full, the least
+ * recently used socket that no route names and no request uses is closed
+ * (on a thread of its own) and gives its place.  Each request takes one of a bounded pool of
  * slots (an nng context and AIO); when none is free the request is refused
  * at once with TG_EBUSY rather than queued without bound.
  *
@@ -77,7 +80,8 @@ void tg_client_close(tg_client *c);
 
 /* Routes partition_id to url (replacing an earlier route), or removes the
  * route when url is NULL.  TG_EINVAL for a bad address, TG_ENOMEM when the
- * tables are full. */
+ * routes are full, or every one of the TG_CLIENT_ENDPOINTS_MAX sockets is
+ * routed to or busy. */
 tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url);
 
 /* Sends req to the unit serving partition_id (TG_EUNAVAILABLE without a

@@ -244,3 +244,34 @@ Test(client_lost, a_unit_whose_connection_closed_is_refused_at_once_until_it_is_
     unit_down(&s, t);
     unlink(lost_url + strlen("ipc://"));
 }
+
+/* A grid that lives long sees more unit addresses than the client's table
+ * holds (units come and go on new ports): a partition moved across many of
+ * them is still routed to the newest, and a route in use keeps its
+ * endpoint meanwhile. */
+Test(client_lost, a_partition_moved_across_more_addresses_than_the_table_holds_still_routes)
+{
+    snprintf(lost_url, sizeof(lost_url), "ipc:///tmp/tixgrid-client-many-%d.sock", (int)getpid());
+    nng_socket s;
+    pthread_t t;
+    unit_up(&s, &t);
+    tg_client *c;
+    cr_assert_eq(tg_client_open(&(tg_client_config){.inflight_max = 8}, &c), TG_OK);
+    cr_assert_eq(tg_client_route(c, 8, lost_url), TG_OK);
+    static tg_msg reply;
+    const tg_msg stats_req = {.type = TG_WIRE_STATS};
+    cr_assert_eq(tg_client_call(c, 8, &stats_req, 3000, NULL, &reply), TG_ENOT_FOUND);
+    for (uint32_t i = 0; i < 3 * TG_CLIENT_ENDPOINTS_MAX; i++) {
+        char gone[128];
+        snprintf(gone, sizeof(gone), "ipc:///tmp/tixgrid-client-gone-%d-%u.sock", (int)getpid(), i);
+        tg_err err = tg_client_route(c, 7, gone);
+        cr_assert_eq(err, TG_OK, "address %u: %s", i + 1, tg_errname(err));
+    }
+    cr_assert_eq(tg_client_call(c, 8, &stats_req, 3000, NULL, &reply), TG_ENOT_FOUND,
+                 "the routed endpoint was kept");
+    cr_assert_eq(tg_client_route(c, 7, lost_url), TG_OK);
+    cr_assert_eq(tg_client_call(c, 7, &stats_req, 3000, NULL, &reply), TG_ENOT_FOUND);
+    tg_client_close(c);
+    unit_down(&s, t);
+    unlink(lost_url + strlen("ipc://"));
+}
