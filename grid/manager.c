@@ -51,6 +51,11 @@ typedef struct {
     tg_wire_held held[TG_PU_PARTITIONS_MAX]; /* requests' arrays */
     tg_msg req, reply, map_msg;
     msgpack_sbuffer buf;
+    /* The map as PostgreSQL last stored it, encoded: the only map that is
+     * published.  The map in memory may hold changes that are not stored
+     * yet (a write refused because a row changed meanwhile is retried), and
+     * a unit must never act on an epoch PostgreSQL does not hold. */
+    msgpack_sbuffer stored_map;
     PGconn *db;
     bool active;
     bool db_down_logged; /* PostgreSQL's outage was logged */
@@ -194,6 +199,7 @@ static tg_err activate(manager *mg)
     closed_pipes_apply(mg, now); /* the old sockets' connections: nobody is heard on them */
     mg->active = true;
     mg->standby_logged = false;
+    msgpack_sbuffer_clear(&mg->stored_map); /* a map of an earlier term: stored again first */
     mg->next_publish_ns = now;
     mg->next_refresh_ns = now + ms_ns(mg->cfg.refresh_ms);
     mg->next_flush_ns = now + ms_ns(GRID_LAST_SEEN_FLUSH_MS);
@@ -237,16 +243,26 @@ static tg_err standby_pass(manager *mg)
 
 static void publish(manager *mg)
 {
-    const char *why = NULL;
-    grid_state_map_msg(&mg->map, mg->map.epoch, &mg->scratch, &mg->map_msg);
-    if (tg_wire_encode_event(&mg->map_msg, &mg->buf, &why) != TG_OK) {
-        tg_log_error("manager: cannot encode the map: %s", why != NULL ? why : "?");
-        return;
+    if (mg->stored_map.size == 0) {
+        return; /* nothing stored yet */
     }
-    int rv = nng_send(mg->pub, mg->buf.data, mg->buf.size, NNG_FLAG_NONBLOCK);
+    int rv = nng_send(mg->pub, mg->stored_map.data, mg->stored_map.size, NNG_FLAG_NONBLOCK);
     if (rv != 0 && rv != NNG_EAGAIN) {
         tg_log_warn("manager: publishing the map failed: %s", nng_strerror(rv));
     }
+}
+
+/* Encodes the map just stored, then publishes it. */
+static void publish_stored(manager *mg)
+{
+    const char *why = NULL;
+    grid_state_map_msg(&mg->map, mg->map.epoch, &mg->scratch, &mg->map_msg);
+    if (tg_wire_encode_event(&mg->map_msg, &mg->stored_map, &why) != TG_OK) {
+        tg_log_error("manager: cannot encode the map: %s", why != NULL ? why : "?");
+        mg->stored_map.size = 0; /* never an older map under a newer epoch */
+        return;
+    }
+    publish(mg);
 }
 
 /* Encodes mg->reply into msg (replacing its body) and sends it. */
@@ -309,7 +325,7 @@ static bool persist(manager *mg)
     if (err == TG_OK) {
         grid_state_persisted(&mg->map, mg->map.epoch + 1);
         tg_log_debug("manager: map epoch %llu written", (unsigned long long)mg->map.epoch);
-        publish(mg);
+        publish_stored(mg);
         mg->next_publish_ns = tg_mono_ns() + ms_ns(mg->cfg.republish_ms);
         return true;
     }
@@ -434,6 +450,7 @@ static manager *manager_new(const grid_manager_config *cfg)
     mg->spare = b;
     snprintf(mg->map.manager, sizeof(mg->map.manager), "%s", cfg->name);
     msgpack_sbuffer_init(&mg->buf);
+    msgpack_sbuffer_init(&mg->stored_map);
     return mg;
 }
 
@@ -464,6 +481,7 @@ tg_err grid_manager_run(const grid_manager_config *cfg, bool (*should_stop)(void
     db_close(mg);
     units_client_kept = mg->units;
     msgpack_sbuffer_destroy(&mg->buf);
+    msgpack_sbuffer_destroy(&mg->stored_map);
     pthread_mutex_destroy(&mg->closed_mu);
     free(mg->map.parts);
     free(mg->spare);

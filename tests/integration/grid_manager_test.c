@@ -634,6 +634,39 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_a_drain_with_nowh
     cr_assert(strstr(r->err, "not_found") != NULL, "%s", r->err);
 }
 
+/* A subscriber to manager i's maps (close it while the manager runs: see
+ * harness.h). */
+static nng_socket map_subscribe(int i)
+{
+    nng_socket sub;
+    cr_assert_eq(nng_sub0_open(&sub), 0);
+    nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "\xff\xff\xff\xff", 4);
+    nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, 2000);
+    nng_socket_set_size(sub, NNG_OPT_RECVMAXSZ, 2u << 20);
+    cr_assert_eq(nng_dial(sub, managers[i].pub_url, NULL, 0), 0);
+    return sub;
+}
+
+/* The next map published (within 2 s), decoded into *map (whose arrays
+ * live until the next call). */
+static void map_next(nng_socket sub, tg_msg *map)
+{
+    static tg_wire_member members[TG_GRID_MEMBERS_MAX];
+    static tg_wire_placement placements[TG_GRID_PARTITIONS_MAX];
+    tg_wire_space space = {.members = members,
+                           .members_capacity = TG_GRID_MEMBERS_MAX,
+                           .placements = placements,
+                           .placements_capacity = TG_GRID_PARTITIONS_MAX};
+    void *body = NULL;
+    size_t len = 0;
+    int rv = nng_recv(sub, &body, &len, NNG_FLAG_ALLOC);
+    cr_assert_eq(rv, 0, "no map within 2 s: %s", nng_strerror(rv));
+    const char *why = NULL;
+    cr_assert_eq(tg_wire_decode_event(body, len, &space, map, &why), TG_OK, "%s", why);
+    nng_free(body, len);
+    cr_assert_eq(map->type, TG_WIRE_GRID_MAP);
+}
+
 Test(grid_manager, the_map_is_published_and_published_again_for_late_subscribers)
 {
     static hx_unit u;
@@ -647,29 +680,11 @@ Test(grid_manager, the_map_is_published_and_published_again_for_late_subscribers
     uint64_t epoch = (uint64_t)number(root, "map_epoch");
     json_decref(root);
     /* A subscriber that comes late still gets the map, twice. */
-    nng_socket sub;
-    cr_assert_eq(nng_sub0_open(&sub), 0);
-    nng_socket_set(sub, NNG_OPT_SUB_SUBSCRIBE, "\xff\xff\xff\xff", 4);
-    nng_socket_set_ms(sub, NNG_OPT_RECVTIMEO, 2000);
-    nng_socket_set_size(sub, NNG_OPT_RECVMAXSZ, 2u << 20);
-    cr_assert_eq(nng_dial(sub, managers[0].pub_url, NULL, 0), 0);
-    static tg_wire_member members[TG_GRID_MEMBERS_MAX];
-    static tg_wire_placement placements[TG_GRID_PARTITIONS_MAX];
-    tg_wire_space space = {.members = members,
-                           .members_capacity = TG_GRID_MEMBERS_MAX,
-                           .placements = placements,
-                           .placements_capacity = TG_GRID_PARTITIONS_MAX};
+    nng_socket sub = map_subscribe(0);
     tg_msg *map = malloc(sizeof(*map));
     cr_assert(map != NULL);
     for (int k = 0; k < 2; k++) {
-        void *body = NULL;
-        size_t len = 0;
-        int rv = nng_recv(sub, &body, &len, NNG_FLAG_ALLOC);
-        cr_assert_eq(rv, 0, "no map within 2 s: %s", nng_strerror(rv));
-        const char *why = NULL;
-        cr_assert_eq(tg_wire_decode_event(body, len, &space, map, &why), TG_OK, "%s", why);
-        nng_free(body, len);
-        cr_assert_eq(map->type, TG_WIRE_GRID_MAP);
+        map_next(sub, map);
         cr_assert_geq(map->grid_map.epoch, epoch);
         cr_assert_str_eq(map->grid_map.manager, "mgr-a");
         cr_assert_eq(map->grid_map.placement_count, 3);
@@ -683,6 +698,59 @@ Test(grid_manager, the_map_is_published_and_published_again_for_late_subscribers
     }
     free(map);
     nng_close(sub); /* while the manager still runs: see harness.h */
+}
+
+/* Units act on the map PostgreSQL holds, and on no other: a change the
+ * manager could not store (every write of a placement finds its row
+ * changed, and is retried) is not published, not even by the periodic
+ * republish; once stored, it is. */
+Test(grid_manager, a_map_postgresql_did_not_store_is_never_published)
+{
+    static hx_unit u, v;
+    database_start(true);
+    manager_start(0, "--republish-ms", "100");
+    unit_start(&u, 1, NULL);
+    json_decref(wait_for(
+        &(expectation){
+            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL));
+    PGconn *db = pgt_connect(pg);
+    pgt_exec(db, "CREATE FUNCTION skip_update() RETURNS trigger LANGUAGE plpgsql"
+                 " AS $$BEGIN RETURN NULL; END$$");
+    pgt_exec(db, "CREATE TRIGGER skip_update BEFORE UPDATE ON grid_partitions"
+                 " FOR EACH ROW EXECUTE FUNCTION skip_update()");
+    uint64_t stored = (uint64_t)query_i64("SELECT epoch FROM grid_map");
+    unit_start(&v, 0, NULL); /* partition 1 gets it as its backup, in memory only */
+    json_decref(wait_for(&(expectation){.unit = v.name, .unit_state = "alive"}, SETTLE_MS, NULL));
+    int64_t t0 = hx_now_ms();
+    while (!log_says(0, "changed in grid_partitions meanwhile")) {
+        cr_assert(hx_now_ms() - t0 < SETTLE_MS, "the manager never tried to store the backup");
+        hx_sleep_ms(10);
+    }
+    nng_socket sub = map_subscribe(0);
+    tg_msg *map = malloc(sizeof(*map));
+    cr_assert(map != NULL);
+    for (int k = 0; k < 5; k++) {
+        map_next(sub, map);
+        cr_assert_eq(map->grid_map.epoch, stored, "published epoch %llu, stored %llu",
+                     (unsigned long long)map->grid_map.epoch, (unsigned long long)stored);
+        cr_assert_eq(map->grid_map.placements[0].backups.count, 0u, "an unstored backup");
+        for (uint32_t i = 0; i < map->grid_map.member_count; i++) {
+            cr_assert_str_neq(map->grid_map.members[i].name, v.name, "an unstored member");
+        }
+    }
+    cr_assert_eq((uint64_t)query_i64("SELECT epoch FROM grid_map"), stored);
+    pgt_exec(db, "DROP TRIGGER skip_update ON grid_partitions");
+    PQfinish(db);
+    t0 = hx_now_ms();
+    do {
+        cr_assert(hx_now_ms() - t0 < SETTLE_MS, "the stored map was never published");
+        map_next(sub, map);
+    } while (map->grid_map.epoch == stored);
+    cr_assert_eq(map->grid_map.placements[0].backups.count, 1u);
+    cr_assert_eq((uint64_t)query_i64("SELECT epoch FROM grid_map"), map->grid_map.epoch);
+    free(map);
+    nng_close(sub);
 }
 
 Test(grid_manager, a_unit_never_lowers_an_epoch_the_map_has_lowered)
