@@ -170,23 +170,20 @@ static tg_err on_seat_get(pu_ctx *c, pu_partition *p)
     return err;
 }
 
-static bool seat_matches(const pu_seat_info *s, int32_t state, int32_t row, int32_t section)
-{
-    return (state < 0 || (int32_t)s->state == state) && (row < 0 || (int32_t)s->row == row) &&
-           (section < 0 || (int32_t)s->section == section);
-}
-
+/* Pages through pu_seats_find a stack's worth at a time. */
 static tg_err on_seats_list(pu_ctx *c, pu_partition *p)
 {
     const __typeof__(c->req.seats_list) *q = &c->req.seats_list;
+    const pu_seat_filter f = {.state = q->state, .row = q->row, .section = q->section};
     pu_partition_info info;
     pu_partition_describe(p, &info);
-    uint32_t n = 0, seat = q->first_seat;
-    for (; seat < info.seat_count && n < q->count; seat++) {
-        pu_seat_info s;
-        (void)pu_seat_get(p, seat, &s);
-        if (seat_matches(&s, q->state, q->row, q->section)) {
-            seat_to_wire(&s, &c->big->seats[n++]);
+    pu_seat_info found[64];
+    uint32_t n = 0, seat = q->first_seat < info.seat_count ? q->first_seat : info.seat_count;
+    while (n < q->count && seat < info.seat_count) {
+        uint32_t want = q->count - n < 64 ? q->count - n : 64;
+        uint32_t k = pu_seats_find(p, &f, seat, want, found, &seat);
+        for (uint32_t i = 0; i < k; i++) {
+            seat_to_wire(&found[i], &c->big->seats[n++]);
         }
     }
     c->rep.seats_list_ok.next_seat = seat;

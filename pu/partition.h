@@ -194,6 +194,20 @@ typedef struct {
 /* TG_ESEAT_RANGE when seat_id >= seat_count. */
 tg_err pu_seat_get(const pu_partition *p, uint32_t seat_id, pu_seat_info *out);
 
+/* What pu_seats_find looks for: a state, a row and a section (each -1: any). */
+typedef struct {
+    int32_t state, row, section;
+} pu_seat_filter;
+
+/* Up to max seats that match f, from seat `first` on, ascending, into out;
+ * returns how many, and *next the seat a further page starts at
+ * (seat_count: none left).  A row the filter rules out, or whose counter
+ * holds no seat in the wanted state, is skipped whole, so that a page of a
+ * rare state costs rows, not seats.  Not one instant, like any read while
+ * others sell: a seat that changes meanwhile may or may not be listed. */
+uint32_t pu_seats_find(const pu_partition *p, const pu_seat_filter *f, uint32_t first, uint32_t max,
+                       pu_seat_info *out, uint32_t *next);
+
 /* Counts of seats by state: totals, per section (section_count entries) and
  * per row (row_count entries); any output may be NULL.  Counters are kept per
  * row; sections and totals are summed on read (see partition.c for why). */

@@ -600,6 +600,35 @@ tg_err pu_seat_get(const pu_partition *p, uint32_t seat_id, pu_seat_info *out)
     return TG_OK;
 }
 
+static bool row_may_match(const pu_partition *p, uint32_t row, const pu_seat_filter *f)
+{
+    const pu_row_rec *r = &p->rows[row];
+    return (f->row < 0 || (uint32_t)f->row == row) &&
+           (f->section < 0 || (uint32_t)f->section == r->section) &&
+           (f->state < 0 || (f->state < TG_SEAT_STATE_COUNT &&
+                             __atomic_load_n(&r->counts[f->state], __ATOMIC_RELAXED) > 0));
+}
+
+uint32_t pu_seats_find(const pu_partition *p, const pu_seat_filter *f, uint32_t first, uint32_t max,
+                       pu_seat_info *out, uint32_t *next)
+{
+    uint32_t n = 0, seat = first;
+    while (seat < p->hdr->seat_count && n < max) {
+        uint32_t row = p->seat_rows[seat];
+        uint32_t end = p->rows[row].seat_first + p->rows[row].seat_count;
+        if (!row_may_match(p, row, f)) {
+            seat = end;
+            continue;
+        }
+        for (; seat < end && n < max; seat++) {
+            (void)pu_seat_get(p, seat, &out[n]);
+            n += f->state < 0 || out[n].state == (tg_seat_state)f->state ? 1 : 0;
+        }
+    }
+    *next = seat < p->hdr->seat_count ? seat : p->hdr->seat_count;
+    return n;
+}
+
 /* Sums per-row counts into totals and sections (each may be NULL). */
 static void counts_fold(const pu_partition *p, uint32_t rows[][TG_SEAT_STATE_COUNT],
                         uint32_t totals[TG_SEAT_STATE_COUNT],
