@@ -104,7 +104,8 @@ struct gw_req {
     void (*on_gone)(gw_req *r);
     int64_t started_ns;
     bool replied;
-    bool streaming; /* gw_req_stream: not counted in service */
+    bool streaming;      /* gw_req_stream */
+    bool out_of_service; /* gw_req_leave_service: not counted in service */
 };
 
 /* Memory that lives as long as the request (its h2o pool), zeroed. */
@@ -150,6 +151,10 @@ void gw_reply_header(gw_req *r, const char *name, const char *value);
 /* The handler answers with a stream of its own (h2o_start_response): r
  * counts as replied, and no longer as a request in service. */
 void gw_req_stream(gw_req *r);
+/* r no longer counts as a request in service (--inflight-max), from now on;
+ * once.  For a request that is to become a stream, bounded by limits of its
+ * own, while it waits to start (live.c). */
+void gw_req_leave_service(gw_req *r);
 /* Any other body: content_type and len bytes (copied). */
 void gw_reply_raw(gw_req *r, int status, const char *content_type, const void *data, size_t len);
 /* A 3xx to location (copied), with an empty body. */

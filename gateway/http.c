@@ -287,12 +287,20 @@ static void reply_send(gw_req *r, int status, const char *content_type, const vo
     h2o_send_inline(h2o, data, len);
 }
 
+void gw_req_leave_service(gw_req *r)
+{
+    if (!r->out_of_service) {
+        r->out_of_service = true;
+        gw_gauge_add(&r->worker->in_service, -1);
+    }
+}
+
 void gw_req_stream(gw_req *r)
 {
     TG_ASSERT(!r->replied && !r->streaming);
     r->replied = true;
     r->streaming = true;
-    gw_gauge_add(&r->worker->in_service, -1);
+    gw_req_leave_service(r);
     metrics_count(r, 200);
 }
 
@@ -549,9 +557,7 @@ static void req_dispose(void *p)
     gw_req_gone(r);
     json_decref(r->body);
     r->body = NULL;
-    if (!r->streaming) {
-        gw_gauge_add(&r->worker->in_service, -1);
-    }
+    gw_req_leave_service(r);
 }
 
 static void peer_address(gw_req *r)

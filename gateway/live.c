@@ -690,6 +690,12 @@ void gw_on_live(gw_req *r)
         gw_reply_error_retry(r, 503, "busy", 1, "too many live streams on this gateway");
         return;
     }
+    /* A crowd that opens the page at once may wait here for the worker's
+     * first snapshot: it is not work in progress (one fetch serves all of
+     * it), and counted in service it would turn away every other request,
+     * holds included, and streams beyond --inflight-max.  It stays bounded
+     * by the connections. */
+    gw_req_leave_service(r);
     live_serve(r);
 }
 

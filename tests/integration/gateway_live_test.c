@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -683,4 +684,41 @@ Test(gateway_live, the_seatmap_and_the_live_stream_follow_the_grid)
     expect_slow_client_dropped(g->gw);
     killed_unit_turns_unknown(g);
     gwh_gateway_stop_ok(g->gw);
+}
+
+/* A crowd that opens /live at once while the worker has no snapshot of the
+ * partition yet waits for one fetch.  That is not work in progress: other
+ * requests, and more streams than --inflight-max, are still served. */
+Test(gateway_live, streams_waiting_for_a_first_snapshot_do_not_make_the_gateway_busy)
+{
+    const char *flags[] = {"--threads", "1", "--inflight-max", "4", NULL};
+    gwh_options o = {.units = 2,
+                     .partition_count = 2,
+                     .partitions = {GWH_DEMO_PARTITION, GWH_HALL_PARTITION},
+                     .unit_of = {0, 1},
+                     .gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    /* The hall's unit is frozen: its first snapshot cannot come yet. */
+    cr_assert_eq(kill(g->units[1].pid, SIGSTOP), 0);
+    enum { CROWD = 8 };
+    int fds[CROWD];
+    static const char req[] = "GET /api/events/3/live HTTP/1.0\r\nHost: t\r\n\r\n";
+    for (int i = 0; i < CROWD; i++) {
+        fds[i] = gwh_connect(gw);
+        gwh_write(fds[i], req, sizeof(req) - 1);
+    }
+    hx_sleep_ms(200);
+    json_decref(gwh_expect(gwh_http(gw, "GET", NULL, NULL, "/api/events/1/availability"), 200));
+    cr_assert_eq(kill(g->units[1].pid, SIGCONT), 0);
+    for (int i = 0; i < CROWD; i++) {
+        char head[64] = "";
+        struct pollfd p = {.fd = fds[i], .events = POLLIN};
+        cr_assert_gt(poll(&p, 1, 5000), 0, "stream %d: no answer once the unit was back", i);
+        cr_assert_gt(recv(fds[i], head, sizeof(head) - 1, 0), 0);
+        cr_assert(strncmp(head, "HTTP/1.1 200", 12) == 0 || strncmp(head, "HTTP/1.0 200", 12) == 0,
+                  "stream %d: %s", i, head);
+        close(fds[i]);
+    }
+    gwh_gateway_stop_ok(gw);
 }
