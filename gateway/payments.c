@@ -735,6 +735,11 @@ void gw_on_payment_webhook(gw_req *r)
     if (!hook_fields(r, st)) {
         return;
     }
+    if (!gw_audit_accepting(r->gw)) {
+        /* What a delivery decides is audited; the provider delivers it again. */
+        gw_reply_error_retry(r, 503, "audit_backlog", 5, "the audit log is behind; retry");
+        return;
+    }
     sql_submit(
         r, hook_loaded,
         "UPDATE payments SET webhooks = webhooks + 1, provider_status = $2,"

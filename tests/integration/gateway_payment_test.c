@@ -452,3 +452,44 @@ Test(gateway_payment, two_deliveries_at_once_of_a_late_payment_refund_it_once)
     cr_assert_str_eq(pgt_query_text(g->db, sql), "completed/refunded");
     gwh_stop_ok(g);
 }
+
+/* While the audit log is behind (PostgreSQL's audit_log locked), purchase
+ * operations answer 503 before they change anything, and so does a
+ * webhook, whose outcome is audited too: the provider delivers it again.
+ * Once the log has caught up, both are served. */
+Test(gateway_payment, a_webhook_is_asked_to_come_again_while_the_audit_log_is_behind)
+{
+    const char *flags[] = {"--audit-queue-max", "1024", "--auth-rate", "0", NULL};
+    gwh_options o = {.sandbox = true, .gateway_flags = flags};
+    gwh_grid *g = gwh_start(&o);
+    gwh_gateway *gw = g->gw;
+    const char *buyer = gwh_login(gw, GWH_BUYER, GWH_BUYER_PASSWORD);
+    const char *body = payh_webhook_body("pay_nobody", "CONFIRMED");
+    const char *sig = payh_sign(GWH_WEBHOOK_SECRET, body);
+    long before = payh_webhook(gw, body, sig)->status;
+    cr_assert_neq(before, 503);
+
+    PGconn *lock = pgt_connect(g->pg);
+    pgt_exec(lock, "BEGIN");
+    pgt_exec(lock, "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE");
+    long status = 201;
+    for (int i = 0; i < 1024 && status == 201; i++) {
+        status = gwh_http(gw, "POST", buyer, "{\"event_id\": 1}", "/api/bookings")->status;
+    }
+    cr_assert_eq(status, 503, "booking creation never stopped: %ld", status);
+    gwh_expect_error(gwh_http(gw, "POST", buyer, "{\"event_id\": 1}", "/api/bookings"), 503,
+                     "audit_backlog");
+    gwh_expect_error(payh_webhook(gw, body, sig), 503, "audit_backlog");
+
+    pgt_exec(lock, "COMMIT");
+    PQfinish(lock);
+    int64_t deadline = hx_now_ms() + 10000;
+    long after = 503;
+    while (after == 503 && hx_now_ms() < deadline) {
+        hx_sleep_ms(50);
+        after = payh_webhook(gw, body, sig)->status;
+    }
+    cr_assert_eq(after, before, "once caught up: %ld, before the backlog: %ld", after, before);
+    gwh_expect(gwh_http(gw, "POST", buyer, "{\"event_id\": 1}", "/api/bookings"), 201);
+    gwh_stop_ok(g);
+}
