@@ -36,8 +36,9 @@
 #include <time.h>
 
 /* What a socket's pipe callbacks (nng's threads) keep: its connections, and
- * whether it ever had one.  One per socket, never freed: sockets are never
- * closed before the client is, and one set aside stays open (client.h). */
+ * whether it ever had one.  One per socket, freed once the socket is closed
+ * (by tg_client_close, or by the thread that retires it); a socket set
+ * aside stays open, and so does its state (client.h). */
 typedef struct {
     _Atomic int32_t pipes;
     _Atomic bool connected; /* had a connection once */
@@ -223,8 +224,8 @@ static void socket_retire(nng_socket sock, socket_state *state)
 }
 
 /* With the lock held: the least recently used endpoint that no route names
- * and no request uses, its socket retired; -1 if every one is in use. */
-static int32_t endpoint_reclaim_locked(tg_client *c)
+ * and no request uses; -1 if every one is in use. */
+static int32_t endpoint_idle_locked(const tg_client *c)
 {
     int32_t best = -1;
     for (uint32_t i = 0; i < c->endpoint_count; i++) {
@@ -236,9 +237,6 @@ static int32_t endpoint_reclaim_locked(tg_client *c)
         if (!routed && e->inflight == 0 && (best < 0 || e->used_ns < c->endpoints[best].used_ns)) {
             best = (int32_t)i;
         }
-    }
-    if (best >= 0) {
-        socket_retire(c->endpoints[best].sock, c->endpoints[best].state);
     }
     return best;
 }
@@ -255,17 +253,21 @@ static tg_err endpoint_get(tg_client *c, const char *url, int32_t *index)
     if (strlen(url) >= TG_URL_BYTES) {
         return TG_EINVAL;
     }
+    bool grow = c->endpoint_count < TG_CLIENT_ENDPOINTS_MAX;
+    int32_t at = grow ? (int32_t)c->endpoint_count : endpoint_idle_locked(c);
+    if (at < 0) {
+        return TG_ENOMEM; /* every endpoint is routed or busy */
+    }
     nng_socket sock;
     socket_state *state;
     tg_err err = socket_dial(url, &sock, &state);
     if (err != TG_OK) {
         return err;
     }
-    int32_t at = c->endpoint_count < TG_CLIENT_ENDPOINTS_MAX ? (int32_t)c->endpoint_count++
-                                                             : endpoint_reclaim_locked(c);
-    if (at < 0) {
-        socket_retire(sock, state);
-        return TG_ENOMEM; /* every endpoint is routed or busy */
+    if (grow) {
+        c->endpoint_count++;
+    } else {
+        socket_retire(c->endpoints[at].sock, c->endpoints[at].state);
     }
     c->endpoints[at] = (client_endpoint){.sock = sock, .state = state, .used_ns = tg_mono_ns()};
     memcpy(c->endpoints[at].url, url, strlen(url) + 1);
@@ -338,12 +340,18 @@ static bool endpoint_lost_locked(tg_client *c, int32_t ep)
 tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url)
 {
     pthread_mutex_lock(&c->lock);
-    int32_t ep = -1;
-    tg_err err = url != NULL ? endpoint_get(c, url, &ep) : TG_OK;
     client_route *r = NULL;
-    for (uint32_t i = 0; err == TG_OK && i < c->route_count && r == NULL; i++) {
+    for (uint32_t i = 0; i < c->route_count && r == NULL; i++) {
         r = c->routes[i].partition_id == partition_id ? &c->routes[i] : NULL;
     }
+    /* The address a partition moves away from may give its place to the
+     * one it moves to. */
+    int32_t was = r != NULL ? r->endpoint : -1;
+    if (r != NULL) {
+        r->endpoint = -1;
+    }
+    int32_t ep = -1;
+    tg_err err = url != NULL ? endpoint_get(c, url, &ep) : TG_OK;
     if (err == TG_OK && r == NULL) {
         if (c->route_count == TG_CLIENT_ROUTES_MAX) {
             err = TG_ENOMEM;
@@ -352,8 +360,8 @@ tg_err tg_client_route(tg_client *c, uint32_t partition_id, const char *url)
             r->partition_id = partition_id;
         }
     }
-    if (err == TG_OK) {
-        r->endpoint = ep;
+    if (r != NULL) {
+        r->endpoint = err == TG_OK ? ep : was;
     }
     pthread_mutex_unlock(&c->lock);
     return err;

@@ -25,6 +25,9 @@
  * down and the ring fills, new holds are refused (TG_EBACKLOG) while
  * releases, expiries and payments still proceed — a backlog never traps
  * seats — and a unit that crashes with a full ring can still recover.
+ * The give-backs of holds that failed part-way (seats.c) may use the whole
+ * ring too: at most TG_BOOKING_SEATS_MAX records per hold in flight, which
+ * the last 1/32 of any but the smallest rings holds many times over.
  *
  * Torn reads.  A reader may copy a slot (below the persisted mark) while a
  * writer reuses it.  The writer first zeroes the slot's seq, then writes the

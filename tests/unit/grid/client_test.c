@@ -275,3 +275,23 @@ Test(client_lost, a_partition_moved_across_more_addresses_than_the_table_holds_s
     unit_down(&s, t);
     unlink(lost_url + strlen("ipc://"));
 }
+
+/* With every endpoint routed, a new address has no place: TG_ENOMEM, and
+ * the routes stay as they were.  A partition moving to a new address may
+ * take the place of the one it leaves. */
+Test(client_lost, a_full_table_of_routed_endpoints_refuses_a_new_address_but_lets_a_move_through)
+{
+    tg_client *c;
+    cr_assert_eq(tg_client_open(&(tg_client_config){.inflight_max = 8}, &c), TG_OK);
+    char addr[128];
+    for (uint32_t i = 0; i < TG_CLIENT_ENDPOINTS_MAX; i++) {
+        snprintf(addr, sizeof(addr), "ipc:///tmp/tixgrid-client-full-%d-%u.sock", (int)getpid(), i);
+        cr_assert_eq(tg_client_route(c, i, addr), TG_OK, "address %u", i);
+    }
+    snprintf(addr, sizeof(addr), "ipc:///tmp/tixgrid-client-full-%d-new.sock", (int)getpid());
+    cr_assert_eq(tg_client_route(c, TG_CLIENT_ENDPOINTS_MAX, addr), TG_ENOMEM);
+    cr_assert_eq(tg_client_route(c, 0, addr), TG_OK, "partition 0 moves to a new address");
+    snprintf(addr, sizeof(addr), "ipc:///tmp/tixgrid-client-full-%d-newer.sock", (int)getpid());
+    cr_assert_eq(tg_client_route(c, TG_CLIENT_ENDPOINTS_MAX, addr), TG_ENOMEM);
+    tg_client_close(c);
+}
