@@ -295,3 +295,41 @@ Test(client_lost, a_full_table_of_routed_endpoints_refuses_a_new_address_but_let
     cr_assert_eq(tg_client_route(c, TG_CLIENT_ENDPOINTS_MAX, addr), TG_ENOMEM);
     tg_client_close(c);
 }
+
+static _Atomic int in_flight_err = -1;
+
+static void in_flight_done(void *arg, tg_err err, const tg_msg *reply)
+{
+    (void)arg;
+    (void)reply;
+    atomic_store(&in_flight_err, (int)err);
+}
+
+/* An endpoint with a request in flight keeps its place, routed or not: the
+ * request sent to a unit not up yet is answered once the unit comes up,
+ * although many more addresses came meanwhile. */
+Test(client_lost, an_endpoint_with_a_request_in_flight_keeps_its_place)
+{
+    snprintf(lost_url, sizeof(lost_url), "ipc:///tmp/tixgrid-client-busy-%d.sock", (int)getpid());
+    tg_client *c;
+    cr_assert_eq(tg_client_open(&(tg_client_config){.inflight_max = 8}, &c), TG_OK);
+    cr_assert_eq(tg_client_send_to(c, lost_url, &(tg_msg){.type = TG_WIRE_STATS}, 10000, NULL,
+                                   in_flight_done, NULL),
+                 TG_OK);
+    for (uint32_t i = 0; i < 3 * TG_CLIENT_ENDPOINTS_MAX; i++) {
+        char gone[128];
+        snprintf(gone, sizeof(gone), "ipc:///tmp/tixgrid-client-busy-%d-%u.sock", (int)getpid(), i);
+        cr_assert_eq(tg_client_route(c, 7, gone), TG_OK, "address %u", i + 1);
+    }
+    nng_socket s;
+    pthread_t t;
+    unit_up(&s, &t);
+    for (int i = 0; i < 500 && atomic_load(&in_flight_err) < 0; i++) {
+        usleep(10000);
+    }
+    cr_assert_eq(atomic_load(&in_flight_err), (int)TG_ENOT_FOUND, "got %d",
+                 atomic_load(&in_flight_err));
+    tg_client_close(c);
+    unit_down(&s, t);
+    unlink(lost_url + strlen("ipc://"));
+}
