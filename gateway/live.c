@@ -15,12 +15,14 @@
  * than GW_LIVE_CHANGES_MAX in one tick, or a partition turning UNKNOWN or
  * back, send `reset` instead: fetch /seatmap again.
  *
- * Resuming.  A seats message's id is "V-S": the event's version after it
- * (the sum of the partitions' sequences, the same number /seatmap shows)
- * and the stamp of this worker's stream since its last reset (live_stamp).
- * A token of another stream (another worker's, or from before a reset) is
- * taken only when versions mean the same there and here: one partition,
- * known now (sequence_comparable); otherwise reset.  The last --live-replay-events messages are
+ * Resuming.  A seats message's id is "V-S-E": the event's version after it
+ * (the sum of the partitions' sequences, the same number /seatmap shows),
+ * the stamp of this worker's stream since its last reset (live_stamp), and
+ * the epoch of its partition (0 with several).  A token of another stream
+ * (another worker's, or from before a reset) is taken only when versions
+ * mean the same there and here: one partition, known now, at the same
+ * epoch (sequence_comparable); otherwise reset.  A snapshot that finds
+ * another epoch (a new primary) resets the stream.  The last --live-replay-events messages are
  * kept; each knows the version of the message before it, so a client that comes back with
  * Last-Event-ID T
  * is sent every kept message after T, in one write, when the first of them
@@ -277,6 +279,13 @@ static void live_stamp(gw_live_event *ev)
     ev->stamp = ++live->stamps * GW_THREADS_MAX + live->worker->index;
 }
 
+/* The epoch a token names: its one partition's (0 with several, whose
+ * tokens are never taken by another stream). */
+static uint64_t token_epoch(const gw_live_event *ev)
+{
+    return ev->partition_count == 1 ? ev->snaps[0]->epoch : 0;
+}
+
 static uint64_t event_version(const gw_live_event *ev)
 {
     uint64_t v = 0;
@@ -362,9 +371,9 @@ static live_msg *seats_render(gw_live_event *ev, uint64_t version)
         return NULL;
     }
     int n = snprintf(m->data, cap,
-                     "event: seats\nid: %" PRIu64 "-%" PRIu64 "\ndata: {\"version\":%" PRIu64
-                     ",\"changes\":[",
-                     version, ev->stamp, version);
+                     "event: seats\nid: %" PRIu64 "-%" PRIu64 "-%" PRIu64
+                     "\ndata: {\"version\":%" PRIu64 ",\"changes\":[",
+                     version, ev->stamp, token_epoch(ev), version);
     size_t len = (size_t)n;
     for (uint32_t i = 0; i < ev->dirty_count; i++) {
         uint32_t no = ev->dirty[i];
@@ -578,33 +587,40 @@ static bool digits_parse(const char *text, size_t len, uint64_t *out)
     return valid;
 }
 
-/* Whether a version another stream made (another worker's, or this one's
- * before a reset) means the same state here: with one partition the
- * version is its own sequence, the same on every worker, as long as the
- * partition is known (an UNKNOWN one is a reset the client must get). */
-static bool sequence_comparable(const gw_live_event *ev)
+/* Whether a version another stream made (another worker's or gateway's,
+ * or this one's before a reset) at the given epoch means the same state
+ * here: with one partition the version is its own sequence, the same on
+ * every worker for one epoch of the partition, as long as the partition is
+ * known (an UNKNOWN one is a reset the client must get). */
+static bool sequence_comparable(const gw_live_event *ev, uint64_t epoch)
 {
-    return ev->partition_count == 1 && !ev->snaps[0]->unknown;
+    return ev->partition_count == 1 && !ev->snaps[0]->unknown && epoch == ev->snaps[0]->epoch;
 }
 
-/* A resume token "VERSION-STAMP" (as seats_render writes it); false when
- * text is not one. */
-static bool token_parse(const char *text, size_t len, uint64_t *version, uint64_t *stamp)
+/* A resume token "VERSION-STAMP-EPOCH" (as seats_render writes it); false
+ * when text is not one. */
+static bool token_parse(const char *text, size_t len, uint64_t *version, uint64_t *stamp,
+                        uint64_t *epoch)
 {
-    const char *dash = text != NULL ? memchr(text, '-', len) : NULL;
-    if (dash == NULL) {
-        return false;
+    uint64_t *parts[3] = {version, stamp, epoch};
+    size_t at = 0;
+    for (int k = 0; k < 3; k++) {
+        const char *dash = k < 2 && text != NULL ? memchr(text + at, '-', len - at) : NULL;
+        size_t end = k < 2 ? (dash != NULL ? (size_t)(dash - text) : len) : len;
+        if ((k < 2 && dash == NULL) || !digits_parse(text + at, end - at, parts[k])) {
+            return false;
+        }
+        at = end + 1;
     }
-    size_t at = (size_t)(dash - text);
-    return digits_parse(text, at, version) && digits_parse(dash + 1, len - at - 1, stamp);
+    return true;
 }
 
 static void client_begin(live_client *c, const char *last_id, size_t last_len)
 {
     gw_live_event *ev = c->ev;
-    uint64_t token = 0, stamp = 0;
-    bool valid = last_id != NULL && token_parse(last_id, last_len, &token, &stamp) &&
-                 (stamp == ev->stamp || sequence_comparable(ev));
+    uint64_t token = 0, stamp = 0, epoch = 0;
+    bool valid = last_id != NULL && token_parse(last_id, last_len, &token, &stamp, &epoch) &&
+                 (stamp == ev->stamp || sequence_comparable(ev, epoch));
     live_msg *m = NULL;
     if (last_id == NULL) {
         m = msg_printf("retry: 1000\nevent: snapshot\ndata: {\"version\":%" PRIu64 "}\n\n",

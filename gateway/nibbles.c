@@ -47,14 +47,13 @@ void gw_event_etag(char *out, uint64_t event_id, gw_snap *const *snaps, uint32_t
     uint64_t version = 0, hash = UINT64_C(14695981039346656037); /* FNV-1a */
     for (uint32_t p = 0; p < count; p++) {
         version += snaps[p]->seq;
-        for (int b = 0; b < 64; b += 8) {
-            hash = (hash ^ ((snaps[p]->seq >> b) & 0xffu)) * UINT64_C(1099511628211);
+        const uint64_t words[2] = {snaps[p]->epoch, snaps[p]->seq};
+        for (int k = 0; k < 2; k++) {
+            for (int b = 0; b < 64; b += 8) {
+                hash = (hash ^ ((words[k] >> b) & 0xffu)) * UINT64_C(1099511628211);
+            }
         }
     }
-    if (count == 1) {
-        snprintf(out, GW_ETAG_BYTES, "\"%" PRIu64 "-%" PRIu64 "%s\"", event_id, version, suffix);
-    } else {
-        snprintf(out, GW_ETAG_BYTES, "\"%" PRIu64 "-%" PRIu64 "-%016" PRIx64 "%s\"", event_id,
-                 version, hash, suffix);
-    }
+    snprintf(out, GW_ETAG_BYTES, "\"%" PRIu64 "-%" PRIu64 "-%016" PRIx64 "%s\"", event_id, version,
+             hash, suffix);
 }

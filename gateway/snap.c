@@ -239,8 +239,16 @@ static void fetch_apply(gw_snaps *s, snap_fetch *f)
         waiters_wake(snap);
         return;
     }
+    /* Another epoch: another primary, whose sequences may have gone back
+     * below ours (records the old one published and its backup never had).
+     * Versions of before and after cannot be compared: listeners reset. */
+    bool new_epoch = snap->ready && rep->seat_states_ok.epoch != snap->epoch;
+    snap->epoch = rep->seat_states_ok.epoch;
     gw_snap_unpack(snap->states, snap->layout->seat_count, rep->seat_states_ok.states,
                    snap->ready ? live_seat_cb : NULL, snap);
+    if (new_epoch && snap->listener != NULL) {
+        snap->listener->reset(snap->listener_arg, snap);
+    }
     snap->seq = rep->seat_states_ok.from_seq - 1;
     snap->next_from = rep->seat_states_ok.from_seq;
     snap->ready = true;

@@ -33,6 +33,8 @@ typedef struct gw_snap {
      * k, the high nibble for odd k: the /seatmap encoding itself. */
     uint8_t *states;
     uint64_t seq;       /* the log sequence the states are exact up to: the version */
+    uint64_t epoch;     /* the serving unit's epoch of the partition: seq means a state
+                           only with it (a new primary's sequences may go back) */
     uint64_t next_from; /* the from_seq the next seat_changes event must carry */
     bool ready;         /* a snapshot was applied (states are valid) */
     bool unknown;       /* the unit is unreachable now: its seats are UNKNOWN */
@@ -103,9 +105,10 @@ uint32_t gw_event_snaps(gw_req *r, const gw_layout *layouts[GW_EVENT_PARTITIONS_
 bool gw_etag_matches(gw_req *r, const char *etag);
 
 /* nibbles.c: the ETag of the event's seats as the snapshots hold them now,
- * "\"EVENT-VERSION\"" (VERSION: the sum of the sequences, as /seatmap and
- * /availability show it); with several partitions "-HASH" of the sequences
- * follows, since two gateway workers may reach one sum by different states;
+ * "\"EVENT-VERSION-HASH\"" (VERSION: the sum of the sequences, as /seatmap
+ * and /availability show it; HASH: of every partition's epoch and sequence,
+ * since two gateway workers may reach one sum by different states, and a
+ * primary that took over may reach a sequence again with another state);
  * suffix (may be "") is appended inside the quotes.  GW_ETAG_BYTES. */
 #define GW_ETAG_BYTES 64u
 void gw_event_etag(char *out, uint64_t event_id, gw_snap *const *snaps, uint32_t count,

@@ -671,7 +671,8 @@ BODY(repl_status_ok, U(repl_status_ok.role, 0, TG_REPL_ROLE_COUNT - 1),
 BODY(seat_states_ok, U(seat_states_ok.from_seq, 1, TG_WIRE_ID_MAX),
      U(seat_states_ok.seat_count, 0, TG_PARTITION_SEATS_MAX),
      LIST_SPACE(seat_states_ok.state_count, seat_states_ok.states, TG_WIRE_STATES_MAX,
-                seat_states_ok_word, SPACE_STATES));
+                seat_states_ok_word, SPACE_STATES),
+     ID(seat_states_ok.epoch));
 
 /* Events. */
 BODY(seat_changes, PARTITION(seat_changes.partition_id),

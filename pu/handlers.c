@@ -222,6 +222,7 @@ static tg_err on_seat_states(pu_ctx *c, pu_partition *p)
     const pu_served *e = pu_server_entry(c->srv, info.partition_id);
     __typeof__(c->rep.seat_states_ok) *o = &c->rep.seat_states_ok;
     o->from_seq = __atomic_load_n(&e->pub_from, __ATOMIC_ACQUIRE);
+    o->epoch = info.map_epoch;
     o->seat_count = info.seat_count;
     o->state_count = (info.seat_count + TG_WIRE_STATES_PER_WORD - 1) / TG_WIRE_STATES_PER_WORD;
     o->states = c->big->states;

@@ -555,6 +555,10 @@ typedef struct {
             uint32_t seat_count;
             uint32_t state_count;    /* ceil(seat_count / 16) */
             tg_wire_states *states; /* space: states */
+            /* The partition's epoch at the unit that answered: a primary
+             * that took over (failover, move) answers another, so that a
+             * sequence is only compared with one of the same epoch. */
+            uint64_t epoch;
         } seat_states_ok;
         struct {
             uint32_t partition_id;

@@ -475,6 +475,7 @@ static void gen_requests(int v, tg_msg *m)
 static void gen_seat_states_ok(int v, tg_msg *m)
 {
     m->seat_states_ok.from_seq = pick(v, 1, TG_WIRE_ID_MAX);
+    m->seat_states_ok.epoch = pick(v, 0, TG_WIRE_ID_MAX);
     m->seat_states_ok.seat_count =
         (uint32_t)pick(v, 0, v == V_RANDOM ? 200 : TG_PARTITION_SEATS_MAX);
     uint32_t n = m->seat_states_ok.seat_count;
@@ -1047,10 +1048,11 @@ Test(wire, a_whole_largest_partition_fits_one_seat_states_reply)
 /* The nibble order: seat 16i + k is bits 4k..4k+3 of word i. */
 Test(wire, seat_states_pack_sixteen_seats_per_word_low_nibble_first)
 {
-    /* from_seq 1, 3 seats: FREE, SOLD, BLOCKED = 0x430. */
-    expect_accept("95 5b 01 01 03 91 91 cd 04 30", &msg_b);
+    /* from_seq 1, 3 seats: FREE, SOLD, BLOCKED = 0x430; epoch 5. */
+    expect_accept("96 5b 01 01 03 91 91 cd 04 30 05", &msg_b);
     cr_assert_eq(msg_b.seat_states_ok.seat_count, 3);
     cr_assert_eq(msg_b.seat_states_ok.states[0].packed, 0x430u);
+    cr_assert_eq(msg_b.seat_states_ok.epoch, 5u);
 }
 
 Test(wire, encoding_is_the_shortest_msgpack_form)
@@ -1572,10 +1574,10 @@ Test(wire_reject, rules_across_fields)
     expect_reject("96 51 01 00 00 00 91 93 1c 00 05", "stats_ok.ops[].type: out of range");
     /* seat_states_ok: 17 seats need two words; a nibble past the last
      * seat, or above BLOCKED, is refused. */
-    expect_reject("95 5b 01 01 11 91 91 00", "seat_states_ok.states: not one word per 16 seats");
-    expect_reject("95 5b 01 01 02 91 91 cd 03 00", "seat_states_ok.states[]: not a seat state");
-    expect_reject("95 5b 01 01 02 91 91 05", "seat_states_ok.states[]: not a seat state");
-    expect_reject("95 5b 01 00 02 91 91 01", "seat_states_ok.from_seq: out of range");
+    expect_reject("96 5b 01 01 11 91 91 00 05", "seat_states_ok.states: not one word per 16 seats");
+    expect_reject("96 5b 01 01 02 91 91 cd 03 00 05", "seat_states_ok.states[]: not a seat state");
+    expect_reject("96 5b 01 01 02 91 91 05 05", "seat_states_ok.states[]: not a seat state");
+    expect_reject("96 5b 01 00 02 91 91 01 05", "seat_states_ok.from_seq: out of range");
     expect_reject("96 51 01 00 00 00 91 93 01 1e 05", "stats_ok.ops[].code: out of range");
     expect_reject("96 cc 80 01 00 05 04 90", "seat_changes.from_seq: after to_seq");
     expect_reject("96 cc 80 01 00 00 04 90", "seat_changes.from_seq: out of range");
