@@ -678,17 +678,23 @@ static void resume_replays_more_than_a_queue(gwh_gateway *gw)
  * concert on one, the hall on the other, killed last.  One loop thread: a
  * resume is served by the worker that kept the messages (another worker
  * keeps its own, from when it began to follow the event). */
-Test(gateway_live, the_seatmap_and_the_live_stream_follow_the_grid)
+/* The concert on one unit, the hall on another, and a gateway with flags. */
+static gwh_grid *concert_and_hall(const char *const *flags)
 {
-    const char *flags[] = {
-        "--allow-reset", "--auth-rate", "0", "--request-timeout-ms", "1000", "--live-buffer-bytes",
-        "65536",         "--threads",   "1", "--live-heartbeat-s",   "1",    NULL};
     gwh_options o = {.units = 2,
                      .partition_count = 2,
                      .partitions = {GWH_DEMO_PARTITION, GWH_HALL_PARTITION},
                      .unit_of = {0, 1},
                      .gateway_flags = flags};
-    gwh_grid *g = gwh_start(&o);
+    return gwh_start(&o);
+}
+
+Test(gateway_live, the_seatmap_and_the_live_stream_follow_the_grid)
+{
+    const char *flags[] = {
+        "--allow-reset", "--auth-rate", "0", "--request-timeout-ms", "1000", "--live-buffer-bytes",
+        "65536",         "--threads",   "1", "--live-heartbeat-s",   "1",    NULL};
+    gwh_grid *g = concert_and_hall(flags);
     seatmap_follows_holds_and_releases(g->gw);
     live_stream_sends_changes_and_resumes(g->gw);
     resume_replays_more_than_a_queue(g->gw);
@@ -703,12 +709,7 @@ Test(gateway_live, the_seatmap_and_the_live_stream_follow_the_grid)
 Test(gateway_live, streams_waiting_for_a_first_snapshot_do_not_make_the_gateway_busy)
 {
     const char *flags[] = {"--threads", "1", "--inflight-max", "4", NULL};
-    gwh_options o = {.units = 2,
-                     .partition_count = 2,
-                     .partitions = {GWH_DEMO_PARTITION, GWH_HALL_PARTITION},
-                     .unit_of = {0, 1},
-                     .gateway_flags = flags};
-    gwh_grid *g = gwh_start(&o);
+    gwh_grid *g = concert_and_hall(flags);
     gwh_gateway *gw = g->gw;
     /* The hall's unit is frozen: its first snapshot cannot come yet. */
     cr_assert_eq(kill(g->units[1].pid, SIGSTOP), 0);

@@ -634,6 +634,18 @@ Test(grid_manager, remove_pu_forgets_an_empty_unit_and_refuses_a_drain_with_nowh
     cr_assert(strstr(r->err, "not_found") != NULL, "%s", r->err);
 }
 
+/* PostgreSQL, manager a with one extra flag, and unit u serving partition 1. */
+static void one_unit_serving(hx_unit *u, const char *flag, const char *value)
+{
+    database_start(true);
+    manager_start(0, flag, value);
+    unit_start(u, 1, NULL);
+    json_decref(wait_for(
+        &(expectation){
+            .unit = u->name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
+        SETTLE_MS, NULL));
+}
+
 /* A subscriber to manager i's maps (close it while the manager runs: see
  * harness.h). */
 static nng_socket map_subscribe(int i)
@@ -707,13 +719,7 @@ Test(grid_manager, the_map_is_published_and_published_again_for_late_subscribers
 Test(grid_manager, a_map_postgresql_did_not_store_is_never_published)
 {
     static hx_unit u, v;
-    database_start(true);
-    manager_start(0, "--republish-ms", "100");
-    unit_start(&u, 1, NULL);
-    json_decref(wait_for(
-        &(expectation){
-            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
-        SETTLE_MS, NULL));
+    one_unit_serving(&u, "--republish-ms", "100");
     PGconn *db = pgt_connect(pg);
     pgt_exec(db, "CREATE FUNCTION skip_update() RETURNS trigger LANGUAGE plpgsql"
                  " AS $$BEGIN RETURN NULL; END$$");
@@ -756,13 +762,7 @@ Test(grid_manager, a_map_postgresql_did_not_store_is_never_published)
 Test(grid_manager, a_unit_never_lowers_an_epoch_the_map_has_lowered)
 {
     static hx_unit u;
-    database_start(true);
-    manager_start(0, "--refresh-ms", "100");
-    unit_start(&u, 1, NULL);
-    json_decref(wait_for(
-        &(expectation){
-            .unit = u.name, .unit_state = "alive", .partition = 1, .partition_state = "serving"},
-        SETTLE_MS, NULL));
+    one_unit_serving(&u, "--refresh-ms", "100");
     /* Someone writes an older epoch into grid_partitions: the manager takes
      * it (an outside placement), publishes it, and the unit keeps 2. */
     PGconn *db = pgt_connect(pg);

@@ -208,6 +208,29 @@ static tg_err stats_to(tg_client *c, uint32_t timeout_ms)
 
 TestSuite(client_lost, .timeout = 30);
 
+/* lost_url named after tag, a unit answering there, and a client. */
+static tg_client *lost_start(const char *tag, nng_socket *s, pthread_t *t)
+{
+    snprintf(lost_url, sizeof(lost_url), "ipc:///tmp/tixgrid-client-%s-%d.sock", tag,
+             (int)getpid());
+    unit_up(s, t);
+    tg_client *c;
+    cr_assert_eq(tg_client_open(&(tg_client_config){.inflight_max = 8}, &c), TG_OK);
+    return c;
+}
+
+/* Routes partition to n addresses nobody listens at, one after another. */
+static void route_many(tg_client *c, uint32_t partition, const char *tag, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        char gone[128];
+        snprintf(gone, sizeof(gone), "ipc:///tmp/tixgrid-client-%s-%d-%u.sock", tag, (int)getpid(),
+                 i);
+        tg_err err = tg_client_route(c, partition, gone);
+        cr_assert_eq(err, TG_OK, "address %u: %s", i + 1, tg_errname(err));
+    }
+}
+
 /* A request to a unit whose connection closed is refused at once
  * (TG_EUNAVAILABLE) instead of waiting its whole timeout for a unit that
  * may never come back; one to a unit not connected yet waits for the
@@ -251,22 +274,14 @@ Test(client_lost, a_unit_whose_connection_closed_is_refused_at_once_until_it_is_
  * endpoint meanwhile. */
 Test(client_lost, a_partition_moved_across_more_addresses_than_the_table_holds_still_routes)
 {
-    snprintf(lost_url, sizeof(lost_url), "ipc:///tmp/tixgrid-client-many-%d.sock", (int)getpid());
     nng_socket s;
     pthread_t t;
-    unit_up(&s, &t);
-    tg_client *c;
-    cr_assert_eq(tg_client_open(&(tg_client_config){.inflight_max = 8}, &c), TG_OK);
+    tg_client *c = lost_start("many", &s, &t);
     cr_assert_eq(tg_client_route(c, 8, lost_url), TG_OK);
     static tg_msg reply;
     const tg_msg stats_req = {.type = TG_WIRE_STATS};
     cr_assert_eq(tg_client_call(c, 8, &stats_req, 3000, NULL, &reply), TG_ENOT_FOUND);
-    for (uint32_t i = 0; i < 3 * TG_CLIENT_ENDPOINTS_MAX; i++) {
-        char gone[128];
-        snprintf(gone, sizeof(gone), "ipc:///tmp/tixgrid-client-gone-%d-%u.sock", (int)getpid(), i);
-        tg_err err = tg_client_route(c, 7, gone);
-        cr_assert_eq(err, TG_OK, "address %u: %s", i + 1, tg_errname(err));
-    }
+    route_many(c, 7, "gone", 3 * TG_CLIENT_ENDPOINTS_MAX);
     cr_assert_eq(tg_client_call(c, 8, &stats_req, 3000, NULL, &reply), TG_ENOT_FOUND,
                  "the routed endpoint was kept");
     cr_assert_eq(tg_client_route(c, 7, lost_url), TG_OK);
@@ -316,11 +331,7 @@ Test(client_lost, an_endpoint_with_a_request_in_flight_keeps_its_place)
     cr_assert_eq(tg_client_send_to(c, lost_url, &(tg_msg){.type = TG_WIRE_STATS}, 10000, NULL,
                                    in_flight_done, NULL),
                  TG_OK);
-    for (uint32_t i = 0; i < 3 * TG_CLIENT_ENDPOINTS_MAX; i++) {
-        char gone[128];
-        snprintf(gone, sizeof(gone), "ipc:///tmp/tixgrid-client-busy-%d-%u.sock", (int)getpid(), i);
-        cr_assert_eq(tg_client_route(c, 7, gone), TG_OK, "address %u", i + 1);
-    }
+    route_many(c, 7, "busy", 3 * TG_CLIENT_ENDPOINTS_MAX);
     nng_socket s;
     pthread_t t;
     unit_up(&s, &t);
