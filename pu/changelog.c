@@ -39,11 +39,17 @@
 
 #include "tixgrid/assert.h"
 
+/* The records the unpersisted part of the ring may hold under limit_per_1024. */
+static uint64_t ring_limit(const pu_header *h, uint32_t limit_per_1024)
+{
+    return (uint64_t)h->log_records * limit_per_1024 / 1024;
+}
+
 tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint64_t *first)
 {
     TG_ASSERT(n > 0 && limit_per_1024 > 0 && limit_per_1024 <= 1024);
     pu_header *h = p->hdr;
-    uint64_t limit = (uint64_t)h->log_records * limit_per_1024 / 1024;
+    uint64_t limit = ring_limit(h, limit_per_1024);
     uint64_t head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);
     for (uint32_t attempt = 0; attempt < TG_CAS_RETRIES_MAX; attempt++) {
         uint64_t persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE);
@@ -68,7 +74,7 @@ tg_err pu_log_reserve(pu_partition *p, uint32_t n, uint32_t limit_per_1024, uint
 bool pu_log_has_room(const pu_partition *p, uint32_t n, uint32_t limit_per_1024)
 {
     const pu_header *h = p->hdr;
-    uint64_t limit = (uint64_t)h->log_records * limit_per_1024 / 1024;
+    uint64_t limit = ring_limit(h, limit_per_1024);
     /* persisted first: head, read after it, cannot be behind it */
     uint64_t persisted = __atomic_load_n(&h->log_persisted, __ATOMIC_ACQUIRE);
     uint64_t head = __atomic_load_n(&h->log_head, __ATOMIC_ACQUIRE);

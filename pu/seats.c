@@ -77,10 +77,7 @@ static void rollback(pu_partition *p, const uint32_t *seats, const tg_seat_word 
         return;
     }
     uint64_t seq = 0;
-    tg_err err = TG_EBUSY;
-    for (uint32_t i = 0; i < TG_CAS_RETRIES_MAX && err == TG_EBUSY; i++) {
-        err = pu_log_reserve(p, n, 1024, &seq);
-    }
+    tg_err err = pu_log_reserve(p, n, 1024, &seq); /* it retries contention itself */
     if (err != TG_OK) {
         tg_log_warn("partition %u: no log room to give back %u seats of a failed hold (%s): "
                     "restoring their old words",
