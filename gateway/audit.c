@@ -11,8 +11,8 @@
  * path.
  *
  * Never losing a record: when the queue passes its high-water mark (7/8 —
- * PostgreSQL down for a while), gw_audit_accepting turns false and purchase
- * routes answer 503 before they change anything; the last eighth holds the
+ * PostgreSQL down for a while), purchase routes and the payment webhook
+ * answer 503 before they change anything (gw_audit_admit); the last eighth holds the
  * records of operations already in flight (far more than the requests a
  * gateway may have in service).  Records are written at least once: a batch
  * whose COMMIT outcome is unknown (the connection broke during it) is
@@ -63,10 +63,14 @@ struct gw_audit_log {
     PGconn *db;       /* writer thread only */
 };
 
-bool gw_audit_accepting(gw_gateway *gw)
+bool gw_audit_admit(gw_req *r)
 {
-    gw_audit_log *a = gw->audit;
-    return atomic_load_explicit(&a->backlog, memory_order_relaxed) < a->capacity / 8 * 7;
+    gw_audit_log *a = r->gw->audit;
+    if (atomic_load_explicit(&a->backlog, memory_order_relaxed) < a->capacity / 8 * 7) {
+        return true;
+    }
+    gw_reply_error_retry(r, 503, "audit_backlog", 5, "the audit log is behind; retry");
+    return false;
 }
 
 uint64_t gw_audit_backlog(gw_gateway *gw)

@@ -114,8 +114,7 @@ void gw_on_booking_create(gw_req *r)
     if (!gw_body_u64(r, "event_id", 1, (UINT64_C(1) << 53) - 1, &event_id, NULL)) {
         return;
     }
-    if (!gw_audit_accepting(r->gw)) {
-        gw_reply_error_retry(r, 503, "audit_backlog", 5, "the audit log is behind; retry");
+    if (!gw_audit_admit(r)) {
         return;
     }
     const gw_layout *ls[GW_EVENT_PARTITIONS_MAX];
@@ -208,8 +207,7 @@ void gw_on_booking_cancel(gw_req *r)
     if (!booking_id_field(r, &st->id, &st->layout)) {
         return;
     }
-    if (!gw_audit_accepting(r->gw)) {
-        gw_reply_error_retry(r, 503, "audit_backlog", 5, "the audit log is behind; retry");
+    if (!gw_audit_admit(r)) {
         return;
     }
     tg_msg msg = {.type = TG_WIRE_BOOKING_CANCEL};

@@ -293,9 +293,10 @@ void gw_audit(gw_req *r, const char *action, tg_booking_id booking, uint64_t eve
  * user 0), from any thread. */
 void gw_audit_system(gw_gateway *gw, const char *action, tg_booking_id booking,
                      uint64_t event_id, const char *outcome, json_t *detail);
-/* False when the audit queue is past its high-water mark: purchase
- * operations answer 503 until it drains. */
-bool gw_audit_accepting(gw_gateway *gw);
+/* False, after answering 503 audit_backlog, when the audit queue is past
+ * its high-water mark: purchase operations refuse before they change
+ * anything until it drains. */
+bool gw_audit_admit(gw_req *r);
 
 /* The settings the gateway runs with. */
 const gw_config *gw_config_of(gw_gateway *gw);

@@ -338,8 +338,7 @@ static bool init_check(gw_req *r, const tg_wire_booking *b)
                              "stays created");
         return false;
     }
-    if (!gw_audit_accepting(r->gw)) {
-        gw_reply_error_retry(r, 503, "audit_backlog", 5, "the audit log is behind; retry");
+    if (!gw_audit_admit(r)) {
         return false;
     }
     return true;
@@ -735,9 +734,8 @@ void gw_on_payment_webhook(gw_req *r)
     if (!hook_fields(r, st)) {
         return;
     }
-    if (!gw_audit_accepting(r->gw)) {
-        /* What a delivery decides is audited; the provider delivers it again. */
-        gw_reply_error_retry(r, 503, "audit_backlog", 5, "the audit log is behind; retry");
+    /* What a delivery decides is audited; the provider delivers it again. */
+    if (!gw_audit_admit(r)) {
         return;
     }
     sql_submit(

@@ -201,8 +201,7 @@ void gw_on_seats_select(gw_req *r)
     if (!booking_field(r, &st->booking)) {
         return;
     }
-    if (!gw_audit_accepting(r->gw)) {
-        gw_reply_error_retry(r, 503, "audit_backlog", 5, "the audit log is behind; retry");
+    if (!gw_audit_admit(r)) {
         return;
     }
     uint32_t pid = tg_booking_id_partition(st->booking);
